@@ -1,0 +1,53 @@
+# bangpae: every entry point a developer, CI or an operator needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo serve test test-unit bench lint fuzz clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages for PostGIS, browser tests and Korean fonts (root only; skipped when present).
+system-deps:
+	@missing=""; \
+	for p in postgresql-15-postgis-3 chromium fonts-nanum; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "system-deps: missing$$missing (run as root to install)"; fi; \
+	fi
+
+demo: install
+	$(BIN)/bangpae demo
+
+serve: install
+	$(BIN)/bangpae serve
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/bangpae bench w1 --pairs 10000 --store memory
+	$(BIN)/bangpae bench w1 --pairs 10000 --store sqlite
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/bangpae/domain
+	$(BIN)/lint-imports
+
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit -k fuzz
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
