@@ -1,0 +1,916 @@
+"""The proximity engine: live state per person and per order, decided batch by batch.
+
+A batch of fixes is applied exactly as if its fixes had arrived one at a time,
+in arrival order: every fix of either party re-evaluates each of that party's
+orders against the partner's latest fix *as of that moment*. The work is done
+with numpy over the whole batch; evaluations that touch the same order are
+split into rounds so each round sees the tier the previous one left.
+
+The engine does no I/O and reads no clock: callers pass ``now``. Late fixes
+(older than the newest applied fix of their device) never touch live state;
+they are handed back through :meth:`Engine.drain_late` for retrospective
+evaluation against stored history.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from bangpae.domain import geodesy, tiers
+from bangpae.domain.model import (
+    Device,
+    Event,
+    EventKind,
+    Fix,
+    Order,
+    Person,
+    Tier,
+    make_event,
+)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+# Implied speed above this between two fixes of one device is a suspected jump (250 km/h).
+JUMP_SPEED_MPS = 250.0 / 3.6
+# A predicted breach sooner than this raises approach_fast; the guard re-arms beyond REARM.
+APPROACH_HORIZON_S = 120.0
+APPROACH_REARM_S = 180.0
+UNCERTAIN = int(Tier.UNCERTAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """What the engine knows of one order now: tier, distance and both latest fixes."""
+
+    order_id: int
+    tier: Tier
+    base_tier: Tier
+    distance_m: float | None
+    offender: Fix | None
+    victim: Fix | None
+    offender_stale: bool
+    victim_stale: bool
+    misuse_paused: bool
+    since: float | None
+
+
+def _grow(a: npt.NDArray[np.generic], n: int, fill: object) -> npt.NDArray[np.generic]:
+    if len(a) >= n:
+        return a
+    out = np.full(max(n, 2 * len(a)), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class _Columns:
+    """Per-slot numpy columns that grow as slots are added."""
+
+    def __init__(self, spec: dict[str, tuple[type, object]]) -> None:
+        self._spec = spec
+        self.n = 0
+        for name, (dtype, fill) in spec.items():
+            setattr(self, name, np.full(0, fill, dtype=dtype))
+
+    def add(self) -> int:
+        slot = self.n
+        self.n += 1
+        for name, (_dtype, fill) in self._spec.items():
+            setattr(self, name, _grow(getattr(self, name), self.n, fill))
+        return slot
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, name)[: self.n].nbytes for name in self._spec)
+
+
+_NAN = float("nan")
+
+PERSON_COLUMNS: dict[str, tuple[type, object]] = {
+    "lat": (np.float64, _NAN),
+    "lon": (np.float64, _NAN),
+    "acc": (np.float64, _NAN),  # as reported (NaN: unknown)
+    "t": (np.float64, -math.inf),  # fix time of the latest applied fix
+    "valid": (np.bool_, False),  # latest message had a GPS fix
+    "vx": (np.float64, 0.0),  # velocity east, m/s
+    "vy": (np.float64, 0.0),  # velocity north, m/s
+    "speed": (np.float64, _NAN),
+    "heading": (np.float64, _NAN),
+    "device": (np.int64, -1),  # device id of the latest fix
+}
+
+DEVICE_COLUMNS: dict[str, tuple[type, object]] = {
+    "person": (np.int64, -1),
+    "last_t": (np.float64, -math.inf),  # newest applied fix time (late detection)
+    "lat": (np.float64, _NAN),
+    "lon": (np.float64, _NAN),
+    "acc": (np.float64, _NAN),
+    "last_msg": (np.float64, _NAN),  # time of the last message of any kind
+    "last_valid": (np.float64, _NAN),  # time of the last valid fix
+    "invalid_since": (np.float64, _NAN),  # first message without a GPS fix, in a row
+    "offline_flag": (np.bool_, False),
+    "nofix_flag": (np.bool_, False),
+    "offline_after": (np.float64, 300.0),
+    "no_fix_after": (np.float64, 300.0),
+}
+
+ORDER_COLUMNS: dict[str, tuple[type, object]] = {
+    "id": (np.int64, -1),
+    "off": (np.int64, -1),  # person slots
+    "vic": (np.int64, -1),
+    "notify": (np.float64, 2000.0),
+    "reveal": (np.float64, 600.0),
+    "keep": (np.float64, 100.0),
+    "hyst": (np.float64, 50.0),
+    "stale": (np.float64, 120.0),
+    "valid_from": (np.float64, -math.inf),
+    "valid_until": (np.float64, math.inf),
+    "tier": (np.int8, 0),  # live tier, UNCERTAIN included
+    "base": (np.int8, 0),  # the tier held before uncertainty
+    "since": (np.float64, _NAN),
+    "distance": (np.float64, _NAN),
+    "approach_armed": (np.bool_, True),
+    "victim_stale_flag": (np.bool_, False),
+    "misuse_count": (np.int8, 0),
+    "misuse_flag": (np.bool_, False),
+    "misuse_paused": (np.bool_, False),
+}
+
+
+def _effective(acc: F64) -> F64:
+    return np.asarray(tiers.effective_accuracies(acc), dtype=np.float64)
+
+
+def _local_vector(lat0: F64, lon0: F64, lat1: F64, lon1: F64) -> tuple[F64, F64]:
+    """East and north metres from point 0 to point 1 (local ellipsoid frame)."""
+    mid = np.radians((lat0 + lat1) / 2.0)
+    mr = geodesy.meridional_radius(np.degrees(mid))
+    nr = geodesy.prime_vertical_radius(np.degrees(mid))
+    dlon = np.radians(((lon1 - lon0) + 180.0) % 360.0 - 180.0)
+    return dlon * nr * np.cos(mid), np.radians(lat1 - lat0) * mr
+
+
+class Engine:
+    """Per-person and per-order proximity state, with the tier machine of DESIGN §2."""
+
+    def __init__(self) -> None:
+        self.persons = _Columns(PERSON_COLUMNS)
+        self.devices = _Columns(DEVICE_COLUMNS)
+        self.orders = _Columns(ORDER_COLUMNS)
+        self._person_slot: dict[int, int] = {}
+        self._device_slot = np.full(0, -1, dtype=np.int32)  # indexed by device id
+        self._device_ids: list[int] = []
+        self._order_slot: dict[int, int] = {}
+        self._orders_of_person: list[list[int]] = []
+        self._csr: tuple[I64, I64] | None = None
+        self._late: list[Fix] = []
+        self._person_ids: list[int] = []
+
+    # -- registry -----------------------------------------------------------------------
+
+    def load(
+        self, people: Iterable[Person], devices: Iterable[Device], orders: Iterable[Order]
+    ) -> None:
+        """Register (or update) people, devices and orders; existing state is kept."""
+        for person in people:
+            self._person(person.id)
+        for device in devices:
+            self.add_device(device)
+        for order in orders:
+            self.add_order(order)
+
+    def _person(self, person_id: int) -> int:
+        slot = self._person_slot.get(person_id)
+        if slot is None:
+            slot = self.persons.add()
+            self._person_slot[person_id] = slot
+            self._orders_of_person.append([])
+        return slot
+
+    def add_device(self, device: Device) -> None:
+        """Register a device and bind it to its person."""
+        if device.id < 0:
+            raise ValueError("device ids are non-negative")
+        if device.id >= len(self._device_slot):
+            self._device_slot = _grow(self._device_slot, device.id + 1, -1)  # type: ignore[assignment]
+        slot = int(self._device_slot[device.id])
+        if slot < 0:
+            slot = self.devices.add()
+            self._device_slot[device.id] = slot
+            self._device_ids.append(device.id)
+        self.devices.person[slot] = self._person(device.person_id)
+
+    def add_order(self, order: Order) -> None:
+        """Register an order, or update its parameters while keeping its live tier."""
+        o = self.orders
+        slot = self._order_slot.get(order.id)
+        if slot is None:
+            slot = o.add()
+            self._order_slot[order.id] = slot
+            off, vic = self._person(order.offender_id), self._person(order.victim_id)
+            o.off[slot], o.vic[slot] = off, vic
+            self._orders_of_person[off].append(slot)
+            self._orders_of_person[vic].append(slot)
+            self._csr = None
+        o.id[slot] = order.id
+        o.notify[slot] = order.notify_radius_m
+        o.reveal[slot] = order.reveal_radius_m
+        o.keep[slot] = order.keep_away_m
+        o.hyst[slot] = order.hysteresis_m
+        o.stale[slot] = order.stale_after_s
+        o.valid_from[slot] = -math.inf if order.valid_from is None else order.valid_from
+        o.valid_until[slot] = math.inf if order.valid_until is None else order.valid_until
+        for d in self._device_ids:
+            ds = int(self._device_slot[d])
+            if self.devices.person[ds] == o.off[slot]:
+                self.devices.offline_after[ds] = min(
+                    float(self.devices.offline_after[ds]), order.offline_after_s
+                )
+                self.devices.no_fix_after[ds] = min(
+                    float(self.devices.no_fix_after[ds]), order.no_fix_after_s
+                )
+
+    def knows_device(self, device_id: int) -> bool:
+        """Whether a device is registered."""
+        return 0 <= device_id < len(self._device_slot) and self._device_slot[device_id] >= 0
+
+    def _orders_csr(self) -> tuple[I64, I64]:
+        if self._csr is None:
+            counts = np.array([len(x) for x in self._orders_of_person], dtype=np.int64)
+            start = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=start[1:])
+            flat = np.array([s for x in self._orders_of_person for s in x], dtype=np.int64)
+            self._csr = (start, flat)
+        return self._csr
+
+    def restore(
+        self, latest: dict[int, Fix], tiers_by_order: dict[int, tuple[Tier, Tier, float]]
+    ) -> None:
+        """Rebuild live state after a restart: latest fixes and each order's last tier."""
+        for fix in sorted(latest.values(), key=lambda f: f.fix_time):
+            if not self.knows_device(fix.device_id):
+                continue
+            ds = int(self._device_slot[fix.device_id])
+            d = self.devices
+            d.last_t[ds] = fix.fix_time
+            d.last_msg[ds] = fix.received_at if fix.received_at is not None else fix.fix_time
+            if fix.valid:
+                d.lat[ds], d.lon[ds] = fix.lat, fix.lon
+                d.acc[ds] = _NAN if fix.accuracy_m is None else fix.accuracy_m
+                d.last_valid[ds] = fix.fix_time
+            self._set_person(int(d.person[ds]), fix, 0.0, 0.0)
+        for order_id, (tier, base, since) in tiers_by_order.items():
+            slot = self._order_slot.get(order_id)
+            if slot is not None:
+                self.orders.tier[slot], self.orders.base[slot] = int(tier), int(base)
+                self.orders.since[slot] = since
+
+    def _set_person(self, p: int, fix: Fix, vx: float, vy: float) -> None:
+        ps = self.persons
+        ps.t[p], ps.valid[p], ps.device[p] = fix.fix_time, fix.valid, fix.device_id
+        if fix.valid:
+            ps.lat[p], ps.lon[p] = fix.lat, fix.lon
+            ps.acc[p] = _NAN if fix.accuracy_m is None else fix.accuracy_m
+            ps.vx[p], ps.vy[p] = vx, vy
+            ps.speed[p] = _NAN if fix.speed_mps is None else fix.speed_mps
+            ps.heading[p] = _NAN if fix.heading_deg is None else fix.heading_deg
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def ingest(self, fixes: Sequence[Fix], now: float) -> list[Event]:
+        """Apply decoded fixes in arrival order; return the events they cause."""
+        if not fixes:
+            return []
+        n = len(fixes)
+        cols = {
+            "device": np.fromiter((f.device_id for f in fixes), np.int64, n),
+            "t": np.fromiter((f.fix_time for f in fixes), np.float64, n),
+            "lat": np.fromiter((f.lat for f in fixes), np.float64, n),
+            "lon": np.fromiter((f.lon for f in fixes), np.float64, n),
+            "acc": np.fromiter(
+                (_NAN if f.accuracy_m is None else f.accuracy_m for f in fixes), np.float64, n
+            ),
+            "speed": np.fromiter(
+                (_NAN if f.speed_mps is None else f.speed_mps for f in fixes), np.float64, n
+            ),
+            "heading": np.fromiter(
+                (_NAN if f.heading_deg is None else f.heading_deg for f in fixes), np.float64, n
+            ),
+            "valid": np.fromiter((f.valid for f in fixes), np.bool_, n),
+            "received": np.fromiter(
+                (f.fix_time if f.received_at is None else f.received_at for f in fixes),
+                np.float64,
+                n,
+            ),
+        }
+        return self._apply(cols, fixes, now)
+
+    def ingest_columns(
+        self,
+        device_ids: I64,
+        fix_time: F64,
+        lat: F64,
+        lon: F64,
+        accuracy: F64,
+        now: float,
+    ) -> list[Event]:
+        """Apply valid fixes given as columns (NaN accuracy: unknown); return the events."""
+        n = len(device_ids)
+        nan = np.full(n, _NAN)
+        cols = {
+            "device": np.asarray(device_ids, dtype=np.int64),
+            "t": np.asarray(fix_time, dtype=np.float64),
+            "lat": np.asarray(lat, dtype=np.float64),
+            "lon": np.asarray(lon, dtype=np.float64),
+            "acc": np.asarray(accuracy, dtype=np.float64),
+            "speed": nan,
+            "heading": nan,
+            "valid": np.ones(n, dtype=np.bool_),
+            "received": np.asarray(fix_time, dtype=np.float64),
+        }
+        return self._apply(cols, None, now)
+
+    def drain_late(self) -> list[Fix]:
+        """Late fixes set aside since the last call, for retrospective evaluation."""
+        late, self._late = self._late, []
+        return late
+
+    def _apply(
+        self, c: dict[str, npt.NDArray[np.generic]], fixes: Sequence[Fix] | None, now: float
+    ) -> list[Event]:
+        dev_ids = c["device"].astype(np.int64)
+        n = len(dev_ids)
+        known = (dev_ids >= 0) & (dev_ids < len(self._device_slot))
+        dslot = np.full(n, -1, dtype=np.int64)
+        dslot[known] = self._device_slot[dev_ids[known]]
+        t = c["t"].astype(np.float64)
+        # Route late and duplicate fixes: compare each fix with the newest earlier one of
+        # its device (stored state, or an earlier fix of this batch).
+        order = np.lexsort((np.arange(n), dslot))
+        sd, st = dslot[order], t[order]
+        prev_t = np.where(sd >= 0, self.devices.last_t[np.maximum(sd, 0)], -math.inf)
+        same = np.zeros(n, dtype=np.bool_)
+        same[1:] = sd[1:] == sd[:-1]
+        prev_t[1:] = np.where(same[1:], st[:-1], prev_t[1:])
+        if np.all(st > prev_t) or n == 0:
+            live_sorted = np.ones(n, dtype=np.bool_)
+            late_sorted = np.zeros(n, dtype=np.bool_)
+        else:  # rare: out-of-order fixes within the batch need a running maximum
+            live_sorted = np.zeros(n, dtype=np.bool_)
+            late_sorted = np.zeros(n, dtype=np.bool_)
+            newest = -math.inf
+            for i in range(n):
+                if i == 0 or not same[i]:
+                    newest = float(self.devices.last_t[sd[i]]) if sd[i] >= 0 else -math.inf
+                if st[i] > newest:
+                    live_sorted[i] = True
+                    newest = float(st[i])
+                elif st[i] < newest:
+                    late_sorted[i] = True
+        live = np.zeros(n, dtype=np.bool_)
+        live[order] = live_sorted & (sd >= 0)
+        late = np.zeros(n, dtype=np.bool_)
+        late[order] = late_sorted & (sd >= 0)
+        if fixes is not None and late.any():
+            self._late.extend(fixes[i] for i in np.flatnonzero(late))
+        idx = np.flatnonzero(live)
+        if len(idx) == 0:
+            return []
+        return self._apply_live(c, fixes, idx, dslot[idx], now)
+
+    def _apply_live(
+        self,
+        c: dict[str, npt.NDArray[np.generic]],
+        fixes: Sequence[Fix] | None,
+        idx: I64,
+        ds: I64,
+        now: float,
+    ) -> list[Event]:
+        events: list[Event] = []
+        d, ps = self.devices, self.persons
+        t = c["t"][idx].astype(np.float64)
+        lat = c["lat"][idx].astype(np.float64)
+        lon = c["lon"][idx].astype(np.float64)
+        acc = c["acc"][idx].astype(np.float64)
+        speed = c["speed"][idx].astype(np.float64)
+        heading = c["heading"][idx].astype(np.float64)
+        valid = c["valid"][idx].astype(np.bool_)
+        received = c["received"][idx].astype(np.float64)
+        k = len(idx)
+        person = d.person[ds]
+
+        # Previous valid position of each fix's device (stored, or earlier in this batch).
+        order = np.lexsort((np.arange(k), ds))
+        plat, plon = d.lat[ds].copy(), d.lon[ds].copy()
+        pacc, pt = d.acc[ds].copy(), d.last_valid[ds].copy()
+        run_lat, run_lon, run_acc, run_t = plat[order], plon[order], pacc[order], pt[order]
+        if k > 1:
+            sdev = ds[order]
+            vo = valid[order]
+            # A device with several fixes in the batch: carry the last valid one forward.
+            for j in np.flatnonzero(sdev[1:] == sdev[:-1]) + 1:
+                i = j - 1
+                if vo[i]:
+                    run_lat[j], run_lon[j] = lat[order[i]], lon[order[i]]
+                    run_acc[j], run_t[j] = acc[order[i]], t[order[i]]
+                else:
+                    run_lat[j], run_lon[j] = run_lat[i], run_lon[i]
+                    run_acc[j], run_t[j] = run_acc[i], run_t[i]
+        plat[order], plon[order], pacc[order], pt[order] = run_lat, run_lon, run_acc, run_t
+
+        # Velocity: reported speed and heading where given, else from the previous fix.
+        has_prev = np.isfinite(pt) & valid & (t > pt)
+        dt = np.where(has_prev, t - pt, 1.0)
+        ex, ny = _local_vector(
+            np.where(has_prev, plat, lat), np.where(has_prev, plon, lon), lat, lon
+        )
+        vx = np.where(has_prev, ex / dt, 0.0)
+        vy = np.where(has_prev, ny / dt, 0.0)
+        reported = np.isfinite(speed) & np.isfinite(heading)
+        hr = np.radians(np.where(reported, heading, 0.0))
+        vx = np.where(reported, speed * np.sin(hr), vx)
+        vy = np.where(reported, speed * np.cos(hr), vy)
+
+        # Position jumps: implied speed beyond what accuracy can explain.
+        if has_prev.any():
+            hop = np.hypot(ex, ny)
+            slack = _effective(pacc) + _effective(acc)
+            implied = (hop - slack) / dt
+            for j in np.flatnonzero(has_prev & (implied > JUMP_SPEED_MPS)):
+                dev = int(c["device"][idx[j]])
+                events.append(
+                    make_event(
+                        EventKind.POSITION_JUMP,
+                        float(t[j]),
+                        dev,
+                        person_id=self._person_id(int(person[j])),
+                        device_id=dev,
+                        data={"implied_speed_mps": round(float(implied[j]), 1)},
+                    )
+                )
+
+        # Device columns take each device's last fix of the batch (live fixes of one
+        # device are in increasing time, so the last is the newest).
+        last = order[self._group_ends(ds[order])]
+        dl = ds[last]
+        d.last_t[dl], d.last_msg[dl] = t[last], received[last]
+        d.offline_flag[dl] = False
+        lv = last[valid[last]]
+        d.lat[ds[lv]], d.lon[ds[lv]] = lat[lv], lon[lv]
+        d.acc[ds[lv]], d.last_valid[ds[lv]] = acc[lv], t[lv]
+        d.invalid_since[ds[lv]] = _NAN
+        d.nofix_flag[ds[lv]] = False
+        li = last[~valid[last]]
+        if len(li):
+            keep = np.isfinite(d.invalid_since[ds[li]])
+            d.invalid_since[ds[li]] = np.where(keep, d.invalid_since[ds[li]], received[li])
+
+        # Evaluations: every fix re-evaluates each order of its person, in arrival order.
+        start, flat = self._orders_csr()
+        deg = start[person + 1] - start[person]
+        if deg.sum() > 0:
+            events.extend(
+                self._evaluate(
+                    person, deg, start, flat, t, lat, lon, acc, valid, vx, vy, fixes, idx, c, now
+                )
+            )
+
+        # Person columns take the batch's last fix of each person (arrival order).
+        by_person = np.lexsort((np.arange(k), person))
+        pj = by_person[self._group_ends(person[by_person])]
+        pp = person[pj]
+        ps.t[pp], ps.valid[pp], ps.device[pp] = t[pj], valid[pj], c["device"][idx[pj]]
+        vm = valid[pj]
+        pv, jv = pp[vm], pj[vm]
+        ps.lat[pv], ps.lon[pv], ps.acc[pv] = lat[jv], lon[jv], acc[jv]
+        ps.vx[pv], ps.vy[pv] = vx[jv], vy[jv]
+        ps.speed[pv], ps.heading[pv] = speed[jv], heading[jv]
+        return events
+
+    @staticmethod
+    def _group_ends(sorted_keys: I64) -> I64:
+        end = np.ones(len(sorted_keys), dtype=np.bool_)
+        end[:-1] = sorted_keys[1:] != sorted_keys[:-1]
+        return np.flatnonzero(end)
+
+    def _person_id(self, slot: int) -> int:
+        if len(self._person_ids) != self.persons.n:
+            ids = [0] * self.persons.n
+            for pid, s in self._person_slot.items():
+                ids[s] = pid
+            self._person_ids = ids
+        return self._person_ids[slot]
+
+    def _evaluate(
+        self,
+        person: I64,
+        deg: I64,
+        start: I64,
+        flat: I64,
+        t: F64,
+        lat: F64,
+        lon: F64,
+        acc: F64,
+        valid: npt.NDArray[np.bool_],
+        vx: F64,
+        vy: F64,
+        fixes: Sequence[Fix] | None,
+        idx: I64,
+        c: dict[str, npt.NDArray[np.generic]],
+        now: float,
+    ) -> list[Event]:
+        o, ps = self.orders, self.persons
+        k = len(person)
+        # One evaluation per (fix j, order of its person).
+        ej = np.repeat(np.arange(k), deg)
+        offs = np.arange(len(ej)) - np.repeat(np.cumsum(deg) - deg, deg)
+        eo = flat[start[person[ej]] + offs]
+        active = (o.valid_from[eo] <= now) & (now < o.valid_until[eo])
+        ej, eo = ej[active], eo[active]
+        if len(ej) == 0:
+            return []
+        self_is_off = o.off[eo] == person[ej]
+        partner = np.where(self_is_off, o.vic[eo], o.off[eo])
+
+        # The partner's latest fix as of evaluation j: its last fix earlier in this batch,
+        # else its stored state.
+        key_sorted_order = np.lexsort((np.arange(k), person))
+        keys = person[key_sorted_order] * (k + 1) + np.arange(k)[key_sorted_order]
+        q = partner * (k + 1) + ej
+        pos = np.searchsorted(keys, q) - 1
+        in_batch = pos >= 0
+        cand = key_sorted_order[np.maximum(pos, 0)]
+        in_batch &= person[cand] == partner
+        # The partner's batch fix may be invalid (no GPS): its position is then the last
+        # valid one, which for the batch is not tracked per fix; fall back to stored state.
+        pj = np.where(in_batch, cand, -1)
+        b = pj >= 0
+        p_lat = np.where(b, lat[np.maximum(pj, 0)], ps.lat[partner])
+        p_lon = np.where(b, lon[np.maximum(pj, 0)], ps.lon[partner])
+        p_acc = np.where(b, acc[np.maximum(pj, 0)], ps.acc[partner])
+        p_t = np.where(b, t[np.maximum(pj, 0)], ps.t[partner])
+        p_valid = np.where(b, valid[np.maximum(pj, 0)], ps.valid[partner])
+        p_vx = np.where(b, vx[np.maximum(pj, 0)], ps.vx[partner])
+        p_vy = np.where(b, vy[np.maximum(pj, 0)], ps.vy[partner])
+
+        s_lat, s_lon, s_acc, s_t, s_valid = lat[ej], lon[ej], acc[ej], t[ej], valid[ej]
+        off_lat = np.where(self_is_off, s_lat, p_lat)
+        off_lon = np.where(self_is_off, s_lon, p_lon)
+        vic_lat = np.where(self_is_off, p_lat, s_lat)
+        vic_lon = np.where(self_is_off, p_lon, s_lon)
+        off_t = np.where(self_is_off, s_t, p_t)
+        vic_t = np.where(self_is_off, p_t, s_t)
+        off_valid = np.where(self_is_off, s_valid, p_valid)
+        vic_valid = np.where(self_is_off, p_valid, s_valid)
+        stale = o.stale[eo]
+        off_fresh = off_valid & (now - off_t <= stale) & np.isfinite(off_lat)
+        vic_fresh = vic_valid & (now - vic_t <= stale) & np.isfinite(vic_lat)
+        both = off_fresh & vic_fresh
+
+        u = _effective(s_acc) + _effective(p_acc)
+        thresholds = tiers.decision_thresholds(
+            u, o.notify[eo], o.reveal[eo], o.keep[eo], o.hyst[eo]
+        )
+        dist = np.full(len(ej), _NAN)
+        if both.any():
+            dist[both] = geodesy.distances_m(
+                off_lat[both], off_lon[both], vic_lat[both], vic_lon[both], thresholds[both]
+            )
+        margin = dist - u
+
+        # Closing speed toward keep-away, for approach prediction.
+        ex, ny = _local_vector(vic_lat, vic_lon, off_lat, off_lon)
+        rvx = np.where(self_is_off, vx[ej] - p_vx, p_vx - vx[ej])
+        rvy = np.where(self_is_off, vy[ej] - p_vy, p_vy - vy[ej])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            closing = -(ex * rvx + ny * rvy) / np.where(dist > 0, dist, 1.0)
+            ttb = np.where(closing > 0, (margin - o.keep[eo]) / closing, np.inf)
+
+        # Rounds: the r-th evaluation of each order in the batch goes into round r.
+        srt = np.lexsort((ej, eo))
+        eo_s = eo[srt]
+        first = np.ones(len(srt), dtype=np.bool_)
+        first[1:] = eo_s[1:] != eo_s[:-1]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(len(srt)), 0))
+        rank = np.empty(len(srt), dtype=np.int64)
+        rank[srt] = np.arange(len(srt)) - group_start
+        events: list[Event] = []
+        for r in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == r)
+            events.extend(
+                self._round(
+                    sel, eo, ej, both, off_fresh, vic_fresh, margin, dist, ttb, self_is_off,
+                    t, idx, c, now,
+                )
+            )
+        return events
+
+    def _round(
+        self,
+        sel: I64,
+        eo: I64,
+        ej: I64,
+        both: npt.NDArray[np.bool_],
+        off_fresh: npt.NDArray[np.bool_],
+        vic_fresh: npt.NDArray[np.bool_],
+        margin: F64,
+        dist: F64,
+        ttb: F64,
+        self_is_off: npt.NDArray[np.bool_],
+        t: F64,
+        idx: I64,
+        c: dict[str, npt.NDArray[np.generic]],
+        now: float,
+    ) -> list[Event]:
+        o = self.orders
+        os_ = eo[sel]
+        before = o.distance[os_].copy()
+        cur = o.tier[os_].astype(np.int8)
+        base = np.where(cur == UNCERTAIN, o.base[os_], cur).astype(np.int8)
+        ok = both[sel]
+        new = cur.copy()
+        if ok.any():
+            s_ok = sel[ok]
+            new[ok] = tiers.next_tiers(
+                base[ok], margin[s_ok], o.notify[os_[ok]], o.reveal[os_[ok]],
+                o.keep[os_[ok]], o.hyst[os_[ok]],
+            )
+        # Offender's position unknown to us while he was close: uncertain.
+        lost = ~off_fresh[sel] & ((cur == int(Tier.REVEAL)) | (cur == int(Tier.BREACH)))
+        new[lost] = UNCERTAIN
+        o.base[os_[lost]] = cur[lost]
+        o.base[os_[ok]] = new[ok]
+        events: list[Event] = []
+        changed = np.flatnonzero(new != cur)
+        for i in changed.tolist():
+            e = int(sel[i])
+            slot = int(os_[i])
+            j = int(ej[e])
+            dev = int(c["device"][idx[j]])
+            at = float(t[j])
+            d = float(dist[e]) if ok[i] else None
+            events.append(
+                make_event(
+                    EventKind.TIER_CHANGED,
+                    at,
+                    int(o.id[slot]),
+                    dev,
+                    int(cur[i]),
+                    int(new[i]),
+                    order_id=int(o.id[slot]),
+                    person_id=self._person_id(int(o.off[slot])),
+                    device_id=dev,
+                    tier_from=Tier(int(cur[i])),
+                    tier_to=Tier(int(new[i])),
+                    distance_m=None if d is None else round(d, 2),
+                    data={"margin_m": round(float(margin[e]), 2)} if ok[i] else {"signal": "lost"},
+                )
+            )
+            o.since[slot] = at
+        o.tier[os_] = new
+        o.distance[os_[ok]] = dist[sel[ok]]
+
+        # The victim's own location is missing or stale: ask her app to resume sharing.
+        vstale = ~vic_fresh[sel] & ~o.victim_stale_flag[os_]
+        for i in np.flatnonzero(vstale).tolist():
+            slot, j = int(os_[i]), int(ej[sel[i]])
+            dev = int(c["device"][idx[j]])
+            events.append(
+                make_event(
+                    EventKind.VICTIM_LOCATION_STALE,
+                    float(t[j]),
+                    int(o.id[slot]),
+                    dev,
+                    order_id=int(o.id[slot]),
+                    person_id=self._person_id(int(o.vic[slot])),
+                )
+            )
+        o.victim_stale_flag[os_[vstale]] = True
+        o.victim_stale_flag[os_[vic_fresh[sel]]] = False
+
+        # Approach prediction: a breach predicted within the horizon, once per episode.
+        tt = ttb[sel]
+        fire = ok & o.approach_armed[os_] & (tt >= 0) & (tt <= APPROACH_HORIZON_S) & (
+            new != int(Tier.BREACH)
+        )
+        for i in np.flatnonzero(fire).tolist():
+            e, slot = int(sel[i]), int(os_[i])
+            j = int(ej[e])
+            dev = int(c["device"][idx[j]])
+            events.append(
+                make_event(
+                    EventKind.APPROACH_FAST,
+                    float(t[j]),
+                    int(o.id[slot]),
+                    dev,
+                    order_id=int(o.id[slot]),
+                    person_id=self._person_id(int(o.off[slot])),
+                    device_id=dev,
+                    distance_m=round(float(dist[e]), 2),
+                    data={"seconds_to_breach": round(float(tt[i]), 1)},
+                )
+            )
+        o.approach_armed[os_[fire]] = False
+        rearm = ok & ((tt > APPROACH_REARM_S) | (new < int(Tier.NOTIFY)))
+        o.approach_armed[os_[rearm]] = True
+
+        # Misuse guard: the victim repeatedly closing in on a revealed offender.
+        in_reveal = ok & (new == int(Tier.REVEAL)) & ~self_is_off[sel]
+        if in_reveal.any():
+            events.extend(self._misuse(sel, os_, in_reveal, before, dist, ej, t, idx, c))
+        o.misuse_count[os_[ok & (new != int(Tier.REVEAL))]] = 0
+        o.misuse_flag[os_[ok & (new < int(Tier.REVEAL))]] = False
+        return events
+
+    def _misuse(
+        self,
+        sel: I64,
+        os_: I64,
+        mask: npt.NDArray[np.bool_],
+        before: F64,
+        dist: F64,
+        ej: I64,
+        t: F64,
+        idx: I64,
+        c: dict[str, npt.NDArray[np.generic]],
+    ) -> list[Event]:
+        o = self.orders
+        events: list[Event] = []
+        for i in np.flatnonzero(mask).tolist():
+            slot, e = int(os_[i]), int(sel[i])
+            prev_d = float(before[i])  # distance after the previous evaluation
+            now_d = float(dist[e])
+            # Her own fix shrank the distance by more than GPS noise.
+            if math.isfinite(prev_d) and prev_d - now_d > MISUSE_STEP_M:
+                o.misuse_count[slot] = min(int(o.misuse_count[slot]) + 1, 100)
+            else:
+                o.misuse_count[slot] = max(int(o.misuse_count[slot]) - 1, 0)
+            if o.misuse_count[slot] >= MISUSE_STEPS and not o.misuse_flag[slot]:
+                o.misuse_flag[slot] = True
+                j = int(ej[e])
+                dev = int(c["device"][idx[j]])
+                events.append(
+                    make_event(
+                        EventKind.DISCLOSURE_MISUSE,
+                        float(t[j]),
+                        int(o.id[slot]),
+                        dev,
+                        order_id=int(o.id[slot]),
+                        person_id=self._person_id(int(o.vic[slot])),
+                        device_id=dev,
+                        distance_m=round(now_d, 2),
+                    )
+                )
+        return events
+
+    # -- timers -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Event]:
+        """Fire the timers due at ``now``: signal lost, device offline, no GPS fix."""
+        events: list[Event] = []
+        o, ps, d = self.orders, self.persons, self.devices
+        n = o.n
+        if n:
+            tier = o.tier[:n]
+            off = o.off[:n]
+            close = (tier == int(Tier.REVEAL)) | (tier == int(Tier.BREACH))
+            active = (o.valid_from[:n] <= now) & (now < o.valid_until[:n])
+            gone = active & close & (now - ps.t[off] > o.stale[:n])
+            for slot in np.flatnonzero(gone).tolist():
+                deadline = float(ps.t[off[slot]] + o.stale[slot])
+                events.append(
+                    make_event(
+                        EventKind.TIER_CHANGED,
+                        deadline,
+                        int(o.id[slot]),
+                        "stale",
+                        int(tier[slot]),
+                        UNCERTAIN,
+                        order_id=int(o.id[slot]),
+                        person_id=self._person_id(int(off[slot])),
+                        tier_from=Tier(int(tier[slot])),
+                        tier_to=Tier.UNCERTAIN,
+                        data={"signal": "stale", "last_fix_time": float(ps.t[off[slot]])},
+                    )
+                )
+                o.base[slot] = tier[slot]
+                o.tier[slot] = UNCERTAIN
+                o.since[slot] = deadline
+        m = d.n
+        if m:
+            last = d.last_msg[:m]
+            seen = np.isfinite(last)
+            offline = seen & ~d.offline_flag[:m] & (now - last > d.offline_after[:m])
+            for slot in np.flatnonzero(offline).tolist():
+                deadline = float(last[slot] + d.offline_after[slot])
+                dev = self._device_ids[slot]
+                events.append(
+                    make_event(
+                        EventKind.OFFLINE,
+                        deadline,
+                        dev,
+                        device_id=dev,
+                        person_id=self._person_id(int(d.person[slot])),
+                        data={"last_message_at": float(last[slot])},
+                    )
+                )
+            d.offline_flag[:m] |= offline
+            inv = d.invalid_since[:m]
+            nofix = (
+                np.isfinite(inv) & ~d.offline_flag[:m] & ~d.nofix_flag[:m]
+                & (now - inv > d.no_fix_after[:m])
+            )
+            for slot in np.flatnonzero(nofix).tolist():
+                deadline = float(inv[slot] + d.no_fix_after[slot])
+                dev = self._device_ids[slot]
+                lv = float(d.last_valid[slot])
+                events.append(
+                    make_event(
+                        EventKind.NO_FIX,
+                        deadline,
+                        dev,
+                        device_id=dev,
+                        person_id=self._person_id(int(d.person[slot])),
+                        data={"last_valid_at": None if math.isnan(lv) else lv},
+                    )
+                )
+            d.nofix_flag[:m] |= nofix
+        return events
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _fix_of(self, p: int) -> Fix | None:
+        ps = self.persons
+        if not math.isfinite(ps.t[p]) or not math.isfinite(ps.lat[p]):
+            return None
+
+        def opt(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+
+        return Fix(
+            device_id=int(ps.device[p]),
+            fix_time=float(ps.t[p]),
+            lat=float(ps.lat[p]),
+            lon=float(ps.lon[p]),
+            accuracy_m=opt(ps.acc[p]),
+            speed_mps=opt(ps.speed[p]),
+            heading_deg=opt(ps.heading[p]),
+            valid=bool(ps.valid[p]),
+        )
+
+    def order_view(self, order_id: int, now: float | None = None) -> OrderView | None:
+        """The live state of one order (positions unfiltered: callers apply disclosure)."""
+        slot = self._order_slot.get(order_id)
+        if slot is None:
+            return None
+        o, ps = self.orders, self.persons
+        off, vic = int(o.off[slot]), int(o.vic[slot])
+        stale = float(o.stale[slot])
+        at = now if now is not None else -math.inf
+        dist = float(o.distance[slot])
+        return OrderView(
+            order_id=order_id,
+            tier=Tier(int(o.tier[slot])),
+            base_tier=Tier(int(o.base[slot])),
+            distance_m=None if math.isnan(dist) else dist,
+            offender=self._fix_of(off),
+            victim=self._fix_of(vic),
+            offender_stale=not (ps.valid[off] and at - ps.t[off] <= stale),
+            victim_stale=not (ps.valid[vic] and at - ps.t[vic] <= stale),
+            misuse_paused=bool(o.misuse_paused[slot]),
+            since=None if math.isnan(o.since[slot]) else float(o.since[slot]),
+        )
+
+    def set_misuse_pause(self, order_id: int, paused: bool) -> None:
+        """Pause (or resume) the victim's live view of an order after a misuse review."""
+        slot = self._order_slot.get(order_id)
+        if slot is not None:
+            self.orders.misuse_paused[slot] = paused
+
+    def bytes_per_pair(self) -> float:
+        """Memory held per order for its state (columns plus registry), in bytes."""
+        n = max(self.orders.n, 1)
+        columns = self.persons.nbytes() + self.devices.nbytes() + self.orders.nbytes()
+        ints = {id(x): x for d in (self._person_slot, self._order_slot) for kv in d.items()
+                for x in kv if isinstance(x, int) and not -5 <= x <= 256}
+        registry = (
+            self._device_slot.nbytes
+            + sys.getsizeof(self._device_ids)
+            + sys.getsizeof(self._person_slot)
+            + sys.getsizeof(self._order_slot)
+            + sum(sys.getsizeof(x) for x in ints.values())
+            + sys.getsizeof(self._orders_of_person)
+            + sum(sys.getsizeof(x) for x in self._orders_of_person)
+            + sys.getsizeof(self._person_ids)
+        )
+        return (columns + registry) / n
+
+
+# Misuse guard: her own fixes shrank the distance by more than this, on balance this many times.
+MISUSE_STEP_M = 10.0
+MISUSE_STEPS = 3
