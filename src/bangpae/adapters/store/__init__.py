@@ -1,5 +1,5 @@
 """The durable store: SQLAlchemy 2 on SQLite (WAL) or PostgreSQL, Alembic migrations."""
 
-from bangpae.adapters.store.store import Store
+from bangpae.adapters.store.store import AuditReport, IncidentRecord, Store, StoredFix, UserRecord
 
-__all__ = ["Store"]
+__all__ = ["AuditReport", "IncidentRecord", "Store", "StoredFix", "UserRecord"]

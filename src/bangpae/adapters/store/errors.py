@@ -1,0 +1,17 @@
+"""Errors the store raises, for callers to map to their own replies."""
+
+
+class StoreError(Exception):
+    """Something the store refused."""
+
+
+class Conflict(StoreError):
+    """A unique thing exists already."""
+
+
+class NotFound(StoreError):
+    """A referenced thing does not exist."""
+
+
+class Invalid(StoreError):
+    """The request contradicts the data (wrong kind, impossible transition)."""

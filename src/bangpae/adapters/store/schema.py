@@ -1,0 +1,169 @@
+"""Tables of the store (SQLAlchemy Core); Alembic migrations are generated from these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("identifier", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("protocol", String(16), nullable=False),
+    Column("person_id", Id, ForeignKey("people.id"), nullable=False),
+    Column("secret_hash", String(200)),
+    Column("created_at", Float, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("offender_id", Id, ForeignKey("people.id"), nullable=False),
+    Column("victim_id", Id, ForeignKey("people.id"), nullable=False),
+    Column("notify_radius_m", Float, nullable=False),
+    Column("reveal_radius_m", Float, nullable=False),
+    Column("keep_away_m", Float, nullable=False),
+    Column("hysteresis_m", Float, nullable=False),
+    Column("zones", JSON, nullable=False),
+    Column("curfews", JSON, nullable=False),
+    Column("stale_after_s", Float, nullable=False),
+    Column("offline_after_s", Float, nullable=False),
+    Column("no_fix_after_s", Float, nullable=False),
+    Column("valid_from", Float),
+    Column("valid_until", Float),
+    Column("profile", String(8), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+fixes = Table(
+    "fixes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("device_id", Id, ForeignKey("devices.id"), nullable=False),
+    Column("fix_time", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("accuracy_m", Float),
+    Column("speed_mps", Float),
+    Column("heading_deg", Float),
+    Column("battery_pct", Float),
+    Column("valid", Boolean, nullable=False),
+    Column("alarms", String(200), nullable=False, default=""),
+    Column("late", Boolean, nullable=False, default=False),
+    Column("hold", Boolean, nullable=False, default=False),
+    Index("ix_fixes_device_time", "device_id", "fix_time"),
+    Index("ix_fixes_device_id", "device_id", "id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("order_id", Id),
+    Column("person_id", Id),
+    Column("device_id", Id),
+    Column("tier_from", Integer),
+    Column("tier_to", Integer),
+    Column("distance_m", Float),
+    Column("late", Boolean, nullable=False),
+    Column("data", JSON, nullable=False),
+    Index("ix_events_order_kind", "order_id", "kind", "at"),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("order_id", Id),
+    Column("person_id", Id),
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("late", Boolean, nullable=False, default=False),
+    Index("ix_incidents_open", "status", "order_id", "person_id", "kind"),
+)
+
+incident_entries = Table(
+    "incident_entries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("event_id", String(32)),
+    Column("data", JSON, nullable=False),
+    UniqueConstraint("incident_id", "event_id", name="uq_incident_entries_event"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("person_id", Id, ForeignKey("people.id")),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("subject", String(100), nullable=False),
+    Column("purpose", String(200), nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("request_id", String(64)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)

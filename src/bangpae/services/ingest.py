@@ -1,0 +1,224 @@
+"""Ingest: decide, store durably in one transaction, then acknowledge and publish.
+
+Fixes submitted by every listener meet in one queue. A single worker takes
+whatever is waiting (group commit), lets the engine decide on the whole batch,
+writes fixes, events and incidents in one transaction, and only then resolves
+each submitter's future: a device is acknowledged only for what is on disk.
+If the transaction fails, nobody is acknowledged and the engine is rebuilt from
+the store, so its state never runs ahead of what was kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bangpae.domain import incidents, retro
+from bangpae.domain.model import Event, Fix
+from bangpae.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+# How far back the partner's stored fix may be for a late fix to be judged against it.
+RETRO_WINDOW_S = 120.0
+
+
+class Clock(Protocol):
+    """Where time comes from."""
+
+    def now(self) -> float:
+        """Seconds since the epoch, UTC."""
+        ...
+
+
+class Bus(Protocol):
+    """Where decided events go after they are stored."""
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Deliver events to subscribers."""
+        ...
+
+
+@dataclass
+class IngestStats:
+    """Counters for /metrics."""
+
+    fixes: int = 0
+    batches: int = 0
+    late: int = 0
+    events: int = 0
+    failures: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    fixes: list[Fix]
+    future: asyncio.Future[list[int]]
+
+
+class Ingest:
+    """The single writer: group commit of fixes with the events they cause."""
+
+    def __init__(
+        self, store: Any, engine: Engine, clock: Clock, bus: Bus, max_batch: int = 5000
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.clock = clock
+        self.bus = bus
+        self.max_batch = max_batch
+        self.stats = IngestStats()
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, tick_s: float = 1.0) -> None:
+        """Rebuild the engine from the store and start the writer and the timers."""
+        await self.reload_registry(restore=True)
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run(), name="ingest-writer")
+        self._ticker = asyncio.create_task(self._tick_loop(tick_s), name="ingest-timers")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._queue is not None:
+            await self._queue.join()
+        for task in (self._worker, self._ticker):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+
+    async def reload_registry(self, restore: bool = False) -> None:
+        """Load people, devices and orders (after a change); on start also live state."""
+        people, devices, orders = await asyncio.to_thread(self.store.load_all)
+        async with self._lock:
+            if restore:
+                self.engine = Engine()
+            self.engine.load(people, devices, orders)
+            if restore:
+                latest = await asyncio.to_thread(self.store.latest_fixes)
+                tiers = await asyncio.to_thread(self.store.latest_tiers)
+                self.engine.restore(latest, tiers)
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def submit(self, fixes: list[Fix]) -> list[int]:
+        """Queue fixes; return their stored ids once durably committed and evaluated."""
+        if self._queue is None:
+            raise RuntimeError("ingest is not started")
+        if not fixes:
+            return []
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(list(fixes), fut))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        q = self._queue
+        while True:
+            first = await q.get()
+            batch = [first]
+            size = len(first.fixes)
+            while size < self.max_batch and not q.empty():
+                item = q.get_nowait()
+                batch.append(item)
+                size += len(item.fixes)
+            try:
+                await self._process(batch)
+            except Exception as exc:  # a failed batch must not stop the writer
+                log.exception("ingest batch of %d fixes failed", size)
+                self.stats.failures += 1
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                await self.reload_registry(restore=True)
+            finally:
+                for _ in batch:
+                    q.task_done()
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        fixes = [f for p in batch for f in p.fixes]
+        now = self.clock.now()
+        async with self._lock:
+            events = self.engine.ingest(fixes, now)
+            late = self.engine.drain_late()
+        late_ids = {id(f) for f in late}
+        late_flags = [id(f) in late_ids for f in fixes]
+        ids, new_events = await asyncio.to_thread(
+            self._commit, fixes, late_flags, events, late
+        )
+        pos = 0
+        for p in batch:
+            n = len(p.fixes)
+            if not p.future.done():
+                p.future.set_result(ids[pos : pos + n])
+            pos += n
+        self.stats.fixes += len(fixes)
+        self.stats.batches += 1
+        self.stats.late += len(late)
+        self.stats.events += len(new_events)
+        if new_events:
+            await self.bus.publish(new_events)
+
+    def _commit(
+        self, fixes: list[Fix], late_flags: list[bool], events: list[Event], late: list[Fix]
+    ) -> tuple[list[int], list[Event]]:
+        """Runs in a worker thread: retro evaluation of late fixes, then one transaction."""
+        events = events + self._retro(late)
+        plans = [(e, incidents.incident_kind(e), incidents.priority_of(e)) for e in events]
+        return self.store.record_batch(fixes, late_flags, plans)  # type: ignore[no-any-return]
+
+    def _retro(self, late: list[Fix]) -> list[Event]:
+        """Judge late fixes against the partner's stored fix of that time."""
+        out: list[Event] = []
+        for fix in late:
+            for order, partner_devices in self._orders_with_partner_devices(fix.device_id):
+                partner = self.store.fix_at_or_before(partner_devices, fix.fix_time, RETRO_WINDOW_S)
+                out.extend(retro.evaluate_late(order, fix, partner, fix.device_id in
+                                               self._offender_devices(order)))
+        return out
+
+    def _orders_with_partner_devices(self, device_id: int) -> list[tuple[Any, list[int]]]:
+        device = self.store.get_device(device_id)
+        if device is None:
+            return []
+        result = []
+        for order in self.store.orders_for_person(device.person_id):
+            other = order.victim_id if order.offender_id == device.person_id else order.offender_id
+            result.append((order, self.store.device_ids_of_person(other)))
+        return result
+
+    def _offender_devices(self, order: Any) -> set[int]:
+        return set(self.store.device_ids_of_person(order.offender_id))
+
+    # -- timers -------------------------------------------------------------------------
+
+    async def tick(self) -> list[Event]:
+        """Fire due timers now; store and publish what they raise."""
+        async with self._lock:
+            events = self.engine.tick(self.clock.now())
+        if not events:
+            return []
+        plans = [(e, incidents.incident_kind(e), incidents.priority_of(e)) for e in events]
+        _, new_events = await asyncio.to_thread(self.store.record_batch, [], [], plans)
+        if new_events:
+            await self.bus.publish(new_events)
+        return list(new_events)
+
+    async def _tick_loop(self, tick_s: float) -> None:
+        while True:
+            await asyncio.sleep(tick_s)
+            try:
+                await self.tick()
+            except Exception:  # a failed tick is retried on the next one
+                log.exception("timer tick failed")
