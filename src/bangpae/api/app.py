@@ -1,0 +1,41 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bangpae import __version__
+from bangpae.api import problems
+from bangpae.api.routes import api, root
+
+MAX_BODY = 1_000_000
+
+
+class _Hardening(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            return problems.problem(413, f"request bodies are limited to {MAX_BODY} bytes")
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def create_app(ctx: Any) -> FastAPI:
+    """The API and its documents, bound to an application context."""
+    app = FastAPI(title="bangpae", version=__version__, openapi_url="/api/v1/openapi.json",
+                  docs_url="/api/v1/docs", redoc_url=None)
+    app.state.ctx = ctx
+    problems.install(app)
+    app.add_middleware(_Hardening)
+    app.include_router(root)
+    app.include_router(api)
+    return app

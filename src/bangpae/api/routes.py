@@ -1,0 +1,280 @@
+"""Thin routes: parse, call a service, shape the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bangpae.api.deps import Ctx, RequestId, principal, require
+from bangpae.api.schemas import (
+    Created,
+    DeviceCreate,
+    FixBatch,
+    IncidentAction,
+    IncidentPublic,
+    LoginRequest,
+    OrderCreate,
+    PersonCreate,
+    TokenPublic,
+    ZoneIn,
+)
+from bangpae.domain.disclosure import iso
+from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
+from bangpae.services import queries
+from bangpae.services.auth import Principal, hash_password, issue_token, verify_password
+
+api = APIRouter(prefix="/api/v1")
+root = APIRouter()
+
+Staff = Annotated[Principal, Depends(require("operator", "supervisor"))]
+Admin = Annotated[Principal, Depends(require("admin", "supervisor"))]
+Registrar = Annotated[Principal, Depends(require("admin", "supervisor", "operator"))]
+Victim = Annotated[Principal, Depends(require("victim"))]
+Auditor = Annotated[Principal, Depends(require("auditor"))]
+
+
+def _audit_admin(ctx: Any, who: Principal, action: str, subject: str, fields: list[str],
+                 rid: str) -> None:
+    ctx.store.audit_append(actor=f"user:{who.user_id}:{who.username}", role=who.role,
+                           action=action, subject=subject, purpose="administration",
+                           fields=fields, at=ctx.clock.now(), request_id=rid)
+
+
+@root.get("/healthz", tags=["ops"])
+async def healthz(ctx: Ctx) -> dict[str, Any]:
+    """Liveness and the engine's size."""
+    return {"status": "ok", "orders": ctx.engine.orders.n, "devices": ctx.engine.devices.n}
+
+
+@root.get("/metrics", tags=["ops"])
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+@api.post("/auth/login", response_model=TokenPublic, tags=["auth"])
+async def login(body: LoginRequest, ctx: Ctx) -> TokenPublic:
+    """Exchange a username and password for a bearer token."""
+    user = await asyncio.to_thread(ctx.store.get_user_by_name, body.username)
+    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None,
+                                 body.password)
+    if not ok or user is None or user.disabled:
+        raise HTTPException(401, "unknown user or wrong password")
+    ttl = ctx.settings.token_ttl_s
+    token = issue_token(Principal(user.id, user.username, user.role, user.person_id),
+                        ctx.secret, ctx.clock.now(), ttl)
+    return TokenPublic(access_token=token, expires_in=ttl, role=user.role)
+
+
+@api.post("/people", status_code=201, response_model=Created, tags=["admin"])
+async def create_person(body: PersonCreate, ctx: Ctx, who: Registrar, rid: RequestId) -> Created:
+    """Register an offender, a victim or an officer."""
+    pid = ctx.store.add_person(body.kind, body.name, at=ctx.clock.now())
+    _audit_admin(ctx, who, "create_person", f"person:{pid}", ["kind", "name"], rid)
+    await ctx.ingest.reload_registry()
+    return Created(id=pid)
+
+
+@api.post("/devices", status_code=201, response_model=Created, tags=["admin"])
+async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: RequestId) -> Created:
+    """Register a device for a person (optionally with a secret key)."""
+    secret = await asyncio.to_thread(hash_password, body.key) if body.key else None
+    did = ctx.store.add_device(body.identifier, body.kind, body.protocol, body.person_id,
+                               secret, at=ctx.clock.now())
+    _audit_admin(ctx, who, "create_device", f"device:{did}",
+                 ["identifier", "kind", "protocol", "person_id"], rid)
+    await ctx.ingest.reload_registry()
+    return Created(id=did)
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _zone(i: int, z: ZoneIn) -> Zone:
+    gtype = z.geometry.get("type")
+    radius = z.properties.get("radius_m")
+    if gtype == "Point" and not (isinstance(radius, int | float) and 0 < radius <= 50000):
+        raise HTTPException(422, "a Point zone needs properties.radius_m between 0 and 50,000 m")
+    if gtype not in ("Point", "Polygon"):
+        raise HTTPException(422, "a zone is a GeoJSON Polygon, or a Point with radius_m")
+    return Zone(id=str(z.properties.get("id", i)), name=str(z.properties.get("name", "")),
+                geometry=z.geometry, radius_m=float(radius) if radius else None,
+                schedule=tuple(WeeklyWindow(w.day, _minutes(w.start), _minutes(w.end))
+                               for w in z.schedule))
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        raise HTTPException(422, "times need a zone, e.g. 2026-11-23T09:00:00+09:00")
+    return dt.timestamp()
+
+
+@api.post("/orders", status_code=201, response_model=Created, tags=["admin"])
+async def create_order(body: OrderCreate, ctx: Ctx, who: Admin, rid: RequestId) -> Created:
+    """Enter a protective order."""
+    if not body.keep_away_m < body.reveal_radius_m < body.notify_radius_m:
+        raise HTTPException(
+            422, "radii must satisfy keep_away_m < reveal_radius_m < notify_radius_m"
+        )
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(body.timezone)
+    except (KeyError, ValueError):
+        raise HTTPException(422, f"unknown time zone {body.timezone!r}") from None
+    order = Order(
+        id=0, offender_id=body.offender_id, victim_id=body.victim_id,
+        notify_radius_m=body.notify_radius_m, reveal_radius_m=body.reveal_radius_m,
+        keep_away_m=body.keep_away_m, hysteresis_m=body.hysteresis_m,
+        zones=tuple(_zone(i, z) for i, z in enumerate(body.zones)),
+        curfews=tuple(_zone(i, z) for i, z in enumerate(body.curfews)),
+        stale_after_s=body.stale_after_s,
+        valid_from=_epoch(body.valid_from) or ctx.clock.now(),
+        valid_until=_epoch(body.valid_until), profile=body.profile, timezone=body.timezone,
+    )
+    oid = ctx.store.add_order(order, at=ctx.clock.now())
+    _audit_admin(ctx, who, "create_order", f"order:{oid}",
+                 ["offender_id", "victim_id", "radii", "zones", "curfews"], rid)
+    await ctx.ingest.reload_registry()
+    return Created(id=oid)
+
+
+_key_cache: dict[tuple[int, str], bool] = {}
+
+
+def _device_auth(ctx: Any, request: Request) -> Any:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        raise HTTPException(401, "device credentials (HTTP Basic identifier:key) are required")
+    try:
+        ident, _, key = base64.b64decode(header[6:]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(401, "malformed Basic credentials") from None
+    device = ctx.store.get_device(ident)
+    secret = ctx.store.device_secret_hash(device.id) if device else None
+    cache_key = (device.id if device else -1, hashlib.sha256(key.encode()).hexdigest())
+    if secret is None or not (_key_cache.get(cache_key) or verify_password(secret, key)):
+        raise HTTPException(401, "unknown device or wrong key")
+    _key_cache[cache_key] = True
+    return device
+
+
+@api.post("/fixes", status_code=202, tags=["devices"])
+async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, Any]:
+    """Accept a batch of native fixes from an authenticated device (stored before the reply)."""
+    device = await asyncio.to_thread(_device_auth, ctx, request)
+    now = ctx.clock.now()
+    fixes = []
+    for f in body.fixes:
+        if f.device not in (None, device.identifier):
+            raise HTTPException(403, "a device may only send its own fixes")
+        t = _epoch(f.fix_time)
+        assert t is not None
+        if t > now + 300:
+            raise HTTPException(422, "fix_time is more than 5 minutes in the future")
+        fixes.append(Fix(device.id, t, f.lat, f.lon, f.accuracy_m, f.speed_mps, f.heading_deg,
+                         f.battery_pct, f.valid, frozenset(f.alarms), now))
+    ids = await ctx.ingest.submit(fixes)
+    return {"accepted": len(ids)}
+
+
+@api.get("/victim/status", tags=["victim"])
+async def victim_status(ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, Any]:
+    """The protected person's orders: tier, distance, and his position only when allowed."""
+    return await asyncio.to_thread(queries.victim_status, ctx.store, ctx.engine, who,
+                                   ctx.clock.now(), rid)
+
+
+STATUS_PATTERN = "^(open|acknowledged|dispatched|on_scene|resolved|false_alarm)$"
+
+
+def _incident_public(i: Any) -> dict[str, Any]:
+    return IncidentPublic(id=i.id, kind=i.kind, priority=i.priority, status=i.status,
+                          order_id=i.order_id, person_id=i.person_id,
+                          opened_at=iso(i.opened_at), late=i.late).model_dump()
+
+
+@api.get("/incidents", tags=["incidents"])
+async def list_incidents(
+    ctx: Ctx, who: Staff,
+    status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    """Incidents, newest first (``status=open``: every incident not yet closed)."""
+    rows = await asyncio.to_thread(ctx.store.incidents, status, limit)
+    return [_incident_public(i) for i in rows]
+
+
+@api.get("/incidents/{incident_id}", tags=["incidents"])
+async def get_incident(incident_id: int, ctx: Ctx, who: Staff) -> dict[str, Any]:
+    """One incident with its timeline."""
+    i = await asyncio.to_thread(ctx.store.get_incident, incident_id)
+    if i is None:
+        raise HTTPException(404, f"incident {incident_id} does not exist")
+    return {**_incident_public(i), "timeline": [
+        {**e, "at": iso(e["at"])} for e in i.timeline]}
+
+
+@api.post("/incidents/{incident_id}/{action}", tags=["incidents"])
+async def act_on_incident(
+    incident_id: int, action: str, body: IncidentAction, ctx: Ctx, who: Staff
+) -> dict[str, Any]:
+    """acknowledge, dispatch, on-scene or resolve an incident, with a note."""
+    step = {"acknowledge": "acknowledge", "dispatch": "dispatch", "on-scene": "on_scene",
+            "resolve": "resolve"}.get(action)
+    if step is None:
+        raise HTTPException(404, f"no action {action!r}")
+    if step == "dispatch" and body.officer_id is None:
+        raise HTTPException(422, "dispatch needs officer_id")
+    if step == "resolve" and body.outcome == "false_alarm":
+        step = "false_alarm"
+    data = {"officer_id": body.officer_id} if body.officer_id is not None else None
+    i = await asyncio.to_thread(ctx.store.incident_action, incident_id, step,
+                                f"user:{who.user_id}:{who.username}", ctx.clock.now(),
+                                body.note, data)
+    return {**_incident_public(i), "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline]}
+
+
+@api.get("/devices/{ref}/fixes", tags=["devices"])
+async def device_fixes(
+    ref: str, ctx: Ctx, who: Staff, rid: RequestId,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
+    purpose: Annotated[str, Query(min_length=3, max_length=200)] = "operations",
+) -> dict[str, Any]:
+    """A device's stored fixes (database id or identifier), newest first; audited."""
+    device = await asyncio.to_thread(ctx.store.get_device, ref)
+    if device is None:
+        raise HTTPException(404, f"device {ref!r} does not exist")
+    return await asyncio.to_thread(queries.device_fixes, ctx.store, who, device, limit,
+                                   int(cursor) if cursor else None, purpose, ctx.clock.now(), rid)
+
+
+@api.get("/audit", tags=["audit"])
+async def audit_trail(
+    ctx: Ctx, who: Auditor,
+    actor: str | None = None, subject: str | None = None,
+    since_id: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The audit trail in chain order, filterable by actor and subject."""
+    rows = await asyncio.to_thread(ctx.store.audit_records, actor, subject, since_id, limit)
+    return {"records": [{**r, "at": iso(r["at"])} for r in rows]}
+
+
+@api.get("/me", tags=["auth"])
+async def me(who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
+    """Who the token belongs to."""
+    return {"user_id": who.user_id, "username": who.username, "role": who.role,
+            "person_id": who.person_id, "server_time": iso(time.time())}

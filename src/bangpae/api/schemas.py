@@ -1,0 +1,132 @@
+"""Request and response shapes of the public API (schema families per resource)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Strict):
+    """Credentials."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class TokenPublic(BaseModel):
+    """A bearer token."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    role: str
+
+
+class Created(BaseModel):
+    """The id of what was created."""
+
+    id: int
+
+
+class PersonCreate(Strict):
+    """A new person."""
+
+    kind: Literal["offender", "victim", "officer"]
+    name: str = Field(min_length=1, max_length=200)
+
+
+class DeviceCreate(Strict):
+    """A new device bound to a person."""
+
+    identifier: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    kind: Literal["ankle_monitor", "phone", "watch"]
+    protocol: Literal["osmand", "owntracks", "gt06", "h02", "api"]
+    person_id: int = Field(gt=0)
+    key: str | None = Field(None, min_length=12, max_length=128,
+                            description="Device secret for authenticated protocols.")
+
+
+class WindowIn(Strict):
+    """A weekly window in the order's time zone; day 0 is Monday."""
+
+    day: int = Field(ge=0, le=6)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+
+
+class ZoneIn(Strict):
+    """A GeoJSON Feature: Polygon, or Point with ``properties.radius_m``."""
+
+    type: Literal["Feature"]
+    geometry: dict[str, Any]
+    properties: dict[str, Any] = Field(default_factory=dict)
+    schedule: list[WindowIn] = Field(default_factory=list)
+
+
+class OrderCreate(Strict):
+    """A new protective order (defaults of DESIGN §2)."""
+
+    offender_id: int = Field(gt=0)
+    victim_id: int = Field(gt=0)
+    notify_radius_m: float = Field(2000.0, ge=100, le=20000)
+    reveal_radius_m: float = Field(600.0, ge=50, le=10000)
+    keep_away_m: float = Field(100.0, ge=10, le=10000)
+    hysteresis_m: float = Field(50.0, ge=0, le=1000)
+    zones: list[ZoneIn] = Field(default_factory=list)
+    curfews: list[ZoneIn] = Field(default_factory=list)
+    stale_after_s: float = Field(120.0, ge=10, le=3600)
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    profile: Literal["kr", "fr", "es"] = "kr"
+    timezone: str = Field("Asia/Seoul", max_length=64)
+
+
+class NativeFix(Strict):
+    """A fix in bangpae's own format."""
+
+    device: str | None = Field(None, max_length=64)
+    fix_time: datetime
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: float | None = Field(None, ge=0, le=100000)
+    speed_mps: float | None = Field(None, ge=0, le=350)
+    heading_deg: float | None = Field(None, ge=0, lt=360)
+    battery_pct: float | None = Field(None, ge=0, le=100)
+    valid: bool = True
+    alarms: list[Literal["sos", "tamper", "case_open", "power_cut", "low_battery",
+                         "vibration"]] = Field(default_factory=list)
+
+
+class FixBatch(Strict):
+    """Up to 1,000 fixes of one device."""
+
+    fixes: list[NativeFix] = Field(min_length=1, max_length=1000)
+
+
+class IncidentAction(Strict):
+    """A lifecycle step with a note."""
+
+    note: str = Field("", max_length=2000)
+    officer_id: int | None = None
+    outcome: Literal["resolved", "false_alarm"] | None = None
+
+
+class IncidentPublic(BaseModel):
+    """An incident in a list."""
+
+    id: int
+    kind: str
+    priority: Literal["critical", "high", "normal"]
+    status: str
+    order_id: int | None
+    person_id: int | None
+    opened_at: str
+    late: bool = False

@@ -1,0 +1,153 @@
+"""The composition root: chooses the store and the bus, wires everything, runs the listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bangpae.adapters.bus import InProcessBus
+from bangpae.adapters.clock import SystemClock
+from bangpae.adapters.store import Store
+from bangpae.config import Settings, parse_listen
+from bangpae.engine.engine import Engine
+from bangpae.services.auth import load_or_create_secret
+from bangpae.services.ingest import Clock, Ingest
+
+log = logging.getLogger("bangpae")
+
+
+class _IngestCollector(Collector):
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Any]:
+        s = self.ctx.ingest.stats
+        yield CounterMetricFamily("bangpae_fixes_stored", "Fixes durably stored", value=s.fixes)
+        yield CounterMetricFamily("bangpae_late_fixes", "Fixes applied as late data", value=s.late)
+        yield CounterMetricFamily("bangpae_events", "Events decided and stored", value=s.events)
+        yield CounterMetricFamily("bangpae_ingest_batches", "Group commits", value=s.batches)
+        yield CounterMetricFamily(
+            "bangpae_ingest_failures", "Batches whose transaction failed", value=s.failures
+        )
+        e = self.ctx.engine
+        yield GaugeMetricFamily("bangpae_orders", "Orders known to the engine", value=e.orders.n)
+        yield GaugeMetricFamily("bangpae_devices", "Devices known to the engine", value=e.devices.n)
+
+
+@dataclass
+class AppContext:
+    """Everything a route or listener may use, built once per process."""
+
+    settings: Settings
+    store: Store
+    ingest: Ingest
+    clock: Clock
+    bus: InProcessBus
+    secret: bytes
+    metrics: CollectorRegistry
+
+    @property
+    def engine(self) -> Engine:
+        """The live engine (the ingest worker may rebuild it)."""
+        return self.ingest.engine
+
+    async def start(self) -> None:
+        """Bring the schema up to date and start the ingest worker."""
+        await self.ingest.start(tick_s=self.settings.tick_s)
+
+    async def stop(self) -> None:
+        """Drain and stop, then release the store."""
+        await self.ingest.stop()
+        self.store.close()
+
+
+def build(settings: Settings, clock: Clock | None = None) -> AppContext:
+    """Make the store, engine, bus and ingest for these settings (nothing started)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(settings.data_dir, 0o700)
+    if settings.bus_url and not settings.bus_url.startswith("memory"):
+        raise SystemExit(f"bus {settings.bus_url!r}: only the in-process bus is available yet")
+    store = Store(settings.resolved_database_url())
+    store.migrate()
+    clock = clock or SystemClock()
+    bus = InProcessBus()
+    ingest = Ingest(store, Engine(), clock, bus)
+    secret = (
+        settings.secret_key.encode()
+        if settings.secret_key
+        else load_or_create_secret(settings.data_dir / "secret.key")
+    )
+    ctx = AppContext(settings, store, ingest, clock, bus, secret, CollectorRegistry())
+    ctx.metrics.register(_IngestCollector(ctx))
+    return ctx
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us (several run in one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
+    """The listeners these settings enable, as uvicorn servers sharing one loop."""
+    from bangpae.adapters.listeners.osmand_http import create_osmand_app
+    from bangpae.api.app import create_app
+
+    out: list[tuple[str, _Server]] = []
+    s = ctx.settings
+    http = parse_listen(s.http, "127.0.0.1")
+    if http:
+        cfg = uvicorn.Config(create_app(ctx), host=http[0], port=http[1], log_level="warning",
+                             lifespan="off", access_log=False)
+        out.append((f"http://{http[0]}:{http[1]}", _Server(cfg)))
+    osm = parse_listen(s.osmand)
+    if osm:
+        cfg = uvicorn.Config(create_osmand_app(ctx), host=osm[0], port=osm[1],
+                             log_level="warning", lifespan="off", access_log=False)
+        out.append((f"osmand http://{osm[0]}:{osm[1]}", _Server(cfg)))
+    for name in ("gt06", "h02"):
+        if parse_listen(getattr(s, name)):
+            log.info("%s listener: not part of this version yet; set --%s off to silence", name, name)
+    return out
+
+
+async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
+    """Run every enabled listener until SIGINT or SIGTERM."""
+    await ctx.start()
+    servers = servers_for(ctx)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for _, srv in servers:
+            srv.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(srv.serve()) for _, srv in servers]
+    try:
+        while not all(srv.started for _, srv in servers):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.02)
+        for name, _ in servers:
+            log.info("listening: %s", name)
+        if ready is not None:
+            ready.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await ctx.stop()

@@ -1,0 +1,50 @@
+"""Settings: every field from a ``BANGPAE_*`` environment variable or a CLI flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_listen(value: str, default_host: str = "0.0.0.0") -> tuple[str, int] | None:
+    """Parse ``HOST:PORT``, ``:PORT`` or ``off`` into an address (None: disabled)."""
+    value = value.strip()
+    if value.lower() == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, :PORT or off, got {value!r}")
+    return (host.strip("[]") or default_host, int(port))
+
+
+class Settings(BaseSettings):
+    """Everything bangpae can be told; defaults are safe for one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="BANGPAE_", extra="ignore")
+
+    data_dir: Path = Field(Path("./bangpae-data"), description="Where the embedded database, keys and anchors live.")
+    http: str = Field("127.0.0.1:8080", description="API and web listener, HOST:PORT or off.")
+    osmand: str = Field(":5055", description="OsmAnd / Traccar Client HTTP listener.")
+    gt06: str = Field(":5023", description="GT06 TCP listener.")
+    h02: str = Field(":5013", description="H02 TCP listener.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the data dir.")
+    bus_url: str | None = Field(None, description="Event bus; default in-process, nats://... for JetStream.")
+    mqtt_url: str | None = Field(None, description="MQTT broker for OwnTracks, e.g. mqtt://127.0.0.1:1883.")
+    secret_key: str | None = Field(None, description="Token signing key; default a random key kept in the data dir.")
+    retention_days: int = Field(90, ge=1, description="Fixes older than this are purged, except legal holds.")
+    token_ttl_s: int = Field(900, ge=60, le=86400, description="Lifetime of an access token.")
+    tick_s: float = Field(1.0, gt=0, le=60, description="How often timers (offline, stale) are checked.")
+
+    @field_validator("http", "osmand", "gt06", "h02")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bangpae.sqlite').resolve()}"

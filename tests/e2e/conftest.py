@@ -1,0 +1,83 @@
+"""A real ``bangpae serve`` process on free loopback ports, with a fresh data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    http_port: int
+    osmand_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def osmand(self) -> str:
+        return f"http://127.0.0.1:{self.osmand_port}/"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BANGPAE_DATA_DIR": str(self.data_dir), "BANGPAE_LOG_LEVEL": "WARNING"}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bangpae.cli", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=60)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bangpae.cli", "serve",
+             "--http", f"127.0.0.1:{self.http_port}", "--osmand", f"127.0.0.1:{self.osmand_port}",
+             "--gt06", "off", "--h02", "off"],
+            env=self.env(), stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "serve.log", "ab"),
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.data_dir / "serve.log").read_text())
+            try:
+                if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
+                    httpx.get(self.osmand, timeout=1)
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def login(self, username: str, password: str) -> dict[str, str]:
+        r = httpx.post(f"{self.api}/api/v1/auth/login",
+                       json={"username": username, "password": password})
+        r.raise_for_status()
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "data", free_port(), free_port())
+    srv.data_dir.mkdir()
+    yield srv
+    srv.kill(signal.SIGTERM)

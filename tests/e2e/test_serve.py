@@ -1,0 +1,125 @@
+"""The tier rules of DESIGN §2 driven over OsmAnd and read through the victim API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from geographiclib.geodesic import Geodesic
+
+from .conftest import Server
+
+HOME = (37.5663, 126.9779)
+PASSWORD = "correct-horse-battery-staple"
+
+
+def at(distance_m: float, bearing: float = 90.0) -> tuple[float, float]:
+    g = Geodesic.WGS84.Direct(HOME[0], HOME[1], bearing, distance_m)
+    return g["lat2"], g["lon2"]
+
+
+def seed_case(srv: Server) -> tuple[dict[str, str], dict[str, str], int]:
+    for user, role in (("admin1", "admin"), ("sup1", "supervisor"), ("op1", "operator")):
+        r = srv.cli("admin", "create-user", "--username", user, "--password", PASSWORD, "--role", role)
+        assert r.returncode == 0, r.stderr
+    srv.start()
+    admin = srv.login("sup1", PASSWORD)
+    api = f"{srv.api}/api/v1"
+    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=admin).json()["id"]
+    vic = httpx.post(f"{api}/people", json={"kind": "victim", "name": "V"}, headers=admin).json()["id"]
+    for ident, kind, person in (("ANKLE-1", "ankle_monitor", off), ("PHONE-1", "phone", vic)):
+        r = httpx.post(f"{api}/devices", headers=admin, json={
+            "identifier": ident, "kind": kind, "protocol": "osmand", "person_id": person})
+        assert r.status_code == 201, r.text
+    r = httpx.post(f"{api}/orders", headers=admin, json={"offender_id": off, "victim_id": vic})
+    assert r.status_code == 201, r.text
+    order_id = r.json()["id"]
+    r = srv.cli("admin", "create-user", "--username", "victim1", "--password", PASSWORD,
+                "--role", "victim", "--person-id", str(vic))
+    assert r.returncode == 0, r.stderr
+    return admin, srv.login("victim1", PASSWORD), order_id
+
+
+def send(srv: Server, ident: str, distance_m: float, t: float, acc: float = 5.0) -> None:
+    lat, lon = at(distance_m)
+    r = httpx.get(srv.osmand, params={"id": ident, "lat": f"{lat:.7f}", "lon": f"{lon:.7f}",
+                                      "timestamp": str(int(t)), "accuracy": str(acc)})
+    assert r.status_code == 200, r.text
+
+
+def test_tiers_over_osmand_read_through_the_victim_api(server: Server) -> None:
+    staff, victim, order_id = seed_case(server)
+    t = time.time() - 60
+    send(server, "PHONE-1", 0.0, t)
+    seen = []
+    for i, d in enumerate((2500, 1301, 700, 655, 599, 640, 661, 95)):
+        send(server, "ANKLE-1", d, t + i + 1)
+        status = httpx.get(f"{server.api}/api/v1/victim/status", headers=victim).json()
+        (entry,) = status["orders"]
+        seen.append((d, entry["tier"], entry["distance_m"], entry["offender"] is not None))
+    assert seen[0] == (2500, "clear", None, False)
+    # notify: rounded up to 100 m and no position; 1301 - 10 m doubt -> about 1,300 m
+    assert seen[1][1:] == ("notify", 1300, False)
+    assert seen[2][1:] == ("notify", 700, False)  # 700 - 10 = 690 > 600: not yet revealed
+    assert seen[3][1:3] == ("notify", 700) and not seen[3][3]  # 655 - 10 = 645 > 600
+    assert seen[4][1] == "reveal" and seen[4][3] and abs(seen[4][2] - 599) < 1
+    assert seen[5][1] == "reveal"  # 640 - 10 = 630 <= 650: hysteresis holds reveal
+    assert seen[6][1:] == ("notify", 700, False)  # 661 - 10 = 651 > 650: left
+    assert seen[7][1] == "breach" and seen[7][3]
+    incidents = httpx.get(f"{server.api}/api/v1/incidents", params={"status": "open"},
+                          headers=staff).json()
+    breach = [i for i in incidents if i["order_id"] == order_id and i["priority"] == "critical"]
+    assert len(breach) == 1, incidents
+
+
+def test_kill_9_during_a_stream_of_osmand_fixes_loses_no_acknowledged_fix(server: Server) -> None:
+    staff, _victim, _ = seed_case(server)
+    sender = subprocess.Popen(
+        [sys.executable, "-c", SENDER, server.osmand], stdout=subprocess.PIPE, text=True
+    )
+    acked: list[float] = []
+    deadline = time.monotonic() + 20
+    assert sender.stdout is not None
+    while len(acked) < 150 and time.monotonic() < deadline:
+        line = sender.stdout.readline()
+        if line:
+            acked.append(float(line))
+    server.kill(signal.SIGKILL)
+    sender.wait(timeout=30)
+    acked += [float(x) for x in sender.stdout.read().split()]
+    assert len(acked) >= 150
+    server.start()
+    stored: set[float] = set()
+    cursor = None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        r = httpx.get(f"{server.api}/api/v1/devices/ANKLE-1/fixes", params=params, headers=staff)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        stored |= {round(f["fix_time_epoch"], 3) for f in body["fixes"]}
+        cursor = body.get("next_cursor")
+        if not cursor:
+            break
+    lost = [t for t in acked if round(t, 3) not in stored]
+    assert lost == [], f"{len(lost)} acknowledged fixes lost of {len(acked)}"
+
+
+SENDER = r"""
+import sys, time, httpx
+url = sys.argv[1]
+t0 = int(time.time() * 1000) - 3_000_000
+with httpx.Client(timeout=5) as c:
+    for i in range(100000):
+        t = t0 + i * 10  # milliseconds, as Traccar Client may send them
+        try:
+            r = c.get(url, params={"id": "ANKLE-1", "lat": "37.5", "lon": "127.0",
+                                   "timestamp": str(t), "accuracy": "5"})
+        except httpx.HTTPError:
+            break
+        if r.status_code == 200:
+            print(f"{t / 1000:.3f}", flush=True)
+"""
