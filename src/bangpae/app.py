@@ -111,17 +111,31 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     s = ctx.settings
     http = parse_listen(s.http, "127.0.0.1")
     if http:
-        cfg = uvicorn.Config(create_app(ctx), host=http[0], port=http[1], log_level="warning",
-                             lifespan="off", access_log=False)
+        cfg = uvicorn.Config(
+            create_app(ctx),
+            host=http[0],
+            port=http[1],
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
         out.append((f"http://{http[0]}:{http[1]}", _Server(cfg)))
     osm = parse_listen(s.osmand)
     if osm:
-        cfg = uvicorn.Config(create_osmand_app(ctx), host=osm[0], port=osm[1],
-                             log_level="warning", lifespan="off", access_log=False)
+        cfg = uvicorn.Config(
+            create_osmand_app(ctx),
+            host=osm[0],
+            port=osm[1],
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
         out.append((f"osmand http://{osm[0]}:{osm[1]}", _Server(cfg)))
     for name in ("gt06", "h02"):
         if parse_listen(getattr(s, name)):
-            log.info("%s listener: not part of this version yet; set --%s off to silence", name, name)
+            log.info(
+                "%s listener: not part of this version yet; set --%s off to silence", name, name
+            )
     return out
 
 

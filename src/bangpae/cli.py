@@ -17,8 +17,16 @@ from typing import Any
 from bangpae.config import Settings
 
 ROLES = (
-    "victim", "offender", "operator", "supervisor", "field_officer", "police",
-    "clerk", "judge", "auditor", "admin",
+    "victim",
+    "offender",
+    "operator",
+    "supervisor",
+    "field_officer",
+    "police",
+    "clerk",
+    "judge",
+    "auditor",
+    "admin",
 )
 
 
@@ -26,8 +34,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the flags given."""
     given = {
         key: value
-        for key in ("data_dir", "http", "osmand", "gt06", "h02", "database_url", "bus_url",
-                    "mqtt_url")
+        for key in (
+            "data_dir",
+            "http",
+            "osmand",
+            "gt06",
+            "h02",
+            "database_url",
+            "bus_url",
+            "mqtt_url",
+        )
         if (value := getattr(args, key, None)) is not None
     }
     return Settings(**given)
@@ -48,7 +64,9 @@ def _listeners(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bangpae", description="Real-time protection for protective orders.")
+    p = argparse.ArgumentParser(
+        prog="bangpae", description="Real-time protection for protective orders."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the API and the device listeners")
@@ -98,8 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handler = COMMANDS[args.command if args.command not in ("admin", "audit") else
-                       f"{args.command}.{getattr(args, args.command + '_command')}"]
+    handler = COMMANDS[
+        args.command
+        if args.command not in ("admin", "audit")
+        else f"{args.command}.{getattr(args, args.command + '_command')}"
+    ]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -133,9 +154,15 @@ def _create_user(args: argparse.Namespace) -> int:
         return 1
     from bangpae.adapters.clock import SystemClock
 
-    store.audit_append(actor="cli", role="admin", action="create_user",
-                       subject=f"user:{uid}", purpose="administration",
-                       fields=["username", "role"], at=SystemClock().now())
+    store.audit_append(
+        actor="cli",
+        role="admin",
+        action="create_user",
+        subject=f"user:{uid}",
+        purpose="administration",
+        fields=["username", "role"],
+        at=SystemClock().now(),
+    )
     print(json.dumps({"id": uid, "username": args.username, "role": args.role}))
     store.close()
     return 0
@@ -165,9 +192,15 @@ def _purge(args: argparse.Namespace) -> int:
     store.migrate()
     now = SystemClock().now()
     deleted = store.purge_fixes(now - days * 86400.0)
-    store.audit_append(actor="cli", role="admin", action="purge", subject="fixes",
-                       purpose="retention", fields=[f"older_than_days={days}",
-                                                    f"deleted={deleted}"], at=now)
+    store.audit_append(
+        actor="cli",
+        role="admin",
+        action="purge",
+        subject="fixes",
+        purpose="retention",
+        fields=[f"older_than_days={days}", f"deleted={deleted}"],
+        at=now,
+    )
     store.close()
     print(json.dumps({"purged_fixes": deleted, "retention_days": days}))
     return 0

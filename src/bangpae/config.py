@@ -24,18 +24,32 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BANGPAE_", extra="ignore")
 
-    data_dir: Path = Field(Path("./bangpae-data"), description="Where the embedded database, keys and anchors live.")
+    data_dir: Path = Field(
+        Path("./bangpae-data"), description="Where the embedded database, keys and anchors live."
+    )
     http: str = Field("127.0.0.1:8080", description="API and web listener, HOST:PORT or off.")
     osmand: str = Field(":5055", description="OsmAnd / Traccar Client HTTP listener.")
     gt06: str = Field(":5023", description="GT06 TCP listener.")
     h02: str = Field(":5013", description="H02 TCP listener.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the data dir.")
-    bus_url: str | None = Field(None, description="Event bus; default in-process, nats://... for JetStream.")
-    mqtt_url: str | None = Field(None, description="MQTT broker for OwnTracks, e.g. mqtt://127.0.0.1:1883.")
-    secret_key: str | None = Field(None, description="Token signing key; default a random key kept in the data dir.")
-    retention_days: int = Field(90, ge=1, description="Fixes older than this are purged, except legal holds.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default SQLite in the data dir."
+    )
+    bus_url: str | None = Field(
+        None, description="Event bus; default in-process, nats://... for JetStream."
+    )
+    mqtt_url: str | None = Field(
+        None, description="MQTT broker for OwnTracks, e.g. mqtt://127.0.0.1:1883."
+    )
+    secret_key: str | None = Field(
+        None, description="Token signing key; default a random key kept in the data dir."
+    )
+    retention_days: int = Field(
+        90, ge=1, description="Fixes older than this are purged, except legal holds."
+    )
     token_ttl_s: int = Field(900, ge=60, le=86400, description="Lifetime of an access token.")
-    tick_s: float = Field(1.0, gt=0, le=60, description="How often timers (offline, stale) are checked.")
+    tick_s: float = Field(
+        1.0, gt=0, le=60, description="How often timers (offline, stale) are checked."
+    )
 
     @field_validator("http", "osmand", "gt06", "h02")
     @classmethod

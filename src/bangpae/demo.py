@@ -14,8 +14,13 @@ from bangpae.domain.tiers import notify_distance_m
 from bangpae.services.auth import hash_password
 from bangpae.simulate import run_devices, seoul_scenario
 
-TIER_KO = {"clear": "안전", "notify": "알림", "reveal": "위치 공개", "breach": "접근 금지 위반",
-           "uncertain": "신호 끊김"}
+TIER_KO = {
+    "clear": "안전",
+    "notify": "알림",
+    "reveal": "위치 공개",
+    "breach": "접근 금지 위반",
+    "uncertain": "신호 끊김",
+}
 
 
 def seed(ctx: AppContext) -> dict[str, Any]:
@@ -98,9 +103,11 @@ async def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     for user, (role, password) in seeded["logins"].items():
         print(f"  {user:<11} {role:<11} {password}")
     if http:
-        print(f"Try: curl -s -X POST http://{http[0]}:{http[1]}/api/v1/auth/login "
-              "-H 'content-type: application/json' "
-              f"-d '{{\"username\":\"victim-a\",\"password\":\"{seeded['logins']['victim-a'][1]}\"}}'")
+        print(
+            f"Try: curl -s -X POST http://{http[0]}:{http[1]}/api/v1/auth/login "
+            "-H 'content-type: application/json' "
+            f'-d \'{{"username":"victim-a","password":"{seeded["logins"]["victim-a"][1]}"}}\''
+        )
     print("Ctrl-C stops.\n", flush=True)
     sim = asyncio.create_task(run_devices(f"http://{host}:{osm[1]}/", list(devices.values())))
     readout = asyncio.create_task(_readout(ctx, seeded["orders"]))

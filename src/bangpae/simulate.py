@@ -124,15 +124,27 @@ def seoul_scenario() -> tuple[dict[str, SimDevice], list[str]]:
     away = point_at(*home, 3200.0, 100.0)
     devices = {
         "DEMO-ANKLE-1": SimDevice(
-            "DEMO-ANKLE-1", *start,
-            legs=[Leg(*near, 30.0), Leg(*near, 0.0, 20.0), Leg(*close, 6.0),
-                  Leg(*close, 0.0, 10.0), Leg(*away, 30.0)],
+            "DEMO-ANKLE-1",
+            *start,
+            legs=[
+                Leg(*near, 30.0),
+                Leg(*near, 0.0, 20.0),
+                Leg(*close, 6.0),
+                Leg(*close, 0.0, 10.0),
+                Leg(*away, 30.0),
+            ],
         ),
-        "DEMO-PHONE-1": SimDevice("DEMO-PHONE-1", *home, legs=[Leg(*home, 0.0, 1e9)], accuracy_m=12.0),
+        "DEMO-PHONE-1": SimDevice(
+            "DEMO-PHONE-1", *home, legs=[Leg(*home, 0.0, 1e9)], accuracy_m=12.0
+        ),
         "DEMO-ANKLE-2": SimDevice(
-            "DEMO-ANKLE-2", *point_at(37.5172, 127.0473, 5000.0, 200.0),
-            legs=[Leg(*point_at(37.5172, 127.0473, 4500.0, 230.0), 1.4),
-                  Leg(*point_at(37.5172, 127.0473, 5000.0, 200.0), 1.4)] * 20,
+            "DEMO-ANKLE-2",
+            *point_at(37.5172, 127.0473, 5000.0, 200.0),
+            legs=[
+                Leg(*point_at(37.5172, 127.0473, 4500.0, 230.0), 1.4),
+                Leg(*point_at(37.5172, 127.0473, 5000.0, 200.0), 1.4),
+            ]
+            * 20,
         ),
         "DEMO-PHONE-2": SimDevice("DEMO-PHONE-2", 37.5172, 127.0473, legs=[], accuracy_m=10.0),
     }

@@ -38,18 +38,40 @@ class Server:
         return f"http://127.0.0.1:{self.osmand_port}/"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "BANGPAE_DATA_DIR": str(self.data_dir), "BANGPAE_LOG_LEVEL": "WARNING"}
+        return {
+            **os.environ,
+            "BANGPAE_DATA_DIR": str(self.data_dir),
+            "BANGPAE_LOG_LEVEL": "WARNING",
+        }
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bangpae.cli", *args], env=self.env(),
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "bangpae.cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bangpae.cli", "serve",
-             "--http", f"127.0.0.1:{self.http_port}", "--osmand", f"127.0.0.1:{self.osmand_port}",
-             "--gt06", "off", "--h02", "off"],
-            env=self.env(), stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "serve.log", "ab"),
+            [
+                sys.executable,
+                "-m",
+                "bangpae.cli",
+                "serve",
+                "--http",
+                f"127.0.0.1:{self.http_port}",
+                "--osmand",
+                f"127.0.0.1:{self.osmand_port}",
+                "--gt06",
+                "off",
+                "--h02",
+                "off",
+            ],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data_dir / "serve.log", "ab"),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -69,8 +91,9 @@ class Server:
             self.proc.wait(timeout=30)
 
     def login(self, username: str, password: str) -> dict[str, str]:
-        r = httpx.post(f"{self.api}/api/v1/auth/login",
-                       json={"username": username, "password": password})
+        r = httpx.post(
+            f"{self.api}/api/v1/auth/login", json={"username": username, "password": password}
+        )
         r.raise_for_status()
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -24,30 +23,57 @@ def at(distance_m: float, bearing: float = 90.0) -> tuple[float, float]:
 
 def seed_case(srv: Server) -> tuple[dict[str, str], dict[str, str], int]:
     for user, role in (("admin1", "admin"), ("sup1", "supervisor"), ("op1", "operator")):
-        r = srv.cli("admin", "create-user", "--username", user, "--password", PASSWORD, "--role", role)
+        r = srv.cli(
+            "admin", "create-user", "--username", user, "--password", PASSWORD, "--role", role
+        )
         assert r.returncode == 0, r.stderr
     srv.start()
     admin = srv.login("sup1", PASSWORD)
     api = f"{srv.api}/api/v1"
-    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=admin).json()["id"]
-    vic = httpx.post(f"{api}/people", json={"kind": "victim", "name": "V"}, headers=admin).json()["id"]
+    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=admin).json()[
+        "id"
+    ]
+    vic = httpx.post(f"{api}/people", json={"kind": "victim", "name": "V"}, headers=admin).json()[
+        "id"
+    ]
     for ident, kind, person in (("ANKLE-1", "ankle_monitor", off), ("PHONE-1", "phone", vic)):
-        r = httpx.post(f"{api}/devices", headers=admin, json={
-            "identifier": ident, "kind": kind, "protocol": "osmand", "person_id": person})
+        r = httpx.post(
+            f"{api}/devices",
+            headers=admin,
+            json={"identifier": ident, "kind": kind, "protocol": "osmand", "person_id": person},
+        )
         assert r.status_code == 201, r.text
     r = httpx.post(f"{api}/orders", headers=admin, json={"offender_id": off, "victim_id": vic})
     assert r.status_code == 201, r.text
     order_id = r.json()["id"]
-    r = srv.cli("admin", "create-user", "--username", "victim1", "--password", PASSWORD,
-                "--role", "victim", "--person-id", str(vic))
+    r = srv.cli(
+        "admin",
+        "create-user",
+        "--username",
+        "victim1",
+        "--password",
+        PASSWORD,
+        "--role",
+        "victim",
+        "--person-id",
+        str(vic),
+    )
     assert r.returncode == 0, r.stderr
     return admin, srv.login("victim1", PASSWORD), order_id
 
 
 def send(srv: Server, ident: str, distance_m: float, t: float, acc: float = 5.0) -> None:
     lat, lon = at(distance_m)
-    r = httpx.get(srv.osmand, params={"id": ident, "lat": f"{lat:.7f}", "lon": f"{lon:.7f}",
-                                      "timestamp": str(int(t)), "accuracy": str(acc)})
+    r = httpx.get(
+        srv.osmand,
+        params={
+            "id": ident,
+            "lat": f"{lat:.7f}",
+            "lon": f"{lon:.7f}",
+            "timestamp": str(int(t)),
+            "accuracy": str(acc),
+        },
+    )
     assert r.status_code == 200, r.text
 
 
@@ -70,8 +96,9 @@ def test_tiers_over_osmand_read_through_the_victim_api(server: Server) -> None:
     assert seen[5][1] == "reveal"  # 640 - 10 = 630 <= 650: hysteresis holds reveal
     assert seen[6][1:] == ("notify", 700, False)  # 661 - 10 = 651 > 650: left
     assert seen[7][1] == "breach" and seen[7][3]
-    incidents = httpx.get(f"{server.api}/api/v1/incidents", params={"status": "open"},
-                          headers=staff).json()
+    incidents = httpx.get(
+        f"{server.api}/api/v1/incidents", params={"status": "open"}, headers=staff
+    ).json()
     breach = [i for i in incidents if i["order_id"] == order_id and i["priority"] == "critical"]
     assert len(breach) == 1, incidents
 

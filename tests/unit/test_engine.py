@@ -13,7 +13,9 @@ HOME = (37.5663, 126.9779)
 T0 = 1_800_000_000.0
 
 
-def at(distance_m: float, bearing: float = 90.0, origin: tuple[float, float] = HOME) -> tuple[float, float]:
+def at(
+    distance_m: float, bearing: float = 90.0, origin: tuple[float, float] = HOME
+) -> tuple[float, float]:
     g = Geodesic.WGS84.Direct(origin[0], origin[1], bearing, distance_m)
     return g["lat2"], g["lon2"]
 
@@ -33,7 +35,9 @@ def make_engine(pairs: int = 1, **order_fields: object) -> Engine:
     return e
 
 
-def off_fix(t: float, distance_m: float, acc: float | None = 5.0, pair: int = 0, **kw: object) -> Fix:
+def off_fix(
+    t: float, distance_m: float, acc: float | None = 5.0, pair: int = 0, **kw: object
+) -> Fix:
     lat, lon = at(distance_m)
     return Fix(10 * (2 * pair + 1), T0 + t, lat, lon, acc, **kw)  # type: ignore[arg-type]
 
@@ -94,7 +98,9 @@ def test_a_victim_walking_toward_a_parked_offender_is_evaluated() -> None:
 
 @given(prior=st.sampled_from(list(Tier)[:4]), d_new=st.floats(0, 4000))
 @settings(max_examples=200, deadline=None)
-def test_the_decision_does_not_depend_on_which_party_arrived_last(prior: Tier, d_new: float) -> None:
+def test_the_decision_does_not_depend_on_which_party_arrived_last(
+    prior: Tier, d_new: float
+) -> None:
     # Same two latest fixes, same prior tier; only which one arrived last differs.
     results = []
     for offender_last in (True, False):
@@ -136,8 +142,9 @@ def test_a_batch_decides_exactly_what_one_fix_at_a_time_decides(
     single = [ev for f in fixes for ev in one.ingest([f], now)]
     many = make_engine(pairs=3)
     bounds = sorted({0, len(fixes), *[c for c in cuts if c < len(fixes)]})
-    batched = [ev for a, b in zip(bounds, bounds[1:], strict=False)
-               for ev in many.ingest(fixes[a:b], now)]
+    batched = [
+        ev for a, b in zip(bounds, bounds[1:], strict=False) for ev in many.ingest(fixes[a:b], now)
+    ]
     assert sorted(ev.id for ev in single) == sorted(ev.id for ev in batched)
     for oid in (100, 101, 102):
         assert one.order_view(oid).tier == many.order_view(oid).tier  # type: ignore[union-attr]
@@ -214,8 +221,9 @@ def test_a_fast_approach_is_predicted_before_the_keep_away_radius_is_crossed() -
     e.ingest([vic_fix(0)], T0)
     events = []
     for i, d in enumerate((1500, 1300, 1100, 900)):  # 20 m/s toward her
-        events += e.ingest([off_fix(10 * (i + 1), d, speed_mps=20.0, heading_deg=270.0)],
-                           T0 + 10 * (i + 1))
+        events += e.ingest(
+            [off_fix(10 * (i + 1), d, speed_mps=20.0, heading_deg=270.0)], T0 + 10 * (i + 1)
+        )
     kinds = [x.kind for x in events]
     assert EventKind.APPROACH_FAST in kinds
     assert kinds.count(EventKind.APPROACH_FAST) == 1
@@ -242,14 +250,18 @@ def test_engine_state_stays_under_one_kibibyte_per_pair() -> None:
     # Dense ids, as the database hands them out: person 2i+1/2i+2, device = person.
     e = Engine()
     n = 5000
-    people = [Person(p, PersonKind.OFFENDER if p % 2 else PersonKind.VICTIM, "x")
-              for p in range(1, 2 * n + 1)]
+    people = [
+        Person(p, PersonKind.OFFENDER if p % 2 else PersonKind.VICTIM, "x")
+        for p in range(1, 2 * n + 1)
+    ]
     devices = [Device(p, f"D{p}", DeviceKind.PHONE, "api", p) for p in range(1, 2 * n + 1)]
     orders = [Order(id=i + 1, offender_id=2 * i + 1, victim_id=2 * i + 2) for i in range(n)]
     e.load(people, devices, orders)
     lat, lon = at(900)
-    fixes = [Fix(p, T0, lat if p % 2 else HOME[0], lon if p % 2 else HOME[1], 5.0)
-             for p in range(1, 2 * n + 1)]
+    fixes = [
+        Fix(p, T0, lat if p % 2 else HOME[0], lon if p % 2 else HOME[1], 5.0)
+        for p in range(1, 2 * n + 1)
+    ]
     e.ingest(fixes, T0)
     assert e.order_view(1).tier == Tier.NOTIFY  # type: ignore[union-attr]
     assert 200 < e.bytes_per_pair() <= 1024

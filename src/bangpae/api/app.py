@@ -31,8 +31,13 @@ class _Hardening(BaseHTTPMiddleware):
 
 def create_app(ctx: Any) -> FastAPI:
     """The API and its documents, bound to an application context."""
-    app = FastAPI(title="bangpae", version=__version__, openapi_url="/api/v1/openapi.json",
-                  docs_url="/api/v1/docs", redoc_url=None)
+    app = FastAPI(
+        title="bangpae",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
     app.state.ctx = ctx
     problems.install(app)
     app.add_middleware(_Hardening)

@@ -40,11 +40,19 @@ Victim = Annotated[Principal, Depends(require("victim"))]
 Auditor = Annotated[Principal, Depends(require("auditor"))]
 
 
-def _audit_admin(ctx: Any, who: Principal, action: str, subject: str, fields: list[str],
-                 rid: str) -> None:
-    ctx.store.audit_append(actor=f"user:{who.user_id}:{who.username}", role=who.role,
-                           action=action, subject=subject, purpose="administration",
-                           fields=fields, at=ctx.clock.now(), request_id=rid)
+def _audit_admin(
+    ctx: Any, who: Principal, action: str, subject: str, fields: list[str], rid: str
+) -> None:
+    ctx.store.audit_append(
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action=action,
+        subject=subject,
+        purpose="administration",
+        fields=fields,
+        at=ctx.clock.now(),
+        request_id=rid,
+    )
 
 
 @root.get("/healthz", tags=["ops"])
@@ -63,13 +71,18 @@ async def metrics(ctx: Ctx) -> Response:
 async def login(body: LoginRequest, ctx: Ctx) -> TokenPublic:
     """Exchange a username and password for a bearer token."""
     user = await asyncio.to_thread(ctx.store.get_user_by_name, body.username)
-    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None,
-                                 body.password)
+    ok = await asyncio.to_thread(
+        verify_password, user.password_hash if user else None, body.password
+    )
     if not ok or user is None or user.disabled:
         raise HTTPException(401, "unknown user or wrong password")
     ttl = ctx.settings.token_ttl_s
-    token = issue_token(Principal(user.id, user.username, user.role, user.person_id),
-                        ctx.secret, ctx.clock.now(), ttl)
+    token = issue_token(
+        Principal(user.id, user.username, user.role, user.person_id),
+        ctx.secret,
+        ctx.clock.now(),
+        ttl,
+    )
     return TokenPublic(access_token=token, expires_in=ttl, role=user.role)
 
 
@@ -86,10 +99,17 @@ async def create_person(body: PersonCreate, ctx: Ctx, who: Registrar, rid: Reque
 async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: RequestId) -> Created:
     """Register a device for a person (optionally with a secret key)."""
     secret = await asyncio.to_thread(hash_password, body.key) if body.key else None
-    did = ctx.store.add_device(body.identifier, body.kind, body.protocol, body.person_id,
-                               secret, at=ctx.clock.now())
-    _audit_admin(ctx, who, "create_device", f"device:{did}",
-                 ["identifier", "kind", "protocol", "person_id"], rid)
+    did = ctx.store.add_device(
+        body.identifier, body.kind, body.protocol, body.person_id, secret, at=ctx.clock.now()
+    )
+    _audit_admin(
+        ctx,
+        who,
+        "create_device",
+        f"device:{did}",
+        ["identifier", "kind", "protocol", "person_id"],
+        rid,
+    )
     await ctx.ingest.reload_registry()
     return Created(id=did)
 
@@ -106,10 +126,13 @@ def _zone(i: int, z: ZoneIn) -> Zone:
         raise HTTPException(422, "a Point zone needs properties.radius_m between 0 and 50,000 m")
     if gtype not in ("Point", "Polygon"):
         raise HTTPException(422, "a zone is a GeoJSON Polygon, or a Point with radius_m")
-    return Zone(id=str(z.properties.get("id", i)), name=str(z.properties.get("name", "")),
-                geometry=z.geometry, radius_m=float(radius) if radius else None,
-                schedule=tuple(WeeklyWindow(w.day, _minutes(w.start), _minutes(w.end))
-                               for w in z.schedule))
+    return Zone(
+        id=str(z.properties.get("id", i)),
+        name=str(z.properties.get("name", "")),
+        geometry=z.geometry,
+        radius_m=float(radius) if radius else None,
+        schedule=tuple(WeeklyWindow(w.day, _minutes(w.start), _minutes(w.end)) for w in z.schedule),
+    )
 
 
 def _epoch(dt: datetime | None) -> float | None:
@@ -134,18 +157,30 @@ async def create_order(body: OrderCreate, ctx: Ctx, who: Admin, rid: RequestId) 
     except (KeyError, ValueError):
         raise HTTPException(422, f"unknown time zone {body.timezone!r}") from None
     order = Order(
-        id=0, offender_id=body.offender_id, victim_id=body.victim_id,
-        notify_radius_m=body.notify_radius_m, reveal_radius_m=body.reveal_radius_m,
-        keep_away_m=body.keep_away_m, hysteresis_m=body.hysteresis_m,
+        id=0,
+        offender_id=body.offender_id,
+        victim_id=body.victim_id,
+        notify_radius_m=body.notify_radius_m,
+        reveal_radius_m=body.reveal_radius_m,
+        keep_away_m=body.keep_away_m,
+        hysteresis_m=body.hysteresis_m,
         zones=tuple(_zone(i, z) for i, z in enumerate(body.zones)),
         curfews=tuple(_zone(i, z) for i, z in enumerate(body.curfews)),
         stale_after_s=body.stale_after_s,
         valid_from=_epoch(body.valid_from) or ctx.clock.now(),
-        valid_until=_epoch(body.valid_until), profile=body.profile, timezone=body.timezone,
+        valid_until=_epoch(body.valid_until),
+        profile=body.profile,
+        timezone=body.timezone,
     )
     oid = ctx.store.add_order(order, at=ctx.clock.now())
-    _audit_admin(ctx, who, "create_order", f"order:{oid}",
-                 ["offender_id", "victim_id", "radii", "zones", "curfews"], rid)
+    _audit_admin(
+        ctx,
+        who,
+        "create_order",
+        f"order:{oid}",
+        ["offender_id", "victim_id", "radii", "zones", "curfews"],
+        rid,
+    )
     await ctx.ingest.reload_registry()
     return Created(id=oid)
 
@@ -183,8 +218,21 @@ async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, An
         assert t is not None
         if t > now + 300:
             raise HTTPException(422, "fix_time is more than 5 minutes in the future")
-        fixes.append(Fix(device.id, t, f.lat, f.lon, f.accuracy_m, f.speed_mps, f.heading_deg,
-                         f.battery_pct, f.valid, frozenset(f.alarms), now))
+        fixes.append(
+            Fix(
+                device.id,
+                t,
+                f.lat,
+                f.lon,
+                f.accuracy_m,
+                f.speed_mps,
+                f.heading_deg,
+                f.battery_pct,
+                f.valid,
+                frozenset(f.alarms),
+                now,
+            )
+        )
     ids = await ctx.ingest.submit(fixes)
     return {"accepted": len(ids)}
 
@@ -192,22 +240,31 @@ async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, An
 @api.get("/victim/status", tags=["victim"])
 async def victim_status(ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, Any]:
     """The protected person's orders: tier, distance, and his position only when allowed."""
-    return await asyncio.to_thread(queries.victim_status, ctx.store, ctx.engine, who,
-                                   ctx.clock.now(), rid)
+    return await asyncio.to_thread(
+        queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), rid
+    )
 
 
 STATUS_PATTERN = "^(open|acknowledged|dispatched|on_scene|resolved|false_alarm)$"
 
 
 def _incident_public(i: Any) -> dict[str, Any]:
-    return IncidentPublic(id=i.id, kind=i.kind, priority=i.priority, status=i.status,
-                          order_id=i.order_id, person_id=i.person_id,
-                          opened_at=iso(i.opened_at), late=i.late).model_dump()
+    return IncidentPublic(
+        id=i.id,
+        kind=i.kind,
+        priority=i.priority,
+        status=i.status,
+        order_id=i.order_id,
+        person_id=i.person_id,
+        opened_at=iso(i.opened_at),
+        late=i.late,
+    ).model_dump()
 
 
 @api.get("/incidents", tags=["incidents"])
 async def list_incidents(
-    ctx: Ctx, who: Staff,
+    ctx: Ctx,
+    who: Staff,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
@@ -222,8 +279,7 @@ async def get_incident(incident_id: int, ctx: Ctx, who: Staff) -> dict[str, Any]
     i = await asyncio.to_thread(ctx.store.get_incident, incident_id)
     if i is None:
         raise HTTPException(404, f"incident {incident_id} does not exist")
-    return {**_incident_public(i), "timeline": [
-        {**e, "at": iso(e["at"])} for e in i.timeline]}
+    return {**_incident_public(i), "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline]}
 
 
 @api.post("/incidents/{incident_id}/{action}", tags=["incidents"])
@@ -231,8 +287,12 @@ async def act_on_incident(
     incident_id: int, action: str, body: IncidentAction, ctx: Ctx, who: Staff
 ) -> dict[str, Any]:
     """acknowledge, dispatch, on-scene or resolve an incident, with a note."""
-    step = {"acknowledge": "acknowledge", "dispatch": "dispatch", "on-scene": "on_scene",
-            "resolve": "resolve"}.get(action)
+    step = {
+        "acknowledge": "acknowledge",
+        "dispatch": "dispatch",
+        "on-scene": "on_scene",
+        "resolve": "resolve",
+    }.get(action)
     if step is None:
         raise HTTPException(404, f"no action {action!r}")
     if step == "dispatch" and body.officer_id is None:
@@ -240,15 +300,24 @@ async def act_on_incident(
     if step == "resolve" and body.outcome == "false_alarm":
         step = "false_alarm"
     data = {"officer_id": body.officer_id} if body.officer_id is not None else None
-    i = await asyncio.to_thread(ctx.store.incident_action, incident_id, step,
-                                f"user:{who.user_id}:{who.username}", ctx.clock.now(),
-                                body.note, data)
+    i = await asyncio.to_thread(
+        ctx.store.incident_action,
+        incident_id,
+        step,
+        f"user:{who.user_id}:{who.username}",
+        ctx.clock.now(),
+        body.note,
+        data,
+    )
     return {**_incident_public(i), "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline]}
 
 
 @api.get("/devices/{ref}/fixes", tags=["devices"])
 async def device_fixes(
-    ref: str, ctx: Ctx, who: Staff, rid: RequestId,
+    ref: str,
+    ctx: Ctx,
+    who: Staff,
+    rid: RequestId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     purpose: Annotated[str, Query(min_length=3, max_length=200)] = "operations",
@@ -257,14 +326,25 @@ async def device_fixes(
     device = await asyncio.to_thread(ctx.store.get_device, ref)
     if device is None:
         raise HTTPException(404, f"device {ref!r} does not exist")
-    return await asyncio.to_thread(queries.device_fixes, ctx.store, who, device, limit,
-                                   int(cursor) if cursor else None, purpose, ctx.clock.now(), rid)
+    return await asyncio.to_thread(
+        queries.device_fixes,
+        ctx.store,
+        who,
+        device,
+        limit,
+        int(cursor) if cursor else None,
+        purpose,
+        ctx.clock.now(),
+        rid,
+    )
 
 
 @api.get("/audit", tags=["audit"])
 async def audit_trail(
-    ctx: Ctx, who: Auditor,
-    actor: str | None = None, subject: str | None = None,
+    ctx: Ctx,
+    who: Auditor,
+    actor: str | None = None,
+    subject: str | None = None,
     since_id: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
@@ -276,5 +356,10 @@ async def audit_trail(
 @api.get("/me", tags=["auth"])
 async def me(who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     """Who the token belongs to."""
-    return {"user_id": who.user_id, "username": who.username, "role": who.role,
-            "person_id": who.person_id, "server_time": iso(time.time())}
+    return {
+        "user_id": who.user_id,
+        "username": who.username,
+        "role": who.role,
+        "person_id": who.person_id,
+        "server_time": iso(time.time()),
+    }

@@ -50,8 +50,12 @@ class DeviceCreate(Strict):
     kind: Literal["ankle_monitor", "phone", "watch"]
     protocol: Literal["osmand", "owntracks", "gt06", "h02", "api"]
     person_id: int = Field(gt=0)
-    key: str | None = Field(None, min_length=12, max_length=128,
-                            description="Device secret for authenticated protocols.")
+    key: str | None = Field(
+        None,
+        min_length=12,
+        max_length=128,
+        description="Device secret for authenticated protocols.",
+    )
 
 
 class WindowIn(Strict):
@@ -101,8 +105,9 @@ class NativeFix(Strict):
     heading_deg: float | None = Field(None, ge=0, lt=360)
     battery_pct: float | None = Field(None, ge=0, le=100)
     valid: bool = True
-    alarms: list[Literal["sos", "tamper", "case_open", "power_cut", "low_battery",
-                         "vibration"]] = Field(default_factory=list)
+    alarms: list[Literal["sos", "tamper", "case_open", "power_cut", "low_battery", "vibration"]] = (
+        Field(default_factory=list)
+    )
 
 
 class FixBatch(Strict):

@@ -218,4 +218,6 @@ def event_id(kind: str, *cause: object) -> str:
 def make_event(kind: EventKind, at: float, *cause: object, **fields: Any) -> Event:
     """Build an event whose id is the hash of its kind, time and cause."""
     data = fields.pop("data", None)
-    return Event(id=event_id(kind.value, at, *cause), kind=kind, at=at, data=_frozen(data), **fields)
+    return Event(
+        id=event_id(kind.value, at, *cause), kind=kind, at=at, data=_frozen(data), **fields
+    )

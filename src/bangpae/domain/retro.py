@@ -17,9 +17,10 @@ def evaluate_late(
     if partner_fix is None or not late_fix.valid or not partner_fix.valid:
         return []
     d = geodesy.geodesic_distance_m(late_fix.lat, late_fix.lon, partner_fix.lat, partner_fix.lon)
-    u = tiers.effective_accuracy(late_fix.accuracy_m)[0] + tiers.effective_accuracy(
-        partner_fix.accuracy_m
-    )[0]
+    u = (
+        tiers.effective_accuracy(late_fix.accuracy_m)[0]
+        + tiers.effective_accuracy(partner_fix.accuracy_m)[0]
+    )
     if d - u > order.keep_away_m:
         return []
     offender = order.offender_id if late_is_offender else None

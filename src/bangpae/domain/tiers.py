@@ -29,7 +29,11 @@ def effective_accuracies(acc: npt.ArrayLike) -> F64:
 
 
 def next_tier(
-    prev: Tier, margin_m: float, notify_m: float, reveal_m: float, keep_away_m: float,
+    prev: Tier,
+    margin_m: float,
+    notify_m: float,
+    reveal_m: float,
+    keep_away_m: float,
     hysteresis_m: float,
 ) -> Tier:
     """The tier after a decision with margin ``d - u``, coming from ``prev`` (not uncertain)."""
@@ -41,9 +45,12 @@ def next_tier(
 
 def next_tiers(prev: I8, margin: F64, notify: F64, reveal: F64, keep: F64, hyst: F64) -> I8:
     """Vectorised :func:`next_tier`; NaN margins keep the previous tier."""
-    enter = np.where(margin <= keep, 3, np.where(margin <= reveal, 2, np.where(margin <= notify, 1, 0)))
+    enter = np.where(
+        margin <= keep, 3, np.where(margin <= reveal, 2, np.where(margin <= notify, 1, 0))
+    )
     hold = np.where(
-        margin <= keep + hyst, 3,
+        margin <= keep + hyst,
+        3,
         np.where(margin <= reveal + hyst, 2, np.where(margin <= notify + hyst, 1, 0)),
     )
     new = np.maximum(enter, np.minimum(prev, hold))

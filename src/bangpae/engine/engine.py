@@ -604,8 +604,20 @@ class Engine:
             sel = np.flatnonzero(rank == r)
             events.extend(
                 self._round(
-                    sel, eo, ej, both, off_fresh, vic_fresh, margin, dist, ttb, self_is_off,
-                    t, idx, c, now,
+                    sel,
+                    eo,
+                    ej,
+                    both,
+                    off_fresh,
+                    vic_fresh,
+                    margin,
+                    dist,
+                    ttb,
+                    self_is_off,
+                    t,
+                    idx,
+                    c,
+                    now,
                 )
             )
         return events
@@ -637,8 +649,12 @@ class Engine:
         if ok.any():
             s_ok = sel[ok]
             new[ok] = tiers.next_tiers(
-                base[ok], margin[s_ok], o.notify[os_[ok]], o.reveal[os_[ok]],
-                o.keep[os_[ok]], o.hyst[os_[ok]],
+                base[ok],
+                margin[s_ok],
+                o.notify[os_[ok]],
+                o.reveal[os_[ok]],
+                o.keep[os_[ok]],
+                o.hyst[os_[ok]],
             )
         # Offender's position unknown to us while he was close: uncertain.
         lost = ~off_fresh[sel] & ((cur == int(Tier.REVEAL)) | (cur == int(Tier.BREACH)))
@@ -695,8 +711,12 @@ class Engine:
 
         # Approach prediction: a breach predicted within the horizon, once per episode.
         tt = ttb[sel]
-        fire = ok & o.approach_armed[os_] & (tt >= 0) & (tt <= APPROACH_HORIZON_S) & (
-            new != int(Tier.BREACH)
+        fire = (
+            ok
+            & o.approach_armed[os_]
+            & (tt >= 0)
+            & (tt <= APPROACH_HORIZON_S)
+            & (new != int(Tier.BREACH))
         )
         for i in np.flatnonzero(fire).tolist():
             e, slot = int(sel[i]), int(os_[i])
@@ -822,7 +842,9 @@ class Engine:
             d.offline_flag[:m] |= offline
             inv = d.invalid_since[:m]
             nofix = (
-                np.isfinite(inv) & ~d.offline_flag[:m] & ~d.nofix_flag[:m]
+                np.isfinite(inv)
+                & ~d.offline_flag[:m]
+                & ~d.nofix_flag[:m]
                 & (now - inv > d.no_fix_after[:m])
             )
             for slot in np.flatnonzero(nofix).tolist():
@@ -896,8 +918,13 @@ class Engine:
         """Memory held per order for its state (columns plus registry), in bytes."""
         n = max(self.orders.n, 1)
         columns = self.persons.nbytes() + self.devices.nbytes() + self.orders.nbytes()
-        ints = {id(x): x for d in (self._person_slot, self._order_slot) for kv in d.items()
-                for x in kv if isinstance(x, int) and not -5 <= x <= 256}
+        ints = {
+            id(x): x
+            for d in (self._person_slot, self._order_slot)
+            for kv in d.items()
+            for x in kv
+            if isinstance(x, int) and not -5 <= x <= 256
+        }
         registry = (
             self._device_slot.nbytes
             + sys.getsizeof(self._device_ids)

@@ -11,10 +11,20 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-ROLES = frozenset({
-    "victim", "offender", "operator", "supervisor", "field_officer", "police",
-    "clerk", "judge", "auditor", "admin",
-})
+ROLES = frozenset(
+    {
+        "victim",
+        "offender",
+        "operator",
+        "supervisor",
+        "field_officer",
+        "police",
+        "clerk",
+        "judge",
+        "auditor",
+        "admin",
+    }
+)
 STAFF_ROLES = frozenset({"operator", "supervisor"})
 _HASHER = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory profile
 # A hash to verify against when the user does not exist, so timing does not tell.
@@ -47,8 +57,13 @@ class Principal:
 def issue_token(p: Principal, secret: bytes, now: float, ttl_s: int = 900) -> str:
     """A signed access token for a principal, valid for ``ttl_s`` seconds."""
     claims = {
-        "sub": str(p.user_id), "name": p.username, "role": p.role, "pid": p.person_id,
-        "iat": int(now), "exp": int(now + ttl_s), "jti": secrets.token_hex(8),
+        "sub": str(p.user_id),
+        "name": p.username,
+        "role": p.role,
+        "pid": p.person_id,
+        "iat": int(now),
+        "exp": int(now + ttl_s),
+        "jti": secrets.token_hex(8),
     }
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -56,15 +71,23 @@ def issue_token(p: Principal, secret: bytes, now: float, ttl_s: int = 900) -> st
 def read_token(token: str, secret: bytes, now: float) -> Principal | None:
     """The principal of a valid, unexpired token; None for anything else."""
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"],
-                            options={"require": ["exp", "sub", "role"], "verify_exp": False})
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"require": ["exp", "sub", "role"], "verify_exp": False},
+        )
     except jwt.PyJWTError:
         return None
     if int(claims["exp"]) <= now or claims["role"] not in ROLES:
         return None
     pid = claims.get("pid")
-    return Principal(int(claims["sub"]), str(claims.get("name", "")), str(claims["role"]),
-                     None if pid is None else int(pid))
+    return Principal(
+        int(claims["sub"]),
+        str(claims.get("name", "")),
+        str(claims["role"]),
+        None if pid is None else int(pid),
+    )
 
 
 def load_or_create_secret(path: Path) -> bytes:

@@ -154,9 +154,7 @@ class Ingest:
             late = self.engine.drain_late()
         late_ids = {id(f) for f in late}
         late_flags = [id(f) in late_ids for f in fixes]
-        ids, new_events = await asyncio.to_thread(
-            self._commit, fixes, late_flags, events, late
-        )
+        ids, new_events = await asyncio.to_thread(self._commit, fixes, late_flags, events, late)
         pos = 0
         for p in batch:
             n = len(p.fixes)
@@ -184,8 +182,11 @@ class Ingest:
         for fix in late:
             for order, partner_devices in self._orders_with_partner_devices(fix.device_id):
                 partner = self.store.fix_at_or_before(partner_devices, fix.fix_time, RETRO_WINDOW_S)
-                out.extend(retro.evaluate_late(order, fix, partner, fix.device_id in
-                                               self._offender_devices(order)))
+                out.extend(
+                    retro.evaluate_late(
+                        order, fix, partner, fix.device_id in self._offender_devices(order)
+                    )
+                )
         return out
 
     def _orders_with_partner_devices(self, device_id: int) -> list[tuple[Any, list[int]]]:

@@ -9,15 +9,30 @@ from bangpae.domain.model import Tier
 from bangpae.services.auth import Principal
 
 
-def _audit(store: Any, who: Principal, subject: str, purpose: str, fields: list[str],
-           now: float, request_id: str | None) -> None:
-    store.audit_append(actor=f"user:{who.user_id}:{who.username}", role=who.role,
-                       action="read_position", subject=subject, purpose=purpose,
-                       fields=fields, at=now, request_id=request_id)
+def _audit(
+    store: Any,
+    who: Principal,
+    subject: str,
+    purpose: str,
+    fields: list[str],
+    now: float,
+    request_id: str | None,
+) -> None:
+    store.audit_append(
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action="read_position",
+        subject=subject,
+        purpose=purpose,
+        fields=fields,
+        at=now,
+        request_id=request_id,
+    )
 
 
-def victim_status(store: Any, engine: Any, who: Principal, now: float,
-                  request_id: str | None = None) -> dict[str, Any]:
+def victim_status(
+    store: Any, engine: Any, who: Principal, now: float, request_id: str | None = None
+) -> dict[str, Any]:
     """The protected person's own orders, shaped by the disclosure policy, audited."""
     out = []
     if who.person_id is None:
@@ -30,37 +45,76 @@ def victim_status(store: Any, engine: Any, who: Principal, now: float,
             continue
         margin = None
         if view.distance_m is not None and view.offender and view.victim:
-            u = (tiers.effective_accuracy(view.offender.accuracy_m)[0]
-                 + tiers.effective_accuracy(view.victim.accuracy_m)[0])
+            u = (
+                tiers.effective_accuracy(view.offender.accuracy_m)[0]
+                + tiers.effective_accuracy(view.victim.accuracy_m)[0]
+            )
             margin = view.distance_m - u
-        entry = {"order_id": order.id, **disclosure.victim_view(
-            view.tier, view.distance_m, margin, view.offender, now, view.misuse_paused)}
+        entry = {
+            "order_id": order.id,
+            **disclosure.victim_view(
+                view.tier, view.distance_m, margin, view.offender, now, view.misuse_paused
+            ),
+        }
         if entry["offender"] is not None:
-            _audit(store, who, f"order:{order.id}/offender:{order.offender_id}",
-                   "victim_safety", ["lat", "lon", "accuracy_m", "heading_deg", "speed_mps"],
-                   now, request_id)
+            _audit(
+                store,
+                who,
+                f"order:{order.id}/offender:{order.offender_id}",
+                "victim_safety",
+                ["lat", "lon", "accuracy_m", "heading_deg", "speed_mps"],
+                now,
+                request_id,
+            )
         if view.tier == Tier.CLEAR:
             entry["distance_m"] = None
         out.append(entry)
     return {"orders": out}
 
 
-def device_fixes(store: Any, who: Principal, device: Any, limit: int, before_id: int | None,
-                 purpose: str, now: float, request_id: str | None = None) -> dict[str, Any]:
+def device_fixes(
+    store: Any,
+    who: Principal,
+    device: Any,
+    limit: int,
+    before_id: int | None,
+    purpose: str,
+    now: float,
+    request_id: str | None = None,
+) -> dict[str, Any]:
     """A device's stored fixes for staff, newest first, with a cursor; audited."""
     rows = store.fixes_for_device(device.id, limit=limit, before_id=before_id)
-    _audit(store, who, f"device:{device.id}", purpose,
-           ["lat", "lon", "accuracy_m", "fix_time"] + ([f"count={len(rows)}"]), now, request_id)
-    fixes = [{
-        "id": r.id,
-        "fix_time": disclosure.iso(r.fix.fix_time),
-        "fix_time_epoch": r.fix.fix_time,
-        "received_at": disclosure.iso(r.fix.received_at or r.fix.fix_time),
-        "lat": r.fix.lat, "lon": r.fix.lon, "accuracy_m": r.fix.accuracy_m,
-        "speed_mps": r.fix.speed_mps, "heading_deg": r.fix.heading_deg,
-        "battery_pct": r.fix.battery_pct, "valid": r.fix.valid,
-        "alarms": sorted(r.fix.alarms), "late": r.late,
-    } for r in rows]
+    _audit(
+        store,
+        who,
+        f"device:{device.id}",
+        purpose,
+        ["lat", "lon", "accuracy_m", "fix_time"] + ([f"count={len(rows)}"]),
+        now,
+        request_id,
+    )
+    fixes = [
+        {
+            "id": r.id,
+            "fix_time": disclosure.iso(r.fix.fix_time),
+            "fix_time_epoch": r.fix.fix_time,
+            "received_at": disclosure.iso(r.fix.received_at or r.fix.fix_time),
+            "lat": r.fix.lat,
+            "lon": r.fix.lon,
+            "accuracy_m": r.fix.accuracy_m,
+            "speed_mps": r.fix.speed_mps,
+            "heading_deg": r.fix.heading_deg,
+            "battery_pct": r.fix.battery_pct,
+            "valid": r.fix.valid,
+            "alarms": sorted(r.fix.alarms),
+            "late": r.late,
+        }
+        for r in rows
+    ]
     next_cursor = str(rows[-1].id) if len(rows) == limit else None
-    return {"device_id": device.id, "identifier": device.identifier, "fixes": fixes,
-            "next_cursor": next_cursor}
+    return {
+        "device_id": device.id,
+        "identifier": device.identifier,
+        "fixes": fixes,
+        "next_cursor": next_cursor,
+    }

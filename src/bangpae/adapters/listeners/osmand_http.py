@@ -26,10 +26,15 @@ class OsmAndListener:
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self.rejected = Counter("bangpae_rejected", "Device messages refused",
-                                ["protocol", "reason"], registry=ctx.metrics)
-        self.accepted = Counter("bangpae_accepted", "Device messages stored",
-                                ["protocol"], registry=ctx.metrics)
+        self.rejected = Counter(
+            "bangpae_rejected",
+            "Device messages refused",
+            ["protocol", "reason"],
+            registry=ctx.metrics,
+        )
+        self.accepted = Counter(
+            "bangpae_accepted", "Device messages stored", ["protocol"], registry=ctx.metrics
+        )
         self._devices: dict[str, tuple[int, str | None]] = {}
         self._keys_ok: set[tuple[int, str]] = set()
 
@@ -76,8 +81,11 @@ class OsmAndListener:
                     params.update({k: str(v) for k, v in form.items()})
                 decoded = osmand.decode_query(params, now)
         except FrameError as exc:
-            log.info("osmand: refused a malformed message from %s: %s",
-                     request.client.host if request.client else "?", exc.reason)
+            log.info(
+                "osmand: refused a malformed message from %s: %s",
+                request.client.host if request.client else "?",
+                exc.reason,
+            )
             return self._refuse(400, "malformed", f"malformed: {exc.reason}")
         device = await asyncio.to_thread(self._device, decoded.identifier)
         if device is None:
@@ -85,9 +93,19 @@ class OsmAndListener:
         device_id, secret = device
         if not await asyncio.to_thread(self._key_ok, device_id, secret, decoded.key):
             return self._refuse(403, "bad_key", "wrong or missing device key")
-        fix = Fix(device_id, decoded.fix_time, decoded.lat, decoded.lon, decoded.accuracy_m,
-                  decoded.speed_mps, decoded.heading_deg, decoded.battery_pct, decoded.valid,
-                  decoded.alarms, now)
+        fix = Fix(
+            device_id,
+            decoded.fix_time,
+            decoded.lat,
+            decoded.lon,
+            decoded.accuracy_m,
+            decoded.speed_mps,
+            decoded.heading_deg,
+            decoded.battery_pct,
+            decoded.valid,
+            decoded.alarms,
+            now,
+        )
         try:
             await self.ctx.ingest.submit([fix])
         except Exception:  # not stored: the device must retry, so it gets no 200
