@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     handler = COMMANDS[
         args.command
         if args.command not in ("admin", "audit")

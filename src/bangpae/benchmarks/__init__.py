@@ -1,0 +1,1 @@
+"""Standard workloads of BENCHMARK.md."""
