@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-PG_ADMIN = os.environ.get("BANGPAE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "BANGPAE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def services_required() -> bool:
@@ -56,7 +58,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     with eng.begin() as c:
         tables = [t for t in inspect(c).get_table_names() if t != "alembic_version"]
         if tables:
-            c.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) +
-                           " RESTART IDENTITY CASCADE"))
+            c.execute(
+                text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+                )
+            )
     eng.dispose()
     return base

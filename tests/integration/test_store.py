@@ -28,8 +28,13 @@ def _case(store: Store) -> tuple[int, int, int, int, int]:
     vic = store.add_person("victim", "V")
     a = store.add_device("ANKLE", "ankle_monitor", "osmand", off)
     p = store.add_device("PHONE", "phone", "osmand", vic)
-    zone = Zone("home", "Home", {"type": "Point", "coordinates": [126.97, 37.56]}, 300.0,
-                (WeeklyWindow(0, 22 * 60, 6 * 60),))
+    zone = Zone(
+        "home",
+        "Home",
+        {"type": "Point", "coordinates": [126.97, 37.56]},
+        300.0,
+        (WeeklyWindow(0, 22 * 60, 6 * 60),),
+    )
     o = store.add_order(Order(0, off, vic, zones=(zone,), valid_from=1.0))
     return off, vic, a, p, o
 
@@ -79,10 +84,12 @@ def test_fixes_page_newest_first_with_a_cursor(store: Store) -> None:
 
 def test_events_are_idempotent_and_incidents_join_the_open_one(store: Store) -> None:
     _, _, a, _, o = _case(store)
-    e1 = make_event(EventKind.TIER_CHANGED, 10.0, o, a, order_id=o, tier_from=Tier.REVEAL,
-                    tier_to=Tier.BREACH)
-    e2 = make_event(EventKind.TIER_CHANGED, 20.0, o, a, order_id=o, tier_from=Tier.REVEAL,
-                    tier_to=Tier.BREACH)
+    e1 = make_event(
+        EventKind.TIER_CHANGED, 10.0, o, a, order_id=o, tier_from=Tier.REVEAL, tier_to=Tier.BREACH
+    )
+    e2 = make_event(
+        EventKind.TIER_CHANGED, 20.0, o, a, order_id=o, tier_from=Tier.REVEAL, tier_to=Tier.BREACH
+    )
     assert store.add_events([e1]) == [e1]
     assert store.add_events([e1]) == []
     _, new = store.record_batch([], [], [(e1, "breach", "critical"), (e2, "breach", "critical")])
@@ -105,7 +112,12 @@ def test_incidents_move_through_their_lifecycle_and_refuse_impossible_steps(stor
     done = store.incident_action(iid, "resolve", "op", 9.0, "strap replaced")
     assert done.status == "resolved"
     assert [x["action"] for x in done.timeline] == [
-        "event", "acknowledge", "dispatch", "on_scene", "resolve"]
+        "event",
+        "acknowledge",
+        "dispatch",
+        "on_scene",
+        "resolve",
+    ]
     # a new tamper after resolution opens a new incident
     e2 = make_event(EventKind.TAMPER, 50.0, a, order_id=o, device_id=a)
     assert store.record_incident("tamper", "critical", e2)[1] is True
@@ -113,8 +125,15 @@ def test_incidents_move_through_their_lifecycle_and_refuse_impossible_steps(stor
 
 def _audit(store: Store, n: int) -> None:
     for i in range(n):
-        store.audit_append("user:1:op", "operator", "read_position", f"device:{i}", "ops",
-                           ["lat", "lon"], at=100.0 + i)
+        store.audit_append(
+            "user:1:op",
+            "operator",
+            "read_position",
+            f"device:{i}",
+            "ops",
+            ["lat", "lon"],
+            at=100.0 + i,
+        )
 
 
 def test_an_intact_audit_chain_verifies(store: Store) -> None:
@@ -128,15 +147,23 @@ def test_an_intact_audit_chain_verifies(store: Store) -> None:
     [
         ("UPDATE audit SET purpose = 'curiosity' WHERE id = 3", 3),
         ("DELETE FROM audit WHERE id = 3", 4),
-        ("UPDATE audit SET subject = (CASE id WHEN 2 THEN 'device:3' ELSE 'device:1' END) "
-         "WHERE id IN (2, 4)", 2),
-        ("INSERT INTO audit (id, at, actor, role, action, subject, purpose, fields, prev_hash, "
-         "hash) SELECT 6, 200, 'user:9:x', 'operator', 'read_position', 'device:1', 'ops', '[]', "
-         "hash, hash FROM audit WHERE id = 5", 6),
+        (
+            "UPDATE audit SET subject = (CASE id WHEN 2 THEN 'device:3' ELSE 'device:1' END) "
+            "WHERE id IN (2, 4)",
+            2,
+        ),
+        (
+            "INSERT INTO audit (id, at, actor, role, action, subject, purpose, fields, prev_hash, "
+            "hash) SELECT 6, 200, 'user:9:x', 'operator', 'read_position', 'device:1', 'ops', '[]', "
+            "hash, hash FROM audit WHERE id = 5",
+            6,
+        ),
     ],
     ids=["edit", "delete", "reorder", "insert"],
 )
-def test_any_tampering_with_the_audit_chain_is_detected(store: Store, tamper: str, bad: int) -> None:
+def test_any_tampering_with_the_audit_chain_is_detected(
+    store: Store, tamper: str, bad: int
+) -> None:
     _audit(store, 5)
     with store.engine.begin() as c:
         c.execute(text(tamper))
@@ -168,8 +195,9 @@ def test_every_acknowledged_fix_survives_kill_9(database_url: str, tmp_path: Pat
     s = Store(database_url)
     s.migrate()
     _, _, a, _, _ = _case(s)
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, database_url, str(a)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, database_url, str(a)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     acked = [int(proc.stdout.readline()) for _ in range(200)]
     proc.kill()

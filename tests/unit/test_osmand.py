@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from bangpae.protocols import osmand
 from bangpae.protocols.errors import FrameError
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "protocol-vectors" / "traccar-vectors.json"
+VECTORS = (
+    Path(__file__).resolve().parents[3] / "shared" / "protocol-vectors" / "traccar-vectors.json"
+)
 LATER = 2_000_000_000.0  # decode as if received long after the vectors were recorded
 
 
@@ -88,8 +90,9 @@ def test_bad_input_is_refused_with_a_clear_reason(params: dict, reason: str) -> 
 
 
 def test_alarms_map_to_the_design_vocabulary() -> None:
-    fix = osmand.decode_query({"id": "A", "lat": "1", "lon": "2", "alarm": "sos,tampering"},
-                              1_800_000_000.0)
+    fix = osmand.decode_query(
+        {"id": "A", "lat": "1", "lon": "2", "alarm": "sos,tampering"}, 1_800_000_000.0
+    )
     assert fix.alarms == {"sos", "tamper"}
 
 
@@ -101,9 +104,27 @@ def test_milliseconds_and_iso_timestamps_are_read() -> None:
     assert iso.fix_time == _iso("2027-01-14T23:00:00Z")
 
 
-@given(st.dictionaries(st.sampled_from(["id", "deviceid", "lat", "lon", "timestamp", "speed",
-                                        "bearing", "accuracy", "batt", "alarm", "location",
-                                        "valid"]), st.text(max_size=30)))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "deviceid",
+                "lat",
+                "lon",
+                "timestamp",
+                "speed",
+                "bearing",
+                "accuracy",
+                "batt",
+                "alarm",
+                "location",
+                "valid",
+            ]
+        ),
+        st.text(max_size=30),
+    )
+)
 @settings(max_examples=2000)
 def test_the_query_decoder_never_fails_except_with_a_frame_error(params: dict) -> None:
     try:
@@ -112,12 +133,35 @@ def test_the_query_decoder_never_fails_except_with_a_frame_error(params: dict) -
         pass
 
 
-@given(st.binary(max_size=300) | st.recursive(
-    st.none() | st.booleans() | st.floats() | st.text(max_size=10),
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(
-        ["location", "coords", "latitude", "longitude", "device_id", "timestamp", "battery",
-         "level", "speed", "heading", "accuracy"]), c, max_size=5),
-    max_leaves=20).map(lambda x: json.dumps(x).encode()))
+@given(
+    st.binary(max_size=300)
+    | st.recursive(
+        st.none() | st.booleans() | st.floats() | st.text(max_size=10),
+        lambda c: (
+            st.lists(c, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "location",
+                        "coords",
+                        "latitude",
+                        "longitude",
+                        "device_id",
+                        "timestamp",
+                        "battery",
+                        "level",
+                        "speed",
+                        "heading",
+                        "accuracy",
+                    ]
+                ),
+                c,
+                max_size=5,
+            )
+        ),
+        max_leaves=20,
+    ).map(lambda x: json.dumps(x).encode())
+)
 @settings(max_examples=2000)
 def test_the_json_decoder_never_fails_except_with_a_frame_error(body: bytes) -> None:
     try:

@@ -70,4 +70,9 @@ def test_accuracy_is_capped_and_unknown_counts_25_m() -> None:
 
 def test_the_notify_distance_is_rounded_up_to_100_m() -> None:
     assert [notify_distance_m(d) for d in (0.0, 1.0, 1300.0, 1301.0, 1999.9)] == [
-        0, 100, 1300, 1400, 2000]
+        0,
+        100,
+        1300,
+        1400,
+        2000,
+    ]

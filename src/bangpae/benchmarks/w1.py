@@ -175,7 +175,10 @@ def run_once(f: W1Fixes, store: str) -> dict[str, Any]:
             with st.engine.begin() as c:
                 c.exec_driver_sql(
                     "INSERT INTO people (id, kind, name, created_at) VALUES (?, ?, '', 0)",
-                    [(j, "offender" if j % 2 else "victim") for j in range(k, min(k + 5000, n + 1))],
+                    [
+                        (j, "offender" if j % 2 else "victim")
+                        for j in range(k, min(k + 5000, n + 1))
+                    ],
                 )
                 c.exec_driver_sql(
                     "INSERT INTO devices (id, identifier, kind, protocol, person_id, created_at)"

@@ -75,11 +75,17 @@ def read_token(token: str, secret: bytes, now: float) -> Principal | None:
             token,
             secret,
             algorithms=["HS256"],
-            options={"require": ["exp", "sub", "role"], "verify_exp": False},
+            options={
+                "require": ["exp", "iat", "sub", "role"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.PyJWTError:
         return None
-    if int(claims["exp"]) <= now or claims["role"] not in ROLES:
+    # Times are checked against the injected clock, not the library's wall clock.
+    if int(claims["exp"]) <= now or int(claims["iat"]) > now + 60 or claims["role"] not in ROLES:
         return None
     pid = claims.get("pid")
     return Principal(

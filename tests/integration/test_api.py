@@ -1,0 +1,273 @@
+"""The HTTP API on the real composition root: roles, problem+json, audited position reads."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+from geographiclib.geodesic import Geodesic
+
+from bangpae.adapters.clock import ManualClock
+from bangpae.adapters.listeners.osmand_http import create_osmand_app
+from bangpae.api.app import create_app
+from bangpae.app import build
+from bangpae.config import Settings
+from bangpae.services.auth import hash_password
+
+T0 = 1_800_000_000.0
+PW = "a-long-enough-password"
+HOME = (37.5663, 126.9779)
+
+
+def at(d: float) -> tuple[float, float]:
+    g = Geodesic.WGS84.Direct(HOME[0], HOME[1], 90.0, d)
+    return g["lat2"], g["lon2"]
+
+
+@pytest.fixture
+async def env(tmp_path: Path):
+    clock = ManualClock(T0)
+    ctx = build(Settings(data_dir=tmp_path), clock=clock)
+    s = ctx.store
+    off = s.add_person("offender", "O")
+    vic = s.add_person("victim", "V")
+    other = s.add_person("victim", "W")
+    off2 = s.add_person("offender", "P")
+    s.add_device("ANKLE", "ankle_monitor", "osmand", off)
+    s.add_device("PHONE", "phone", "osmand", vic)
+    s.add_device("KEYED", "ankle_monitor", "api", off2, hash_password("device-secret-1"))
+    from bangpae.domain.model import Order
+
+    order = s.add_order(Order(0, off, vic))
+    s.add_order(Order(0, off2, other))
+    for user, role, pid in (
+        ("op", "operator", None),
+        ("sup", "supervisor", None),
+        ("aud", "auditor", None),
+        ("vic", "victim", vic),
+        ("vic2", "victim", other),
+        ("off", "offender", off),
+    ):
+        s.add_user(user, hash_password(PW), role, pid)
+    await ctx.start()
+    api = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://test"
+    )
+    osm = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_osmand_app(ctx)), base_url="http://osmand"
+    )
+
+    async def token(user: str) -> dict[str, str]:
+        r = await api.post("/api/v1/auth/login", json={"username": user, "password": PW})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    yield ctx, api, osm, token, order, clock
+    await api.aclose()
+    await osm.aclose()
+    await ctx.stop()
+
+
+async def test_no_or_a_bad_token_gets_401_as_problem_json(env) -> None:
+    _, api, *_ = env
+    for headers in ({}, {"Authorization": "Bearer nonsense"}):
+        r = await api.get("/api/v1/incidents", headers=headers)
+        assert r.status_code == 401
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["status"] == 401 and "detail" in r.json()
+
+
+async def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(env) -> None:
+    _, api, *_ = env
+    for user in ("op", "nobody"):
+        r = await api.post("/api/v1/auth/login", json={"username": user, "password": "wrong"})
+        assert r.status_code == 401 and r.json()["detail"] == "unknown user or wrong password"
+
+
+async def test_a_valid_token_without_the_role_gets_403(env) -> None:
+    _, api, _, token, *_ = env
+    for user, path in (
+        ("vic", "/api/v1/incidents"),
+        ("off", "/api/v1/victim/status"),
+        ("aud", "/api/v1/devices/ANKLE/fixes"),
+        ("op", "/api/v1/audit"),
+    ):
+        r = await api.get(path, headers=await token(user))
+        assert r.status_code == 403, (user, path, r.text)
+
+
+async def test_an_expired_token_is_refused(env) -> None:
+    _, api, _, token, _, clock = env
+    headers = await token("op")
+    clock.advance(901)
+    assert (await api.get("/api/v1/incidents", headers=headers)).status_code == 401
+
+
+async def test_validation_errors_are_problem_json_without_internals(env) -> None:
+    _, api, _, token, *_ = env
+    r = await api.post(
+        "/api/v1/people", json={"kind": "alien", "name": ""}, headers=await token("sup")
+    )
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "Traceback" not in r.text
+
+
+async def test_a_victim_sees_only_her_own_order_and_his_position_only_in_reveal(env) -> None:
+    ctx, api, osm, token, order, clock = env
+    lat, lon = at(0)
+    assert (
+        await osm.get(
+            "/", params={"id": "PHONE", "lat": lat, "lon": lon, "timestamp": int(T0), "accuracy": 5}
+        )
+    ).status_code == 200
+    lat, lon = at(1500)
+    assert (
+        await osm.get(
+            "/",
+            params={"id": "ANKLE", "lat": lat, "lon": lon, "timestamp": int(T0) + 1, "accuracy": 5},
+        )
+    ).status_code == 200
+    vic = await token("vic")
+    body = (await api.get("/api/v1/victim/status", headers=vic)).json()
+    assert body == {
+        "orders": [{"order_id": order, "tier": "notify", "distance_m": 1500, "offender": None}]
+    }
+    assert (await api.get("/api/v1/victim/status", headers=await token("vic2"))).json()["orders"][
+        0
+    ]["order_id"] != order
+    before = len(ctx.store.audit_records(limit=1000))
+    lat, lon = at(450)
+    await osm.get(
+        "/",
+        params={
+            "id": "ANKLE",
+            "lat": lat,
+            "lon": lon,
+            "timestamp": int(T0) + 2,
+            "accuracy": 5,
+            "speed": 2,
+            "bearing": 270,
+        },
+    )
+    clock.advance(3)
+    entry = (await api.get("/api/v1/victim/status", headers=vic)).json()["orders"][0]
+    assert entry["tier"] == "reveal" and abs(entry["distance_m"] - 450) <= 1
+    assert entry["offender"]["lat"] == pytest.approx(lat, abs=1e-6)
+    assert entry["offender"]["age_s"] == pytest.approx(1.0)
+    records = ctx.store.audit_records(limit=1000)
+    assert len(records) == before + 1 and records[-1]["role"] == "victim"
+    assert records[-1]["purpose"] == "victim_safety"
+
+
+async def test_reading_a_devices_fixes_is_audited_and_paginated(env) -> None:
+    ctx, api, osm, token, *_ = env
+    for i in range(5):
+        await osm.get(
+            "/", params={"id": "ANKLE", "lat": 37.5, "lon": 127.0, "timestamp": int(T0) - 100 + i}
+        )
+    op = await token("op")
+    r = await api.get("/api/v1/devices/ANKLE/fixes", params={"limit": 3}, headers=op)
+    assert r.status_code == 200 and len(r.json()["fixes"]) == 3
+    r2 = await api.get(
+        "/api/v1/devices/ANKLE/fixes",
+        params={"limit": 3, "cursor": r.json()["next_cursor"]},
+        headers=op,
+    )
+    assert len(r2.json()["fixes"]) == 2
+    assert (await api.get("/api/v1/devices/NOPE/fixes", headers=op)).status_code == 404
+    audit = (
+        await api.get("/api/v1/audit", params={"subject": "device:1"}, headers=await token("aud"))
+    ).json()["records"]
+    assert len(audit) == 2 and all(a["action"] == "read_position" for a in audit)
+
+
+async def test_the_osmand_listener_refuses_unknown_and_malformed_and_counts_them(env) -> None:
+    ctx, api, osm, *_ = env
+    assert (await osm.get("/", params={"id": "STRANGER", "lat": 1, "lon": 2})).status_code == 403
+    assert (await osm.get("/", params={"id": "ANKLE", "lat": 100, "lon": 2})).status_code == 400
+    assert (await osm.get("/", params={"id": "KEYED", "lat": 1, "lon": 2})).status_code == 403
+    assert (
+        await osm.get("/", params={"id": "KEYED", "lat": 1, "lon": 2, "key": "device-secret-1"})
+    ).status_code == 200
+    metrics = (await api.get("/metrics")).text
+    assert 'bangpae_rejected_total{protocol="osmand",reason="unknown_device"} 1.0' in metrics
+    assert 'bangpae_rejected_total{protocol="osmand",reason="malformed"} 1.0' in metrics
+    assert ctx.store.count_fixes() == 1
+
+
+async def test_native_fixes_need_the_devices_key(env) -> None:
+    ctx, api, *_ = env
+    fix = {"fix_time": "2027-01-15T08:00:00Z", "lat": 37.5, "lon": 127.0, "accuracy_m": 5}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"KEYED:wrong").decode()}
+    assert (await api.post("/api/v1/fixes", json={"fixes": [fix]}, headers=bad)).status_code == 401
+    good = {"Authorization": "Basic " + base64.b64encode(b"KEYED:device-secret-1").decode()}
+    r = await api.post("/api/v1/fixes", json={"fixes": [fix]}, headers=good)
+    assert r.status_code == 202 and r.json() == {"accepted": 1}
+
+
+async def test_staff_create_people_devices_and_orders_and_the_engine_knows_them(env) -> None:
+    ctx, api, _, token, *_ = env
+    sup = await token("sup")
+    off = (
+        await api.post("/api/v1/people", json={"kind": "offender", "name": "N"}, headers=sup)
+    ).json()["id"]
+    vic = (
+        await api.post("/api/v1/people", json={"kind": "victim", "name": "M"}, headers=sup)
+    ).json()["id"]
+    r = await api.post(
+        "/api/v1/devices",
+        headers=sup,
+        json={
+            "identifier": "NEW-1",
+            "kind": "ankle_monitor",
+            "protocol": "osmand",
+            "person_id": off,
+        },
+    )
+    assert r.status_code == 201
+    dup = await api.post(
+        "/api/v1/devices",
+        headers=sup,
+        json={
+            "identifier": "NEW-1",
+            "kind": "ankle_monitor",
+            "protocol": "osmand",
+            "person_id": off,
+        },
+    )
+    assert dup.status_code == 409
+    r = await api.post(
+        "/api/v1/orders",
+        headers=sup,
+        json={
+            "offender_id": off,
+            "victim_id": vic,
+            "reveal_radius_m": 500,
+            "zones": [
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Point", "coordinates": [127.0, 37.5]},
+                    "properties": {"radius_m": 300, "name": "home"},
+                }
+            ],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert ctx.engine.order_view(r.json()["id"]) is not None
+    swapped = await api.post(
+        "/api/v1/orders", headers=sup, json={"offender_id": vic, "victim_id": off}
+    )
+    assert swapped.status_code == 422
+    op_try = await api.post(
+        "/api/v1/orders", headers=await token("op"), json={"offender_id": off, "victim_id": vic}
+    )
+    assert op_try.status_code == 403
+
+
+async def test_openapi_and_health_are_served(env) -> None:
+    _, api, *_ = env
+    spec = (await api.get("/api/v1/openapi.json")).json()
+    assert "/api/v1/victim/status" in spec["paths"]
+    assert (await api.get("/healthz")).json()["status"] == "ok"
