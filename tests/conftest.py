@@ -36,7 +36,7 @@ def postgres_url() -> Iterator[str]:
         name = f"bangpae_test_{secrets.token_hex(4)}"
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no server, no driver: say so
+    except Exception as exc:  # noqa: BLE001 - no server or no driver: say which
         need_service(f"PostgreSQL not reachable at {PG_ADMIN}: {exc.__class__.__name__}")
         return
     yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"

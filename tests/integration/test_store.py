@@ -153,9 +153,9 @@ def test_an_intact_audit_chain_verifies(store: Store) -> None:
             2,
         ),
         (
-            "INSERT INTO audit (id, at, actor, role, action, subject, purpose, fields, prev_hash, "
-            "hash) SELECT 6, 200, 'user:9:x', 'operator', 'read_position', 'device:1', 'ops', '[]', "
-            "hash, hash FROM audit WHERE id = 5",
+            "INSERT INTO audit (id, at, actor, role, action, subject, purpose, fields, "
+            "prev_hash, hash) SELECT 6, 200, 'user:9:x', 'operator', 'read_position', "
+            "'device:1', 'ops', '[]', hash, hash FROM audit WHERE id = 5",
             6,
         ),
     ],

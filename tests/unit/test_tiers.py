@@ -49,8 +49,8 @@ def test_jitter_within_the_hysteresis_band_never_makes_the_tier_flap(
     seen = [start]
     for j in jitter:
         seen.append(next_tier(seen[-1], low + j, *R))
-    ups = any(b > a for a, b in zip(seen, seen[1:]))
-    downs = any(b < a for a, b in zip(seen, seen[1:]))
+    ups = any(b > a for a, b in zip(seen, seen[1:], strict=False))
+    downs = any(b < a for a, b in zip(seen, seen[1:], strict=False))
     assert not (ups and downs), seen
 
 
