@@ -26,7 +26,9 @@ def _pairs(n: int, max_m: float, seed: int = 1) -> tuple[np.ndarray, ...]:
 def test_the_fast_distance_stays_within_its_bound_up_to_10_km_across_korea() -> None:
     lat1, lon1, lat2, lon2 = _pairs(20_000, 10_000.0)
     fast = geodesy.fast_distances_m(lat1, lon1, lat2, lon2)
-    exact = np.array([geodesy.geodesic_distance_m(*p) for p in zip(lat1, lon1, lat2, lon2, strict=True)])
+    exact = np.array(
+        [geodesy.geodesic_distance_m(*p) for p in zip(lat1, lon1, lat2, lon2, strict=True)]
+    )
     worst = float(np.max(np.abs(fast - exact)))
     assert worst < geodesy.FAST_ERROR_BOUND_M < 0.1, worst
 
@@ -44,7 +46,9 @@ def test_decisions_on_refined_distances_equal_decisions_on_geodesic_distances() 
         lat2[i], lon2[i] = g["lat2"], g["lon2"]
     thresholds = np.full((n, 1), 610.0)
     refined = geodesy.distances_m(lat1, lon1, lat2, lon2, thresholds)
-    exact = np.array([geodesy.geodesic_distance_m(*p) for p in zip(lat1, lon1, lat2, lon2, strict=True)])
+    exact = np.array(
+        [geodesy.geodesic_distance_m(*p) for p in zip(lat1, lon1, lat2, lon2, strict=True)]
+    )
     assert np.array_equal(refined <= 610.0, exact <= 610.0)
 
 
