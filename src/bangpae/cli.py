@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = COMMANDS[
         args.command
         if args.command not in ("admin", "audit")

@@ -72,10 +72,10 @@ async def _readout(ctx: AppContext, orders: list[int], every_s: float = 2.0) -> 
             tier = view.tier.label
             if view.distance_m is None:
                 dist = "—"
-            elif tier == "notify":
-                dist = f"≤{notify_distance_m(view.distance_m)} m"
             else:
                 dist = f"{view.distance_m:,.0f} m"
+                if tier == "notify":  # what the protected person is told, beside the truth
+                    dist += f" (told ≤{notify_distance_m(view.distance_m)} m)"
             parts.append(f"order {oid}: {tier:<9} {TIER_KO[tier]:<8} {dist:>9}")
         print(time.strftime("%H:%M:%S"), " | ".join(parts), flush=True)
 
