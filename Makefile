@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/bangpae bench w1 --pairs 10000 --store sqlite
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests
 	$(BIN)/mypy src/bangpae/domain
 	$(BIN)/lint-imports
 
