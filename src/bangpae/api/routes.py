@@ -27,6 +27,7 @@ from bangpae.api.schemas import (
 )
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
+from bangpae.domain.zones import compile_zone
 from bangpae.services import queries
 from bangpae.services.auth import Principal, hash_password, issue_token, verify_password
 
@@ -126,13 +127,18 @@ def _zone(i: int, z: ZoneIn) -> Zone:
         raise HTTPException(422, "a Point zone needs properties.radius_m between 0 and 50,000 m")
     if gtype not in ("Point", "Polygon"):
         raise HTTPException(422, "a zone is a GeoJSON Polygon, or a Point with radius_m")
-    return Zone(
+    zone = Zone(
         id=str(z.properties.get("id", i)),
         name=str(z.properties.get("name", "")),
         geometry=z.geometry,
         radius_m=float(radius) if radius else None,
         schedule=tuple(WeeklyWindow(w.day, _minutes(w.start), _minutes(w.end)) for w in z.schedule),
     )
+    try:
+        compile_zone(zone)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise HTTPException(422, f"zone {i}: {exc}") from None
+    return zone
 
 
 def _epoch(dt: datetime | None) -> float | None:

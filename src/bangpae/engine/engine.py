@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bangpae.domain import geodesy, tiers
+from bangpae.domain.health import HealthState, step_health
 from bangpae.domain.model import (
     Device,
     Event,
@@ -33,6 +34,7 @@ from bangpae.domain.model import (
     Tier,
     make_event,
 )
+from bangpae.domain.zones import CompiledZone, ZoneState, compile_zone, step_zones
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -170,6 +172,11 @@ class Engine:
         self._csr: tuple[I64, I64] | None = None
         self._late: list[Fix] = []
         self._person_ids: list[int] = []
+        self._health: dict[int, HealthState] = {}  # only devices that ever reported alarms
+        # Orders with zones or curfews: their compiled geometry, time zone and state.
+        self._zoned: dict[int, tuple[list[CompiledZone], list[CompiledZone], str]] = {}
+        self._zone_state: dict[int, ZoneState] = {}
+        self._zoned_by_offender: dict[int, list[int]] = {}
 
     # -- registry -----------------------------------------------------------------------
 
@@ -225,6 +232,20 @@ class Engine:
         o.stale[slot] = order.stale_after_s
         o.valid_from[slot] = -math.inf if order.valid_from is None else order.valid_from
         o.valid_until[slot] = math.inf if order.valid_until is None else order.valid_until
+        off_slot = int(o.off[slot])
+        listed = self._zoned_by_offender.setdefault(off_slot, [])
+        if order.zones or order.curfews:
+            self._zoned[slot] = (
+                [compile_zone(z) for z in order.zones],
+                [compile_zone(z) for z in order.curfews],
+                order.timezone,
+            )
+            if slot not in listed:
+                listed.append(slot)
+        else:
+            self._zoned.pop(slot, None)
+            if slot in listed:
+                listed.remove(slot)
         for d in self._device_ids:
             ds = int(self._device_slot[d])
             if self.devices.person[ds] == o.off[slot]:
@@ -308,7 +329,17 @@ class Engine:
                 n,
             ),
         }
-        return self._apply(cols, fixes, now)
+        events, live = self._apply(cols, fixes, now)
+        for j in live.tolist():
+            f = fixes[j]
+            state = self._health.get(f.device_id)
+            if f.alarms or f.battery_pct is not None or (state is not None and state.active):
+                slot = int(self._device_slot[f.device_id])
+                pid = self._person_id(int(self.devices.person[slot]))
+                new, found = step_health(state or HealthState(), f, pid)
+                self._health[f.device_id] = new
+                events.extend(found)
+        return events
 
     def ingest_columns(
         self,
@@ -333,7 +364,7 @@ class Engine:
             "valid": np.ones(n, dtype=np.bool_),
             "received": np.asarray(fix_time, dtype=np.float64),
         }
-        return self._apply(cols, None, now)
+        return self._apply(cols, None, now)[0]
 
     def drain_late(self) -> list[Fix]:
         """Late fixes set aside since the last call, for retrospective evaluation."""
@@ -342,7 +373,8 @@ class Engine:
 
     def _apply(
         self, c: dict[str, npt.NDArray[np.generic]], fixes: Sequence[Fix] | None, now: float
-    ) -> list[Event]:
+    ) -> tuple[list[Event], I64]:
+        """Route late and duplicate fixes aside, decide on the live ones; return their indices."""
         dev_ids = c["device"].astype(np.int64)
         n = len(dev_ids)
         known = (dev_ids >= 0) & (dev_ids < len(self._device_slot))
@@ -380,8 +412,8 @@ class Engine:
             self._late.extend(fixes[i] for i in np.flatnonzero(late))
         idx = np.flatnonzero(live)
         if len(idx) == 0:
-            return []
-        return self._apply_live(c, fixes, idx, dslot[idx], now)
+            return [], idx
+        return self._apply_live(c, fixes, idx, dslot[idx], now), idx
 
     def _apply_live(
         self,
@@ -479,6 +511,24 @@ class Engine:
                     person, deg, start, flat, t, lat, lon, acc, valid, vx, vy, fixes, idx, c, now
                 )
             )
+
+        # Zones and curfews of offenders who have them (few): fix by fix, in order.
+        if self._zoned:
+            for j in range(k):
+                slots = self._zoned_by_offender.get(int(person[j]))
+                if slots and valid[j]:
+                    dev = int(c["device"][idx[j]])
+                    events.extend(
+                        self._zones_for(
+                            slots,
+                            float(lat[j]),
+                            float(lon[j]),
+                            float(acc[j]),
+                            float(t[j]),
+                            dev,
+                            now,
+                        )
+                    )
 
         # Person columns take the batch's last fix of each person (arrival order).
         by_person = np.lexsort((np.arange(k), person))
@@ -788,11 +838,62 @@ class Engine:
                 )
         return events
 
+    def _zones_for(
+        self,
+        slots: list[int],
+        lat: float,
+        lon: float,
+        acc: float,
+        at: float,
+        device_id: int | None,
+        now: float,
+    ) -> list[Event]:
+        o = self.orders
+        events: list[Event] = []
+        eff = float(_effective(np.array([acc]))[0])
+        for slot in slots:
+            if not (o.valid_from[slot] <= now < o.valid_until[slot]):
+                continue
+            zones, curfews, tz = self._zoned[slot]
+            state, found = step_zones(
+                self._zone_state.get(slot, ZoneState()),
+                zones,
+                curfews,
+                lat,
+                lon,
+                eff,
+                at,
+                tz,
+                int(o.id[slot]),
+                self._person_id(int(o.off[slot])),
+                device_id,
+            )
+            self._zone_state[slot] = state
+            events.extend(found)
+        return events
+
     # -- timers -------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Event]:
-        """Fire the timers due at ``now``: signal lost, device offline, no GPS fix."""
+        """Fire the timers due at ``now``: signal lost, offline, no GPS fix, curfew windows."""
         events: list[Event] = []
+        # Schedules open and close with time alone: re-check zoned orders with the last
+        # known position, at the minute (schedules are minute-grained, ids stay stable).
+        minute = math.floor(now / 60.0) * 60.0
+        for off_slot, slots in self._zoned_by_offender.items():
+            ps = self.persons
+            if slots and math.isfinite(ps.lat[off_slot]):
+                events.extend(
+                    self._zones_for(
+                        slots,
+                        float(ps.lat[off_slot]),
+                        float(ps.lon[off_slot]),
+                        float(ps.acc[off_slot]),
+                        minute,
+                        None,
+                        now,
+                    )
+                )
         o, ps, d = self.orders, self.persons, self.devices
         n = o.n
         if n:
