@@ -265,3 +265,13 @@ def test_engine_state_stays_under_one_kibibyte_per_pair() -> None:
     e.ingest(fixes, T0)
     assert e.order_view(1).tier == Tier.NOTIFY  # type: ignore[union-attr]
     assert 200 < e.bytes_per_pair() <= 1024
+
+
+def test_after_a_message_without_gps_his_last_seen_time_is_that_of_his_last_position() -> None:
+    e = make_engine()
+    e.ingest([vic_fix(0), off_fix(0, 300)], T0)
+    e.ingest([off_fix(30, 0.0, valid=False)], T0 + 30)
+    view = e.order_view(100, T0 + 31)
+    assert view.tier == Tier.UNCERTAIN  # type: ignore[union-attr]
+    assert view.offender.fix_time == T0  # type: ignore[union-attr]
+    assert view.offender_stale  # type: ignore[union-attr]

@@ -98,6 +98,7 @@ PERSON_COLUMNS: dict[str, tuple[type, object]] = {
     "lon": (np.float64, _NAN),
     "acc": (np.float64, _NAN),  # as reported (NaN: unknown)
     "t": (np.float64, -math.inf),  # fix time of the latest applied fix
+    "vt": (np.float64, -math.inf),  # fix time of the latest fix with a position
     "valid": (np.bool_, False),  # latest message had a GPS fix
     "vx": (np.float64, 0.0),  # velocity east, m/s
     "vy": (np.float64, 0.0),  # velocity north, m/s
@@ -295,6 +296,7 @@ class Engine:
         ps = self.persons
         ps.t[p], ps.valid[p], ps.device[p] = fix.fix_time, fix.valid, fix.device_id
         if fix.valid:
+            ps.vt[p] = fix.fix_time
             ps.lat[p], ps.lon[p] = fix.lat, fix.lon
             ps.acc[p] = _NAN if fix.accuracy_m is None else fix.accuracy_m
             ps.vx[p], ps.vy[p] = vx, vy
@@ -537,7 +539,7 @@ class Engine:
         ps.t[pp], ps.valid[pp], ps.device[pp] = t[pj], valid[pj], c["device"][idx[pj]]
         vm = valid[pj]
         pv, jv = pp[vm], pj[vm]
-        ps.lat[pv], ps.lon[pv], ps.acc[pv] = lat[jv], lon[jv], acc[jv]
+        ps.lat[pv], ps.lon[pv], ps.acc[pv], ps.vt[pv] = lat[jv], lon[jv], acc[jv], t[jv]
         ps.vx[pv], ps.vy[pv] = vx[jv], vy[jv]
         ps.speed[pv], ps.heading[pv] = speed[jv], heading[jv]
         return events
@@ -969,7 +971,7 @@ class Engine:
 
     def _fix_of(self, p: int) -> Fix | None:
         ps = self.persons
-        if not math.isfinite(ps.t[p]) or not math.isfinite(ps.lat[p]):
+        if not math.isfinite(ps.vt[p]) or not math.isfinite(ps.lat[p]):
             return None
 
         def opt(x: float) -> float | None:
@@ -977,13 +979,12 @@ class Engine:
 
         return Fix(
             device_id=int(ps.device[p]),
-            fix_time=float(ps.t[p]),
+            fix_time=float(ps.vt[p]),  # when he was last seen there, not the last message
             lat=float(ps.lat[p]),
             lon=float(ps.lon[p]),
             accuracy_m=opt(ps.acc[p]),
             speed_mps=opt(ps.speed[p]),
             heading_deg=opt(ps.heading[p]),
-            valid=bool(ps.valid[p]),
         )
 
     def order_view(self, order_id: int, now: float | None = None) -> OrderView | None:
