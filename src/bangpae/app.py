@@ -131,18 +131,25 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
             access_log=False,
         )
         out.append((f"osmand http://{osm[0]}:{osm[1]}", _Server(cfg)))
-    for name in ("gt06", "h02"):
-        if parse_listen(getattr(s, name)):
-            log.info(
-                "%s listener: not part of this version yet; set --%s off to silence", name, name
-            )
     return out
 
 
 async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     """Run every enabled listener until SIGINT or SIGTERM."""
+    from bangpae.adapters.listeners.tcp import CODECS, start_tcp
+
     await ctx.start()
     servers = servers_for(ctx)
+    tcp: list[asyncio.Server] = []
+    for name in ("gt06", "h02"):
+        addr = parse_listen(getattr(ctx.settings, name))
+        if addr is None:
+            continue
+        if name not in CODECS:
+            log.warning("%s listener: not available in this version; set --%s off", name, name)
+            continue
+        tcp.append(await start_tcp(ctx, CODECS[name], addr[0], addr[1]))
+        log.info("listening: %s tcp://%s:%d", name, addr[0], addr[1])
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -164,4 +171,6 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
             ready.set()
         await asyncio.gather(*tasks)
     finally:
+        for srv in tcp:
+            srv.close()
         await ctx.stop()

@@ -28,6 +28,11 @@ class Server:
     http_port: int
     osmand_port: int
     proc: subprocess.Popen[bytes] | None = None
+    h02_port: int | None = None
+
+    @staticmethod
+    def free() -> int:
+        return free_port()
 
     @property
     def api(self) -> str:
@@ -67,7 +72,7 @@ class Server:
                 "--gt06",
                 "off",
                 "--h02",
-                "off",
+                f"127.0.0.1:{self.h02_port}" if self.h02_port else "off",
             ],
             env=self.env(),
             stdout=subprocess.DEVNULL,

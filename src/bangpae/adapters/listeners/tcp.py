@@ -1,0 +1,172 @@
+"""TCP listeners for tracker protocols: frame, decode, bind, store, then acknowledge.
+
+One connection speaks for one device. The first frame that names a device binds
+the connection to it; a frame naming another device, an unknown device, or a
+malformed frame is counted, logged and closes that connection only. A position
+is acknowledged only after its fix is durably stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from bangpae.domain.model import Fix
+from bangpae.protocols import h02
+from bangpae.protocols.errors import FrameError
+
+log = logging.getLogger(__name__)
+READ_SIZE = 4096
+IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a listener needs from one frame, whatever the protocol."""
+
+    identifier: str | None
+    fix: Fix | None  # with device_id 0: filled in once the device is known
+    reply: bytes | None
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A protocol's pure parts: framing and decoding."""
+
+    name: str
+    split: Callable[[bytes], tuple[list[bytes], bytes]]
+    decode: Callable[[bytes, float], Decoded]
+
+
+def _h02_decode(frame: bytes, now: float) -> Decoded:
+    msg = h02.decode(frame)
+    fix = None
+    if msg.has_position:
+        t = msg.fix_time if msg.fix_time is not None else now
+        if t > now + 300:
+            raise FrameError("fix time more than 5 minutes in the future")
+        fix = Fix(
+            0,
+            t,
+            msg.lat,
+            msg.lon,
+            None,
+            msg.speed_mps,
+            msg.heading_deg,
+            None,
+            msg.valid,
+            msg.alarms,
+            now,
+        )
+    return Decoded(msg.identifier or None, fix, h02.ack(msg, now))
+
+
+H02 = Codec("h02", h02.split_frames, _h02_decode)
+CODECS: dict[str, Codec] = {"h02": H02}
+
+
+class TcpListener:
+    """Serves one protocol on one TCP port."""
+
+    def __init__(self, ctx: Any, codec: Codec) -> None:
+        self.ctx = ctx
+        self.codec = codec
+        self.rejected = _counter(
+            ctx, "bangpae_tcp_rejected", "TCP frames or connections refused", ["protocol", "reason"]
+        )
+        self.accepted = _counter(
+            ctx, "bangpae_tcp_fixes", "Fixes stored from TCP trackers", ["protocol"]
+        )
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One device connection, until it closes, misbehaves or idles out."""
+        self.connections += 1
+        peer = writer.get_extra_info("peername")
+        bound: tuple[str, int] | None = None
+        buffer = b""
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_S)
+                if not data:
+                    return
+                frames, buffer = self.codec.split(buffer + data)
+                for frame in frames:
+                    bound = await self._frame(frame, bound, writer)
+                    if bound is None:
+                        return
+        except FrameError as exc:
+            self.rejected.labels(self.codec.name, "malformed").inc()
+            log.info("%s %s: malformed frame, closing: %s", self.codec.name, peer, exc.reason)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self.connections -= 1
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _frame(
+        self, frame: bytes, bound: tuple[str, int] | None, writer: asyncio.StreamWriter
+    ) -> tuple[str, int] | None:
+        now = self.ctx.clock.now()
+        d = self.codec.decode(frame, now)
+        ident = d.identifier or (bound[0] if bound else None)
+        if ident is None:
+            self.rejected.labels(self.codec.name, "no_identity").inc()
+            return None
+        if bound is None:
+            device = await asyncio.to_thread(self.ctx.store.get_device, ident)
+            if device is None or device.identifier != ident:
+                self.rejected.labels(self.codec.name, "unknown_device").inc()
+                log.info("%s: unknown device %r refused", self.codec.name, ident)
+                return None
+            bound = (ident, device.id)
+        elif ident != bound[0]:
+            self.rejected.labels(self.codec.name, "identity_changed").inc()
+            log.warning("%s: connection bound to %s spoke as %s", self.codec.name, bound[0], ident)
+            return None
+        if d.fix is not None:
+            f = d.fix
+            fix = Fix(
+                bound[1],
+                f.fix_time,
+                f.lat,
+                f.lon,
+                f.accuracy_m,
+                f.speed_mps,
+                f.heading_deg,
+                f.battery_pct,
+                f.valid,
+                f.alarms,
+                f.received_at,
+            )
+            await self.ctx.ingest.submit([fix])  # durable before the reply below
+            self.accepted.labels(self.codec.name).inc()
+        if d.reply:
+            writer.write(d.reply)
+            await writer.drain()
+        return bound
+
+
+def _counter(ctx: Any, name: str, doc: str, labels: list[str]) -> Counter:
+    """One counter per registry, shared by the listeners that use it."""
+    existing = getattr(ctx, "_counters", None)
+    if existing is None:
+        existing = {}
+        ctx._counters = existing
+    if name not in existing:
+        existing[name] = Counter(name, doc, labels, registry=ctx.metrics)
+    return existing[name]  # type: ignore[no-any-return]
+
+
+async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Server:
+    """Start serving a protocol; the caller owns the returned server."""
+    listener = TcpListener(ctx, codec)
+    return await asyncio.start_server(listener.handle, host, port, limit=READ_SIZE * 16)
