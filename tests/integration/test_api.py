@@ -271,3 +271,26 @@ async def test_openapi_and_health_are_served(env) -> None:
     spec = (await api.get("/api/v1/openapi.json")).json()
     assert "/api/v1/victim/status" in spec["paths"]
     assert (await api.get("/healthz")).json()["status"] == "ok"
+
+
+async def test_owntracks_http_stores_before_replying_and_refuses_strangers(env) -> None:
+    ctx, api, *_ = env
+    ctx.store.add_device(
+        "owntracks/kim/phone", "phone", "owntracks", ctx.store.add_person("victim", "K")
+    )
+    await ctx.ingest.reload_registry()
+    body = {
+        "_type": "location",
+        "lat": 37.5,
+        "lon": 127.0,
+        "tst": int(T0) - 5,
+        "acc": 8,
+        "vel": 4,
+        "tid": "KP",
+    }
+    before = ctx.store.count_fixes()
+    r = await api.post("/owntracks", json=body, headers={"X-Limit-U": "kim", "X-Limit-D": "phone"})
+    assert r.status_code == 200 and r.json() == []
+    assert ctx.store.count_fixes() == before + 1
+    r = await api.post("/owntracks", json=body, headers={"X-Limit-U": "lee", "X-Limit-D": "x"})
+    assert r.status_code == 403

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bangpae import __version__
+from bangpae.adapters.listeners.owntracks_http import owntracks_router
 from bangpae.api import problems
 from bangpae.api.routes import api, root
 
@@ -43,4 +44,5 @@ def create_app(ctx: Any) -> FastAPI:
     app.add_middleware(_Hardening)
     app.include_router(root)
     app.include_router(api)
+    app.include_router(owntracks_router(ctx))
     return app

@@ -46,7 +46,7 @@ class PersonCreate(Strict):
 class DeviceCreate(Strict):
     """A new device bound to a person."""
 
-    identifier: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    identifier: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")
     kind: Literal["ankle_monitor", "phone", "watch"]
     protocol: Literal["osmand", "owntracks", "gt06", "h02", "api"]
     person_id: int = Field(gt=0)
