@@ -150,6 +150,11 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
             continue
         tcp.append(await start_tcp(ctx, CODECS[name], addr[0], addr[1]))
         log.info("listening: %s tcp://%s:%d", name, addr[0], addr[1])
+    mqtt: asyncio.Task[None] | None = None
+    if ctx.settings.mqtt_url:
+        from bangpae.adapters.listeners.owntracks_mqtt import run_owntracks_mqtt
+
+        mqtt = asyncio.create_task(run_owntracks_mqtt(ctx, ctx.settings.mqtt_url))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -173,4 +178,6 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     finally:
         for srv in tcp:
             srv.close()
+        if mqtt is not None:
+            mqtt.cancel()
         await ctx.stop()
