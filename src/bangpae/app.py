@@ -117,6 +117,7 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
             port=http[1],
             log_level="warning",
             lifespan="off",
+            timeout_graceful_shutdown=3,
             access_log=False,
         )
         out.append((f"http://{http[0]}:{http[1]}", _Server(cfg)))
@@ -128,6 +129,7 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
             port=osm[1],
             log_level="warning",
             lifespan="off",
+            timeout_graceful_shutdown=3,
             access_log=False,
         )
         out.append((f"osmand http://{osm[0]}:{osm[1]}", _Server(cfg)))

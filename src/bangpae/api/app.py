@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
-from bangpae.api import problems
+from bangpae.api import problems, streams
 from bangpae.api.routes import api, root
 
 MAX_BODY = 1_000_000
@@ -44,5 +44,6 @@ def create_app(ctx: Any) -> FastAPI:
     app.add_middleware(_Hardening)
     app.include_router(root)
     app.include_router(api)
+    app.include_router(streams.router)
     app.include_router(owntracks_router(ctx))
     return app

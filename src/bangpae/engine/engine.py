@@ -1010,6 +1010,15 @@ class Engine:
             since=None if math.isnan(o.since[slot]) else float(o.since[slot]),
         )
 
+    def orders_touched(self, device_ids: Iterable[int]) -> set[int]:
+        """Ids of the orders whose parties include these devices' people."""
+        out: set[int] = set()
+        for d in set(device_ids):
+            if self.knows_device(d):
+                person = int(self.devices.person[int(self._device_slot[d])])
+                out.update(int(self.orders.id[s]) for s in self._orders_of_person[person])
+        return out
+
     def set_misuse_pause(self, order_id: int, paused: bool) -> None:
         """Pause (or resume) the victim's live view of an order after a misuse review."""
         slot = self._order_slot.get(order_id)

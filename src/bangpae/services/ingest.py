@@ -76,6 +76,7 @@ class Ingest:
         self._worker: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._watchers: set[asyncio.Queue[set[int]]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -167,6 +168,26 @@ class Ingest:
         self.stats.events += len(new_events)
         if new_events:
             await self.bus.publish(new_events)
+        if self._watchers:
+            self._announce(self.engine.orders_touched(f.device_id for f in fixes))
+
+    def watch(self) -> asyncio.Queue[set[int]]:
+        """A queue of the order ids each committed batch touched (for live streams)."""
+        q: asyncio.Queue[set[int]] = asyncio.Queue(1000)
+        self._watchers.add(q)
+        return q
+
+    def unwatch(self, q: asyncio.Queue[set[int]]) -> None:
+        """Stop announcing to a queue."""
+        self._watchers.discard(q)
+
+    def _announce(self, touched: set[int]) -> None:
+        if not touched:
+            return
+        for q in list(self._watchers):
+            if q.full():  # a slow reader loses detail, never the fact that something changed
+                q.get_nowait()
+            q.put_nowait(touched)
 
     def _commit(
         self, fixes: list[Fix], late_flags: list[bool], events: list[Event], late: list[Fix]
@@ -214,6 +235,7 @@ class Ingest:
         _, new_events = await asyncio.to_thread(self.store.record_batch, [], [], plans)
         if new_events:
             await self.bus.publish(new_events)
+        self._announce({e.order_id for e in events if e.order_id is not None})
         return list(new_events)
 
     async def _tick_loop(self, tick_s: float) -> None:

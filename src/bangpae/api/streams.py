@@ -1,0 +1,120 @@
+"""Live WebSocket streams: the victim's own status, and the control centre's events.
+
+Browsers cannot set headers on a WebSocket, so a client may send its token as the
+first message ``{"token": "..."}`` (within 10 s) instead of an Authorization
+header. Closing codes: 4401 no or bad token, 4403 wrong role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from bangpae.domain.model import Event
+from bangpae.services import queries
+from bangpae.services.auth import Principal, read_token
+
+router = APIRouter(prefix="/api/v1")
+AUTH_TIMEOUT_S = 10.0
+STAFF = ("operator", "supervisor")
+
+
+async def _authenticate(ws: WebSocket, roles: tuple[str, ...]) -> Principal | None:
+    ctx = ws.app.state.ctx
+    await ws.accept()
+    header = ws.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else None
+    if token is None:
+        try:
+            first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+            token = str(json.loads(first).get("token", ""))
+        except (TimeoutError, ValueError, AttributeError, WebSocketDisconnect):
+            token = ""
+    who = read_token(token or "", ctx.secret, ctx.clock.now())
+    if who is None:
+        await ws.close(4401, "a valid token is required")
+        return None
+    if who.role not in roles:
+        await ws.close(4403, "this stream is not for your role")
+        return None
+    return who
+
+
+@router.websocket("/victim/stream")
+async def victim_stream(ws: WebSocket) -> None:
+    """The protected person's status: sent at once, then whenever it changes."""
+    who = await _authenticate(ws, ("victim",))
+    if who is None:
+        return
+    ctx = ws.app.state.ctx
+    mine = {
+        o.id
+        for o in await asyncio.to_thread(ctx.store.orders_for_person, who.person_id)
+        if o.victim_id == who.person_id
+    }
+    q = ctx.ingest.watch()
+    last: Any = None
+    try:
+        while True:
+            status = await asyncio.to_thread(
+                queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None
+            )
+            # the age of a fix changes every second; send when anything else changed
+            shape = [
+                {k: v for k, v in o.items() if k != "offender"}
+                | {"fix": (o["offender"] or {}).get("fix_time")}
+                for o in status["orders"]
+            ]
+            if shape != last:
+                await ws.send_json({"type": "status", **status})
+                last = shape
+            while not (await q.get()) & mine:
+                pass
+    except WebSocketDisconnect:
+        pass
+    finally:
+        ctx.ingest.unwatch(q)
+
+
+def _public(e: Event) -> dict[str, Any]:
+    # Positions stay behind the audited fixes API; the stream says what happened, not where.
+    data = {k: v for k, v in e.data.items() if k not in ("lat", "lon")}
+    return {
+        "type": "event",
+        "id": e.id,
+        "kind": e.kind.value,
+        "at": e.at,
+        "order_id": e.order_id,
+        "person_id": e.person_id,
+        "device_id": e.device_id,
+        "tier_from": None if e.tier_from is None else e.tier_from.label,
+        "tier_to": None if e.tier_to is None else e.tier_to.label,
+        "distance_m": e.distance_m,
+        "late": e.late,
+        "data": data,
+    }
+
+
+@router.websocket("/ops/stream")
+async def ops_stream(ws: WebSocket) -> None:
+    """Every stored event, as it is decided, for the control centre."""
+    who = await _authenticate(ws, STAFF)
+    if who is None:
+        return
+    ctx = ws.app.state.ctx
+    q = ctx.bus.subscribe()
+    try:
+        await ws.send_json({"type": "hello", "role": who.role})
+        while True:
+            e = await q.get()
+            await ws.send_json(_public(e))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        ctx.bus.unsubscribe(q)
+        with contextlib.suppress(RuntimeError):
+            await ws.close()
