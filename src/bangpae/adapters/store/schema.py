@@ -138,6 +138,8 @@ incident_entries = Table(
     Column("event_id", String(32)),
     Column("data", JSON, nullable=False),
     UniqueConstraint("incident_id", "event_id", name="uq_incident_entries_event"),
+    # replays look an event up by id alone, whatever incident it joined
+    Index("ix_incident_entries_event_id", "event_id"),
 )
 
 users = Table(
