@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--pairs", type=int, default=10_000)
     b.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     b.add_argument("--runs", type=int, default=3)
+    b.add_argument("--rate", type=float, help="w2: offered fixes per second (default: saturate)")
     return p
 
 
@@ -209,6 +210,12 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.workload == "w2":
+        from bangpae.benchmarks.w2 import bench_w2
+
+        for line in bench_w2(args.pairs, runs=args.runs, rate=args.rate):
+            print(json.dumps(line), flush=True)
+        return 0
     if args.workload != "w1":
         print(f"bench {args.workload}: not part of this version yet", file=sys.stderr)
         return 2

@@ -51,17 +51,18 @@ async def victim_stream(ws: WebSocket) -> None:
     if who is None:
         return
     ctx = ws.app.state.ctx
-    mine = {
-        o.id
+    orders = [
+        o
         for o in await asyncio.to_thread(ctx.store.orders_for_person, who.person_id)
         if o.victim_id == who.person_id
-    }
+    ]
+    mine = {o.id for o in orders}
     q = ctx.ingest.watch()
     last: Any = None
     try:
         while True:
             status = await asyncio.to_thread(
-                queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None
+                queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None, orders
             )
             # the age of a fix changes every second; send when anything else changed
             shape = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,6 +78,8 @@ class Ingest:
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._watchers: set[asyncio.Queue[set[int]]] = set()
+        # The one writer thread: commits never wait behind readers in the shared pool.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -155,7 +158,9 @@ class Ingest:
             late = self.engine.drain_late()
         late_ids = {id(f) for f in late}
         late_flags = [id(f) in late_ids for f in fixes]
-        ids, new_events = await asyncio.to_thread(self._commit, fixes, late_flags, events, late)
+        ids, new_events = await asyncio.get_running_loop().run_in_executor(
+            self._writer, self._commit, fixes, late_flags, events, late
+        )
         pos = 0
         for p in batch:
             n = len(p.fixes)
@@ -232,7 +237,9 @@ class Ingest:
         if not events:
             return []
         plans = [(e, incidents.incident_kind(e), incidents.priority_of(e)) for e in events]
-        _, new_events = await asyncio.to_thread(self.store.record_batch, [], [], plans)
+        _, new_events = await asyncio.get_running_loop().run_in_executor(
+            self._writer, self.store.record_batch, [], [], plans
+        )
         if new_events:
             await self.bus.publish(new_events)
         self._announce({e.order_id for e in events if e.order_id is not None})

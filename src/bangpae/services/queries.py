@@ -31,13 +31,21 @@ def _audit(
 
 
 def victim_status(
-    store: Any, engine: Any, who: Principal, now: float, request_id: str | None = None
+    store: Any,
+    engine: Any,
+    who: Principal,
+    now: float,
+    request_id: str | None = None,
+    orders: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """The protected person's own orders, shaped by the disclosure policy, audited."""
+    """The protected person's own orders, shaped by the disclosure policy, audited.
+
+    ``orders`` may carry her orders already read (a live stream reads them once).
+    """
     out = []
     if who.person_id is None:
         return {"orders": []}
-    for order in store.orders_for_person(who.person_id):
+    for order in orders if orders is not None else store.orders_for_person(who.person_id):
         if order.victim_id != who.person_id or not order.active(now):
             continue
         view = engine.order_view(order.id, now)

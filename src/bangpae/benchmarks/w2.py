@@ -1,0 +1,263 @@
+"""Workload W2 of BENCHMARK.md over OsmAnd HTTP: durable fixes per second, and fix → screen.
+
+A real ``bangpae serve`` process on the embedded store is fed W1's fixes by a
+separate load process (HTTP keep-alive, many connections). Every 200 is a fix on
+disk. Latency is measured from sending a fix of an offender in ``reveal`` to the
+victim's WebSocket frame that shows it (matched by the fix time in the frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bangpae.benchmarks.w1 import generate
+
+WATCHED = 20  # victims whose screens are timed
+CONNECTIONS = 64
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _seed(db_url: str, pairs: int, watched: list[int], password_hash: str) -> None:
+    """People, devices and orders straight into the store, before the server starts."""
+    from bangpae.adapters.store import Store
+
+    st = Store(db_url)
+    st.migrate()
+    n = 2 * pairs
+    with st.engine.begin() as c:
+        c.exec_driver_sql(
+            "INSERT INTO people (id, kind, name, created_at) VALUES (?, ?, '', 0)",
+            [(j, "offender" if j % 2 else "victim") for j in range(1, n + 1)],
+        )
+        c.exec_driver_sql(
+            "INSERT INTO devices (id, identifier, kind, protocol, person_id, created_at)"
+            " VALUES (?, ?, 'phone', 'osmand', ?, 0)",
+            [(j, f"W2-{j}", j) for j in range(1, n + 1)],
+        )
+    with st.engine.begin() as c:
+        c.exec_driver_sql(
+            "INSERT INTO orders (id, offender_id, victim_id, notify_radius_m, reveal_radius_m,"
+            " keep_away_m, hysteresis_m, zones, curfews, stale_after_s, offline_after_s,"
+            " no_fix_after_s, valid_from, valid_until, profile, timezone, created_at)"
+            " VALUES (?, ?, ?, 2000, 600, 100, 50, '[]', '[]', ?, 300, 300, NULL, NULL, 'kr',"
+            " 'Asia/Seoul', 0)",
+            [(i + 1, 2 * i + 1, 2 * i + 2, 1e9) for i in range(pairs)],
+        )
+    for i in watched:
+        st.add_user(f"victim{i}", password_hash, "victim", 2 * i + 2)
+    st.close()
+
+
+def _load(osmand: str, lat: Any, lon: Any, rate: float | None, out: Any) -> None:
+    """The load process: send every fix in feed order; report acks and send times."""
+
+    async def main() -> None:
+        ticks, n = lat.shape
+        sent_at: dict[tuple[int, int], float] = {}
+        ok = 0
+        q: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue(CONNECTIONS * 4)
+        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def worker() -> None:
+                nonlocal ok
+                while (item := await q.get()) is not None:
+                    t, k = item
+                    params = {
+                        "id": f"W2-{k + 1}",
+                        "lat": f"{lat[t, k]:.6f}",
+                        "lon": f"{lon[t, k]:.6f}",
+                        "timestamp": f"{now0 + t:.3f}",
+                        "accuracy": "5",
+                    }
+                    if k % 2 == 0:
+                        sent_at[(t, k)] = time.monotonic()
+                    r = await client.get(osmand, params=params)
+                    ok += r.status_code == 200
+
+            workers = [asyncio.create_task(worker()) for _ in range(CONNECTIONS)]
+            start = time.monotonic()
+            for t in range(ticks):
+                for k in range(n):
+                    if rate:
+                        due = start + (t * n + k) / rate
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    await q.put((t, k))
+            for _ in workers:
+                await q.put(None)
+            await asyncio.gather(*workers)
+            elapsed = time.monotonic() - start
+        out.put({"ok": ok, "seconds": elapsed, "sent_at": sent_at})
+
+    now0 = time.time() - lat.shape[0] - 5
+    asyncio.run(main())
+    out.put({"now0": now0})
+
+
+async def _watch(
+    api: str, tokens: dict[int, str], frames: list[tuple[int, str, float]], stop: asyncio.Event
+) -> None:
+    import websockets
+
+    async def one(pair: int, token: str) -> None:
+        async with websockets.connect(f"{api.replace('http', 'ws')}/api/v1/victim/stream") as ws:
+            await ws.send(json.dumps({"token": token}))
+            while not stop.is_set():
+                try:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                except TimeoutError:
+                    continue
+                arrived = time.monotonic()
+                for o in msg.get("orders", []):
+                    if o.get("offender"):
+                        frames.append((pair, o["offender"]["fix_time"], arrived))
+
+    await asyncio.gather(*(one(p, t) for p, t in tokens.items()))
+
+
+def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
+    """One W2 run: start a server, seed, watch victims, load, measure."""
+    from bangpae.services.auth import hash_password
+
+    f = generate(pairs)
+    ticks = min(f.ticks, 20)
+    lat, lon = f.lat[:ticks], f.lon[:ticks]
+    # watch pairs that start within the reveal radius, whose every fix changes the screen
+    from bangpae.domain.geodesy import fast_distances_m
+
+    d0 = fast_distances_m(lat[0, 0::2], lon[0, 0::2], lat[0, 1::2], lon[0, 1::2])
+    watched = [int(i) for i in np.argsort(d0)[:WATCHED]]
+    tmp = tempfile.TemporaryDirectory(prefix="bangpae-w2-")
+    data = Path(tmp.name)
+    password = "w2-bench-password"
+    _seed(f"sqlite:///{data / 'bangpae.sqlite'}", pairs, watched, hash_password(password))
+    http_port, osm_port = _free_port(), _free_port()
+    env = {**os.environ, "BANGPAE_DATA_DIR": str(data), "BANGPAE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bangpae.cli",
+            "serve",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--osmand",
+            f"127.0.0.1:{osm_port}",
+            "--gt06",
+            "off",
+            "--h02",
+            "off",
+        ],
+        env=env,
+        stderr=open(data / "serve.log", "ab"),
+        stdout=subprocess.DEVNULL,
+    )
+    api, osmand = f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{osm_port}/"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{api}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        tokens = {
+            i: httpx.post(
+                f"{api}/api/v1/auth/login", json={"username": f"victim{i}", "password": password}
+            ).json()["access_token"]
+            for i in watched
+        }
+        cpu0 = _cpu(proc.pid)
+        frames: list[tuple[int, str, float]] = []
+        q: Any = mp.get_context("spawn").Queue()
+        loader = mp.get_context("spawn").Process(target=_load, args=(osmand, lat, lon, rate, q))
+
+        async def measure() -> dict[str, Any]:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(_watch(api, tokens, frames, stop))
+            await asyncio.sleep(1.0)
+            loader.start()
+            result = await asyncio.to_thread(q.get)
+            now0 = (await asyncio.to_thread(q.get))["now0"]
+            await asyncio.sleep(1.0)
+            stop.set()
+            await watcher
+            result["now0"] = now0
+            return result
+
+        result = asyncio.run(measure())
+        loader.join()
+        cpu = _cpu(proc.pid) - cpu0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        tmp.cleanup()
+    from datetime import datetime
+
+    lat_ms = []
+    for pair, fix_time, arrived in frames:
+        t = round(
+            datetime.fromisoformat(fix_time.replace("Z", "+00:00")).timestamp() - result["now0"]
+        )
+        sent = result["sent_at"].get((t, 2 * pair))
+        if sent is not None:
+            lat_ms.append(1000.0 * (arrived - sent))
+    total = ticks * 2 * pairs
+    return {
+        "workload": "w2",
+        "transport": "osmand_http",
+        "store": "sqlite",
+        "pairs": pairs,
+        "fixes": total,
+        "accepted": result["ok"],
+        "seconds": round(result["seconds"], 3),
+        "fixes_per_s": round(result["ok"] / result["seconds"]),
+        "offered_per_s": rate,
+        "connections": CONNECTIONS,
+        "latency_samples": len(lat_ms),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms else None,
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms else None,
+        "server_cpu_s": round(cpu, 2),
+        "ticks": ticks,
+    }
+
+
+def _cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        parts = fh.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_w2(pairs: int, runs: int = 1, rate: float | None = None) -> list[dict[str, Any]]:
+    """W2 at saturation (rate None) or at a fixed offered load; medians over runs."""
+    results = [run_w2(pairs, rate) for _ in range(runs)]
+    best = sorted(results, key=lambda r: r["fixes_per_s"])[len(results) // 2]
+    best["fixes_per_s_min"] = min(r["fixes_per_s"] for r in results)
+    best["fixes_per_s_max"] = max(r["fixes_per_s"] for r in results)
+    best["runs"] = runs
+    best["fixes_per_s_median"] = statistics.median(r["fixes_per_s"] for r in results)
+    return [best]
