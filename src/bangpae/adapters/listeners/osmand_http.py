@@ -87,12 +87,16 @@ class OsmAndListener:
                 exc.reason,
             )
             return self._refuse(400, "malformed", f"malformed: {exc.reason}")
-        device = await asyncio.to_thread(self._device, decoded.identifier)
+        # Known devices and keys already verified are answered from memory, without a thread.
+        device = self._devices.get(decoded.identifier) or await asyncio.to_thread(
+            self._device, decoded.identifier
+        )
         if device is None:
             return self._refuse(403, "unknown_device", f"unknown device {decoded.identifier!r}")
         device_id, secret = device
-        if not await asyncio.to_thread(self._key_ok, device_id, secret, decoded.key):
-            return self._refuse(403, "bad_key", "wrong or missing device key")
+        if secret is not None and (device_id, decoded.key) not in self._keys_ok:
+            if not await asyncio.to_thread(self._key_ok, device_id, secret, decoded.key):
+                return self._refuse(403, "bad_key", "wrong or missing device key")
         fix = Fix(
             device_id,
             decoded.fix_time,
