@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -22,6 +22,7 @@ from bangpae.adapters.store import Store
 from bangpae.config import Settings, parse_listen
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
+from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.ingest import Clock, Ingest
 
 log = logging.getLogger("bangpae")
@@ -56,6 +57,8 @@ class AppContext:
     bus: InProcessBus
     secret: bytes
     metrics: CollectorRegistry
+    commands: CommandHub = field(default_factory=CommandHub)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def engine(self) -> Engine:
@@ -65,9 +68,12 @@ class AppContext:
     async def start(self) -> None:
         """Bring the schema up to date and start the ingest worker."""
         await self.ingest.start(tick_s=self.settings.tick_s)
+        self._tasks.append(asyncio.create_task(run_pursuit(self, self.commands)))
 
     async def stop(self) -> None:
         """Drain and stop, then release the store."""
+        for task in self._tasks:
+            task.cancel()
         await self.ingest.stop()
         self.store.close()
 

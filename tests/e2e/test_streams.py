@@ -48,12 +48,13 @@ async def test_the_victim_stream_shows_each_tier_as_fixes_arrive(server: Server)
         assert first["type"] == "status" and first["orders"][0]["tier"] == "clear"
         t = time.time() - 30
         await asyncio.to_thread(_fix, server, "PHONE-1", 0.0, t)
-        seen = []
+        seen, intervals = [], []
         for i, d in enumerate((1500, 450, 80)):
             sent = time.monotonic()
             await asyncio.to_thread(_fix, server, "ANKLE-1", d, t + i + 1)
             frame = await _recv(ws)
-            while frame["orders"][0]["tier"] == seen[-1:]:  # pragma: no cover - defensive
+            while frame["type"] != "status":  # pursuit mode speaks on the same stream
+                intervals.append(frame["seconds"])
                 frame = await _recv(ws)
             seen.append(frame["orders"][0]["tier"])
             assert time.monotonic() - sent < 1.0  # shown within a second of acceptance
@@ -63,6 +64,11 @@ async def test_the_victim_stream_shows_each_tier_as_fixes_arrive(server: Server)
             else:
                 assert frame["orders"][0]["offender"]["lat"] == pytest.approx(at(d)[0], abs=1e-6)
         assert seen == ["notify", "reveal", "breach"]
+        while not intervals:  # her app was asked to report every 15 s once he was near
+            frame = await _recv(ws)
+            if frame["type"] == "report_interval":
+                intervals.append(frame["seconds"])
+        assert intervals[0] == 15
         kinds = []
         while "breach" not in [k[1] for k in kinds]:
             e = await _recv(ops)

@@ -127,3 +127,11 @@ def test_mutated_real_frames_only_ever_raise_frame_errors(pos: int, junk: bytes)
             h02.decode(mutated)
         except FrameError:
             pass
+
+
+def test_the_interval_command_matches_the_published_encoding() -> None:
+    (want,) = [
+        c["raw"] for c in _h02()["command_vectors"] if c["command"] == "TYPE_POSITION_PERIODIC"
+    ]
+    at = _iso("2026-11-23T01:02:03Z")
+    assert h02.interval_command("123456789012345", 10, at).decode() == want

@@ -58,6 +58,13 @@ async def victim_stream(ws: WebSocket) -> None:
     ]
     mine = {o.id for o in orders}
     q = ctx.ingest.watch()
+
+    async def pursuit(seconds: int) -> None:  # her app reports faster while he is near
+        await ws.send_json({"type": "report_interval", "seconds": seconds})
+
+    devices = await asyncio.to_thread(ctx.store.device_ids_of_person, who.person_id)
+    for d in devices:
+        await ctx.commands.register(d, pursuit)
     last: Any = None
     try:
         while True:
@@ -79,6 +86,8 @@ async def victim_stream(ws: WebSocket) -> None:
         pass
     finally:
         ctx.ingest.unwatch(q)
+        for d in devices:
+            ctx.commands.unregister(d, pursuit)
 
 
 def _public(e: Event) -> dict[str, Any]:

@@ -1010,6 +1010,13 @@ class Engine:
             since=None if math.isnan(o.since[slot]) else float(o.since[slot]),
         )
 
+    def orders_of_person(self, person_id: int) -> list[int]:
+        """Ids of the orders a person is party to."""
+        slot = self._person_slot.get(person_id)
+        if slot is None:
+            return []
+        return [int(self.orders.id[s]) for s in self._orders_of_person[slot]]
+
     def orders_touched(self, device_ids: Iterable[int]) -> set[int]:
         """Ids of the orders whose parties include these devices' people."""
         out: set[int] = set()

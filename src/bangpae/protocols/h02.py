@@ -237,3 +237,11 @@ def ack(message: Message, now: float) -> bytes | None:
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H%M%S")
         return f"*{message.maker},{message.identifier},V4,V1,{stamp}#".encode()
     return None
+
+
+def interval_command(identifier: str, seconds: int, now: float, maker: str = "HQ") -> bytes:
+    """The command that sets a tracker's periodic reporting interval (S71, mode 22)."""
+    if not 5 <= seconds <= 86400:
+        raise ValueError("interval must be between 5 s and a day")
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%H%M%S")
+    return f"*{maker},{identifier},S71,{stamp},22,{seconds}#".encode()

@@ -42,6 +42,8 @@ class Codec:
     name: str
     split: Callable[[bytes], tuple[list[bytes], bytes]]
     decode: Callable[[bytes, float], Decoded]
+    # The command setting the reporting interval: (identifier, seconds, now) -> bytes.
+    interval: Callable[[str, int, float], bytes] | None = None
 
 
 def _h02_decode(frame: bytes, now: float) -> Decoded:
@@ -67,7 +69,7 @@ def _h02_decode(frame: bytes, now: float) -> Decoded:
     return Decoded(msg.identifier or None, fix, h02.ack(msg, now))
 
 
-H02 = Codec("h02", h02.split_frames, _h02_decode)
+H02 = Codec("h02", h02.split_frames, _h02_decode, h02.interval_command)
 CODECS: dict[str, Codec] = {"h02": H02}
 
 
@@ -91,6 +93,7 @@ class TcpListener:
         peer = writer.get_extra_info("peername")
         bound: tuple[str, int] | None = None
         buffer = b""
+        sender = None
         try:
             while True:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_S)
@@ -98,19 +101,35 @@ class TcpListener:
                     return
                 frames, buffer = self.codec.split(buffer + data)
                 for frame in frames:
+                    was_bound = bound is not None
                     bound = await self._frame(frame, bound, writer)
                     if bound is None:
                         return
+                    if not was_bound and self.codec.interval is not None:
+                        sender = self._sender(bound[0], writer)
+                        await self.ctx.commands.register(bound[1], sender)
         except FrameError as exc:
             self.rejected.labels(self.codec.name, "malformed").inc()
             log.info("%s %s: malformed frame, closing: %s", self.codec.name, peer, exc.reason)
         except (TimeoutError, ConnectionError):
             pass
         finally:
+            if sender is not None and bound is not None:
+                self.ctx.commands.unregister(bound[1], sender)
             self.connections -= 1
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    def _sender(self, identifier: str, writer: asyncio.StreamWriter) -> Any:
+        interval = self.codec.interval
+        assert interval is not None
+
+        async def send(seconds: int) -> None:
+            writer.write(interval(identifier, seconds, self.ctx.clock.now()))
+            await writer.drain()
+
+        return send
 
     async def _frame(
         self, frame: bytes, bound: tuple[str, int] | None, writer: asyncio.StreamWriter

@@ -1,0 +1,84 @@
+"""Commands back to devices; pursuit mode drives them from tier changes.
+
+Each connected device registers how it can be told a reporting interval (a TCP
+tracker writes its protocol's command, the victim app gets a WebSocket message).
+The desired interval per device is remembered, so a device that connects later
+is told at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bangpae.domain.model import Event, EventKind, Tier
+from bangpae.domain.pursuit import NORMAL_INTERVAL_S, report_interval_s
+
+log = logging.getLogger(__name__)
+Sender = Callable[[int], Awaitable[None]]
+
+
+class CommandHub:
+    """Who can be told what, and what each device should currently be told."""
+
+    def __init__(self) -> None:
+        self._senders: dict[int, set[Sender]] = {}
+        self.desired: dict[int, int] = {}
+        self.sent: list[tuple[int, int]] = []  # (device id, seconds): for /metrics and tests
+
+    async def register(self, device_id: int, send: Sender) -> None:
+        """A device connected; tell it its interval if it should not use the default."""
+        self._senders.setdefault(device_id, set()).add(send)
+        wanted = self.desired.get(device_id)
+        if wanted is not None and wanted != NORMAL_INTERVAL_S:
+            await self._send(device_id, send, wanted)
+
+    def unregister(self, device_id: int, send: Sender) -> None:
+        """A device disconnected."""
+        self._senders.get(device_id, set()).discard(send)
+
+    async def set_interval(self, device_id: int, seconds: int) -> None:
+        """Ask a device to report every ``seconds`` (now if connected, else when it connects)."""
+        if self.desired.get(device_id, NORMAL_INTERVAL_S) == seconds:
+            return
+        self.desired[device_id] = seconds
+        for send in list(self._senders.get(device_id, ())):
+            await self._send(device_id, send, seconds)
+
+    async def _send(self, device_id: int, send: Sender, seconds: int) -> None:
+        try:
+            await send(seconds)
+            self.sent.append((device_id, seconds))
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            log.info("command to device %d failed: %s", device_id, exc)
+
+
+async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
+    """Follow tier changes on the bus; set both parties' reporting interval accordingly."""
+    q = ctx.bus.subscribe()
+    try:
+        while True:
+            event: Event = await q.get()
+            if event.kind != EventKind.TIER_CHANGED or event.order_id is None or event.late:
+                continue
+            order = ctx.engine.order_view(event.order_id)
+            if order is None:
+                continue
+            for person in await asyncio.to_thread(_parties, ctx, event.order_id):
+                tiers = [
+                    v.tier
+                    for oid in ctx.engine.orders_of_person(person)
+                    if (v := ctx.engine.order_view(oid)) is not None
+                ] or [Tier.CLEAR]
+                seconds = report_interval_s(tiers)
+                for device_id in await asyncio.to_thread(ctx.store.device_ids_of_person, person):
+                    await hub.set_interval(device_id, seconds)
+    finally:
+        ctx.bus.unsubscribe(q)
+
+
+def _parties(ctx: Any, order_id: int) -> list[int]:
+    order = ctx.store.get_order(order_id)
+    return [] if order is None else [order.offender_id, order.victim_id]
