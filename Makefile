@@ -46,8 +46,10 @@ lint: install
 	$(BIN)/mypy src/bangpae/domain
 	$(BIN)/lint-imports
 
+# Decoder fuzzing at depth (every run of `make test` does 5,000 examples per decoder).
+FUZZ_EXAMPLES ?= 1000000
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit -k fuzz
+	BANGPAE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit -k fuzz -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# Examples per decoder fuzz test: 5,000 in every run; `make fuzz` asks for millions.
+FUZZ_EXAMPLES = int(os.environ.get("BANGPAE_FUZZ_EXAMPLES", "5000"))
+
 
 def services_required() -> bool:
     """CI sets BANGPAE_REQUIRE_SERVICES=1: a missing server is then a failure, not a skip."""

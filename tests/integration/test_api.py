@@ -294,3 +294,13 @@ async def test_owntracks_http_stores_before_replying_and_refuses_strangers(env) 
     assert ctx.store.count_fixes() == before + 1
     r = await api.post("/owntracks", json=body, headers={"X-Limit-U": "lee", "X-Limit-D": "x"})
     assert r.status_code == 403
+
+
+async def test_a_source_probing_for_device_ids_is_slowed_down(env) -> None:
+    _, api, osm, *_ = env
+    codes = [
+        (await osm.get("/", params={"id": f"GUESS-{i}", "lat": 1, "lon": 2})).status_code
+        for i in range(25)
+    ]
+    assert codes[:20] == [403] * 20 and set(codes[20:]) == {429}
+    assert 'reason="rate_limited"' in (await api.get("/metrics")).text

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bangpae.protocols import h02
 from bangpae.protocols.errors import FrameError
+from tests.conftest import FUZZ_EXAMPLES
 
 VECTORS = (
     Path(__file__).resolve().parents[3] / "shared" / "protocol-vectors" / "traccar-vectors.json"
@@ -98,8 +99,8 @@ def test_heartbeats_are_echoed_and_positions_answered_with_our_time() -> None:
 
 
 @given(st.binary(max_size=120))
-@settings(max_examples=3000)
-def test_random_bytes_only_ever_raise_frame_errors(data: bytes) -> None:
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+def test_fuzz_random_bytes_only_ever_raise_frame_errors(data: bytes) -> None:
     frames, _ = h02.split_frames(data)
     for f in frames:
         try:
@@ -113,8 +114,8 @@ def test_random_bytes_only_ever_raise_frame_errors(data: bytes) -> None:
 
 
 @given(st.sampled_from([0, 5, 9, 14, 20, 30, 44]), st.binary(min_size=1, max_size=3))
-@settings(max_examples=2000)
-def test_mutated_real_frames_only_ever_raise_frame_errors(pos: int, junk: bytes) -> None:
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+def test_fuzz_mutated_real_frames_only_ever_raise_frame_errors(pos: int, junk: bytes) -> None:
     for raw in (
         b"*HQ,9001000002,V8,213945,A,3542.2043,N,38.6508,W,0.00,170,221025,FBFFF9FF#",
         bytes.fromhex(

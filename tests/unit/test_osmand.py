@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bangpae.protocols import osmand
 from bangpae.protocols.errors import FrameError
+from tests.conftest import FUZZ_EXAMPLES
 
 VECTORS = (
     Path(__file__).resolve().parents[3] / "shared" / "protocol-vectors" / "traccar-vectors.json"
@@ -125,8 +126,8 @@ def test_milliseconds_and_iso_timestamps_are_read() -> None:
         st.text(max_size=30),
     )
 )
-@settings(max_examples=2000)
-def test_the_query_decoder_never_fails_except_with_a_frame_error(params: dict) -> None:
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+def test_fuzz_the_query_decoder_never_fails_except_with_a_frame_error(params: dict) -> None:
     try:
         osmand.decode_query(params, 1_800_000_000.0)
     except FrameError:
@@ -162,8 +163,8 @@ def test_the_query_decoder_never_fails_except_with_a_frame_error(params: dict) -
         max_leaves=20,
     ).map(lambda x: json.dumps(x).encode())
 )
-@settings(max_examples=2000)
-def test_the_json_decoder_never_fails_except_with_a_frame_error(body: bytes) -> None:
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+def test_fuzz_the_json_decoder_never_fails_except_with_a_frame_error(body: bytes) -> None:
     try:
         osmand.decode_json(body, 1_800_000_000.0)
     except FrameError:

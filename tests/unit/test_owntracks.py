@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
+from tests.conftest import FUZZ_EXAMPLES
 
 VECTORS = (
     Path(__file__).resolve().parents[3] / "shared" / "protocol-vectors" / "traccar-vectors.json"
@@ -88,8 +89,8 @@ def test_bad_messages_are_refused_with_a_frame_error(body: bytes) -> None:
         max_leaves=15,
     ).map(lambda x: json.dumps(x).encode())
 )
-@settings(max_examples=2000)
-def test_the_decoder_never_fails_except_with_a_frame_error(body: bytes) -> None:
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+def test_fuzz_the_decoder_never_fails_except_with_a_frame_error(body: bytes) -> None:
     try:
         owntracks.decode(body, None, 1_800_000_000.0)
     except FrameError:

@@ -16,6 +16,7 @@ from bangpae.domain.model import Fix
 from bangpae.protocols import osmand
 from bangpae.protocols.errors import FrameError
 from bangpae.services.auth import verify_password
+from bangpae.services.ratelimit import FailureLimiter
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64_000
@@ -37,6 +38,7 @@ class OsmAndListener:
         )
         self._devices: dict[str, tuple[int, str | None]] = {}
         self._keys_ok: set[tuple[int, str]] = set()
+        self.limiter = FailureLimiter()
 
     def _device(self, identifier: str) -> tuple[int, str | None] | None:
         hit = self._devices.get(identifier)
@@ -67,6 +69,9 @@ class OsmAndListener:
     async def handle(self, request: Request) -> PlainTextResponse:
         """One OsmAnd report."""
         now = self.ctx.clock.now()
+        source = request.client.host if request.client else "?"
+        if self.limiter.blocked(source, now):
+            return self._refuse(429, "rate_limited", "too many failed identifications, slow down")
         body = await request.body()
         if len(body) > MAX_BODY:
             return self._refuse(413, "too_large", "body too large")
@@ -92,10 +97,12 @@ class OsmAndListener:
             self._device, decoded.identifier
         )
         if device is None:
+            self.limiter.failed(source, now)
             return self._refuse(403, "unknown_device", f"unknown device {decoded.identifier!r}")
         device_id, secret = device
         if secret is not None and (device_id, decoded.key) not in self._keys_ok:
             if not await asyncio.to_thread(self._key_ok, device_id, secret, decoded.key):
+                self.limiter.failed(source, now)
                 return self._refuse(403, "bad_key", "wrong or missing device key")
         fix = Fix(
             device_id,

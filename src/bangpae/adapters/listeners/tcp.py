@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import h02
 from bangpae.protocols.errors import FrameError
+from bangpae.services.ratelimit import FailureLimiter
 
 log = logging.getLogger(__name__)
 READ_SIZE = 4096
@@ -86,15 +87,20 @@ class TcpListener:
             ctx, "bangpae_tcp_fixes", "Fixes stored from TCP trackers", ["protocol"]
         )
         self.connections = 0
+        self.limiter = FailureLimiter()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One device connection, until it closes, misbehaves or idles out."""
         self.connections += 1
         peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
         bound: tuple[str, int] | None = None
         buffer = b""
         sender = None
         try:
+            if self.limiter.blocked(source, self.ctx.clock.now()):
+                self.rejected.labels(self.codec.name, "rate_limited").inc()
+                return
             while True:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_S)
                 if not data:
@@ -104,6 +110,7 @@ class TcpListener:
                     was_bound = bound is not None
                     bound = await self._frame(frame, bound, writer)
                     if bound is None:
+                        self.limiter.failed(source, self.ctx.clock.now())
                         return
                     if not was_bound and self.codec.interval is not None:
                         sender = self._sender(bound[0], writer)

@@ -1,0 +1,45 @@
+"""Per-source limits on failed device identification (unknown ids, wrong keys).
+
+A source that fails more than ``max_failures`` times within ``window_s`` is
+refused outright until its failures age out: probing for valid identifiers
+costs the prober, not the store. Time is passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class FailureLimiter:
+    """Sliding-window count of failures per source address."""
+
+    def __init__(self, max_failures: int = 20, window_s: float = 60.0, max_sources: int = 100_000):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_sources = max_sources
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, source: str, now: float) -> deque[float] | None:
+        q = self._failures.get(source)
+        if q is None:
+            return None
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        if not q:
+            del self._failures[source]
+            return None
+        return q
+
+    def blocked(self, source: str, now: float) -> bool:
+        """Whether this source has failed too often lately."""
+        q = self._recent(source, now)
+        return q is not None and len(q) >= self.max_failures
+
+    def failed(self, source: str, now: float) -> None:
+        """Record one failed identification from this source."""
+        if len(self._failures) >= self.max_sources and source not in self._failures:
+            # Bounded memory under a spray of sources: forget the oldest entry.
+            self._failures.pop(next(iter(self._failures)))
+        q = self._recent(source, now) or self._failures.setdefault(source, deque())
+        self._failures[source] = q
+        q.append(now)
