@@ -29,6 +29,7 @@ class Server:
     osmand_port: int
     proc: subprocess.Popen[bytes] | None = None
     h02_port: int | None = None
+    gt06_port: int | None = None
 
     @staticmethod
     def free() -> int:
@@ -70,7 +71,7 @@ class Server:
                 "--osmand",
                 f"127.0.0.1:{self.osmand_port}",
                 "--gt06",
-                "off",
+                f"127.0.0.1:{self.gt06_port}" if self.gt06_port else "off",
                 "--h02",
                 f"127.0.0.1:{self.h02_port}" if self.h02_port else "off",
             ],

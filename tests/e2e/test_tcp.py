@@ -56,3 +56,73 @@ def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(server: Server) 
     metrics = httpx.get(f"{server.api}/metrics").text
     assert 'bangpae_tcp_rejected_total{protocol="h02",reason="unknown_device"} 1.0' in metrics
     assert 'bangpae_tcp_rejected_total{protocol="h02",reason="malformed"} 1.0' in metrics
+
+
+def _gt06_frame(proto: int, content: bytes, serial: int) -> bytes:
+    from bangpae.protocols.gt06 import crc_itu
+
+    body = bytes([len(content) + 5, proto]) + content + serial.to_bytes(2, "big")
+    return b"\x78\x78" + body + crc_itu(body).to_bytes(2, "big") + b"\r\n"
+
+
+def test_a_gt06_tracker_logs_in_and_each_position_is_acknowledged_after_storing(
+    server: Server,
+) -> None:
+    server.gt06_port = server.free()
+    staff = _staff(server)
+    api = f"{server.api}/api/v1"
+    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
+    r = httpx.post(
+        f"{api}/devices",
+        headers=staff,
+        json={
+            "identifier": "864717003283581",
+            "kind": "ankle_monitor",
+            "protocol": "gt06",
+            "person_id": off.json()["id"],
+        },
+    )
+    assert r.status_code == 201
+    t = time.gmtime(time.time() - 5)
+    gps = bytes([t.tm_year - 2000, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0xC8])
+    gps += int(37.5663 * 1_800_000).to_bytes(4, "big") + int(126.9779 * 1_800_000).to_bytes(
+        4, "big"
+    )
+    gps += bytes([36]) + (0x1400 | 90).to_bytes(2, "big")  # positioned, north, east; 90°
+    gps += bytes.fromhex("01cc00287d001fb8")  # LBS
+    with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+        s.sendall(_gt06_frame(0x12, gps, 2))  # before login: refused, connection closed
+        assert s.recv(64) == b""
+    with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+        s.sendall(bytes.fromhex("78780d01086471700328358100093f040d0a"))  # login
+        assert s.recv(64) == bytes.fromhex("78780501000955940d0a")
+        s.sendall(_gt06_frame(0x12, gps, 3))
+        ack = s.recv(64)
+        assert ack[:6] == bytes.fromhex("787805120003")
+    fixes = httpx.get(f"{api}/devices/864717003283581/fixes", headers=staff).json()["fixes"]
+    assert len(fixes) == 1 and abs(fixes[0]["lat"] - 37.5663) < 1e-5
+    assert abs(fixes[0]["speed_mps"] - 10.0) < 1e-9
+
+
+def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(server: Server) -> None:
+    server.gt06_port = server.free()
+    staff = _staff(server)
+    api = f"{server.api}/api/v1"
+    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
+    httpx.post(
+        f"{api}/devices",
+        headers=staff,
+        json={
+            "identifier": "864717003283581",
+            "kind": "ankle_monitor",
+            "protocol": "gt06",
+            "person_id": off.json()["id"],
+        },
+    )
+    with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+        s.sendall(bytes.fromhex("78780d01086471700328358100093f040d0a"))
+        s.recv(64)
+        s.sendall(_gt06_frame(0x13, bytes([0x7C, 0x04, 0x03, 0x00, 0x02]), 4))  # removal
+        assert s.recv(64)[:6] == bytes.fromhex("787805130004")
+    incidents = httpx.get(f"{api}/incidents", params={"status": "open"}, headers=staff).json()
+    assert [(i["kind"], i["priority"]) for i in incidents] == [("tamper", "critical")]

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from bangpae.domain.model import Fix
-from bangpae.protocols import h02
+from bangpae.protocols import gt06, h02
 from bangpae.protocols.errors import FrameError
 from bangpae.services.ratelimit import FailureLimiter
 
@@ -71,7 +71,42 @@ def _h02_decode(frame: bytes, now: float) -> Decoded:
 
 
 H02 = Codec("h02", h02.split_frames, _h02_decode, h02.interval_command)
-CODECS: dict[str, Codec] = {"h02": H02}
+
+
+def _gt06_decode(frame: bytes, now: float) -> Decoded:
+    # CRC errors are refused: firmware known to send them needs a per-device lenient mode.
+    msg = gt06.decode(frame)
+    fix = None
+    if msg.has_position:
+        if msg.fix_time > now + 300:
+            raise FrameError("fix time more than 5 minutes in the future")
+        fix = Fix(
+            0,
+            msg.fix_time,
+            msg.lat,
+            msg.lon,
+            None,
+            msg.speed_mps,
+            msg.heading_deg,
+            msg.battery_pct,
+            msg.valid,
+            msg.alarms,
+            now,
+        )
+    elif msg.alarms:
+        # A status packet reporting an alarm (strap cut, SOS) must not be lost for want of a
+        # position: it goes on as a message without a GPS fix.
+        fix = Fix(0, now, 0.0, 0.0, None, None, None, msg.battery_pct, False, msg.alarms, now)
+    return Decoded(msg.imei, fix, gt06.ack(msg))
+
+
+GT06 = Codec(
+    "gt06",
+    gt06.split_frames,
+    _gt06_decode,
+    lambda _ident, seconds, _now: gt06.interval_command(seconds),
+)
+CODECS: dict[str, Codec] = {"h02": H02, "gt06": GT06}
 
 
 class TcpListener:
