@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     b.add_argument("--runs", type=int, default=3)
     b.add_argument("--rate", type=float, help="w2: offered fixes per second (default: saturate)")
+    b.add_argument(
+        "--transport",
+        choices=("osmand", "gt06"),
+        default="osmand",
+        help="w2: OsmAnd over HTTP, or GT06 with one TCP connection per device",
+    )
     return p
 
 
@@ -213,7 +219,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.workload == "w2":
         from bangpae.benchmarks.w2 import bench_w2
 
-        for line in bench_w2(args.pairs, runs=args.runs, rate=args.rate):
+        for line in bench_w2(args.pairs, runs=args.runs, rate=args.rate, transport=args.transport):
             print(json.dumps(line), flush=True)
         return 0
     if args.workload != "w1":

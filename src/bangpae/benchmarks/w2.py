@@ -52,7 +52,7 @@ def _seed(db_url: str, pairs: int, watched: list[int], password_hash: str) -> No
         c.exec_driver_sql(
             "INSERT INTO devices (id, identifier, kind, protocol, person_id, created_at)"
             " VALUES (?, ?, 'phone', 'osmand', ?, 0)",
-            [(j, f"W2-{j}", j) for j in range(1, n + 1)],
+            [(j, f"{j:015d}", j) for j in range(1, n + 1)],
         )
     with st.engine.begin() as c:
         c.exec_driver_sql(
@@ -91,7 +91,7 @@ def _load(osmand: str, lat: Any, lon: Any, rate: float | None, out: Any) -> None
             while (item := await q.get()) is not None:
                 t, k = item
                 target = (
-                    f"/?id=W2-{k + 1}&lat={lat[t, k]:.6f}&lon={lon[t, k]:.6f}"
+                    f"/?id={k + 1:015d}&lat={lat[t, k]:.6f}&lon={lon[t, k]:.6f}"
                     f"&timestamp={now0 + t:.3f}&accuracy=5"
                 )
                 if k % 2 == 0:
@@ -126,6 +126,71 @@ def _load(osmand: str, lat: Any, lon: Any, rate: float | None, out: Any) -> None
     out.put({"now0": now0})
 
 
+def _gt06_frame(proto: int, content: bytes, serial: int) -> bytes:
+    from bangpae.protocols.gt06 import crc_itu
+
+    body = bytes([len(content) + 5, proto]) + content + (serial & 0xFFFF).to_bytes(2, "big")
+    return b"\x78\x78" + body + crc_itu(body).to_bytes(2, "big") + b"\r\n"
+
+
+def _load_gt06(host: str, port: int, lat: Any, lon: Any, rate: float | None, out: Any) -> None:
+    """The load process for GT06: one connection per device, login, then every tick's fixes."""
+    from datetime import UTC, datetime
+
+    async def main() -> None:
+        ticks, n = lat.shape
+        sem = asyncio.Semaphore(500)
+
+        async def connect(k: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            async with sem:
+                r, w = await asyncio.open_connection(host, port)
+                w.write(_gt06_frame(0x01, bytes.fromhex(f"0{k + 1:015d}"), 1))
+                await r.readexactly(10)
+                return r, w
+
+        conns = list(await asyncio.gather(*(connect(k) for k in range(n))))
+        sent_at: dict[tuple[int, int], float] = {}
+        ok = 0
+
+        async def send(t: int, k: int) -> None:
+            nonlocal ok
+            r, w = conns[k]
+            when = datetime.fromtimestamp(now0 + t, UTC)
+            la, lo = float(lat[t, k]), float(lon[t, k])
+            flags = 0x1000 | (0x0400 if la >= 0 else 0) | (0x0800 if lo < 0 else 0)
+            gps = bytes(
+                [when.year - 2000, when.month, when.day, when.hour, when.minute, when.second, 0xC8]
+            )
+            gps += round(abs(la) * 1_800_000).to_bytes(4, "big")
+            gps += round(abs(lo) * 1_800_000).to_bytes(4, "big")
+            gps += bytes([0]) + flags.to_bytes(2, "big") + bytes.fromhex("01cc00287d001fb8")
+            if k % 2 == 0:
+                sent_at[(t, k)] = time.monotonic()
+            w.write(_gt06_frame(0x12, gps, t + 2))
+            while True:  # the server may also send commands (pursuit mode): read whole frames
+                head = await r.readexactly(3)
+                frame = head + await r.readexactly(head[2] + 2)
+                if frame[3] == 0x12:
+                    ok += 1
+                    break
+
+        start = time.monotonic()
+        for t in range(ticks):
+            if rate:
+                delay = start + t * n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await asyncio.gather(*(send(t, k) for k in range(n)))
+        elapsed = time.monotonic() - start
+        for _, w in conns:
+            w.close()
+        out.put({"ok": ok, "seconds": elapsed, "sent_at": sent_at, "connections": n})
+
+    now0 = time.time() - lat.shape[0] - 5
+    asyncio.run(main())
+    out.put({"now0": now0})
+
+
 async def _watch(
     api: str, tokens: dict[int, str], frames: list[tuple[int, str, float]], stop: asyncio.Event
 ) -> None:
@@ -147,7 +212,7 @@ async def _watch(
     await asyncio.gather(*(one(p, t) for p, t in tokens.items()))
 
 
-def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
+def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[str, Any]:
     """One W2 run: start a server, seed, watch victims, load, measure."""
     from bangpae.services.auth import hash_password
 
@@ -163,7 +228,7 @@ def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
     data = Path(tmp.name)
     password = "w2-bench-password"
     _seed(f"sqlite:///{data / 'bangpae.sqlite'}", pairs, watched, hash_password(password))
-    http_port, osm_port = _free_port(), _free_port()
+    http_port, osm_port, gt06_port = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "BANGPAE_DATA_DIR": str(data), "BANGPAE_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
         [
@@ -176,7 +241,7 @@ def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
             "--osmand",
             f"127.0.0.1:{osm_port}",
             "--gt06",
-            "off",
+            f"127.0.0.1:{gt06_port}",
             "--h02",
             "off",
         ],
@@ -201,7 +266,12 @@ def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
         cpu0 = _cpu(proc.pid)
         frames: list[tuple[int, str, float]] = []
         q: Any = mp.get_context("spawn").Queue()
-        loader = mp.get_context("spawn").Process(target=_load, args=(osmand, lat, lon, rate, q))
+        if transport == "gt06":
+            loader = mp.get_context("spawn").Process(
+                target=_load_gt06, args=("127.0.0.1", gt06_port, lat, lon, rate, q)
+            )
+        else:
+            loader = mp.get_context("spawn").Process(target=_load, args=(osmand, lat, lon, rate, q))
 
         async def measure() -> dict[str, Any]:
             stop = asyncio.Event()
@@ -248,7 +318,7 @@ def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
     total = ticks * 2 * pairs
     return {
         "workload": "w2",
-        "transport": "osmand_http",
+        "transport": "gt06_tcp" if transport == "gt06" else "osmand_http",
         "store": "sqlite",
         "pairs": pairs,
         "fixes": total,
@@ -256,7 +326,7 @@ def run_w2(pairs: int, rate: float | None) -> dict[str, Any]:
         "seconds": round(result["seconds"], 3),
         "fixes_per_s": round(result["ok"] / result["seconds"]),
         "offered_per_s": rate,
-        "connections": CONNECTIONS,
+        "connections": result.get("connections", CONNECTIONS),
         "latency_samples": len(lat_ms),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms else None,
@@ -273,9 +343,11 @@ def _cpu(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_w2(pairs: int, runs: int = 1, rate: float | None = None) -> list[dict[str, Any]]:
+def bench_w2(
+    pairs: int, runs: int = 1, rate: float | None = None, transport: str = "osmand"
+) -> list[dict[str, Any]]:
     """W2 at saturation (rate None) or at a fixed offered load; medians over runs."""
-    results = [run_w2(pairs, rate) for _ in range(runs)]
+    results = [run_w2(pairs, rate, transport) for _ in range(runs)]
     best = sorted(results, key=lambda r: r["fixes_per_s"])[len(results) // 2]
     best["fixes_per_s_min"] = min(r["fixes_per_s"] for r in results)
     best["fixes_per_s_max"] = max(r["fixes_per_s"] for r in results)

@@ -230,4 +230,6 @@ def _counter(ctx: Any, name: str, doc: str, labels: list[str]) -> Counter:
 async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Server:
     """Start serving a protocol; the caller owns the returned server."""
     listener = TcpListener(ctx, codec)
-    return await asyncio.start_server(listener.handle, host, port, limit=READ_SIZE * 16)
+    return await asyncio.start_server(
+        listener.handle, host, port, limit=READ_SIZE * 16, backlog=4096
+    )
