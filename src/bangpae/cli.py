@@ -15,19 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bangpae.config import Settings
-
-ROLES = (
-    "victim",
-    "offender",
-    "operator",
-    "supervisor",
-    "field_officer",
-    "police",
-    "clerk",
-    "judge",
-    "auditor",
-    "admin",
-)
+from bangpae.services.auth import ROLES
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -89,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     _common(cu)
     cu.add_argument("--username", required=True)
     cu.add_argument("--password", required=True)
-    cu.add_argument("--role", required=True, choices=ROLES)
+    cu.add_argument("--role", required=True, choices=sorted(ROLES))
     cu.add_argument("--person-id", type=int)
 
     au = sub.add_parser("audit", help="the audit trail")

@@ -174,13 +174,16 @@ def _load_gt06(host: str, port: int, lat: Any, lon: Any, rate: float | None, out
                     ok += 1
                     break
 
+        async def paced(t: int, k: int) -> None:
+            # an offered load is spread evenly, fix by fix, not released tick by tick
+            delay = start + (t * n + k) / rate - time.monotonic() if rate else 0.0
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await send(t, k)
+
         start = time.monotonic()
         for t in range(ticks):
-            if rate:
-                delay = start + t * n / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await asyncio.gather(*(send(t, k) for k in range(n)))
+            await asyncio.gather(*(paced(t, k) for k in range(n)))
         elapsed = time.monotonic() - start
         for _, w in conns:
             w.close()

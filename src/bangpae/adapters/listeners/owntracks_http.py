@@ -14,6 +14,7 @@ from bangpae.adapters.listeners.tcp import _counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
+from bangpae.protocols.osmand import DecodedFix
 from bangpae.services.auth import verify_password
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,44 @@ def _basic(request: Request) -> tuple[str | None, str | None]:
     except (ValueError, UnicodeDecodeError):
         return None, None
     return user, password
+
+
+async def resolve(
+    ctx: Any,
+    decoded: list[DecodedFix],
+    password: str | None,
+    now: float,
+    check_password: bool = True,
+) -> tuple[list[Fix], tuple[int, str, str] | None]:
+    """Fixes for known devices whose password (if they have one) matches; else why not."""
+    fixes = []
+    for d in decoded:
+        device = await asyncio.to_thread(ctx.store.get_device, d.identifier)
+        if device is None or device.identifier != d.identifier:
+            return [], (403, "unknown_device", f"unknown device {d.identifier!r}")
+        secret = await asyncio.to_thread(ctx.store.device_secret_hash, device.id)
+        if (
+            check_password
+            and secret is not None
+            and not (password and await asyncio.to_thread(verify_password, secret, password))
+        ):
+            return [], (401, "bad_key", "wrong or missing device password")
+        fixes.append(
+            Fix(
+                device.id,
+                d.fix_time,
+                d.lat,
+                d.lon,
+                d.accuracy_m,
+                d.speed_mps,
+                d.heading_deg,
+                d.battery_pct,
+                True,
+                frozenset(),
+                now,
+            )
+        )
+    return fixes, None
 
 
 def owntracks_router(ctx: Any) -> APIRouter:
@@ -56,31 +95,10 @@ def owntracks_router(ctx: Any) -> APIRouter:
             return refuse(400, "malformed", f"malformed: {exc.reason}")
         if decoded.ignored:
             log.info("owntracks: ignored message types %s (no position)", decoded.ignored)
-        fixes = []
-        for d in decoded.fixes:
-            device = await asyncio.to_thread(ctx.store.get_device, d.identifier)
-            if device is None or device.identifier != d.identifier:
-                return refuse(403, "unknown_device", f"unknown device {d.identifier!r}")
-            secret = await asyncio.to_thread(ctx.store.device_secret_hash, device.id)
-            if secret is not None and not (
-                password and await asyncio.to_thread(verify_password, secret, password)
-            ):
-                return refuse(401, "bad_key", "wrong or missing device password")
-            fixes.append(
-                Fix(
-                    device.id,
-                    d.fix_time,
-                    d.lat,
-                    d.lon,
-                    d.accuracy_m,
-                    d.speed_mps,
-                    d.heading_deg,
-                    d.battery_pct,
-                    True,
-                    frozenset(),
-                    now,
-                )
-            )
+        fixes, refusal = await resolve(ctx, decoded.fixes, password, now)
+        if refusal is not None:
+            status, reason, detail = refusal
+            return refuse(status, reason, detail)
         if fixes:
             await ctx.ingest.submit(fixes)
         return JSONResponse([])

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from bangpae.adapters.listeners.owntracks_http import resolve
 from bangpae.adapters.listeners.tcp import _counter
-from bangpae.domain.model import Fix
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
 
@@ -31,28 +31,12 @@ async def _handle(ctx: Any, topic: str, payload: bytes, rejected: Any) -> None:
         rejected.labels("malformed").inc()
         log.info("owntracks mqtt %s: malformed: %s", topic, exc.reason)
         return
-    fixes = []
-    for d in decoded.fixes:
-        device = await asyncio.to_thread(ctx.store.get_device, topic)
-        if device is None or device.identifier != topic:
-            rejected.labels("unknown_device").inc()
-            log.info("owntracks mqtt: unknown device %r", topic)
-            return
-        fixes.append(
-            Fix(
-                device.id,
-                d.fix_time,
-                d.lat,
-                d.lon,
-                d.accuracy_m,
-                d.speed_mps,
-                d.heading_deg,
-                d.battery_pct,
-                True,
-                frozenset(),
-                now,
-            )
-        )
+    # MQTT identity is the topic, already checked by the broker's own authentication.
+    fixes, refusal = await resolve(ctx, decoded.fixes, None, now, check_password=False)
+    if refusal is not None:
+        rejected.labels(refusal[1]).inc()
+        log.info("owntracks mqtt %s: refused: %s", topic, refusal[2])
+        return
     if fixes:
         await ctx.ingest.submit(fixes)
 
