@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -56,6 +57,27 @@ class Settings(BaseSettings):
     def _listen(cls, v: str) -> str:
         parse_listen(v)
         return v
+
+    device_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs devices may connect from (empty: any), "
+        "e.g. 10.8.0.0/16,127.0.0.0/8 for trackers behind a carrier APN.",
+    )
+
+    @field_validator("device_networks")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        for part in filter(None, (x.strip() for x in v.split(","))):
+            ipaddress.ip_network(part, strict=False)
+        return v
+
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The device networks as parsed objects (empty: every source is allowed)."""
+        return [
+            ipaddress.ip_network(x.strip(), strict=False)
+            for x in self.device_networks.split(",")
+            if x.strip()
+        ]
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data dir."""

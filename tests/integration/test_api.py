@@ -304,3 +304,24 @@ async def test_a_source_probing_for_device_ids_is_slowed_down(env) -> None:
     ]
     assert codes[:20] == [403] * 20 and set(codes[20:]) == {429}
     assert 'reason="rate_limited"' in (await api.get("/metrics")).text
+
+
+async def test_a_source_outside_the_device_networks_is_refused(tmp_path: Path) -> None:
+    ctx = build(Settings(data_dir=tmp_path, device_networks="10.8.0.0/16"), clock=ManualClock(T0))
+    ctx.store.add_device("A", "phone", "osmand", ctx.store.add_person("victim", "V"))
+    await ctx.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_osmand_app(ctx), client=("192.0.2.7", 1234)),
+            base_url="http://o",
+        ) as c:
+            r = await c.get("/", params={"id": "A", "lat": 1, "lon": 2, "timestamp": int(T0)})
+            assert r.status_code == 403 and "network" in r.text
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_osmand_app(ctx), client=("10.8.1.2", 1234)),
+            base_url="http://o",
+        ) as c:
+            r = await c.get("/", params={"id": "A", "lat": 1, "lon": 2, "timestamp": int(T0)})
+            assert r.status_code == 200
+    finally:
+        await ctx.stop()

@@ -20,3 +20,14 @@ def test_memory_stays_bounded_under_a_spray_of_sources() -> None:
     for i in range(10_000):
         lim.failed(f"src{i}", 1.0)
     assert len(lim._failures) <= 100
+
+
+def test_devices_connect_only_from_the_allowed_networks() -> None:
+    import ipaddress
+
+    from bangpae.services.ratelimit import source_allowed
+
+    nets = [ipaddress.ip_network("10.8.0.0/16"), ipaddress.ip_network("::1/128")]
+    assert source_allowed("10.8.3.4", nets) and source_allowed("::1", nets)
+    assert not source_allowed("192.0.2.1", nets) and not source_allowed("not-an-ip", nets)
+    assert source_allowed("192.0.2.1", [])  # no list: any address

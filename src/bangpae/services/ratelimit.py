@@ -7,7 +7,9 @@ costs the prober, not the store. Time is passed in; nothing here reads a clock.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
+from typing import Any
 
 
 class FailureLimiter:
@@ -43,3 +45,14 @@ class FailureLimiter:
         q = self._recent(source, now) or self._failures.setdefault(source, deque())
         self._failures[source] = q
         q.append(now)
+
+
+def source_allowed(source: str, networks: list[Any]) -> bool:
+    """Whether a device may connect from this address (no networks: any address)."""
+    if not networks:
+        return True
+    try:
+        addr = ipaddress.ip_address(source)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)

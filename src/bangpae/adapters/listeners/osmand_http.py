@@ -6,17 +6,17 @@ import asyncio
 import logging
 from typing import Any
 
-from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import osmand
 from bangpae.protocols.errors import FrameError
 from bangpae.services.auth import verify_password
-from bangpae.services.ratelimit import FailureLimiter
+from bangpae.services.ratelimit import FailureLimiter, source_allowed
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64_000
@@ -27,18 +27,14 @@ class OsmAndListener:
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self.rejected = Counter(
-            "bangpae_rejected",
-            "Device messages refused",
-            ["protocol", "reason"],
-            registry=ctx.metrics,
+        self.rejected = counter(
+            ctx, "bangpae_rejected", "Device messages refused", ["protocol", "reason"]
         )
-        self.accepted = Counter(
-            "bangpae_accepted", "Device messages stored", ["protocol"], registry=ctx.metrics
-        )
+        self.accepted = counter(ctx, "bangpae_accepted", "Device messages stored", ["protocol"])
         self._devices: dict[str, tuple[int, str | None]] = {}
         self._keys_ok: set[tuple[int, str]] = set()
         self.limiter = FailureLimiter()
+        self.networks = ctx.settings.allowed_networks()
 
     def _device(self, identifier: str) -> tuple[int, str | None] | None:
         hit = self._devices.get(identifier)
@@ -70,6 +66,8 @@ class OsmAndListener:
         """One OsmAnd report."""
         now = self.ctx.clock.now()
         source = request.client.host if request.client else "?"
+        if not source_allowed(source, self.networks):
+            return self._refuse(403, "source_not_allowed", "this network may not send fixes")
         if self.limiter.blocked(source, now):
             return self._refuse(429, "rate_limited", "too many failed identifications, slow down")
         body = await request.body()

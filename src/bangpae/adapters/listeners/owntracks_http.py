@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from bangpae.adapters.listeners.tcp import _counter
+from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
@@ -72,7 +72,7 @@ async def resolve(
 def owntracks_router(ctx: Any) -> APIRouter:
     """The OwnTracks endpoint bound to an application context."""
     router = APIRouter()
-    rejected = _counter(ctx, "bangpae_owntracks_rejected", "OwnTracks messages refused", ["reason"])
+    rejected = counter(ctx, "bangpae_owntracks_rejected", "OwnTracks messages refused", ["reason"])
 
     def refuse(status: int, reason: str, detail: str) -> Response:
         rejected.labels(reason).inc()

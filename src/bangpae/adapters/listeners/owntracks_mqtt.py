@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from bangpae.adapters.listeners.metrics import counter
 from bangpae.adapters.listeners.owntracks_http import resolve
-from bangpae.adapters.listeners.tcp import _counter
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
 
@@ -44,7 +44,7 @@ async def _handle(ctx: Any, topic: str, payload: bytes, rejected: Any) -> None:
 async def run_owntracks_mqtt(ctx: Any, url: str, ready: asyncio.Event | None = None) -> None:
     """Subscribe until cancelled, reconnecting after broker outages."""
     u = urlsplit(url)
-    rejected = _counter(ctx, "bangpae_mqtt_rejected", "OwnTracks MQTT messages refused", ["reason"])
+    rejected = counter(ctx, "bangpae_mqtt_rejected", "OwnTracks MQTT messages refused", ["reason"])
     while True:
         try:
             async with aiomqtt.Client(

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
+from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import gt06, h02
 from bangpae.protocols.errors import FrameError
-from bangpae.services.ratelimit import FailureLimiter
+from bangpae.services.ratelimit import FailureLimiter, source_allowed
 
 log = logging.getLogger(__name__)
 READ_SIZE = 4096
@@ -115,14 +114,15 @@ class TcpListener:
     def __init__(self, ctx: Any, codec: Codec) -> None:
         self.ctx = ctx
         self.codec = codec
-        self.rejected = _counter(
+        self.rejected = counter(
             ctx, "bangpae_tcp_rejected", "TCP frames or connections refused", ["protocol", "reason"]
         )
-        self.accepted = _counter(
+        self.accepted = counter(
             ctx, "bangpae_tcp_fixes", "Fixes stored from TCP trackers", ["protocol"]
         )
         self.connections = 0
         self.limiter = FailureLimiter()
+        self.networks = ctx.settings.allowed_networks()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One device connection, until it closes, misbehaves or idles out."""
@@ -133,6 +133,9 @@ class TcpListener:
         buffer = b""
         sender = None
         try:
+            if not source_allowed(source, self.networks):
+                self.rejected.labels(self.codec.name, "source_not_allowed").inc()
+                return
             if self.limiter.blocked(source, self.ctx.clock.now()):
                 self.rejected.labels(self.codec.name, "rate_limited").inc()
                 return
@@ -214,17 +217,6 @@ class TcpListener:
             writer.write(d.reply)
             await writer.drain()
         return bound
-
-
-def _counter(ctx: Any, name: str, doc: str, labels: list[str]) -> Counter:
-    """One counter per registry, shared by the listeners that use it."""
-    existing = getattr(ctx, "_counters", None)
-    if existing is None:
-        existing = {}
-        ctx._counters = existing
-    if name not in existing:
-        existing[name] = Counter(name, doc, labels, registry=ctx.metrics)
-    return existing[name]  # type: ignore[no-any-return]
 
 
 async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Server:
