@@ -126,3 +126,37 @@ def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(server: S
         assert s.recv(64)[:6] == bytes.fromhex("787805130004")
     incidents = httpx.get(f"{api}/incidents", params={"status": "open"}, headers=staff).json()
     assert [(i["kind"], i["priority"]) for i in incidents] == [("tamper", "critical")]
+
+
+def test_frames_with_a_wrong_crc_pass_only_for_devices_registered_as_lenient(
+    server: Server,
+) -> None:
+    server.gt06_port = server.free()
+    staff = _staff(server)
+    api = f"{server.api}/api/v1"
+    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
+    for imei, lenient in (("864717003283581", False), ("383714111810415", True)):
+        r = httpx.post(
+            f"{api}/devices",
+            headers=staff,
+            json={
+                "identifier": imei,
+                "kind": "ankle_monitor",
+                "protocol": "gt06",
+                "person_id": off.json()["id"],
+                "lenient_crc": lenient,
+            },
+        )
+        assert r.status_code == 201
+    bad_crc = {
+        "864717003283581": "78780d01086471700328358100090000" + "0d0a",
+        "383714111810415": "78780d0103837141118104150002ffff" + "0d0a",
+    }
+    with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+        s.sendall(bytes.fromhex(bad_crc["864717003283581"]))
+        assert s.recv(64) == b""  # strict: refused
+    with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+        s.sendall(bytes.fromhex(bad_crc["383714111810415"]))
+        assert s.recv(64)[:6] == bytes.fromhex("787805010002")  # lenient: logged in
+    metrics = httpx.get(f"{server.api}/metrics").text
+    assert 'bangpae_tcp_rejected_total{protocol="gt06",reason="malformed"} 1.0' in metrics

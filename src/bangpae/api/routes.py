@@ -101,7 +101,13 @@ async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: Reque
     """Register a device for a person (optionally with a secret key)."""
     secret = await asyncio.to_thread(hash_password, body.key) if body.key else None
     did = ctx.store.add_device(
-        body.identifier, body.kind, body.protocol, body.person_id, secret, at=ctx.clock.now()
+        body.identifier,
+        body.kind,
+        body.protocol,
+        body.person_id,
+        secret,
+        at=ctx.clock.now(),
+        lenient_crc=body.lenient_crc,
     )
     _audit_admin(
         ctx,

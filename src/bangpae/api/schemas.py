@@ -50,6 +50,9 @@ class DeviceCreate(Strict):
     kind: Literal["ankle_monitor", "phone", "watch"]
     protocol: Literal["osmand", "owntracks", "gt06", "h02", "api"]
     person_id: int = Field(gt=0)
+    lenient_crc: bool = Field(
+        False, description="GT06 only: accept frames with a wrong CRC (known-bad firmware)."
+    )
     key: str | None = Field(
         None,
         min_length=12,

@@ -41,12 +41,12 @@ class Codec:
 
     name: str
     split: Callable[[bytes], tuple[list[bytes], bytes]]
-    decode: Callable[[bytes, float], Decoded]
+    decode: Callable[[bytes, float, bool], Decoded]  # (frame, now, lenient CRC)
     # The command setting the reporting interval: (identifier, seconds, now) -> bytes.
     interval: Callable[[str, int, float], bytes] | None = None
 
 
-def _h02_decode(frame: bytes, now: float) -> Decoded:
+def _h02_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
     msg = h02.decode(frame)
     fix = None
     if msg.has_position:
@@ -72,9 +72,9 @@ def _h02_decode(frame: bytes, now: float) -> Decoded:
 H02 = Codec("h02", h02.split_frames, _h02_decode, h02.interval_command)
 
 
-def _gt06_decode(frame: bytes, now: float) -> Decoded:
+def _gt06_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
     # CRC errors are refused: firmware known to send them needs a per-device lenient mode.
-    msg = gt06.decode(frame)
+    msg = gt06.decode(frame, strict_crc=not lenient)
     fix = None
     if msg.has_position:
         if msg.fix_time > now + 300:
@@ -123,6 +123,7 @@ class TcpListener:
         self.connections = 0
         self.limiter = FailureLimiter()
         self.networks = ctx.settings.allowed_networks()
+        self._lenient: dict[int, bool] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One device connection, until it closes, misbehaves or idles out."""
@@ -176,11 +177,29 @@ class TcpListener:
 
         return send
 
+    async def _is_lenient(self, device_id: int) -> bool:
+        if device_id not in self._lenient:
+            self._lenient[device_id] = await asyncio.to_thread(
+                self.ctx.store.device_lenient_crc, device_id
+            )
+        return self._lenient[device_id]
+
     async def _frame(
         self, frame: bytes, bound: tuple[str, int] | None, writer: asyncio.StreamWriter
     ) -> tuple[str, int] | None:
         now = self.ctx.clock.now()
-        d = self.codec.decode(frame, now)
+        lenient = bound is not None and self._lenient.get(bound[1], False)
+        try:
+            d = self.codec.decode(frame, now, lenient)
+        except FrameError as exc:
+            # Before login a wrong CRC may still come from firmware registered as lenient:
+            # read who it claims to be, and accept it only for such a device.
+            if exc.reason != "crc" or bound is not None:
+                raise
+            d = self.codec.decode(frame, now, True)
+            device = await asyncio.to_thread(self.ctx.store.get_device, d.identifier or "")
+            if device is None or not await self._is_lenient(device.id):
+                raise
         ident = d.identifier or (bound[0] if bound else None)
         if ident is None:
             self.rejected.labels(self.codec.name, "no_identity").inc()
@@ -192,6 +211,7 @@ class TcpListener:
                 log.info("%s: unknown device %r refused", self.codec.name, ident)
                 return None
             bound = (ident, device.id)
+            await self._is_lenient(device.id)
         elif ident != bound[0]:
             self.rejected.labels(self.codec.name, "identity_changed").inc()
             log.warning("%s: connection bound to %s spoke as %s", self.codec.name, bound[0], ident)

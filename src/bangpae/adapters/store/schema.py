@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -48,6 +49,8 @@ devices = Table(
     Column("protocol", String(16), nullable=False),
     Column("person_id", Id, ForeignKey("people.id"), nullable=False),
     Column("secret_hash", String(200)),
+    # GT06 firmware known to send wrong CRCs: accept its frames anyway (off by default).
+    Column("lenient_crc", Boolean, nullable=False, server_default=sa_false()),
     Column("created_at", Float, nullable=False),
 )
 

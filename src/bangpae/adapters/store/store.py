@@ -284,6 +284,7 @@ class Store:
         person_id: int,
         secret_hash: str | None = None,
         at: float = 0.0,
+        lenient_crc: bool = False,
     ) -> int:
         """Register a device for a person; identifiers are unique."""
         if kind not in {k.value for k in DeviceKind}:
@@ -312,6 +313,7 @@ class Store:
                         person_id=person_id,
                         secret_hash=secret_hash,
                         created_at=at,
+                        lenient_crc=lenient_crc,
                     )
                 )
             except IntegrityError as exc:  # a concurrent registration won the race
@@ -334,6 +336,14 @@ class Store:
             else:
                 r = c.execute(select(d).where(d.c.id == int(ref))).first()
         return None if r is None else self._device(r)
+
+    def device_lenient_crc(self, device_id: int) -> bool:
+        """Whether frames with a wrong CRC are accepted from this device."""
+        with self._read() as c:
+            value = c.execute(
+                select(s.devices.c.lenient_crc).where(s.devices.c.id == device_id)
+            ).scalar()
+        return bool(value)
 
     def device_secret_hash(self, device_id: int) -> str | None:
         """The stored hash of a device's key, if it has one."""
