@@ -113,32 +113,26 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     from bangpae.adapters.listeners.osmand_http import create_osmand_app
     from bangpae.api.app import create_app
 
+    def server(app: Any, addr: tuple[str, int]) -> _Server:
+        return _Server(
+            uvicorn.Config(
+                app,
+                host=addr[0],
+                port=addr[1],
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=3,
+                access_log=False,
+            )
+        )
+
     out: list[tuple[str, _Server]] = []
-    s = ctx.settings
-    http = parse_listen(s.http, "127.0.0.1")
+    http = parse_listen(ctx.settings.http, "127.0.0.1")
     if http:
-        cfg = uvicorn.Config(
-            create_app(ctx),
-            host=http[0],
-            port=http[1],
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=3,
-            access_log=False,
-        )
-        out.append((f"http://{http[0]}:{http[1]}", _Server(cfg)))
-    osm = parse_listen(s.osmand)
+        out.append((f"http://{http[0]}:{http[1]}", server(create_app(ctx), http)))
+    osm = parse_listen(ctx.settings.osmand)
     if osm:
-        cfg = uvicorn.Config(
-            create_osmand_app(ctx),
-            host=osm[0],
-            port=osm[1],
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=3,
-            access_log=False,
-        )
-        out.append((f"osmand http://{osm[0]}:{osm[1]}", _Server(cfg)))
+        out.append((f"osmand http://{osm[0]}:{osm[1]}", server(create_osmand_app(ctx), osm)))
     return out
 
 
