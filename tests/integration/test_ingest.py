@@ -92,3 +92,14 @@ async def test_a_restart_rebuilds_positions_and_tiers_from_the_store(case, tmp_p
         assert again.stats.events == 0
     finally:
         await again.stop()
+
+
+async def test_a_buffered_tamper_alarm_arriving_late_is_kept_as_late_evidence(case) -> None:
+    store, ingest, clock, _bus, ankle, phone, order = case
+    clock.set(T0 + 200)
+    await ingest.submit([fix(phone, 0, 0), fix(ankle, 200, 3000)])
+    # uploaded after the fact: the strap was cut at t=120, far from her
+    await ingest.submit([fix(ankle, 120, 2500, alarms=frozenset({"tamper"}))])
+    assert ingest.engine.order_view(order).tier.label == "clear"
+    tamper = [x for x in store.incidents(status="open") if x.kind == "tamper"]
+    assert len(tamper) == 1 and tamper[0].priority == "critical"

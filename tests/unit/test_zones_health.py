@@ -58,10 +58,13 @@ def test_a_zone_is_entered_when_the_accuracy_circle_touches_it(zone: Zone) -> No
     cz = compile_zone(zone)
     state, ev = step_zones(ZoneState(), [cz], [], *at(215.0), 20.0, 1.0, "Asia/Seoul", 1, 2, 3)
     assert [e.kind for e in ev] == [EventKind.ZONE_ENTER]
-    # 220 m out with 20 m accuracy: clear by 0 m only, inside the 25 m hysteresis: still in
+    # 40 m out with 20 m accuracy: clear by 20 m, short of twice the accuracy: still in
     state, ev = step_zones(state, [cz], [], *at(240.0), 20.0, 2.0, "Asia/Seoul", 1, 2, 3)
     assert ev == []
-    state, ev = step_zones(state, [cz], [], *at(250.0), 20.0, 3.0, "Asia/Seoul", 1, 2, 3)
+    state, ev = step_zones(state, [cz], [], *at(250.0), 20.0, 2.5, "Asia/Seoul", 1, 2, 3)
+    assert ev == []
+    # 65 m out: the circle is clear by 45 m, more than twice its 20 m radius: out
+    state, ev = step_zones(state, [cz], [], *at(265.0), 20.0, 3.0, "Asia/Seoul", 1, 2, 3)
     assert [e.kind for e in ev] == [EventKind.ZONE_EXIT]
 
 

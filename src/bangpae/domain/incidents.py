@@ -1,16 +1,36 @@
-"""Which events open (or join) an incident, of which kind, at which priority."""
+"""Which events open (or join) an incident, of which kind, at which priority.
+
+The store keeps one open incident per order (or person, for device events) and
+kind. Every event has a kind, so an event that opens nothing can still join the
+timeline of an open incident of its kind: a ``zone_exit`` joins the ``zone``
+incident its ``zone_enter`` opened, a tier change out of breach joins the
+``breach`` incident. The priority says whether the event opens one at all.
+
+- critical: tier changed into breach or uncertain, tamper, sos, retro_breach;
+- high: zone_enter, curfew_violation, approach_fast, disclosure_misuse,
+  case_open, power_cut, position_jump;
+- normal: low_battery, offline, no_fix;
+- none (opens nothing; its kind lets the store attach it to an open one): the rest.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from bangpae.domain.model import Event, EventKind, Tier
 
-CRITICAL, HIGH, NORMAL = "critical", "high", "normal"
+Priority = Literal["critical", "high", "normal"]
+CRITICAL: Priority = "critical"
+HIGH: Priority = "high"
+NORMAL: Priority = "normal"
+PRIORITIES: tuple[Priority, ...] = (CRITICAL, HIGH, NORMAL)
 
-_BY_KIND: dict[EventKind, tuple[str, str]] = {
+_BY_KIND: dict[EventKind, tuple[str, Priority | None]] = {
     EventKind.RETRO_BREACH: ("retro_breach", CRITICAL),
     EventKind.TAMPER: ("tamper", CRITICAL),
     EventKind.SOS: ("sos", CRITICAL),
     EventKind.ZONE_ENTER: ("zone", HIGH),
+    EventKind.ZONE_EXIT: ("zone", None),
     EventKind.CURFEW_VIOLATION: ("curfew", HIGH),
     EventKind.APPROACH_FAST: ("approach_fast", HIGH),
     EventKind.DISCLOSURE_MISUSE: ("disclosure_misuse", HIGH),
@@ -20,26 +40,34 @@ _BY_KIND: dict[EventKind, tuple[str, str]] = {
     EventKind.LOW_BATTERY: ("low_battery", NORMAL),
     EventKind.OFFLINE: ("offline", NORMAL),
     EventKind.NO_FIX: ("no_fix", NORMAL),
+    EventKind.VICTIM_LOCATION_STALE: ("victim_location", None),
 }
 
 
-def _classify(event: Event) -> tuple[str, str] | None:
+def _classify(event: Event) -> tuple[str, Priority | None]:
     if event.kind == EventKind.TIER_CHANGED:
         if event.tier_to == Tier.BREACH:
-            return ("breach", CRITICAL)
+            return "breach", CRITICAL
         if event.tier_to == Tier.UNCERTAIN:
-            return ("signal_lost", CRITICAL)
-        return None
-    return _BY_KIND.get(event.kind)
+            return "signal_lost", CRITICAL
+        if event.tier_from == Tier.UNCERTAIN:
+            return "signal_lost", None  # the signal is back: joins the signal_lost timeline
+        if event.tier_from == Tier.BREACH:
+            return "breach", None
+        return "proximity", None
+    return _BY_KIND.get(event.kind, (event.kind.value, None))
 
 
-def incident_kind(event: Event) -> str | None:
-    """The incident an event belongs to (one open incident per order and kind), or None."""
-    c = _classify(event)
-    return None if c is None else c[0]
+def incident_kind(event: Event) -> str:
+    """The incident kind an event belongs to (one open incident per order and kind)."""
+    return _classify(event)[0]
 
 
-def priority_of(event: Event) -> str | None:
-    """``critical``, ``high`` or ``normal``; None when the event needs no incident."""
-    c = _classify(event)
-    return None if c is None else c[1]
+def priority_of(event: Event) -> Priority | None:
+    """``critical``, ``high`` or ``normal``; None when the event opens no incident."""
+    return _classify(event)[1]
+
+
+def opens_incident(event: Event) -> bool:
+    """Whether an event opens an incident of its kind (or joins the one already open)."""
+    return priority_of(event) is not None

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bangpae.domain import geodesy, tiers
-from bangpae.domain.health import HealthState, step_health
+from bangpae.domain.health import HealthState, HealthThresholds, step_health
 from bangpae.domain.model import (
     Device,
     Event,
@@ -41,6 +41,9 @@ I64 = npt.NDArray[np.int64]
 
 # Implied speed above this between two fixes of one device is a suspected jump (250 km/h).
 JUMP_SPEED_MPS = 250.0 / 3.6
+# Jumps are found on the columns for every fix; the per-device health step only sees
+# messages with alarms or battery, so it must not judge jumps against a stale fix.
+_HEALTH = HealthThresholds(jump_speed_mps=math.inf)
 # A predicted breach sooner than this raises approach_fast; the guard re-arms beyond REARM.
 APPROACH_HORIZON_S = 120.0
 APPROACH_REARM_S = 180.0
@@ -338,7 +341,7 @@ class Engine:
             if f.alarms or f.battery_pct is not None or (state is not None and state.active):
                 slot = int(self._device_slot[f.device_id])
                 pid = self._person_id(int(self.devices.person[slot]))
-                new, found = step_health(state or HealthState(), f, pid)
+                new, found = step_health(state or HealthState(), f, now, _HEALTH, person_id=pid)
                 self._health[f.device_id] = new
                 events.extend(found)
         return events

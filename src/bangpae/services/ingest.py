@@ -206,6 +206,10 @@ class Ingest:
         """Judge late fixes against the partner's stored fix of that time."""
         out: list[Event] = []
         for fix in late:
+            if fix.alarms:
+                device = self.store.get_device(fix.device_id)
+                person = device.person_id if device is not None else None
+                out.extend(retro.evaluate_late_alarms(fix, person))
             for order, partner_devices in self._orders_with_partner_devices(fix.device_id):
                 partner = self.store.fix_at_or_before(partner_devices, fix.fix_time, RETRO_WINDOW_S)
                 out.extend(

@@ -61,7 +61,12 @@ def victim_status(
         entry = {
             "order_id": order.id,
             **disclosure.victim_view(
-                view.tier, view.distance_m, margin, view.offender, now, view.misuse_paused
+                view.tier,
+                view.distance_m,
+                view.offender,
+                now,
+                view.misuse_paused,
+                margin_m=margin,
             ),
         }
         if entry["offender"] is not None:
