@@ -52,6 +52,29 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often timers (offline, stale) are checked."
     )
 
+    tile_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        max_length=300,
+        description="Map tiles for the apps ({z}/{x}/{y}); empty: no base map. "
+        "A tile server learns which area is viewed: run your own for production.",
+    )
+
+    @field_validator("tile_url")
+    @classmethod
+    def _tiles(cls, v: str) -> str:
+        if v and not (v.startswith("https://") or v.startswith("http://127.0.0.1")):
+            raise ValueError("tile_url must be https:// (or a loopback server), or empty")
+        if v and not all(k in v for k in ("{z}", "{x}", "{y}")):
+            raise ValueError("tile_url needs {z}, {x} and {y}")
+        return v
+
+    def tile_origin(self) -> str:
+        """The scheme and host of the tile server, for the content security policy."""
+        if not self.tile_url:
+            return ""
+        scheme, _, rest = self.tile_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
     @field_validator("http", "osmand", "gt06", "h02")
     @classmethod
     def _listen(cls, v: str) -> str:

@@ -48,6 +48,7 @@ class Server:
             **os.environ,
             "BANGPAE_DATA_DIR": str(self.data_dir),
             "BANGPAE_LOG_LEVEL": "WARNING",
+            "BANGPAE_TILE_URL": "",  # no base map: tests stay off the internet
         }
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,13 +11,18 @@ from starlette.responses import Response
 
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
-from bangpae.api import problems, streams
+from bangpae.api import apps, problems, streams
 from bangpae.api.routes import api, root
+from bangpae.web import content_security_policy, mount_web
 
 MAX_BODY = 1_000_000
 
 
 class _Hardening(BaseHTTPMiddleware):
+    def __init__(self, app: Any, csp: str) -> None:
+        super().__init__(app)
+        self.csp = csp
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
@@ -27,6 +32,10 @@ class _Hardening(BaseHTTPMiddleware):
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
+        if not request.url.path.startswith("/api/v1/docs"):  # the API explorer is not ours
+            response.headers.setdefault("Content-Security-Policy", self.csp)
+        if request.url.scheme == "https":
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
 
@@ -41,9 +50,11 @@ def create_app(ctx: Any) -> FastAPI:
     )
     app.state.ctx = ctx
     problems.install(app)
-    app.add_middleware(_Hardening)
+    app.add_middleware(_Hardening, csp=content_security_policy(ctx.settings.tile_origin()))
     app.include_router(root)
     app.include_router(api)
     app.include_router(streams.router)
+    app.include_router(apps.router)
+    mount_web(app, ctx.settings)
     app.include_router(owntracks_router(ctx))
     return app

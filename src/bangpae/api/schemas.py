@@ -138,3 +138,31 @@ class IncidentPublic(BaseModel):
     person_id: int | None
     opened_at: str
     late: bool = False
+
+
+class OwnLocation(Strict):
+    """The holder's own position, from the browser's Geolocation API."""
+
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    accuracy_m: float | None = Field(None, ge=0, le=100000, allow_inf_nan=False)
+    speed_mps: float | None = Field(None, ge=0, le=350, allow_inf_nan=False)
+    heading_deg: float | None = Field(None, ge=0, lt=360, allow_inf_nan=False)
+    battery_pct: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    fix_time: datetime | None = Field(None, description="When the position was taken (with zone).")
+
+
+class SosRequest(Strict):
+    """An SOS from the protected person; the position is optional (the phone may have none)."""
+
+    lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False)
+    lon: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False)
+    accuracy_m: float | None = Field(None, ge=0, le=100000, allow_inf_nan=False)
+    silent: bool = False
+
+
+class FieldOutcome(Strict):
+    """How a dispatch ended."""
+
+    outcome: Literal["resolved", "false_alarm"]
+    note: str = Field("", max_length=2000)

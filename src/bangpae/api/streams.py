@@ -20,6 +20,7 @@ from bangpae.services.auth import Principal, read_token
 
 router = APIRouter(prefix="/api/v1")
 AUTH_TIMEOUT_S = 10.0
+HEARTBEAT_S = 20.0
 STAFF = ("operator", "supervisor")
 
 
@@ -80,8 +81,12 @@ async def victim_stream(ws: WebSocket) -> None:
             if shape != last:
                 await ws.send_json({"type": "status", **status})
                 last = shape
-            while not (await q.get()) & mine:
-                pass
+            while True:  # a heartbeat when quiet, so the app can tell a live link from a dead one
+                try:
+                    if await asyncio.wait_for(q.get(), HEARTBEAT_S) & mine:
+                        break
+                except TimeoutError:
+                    await ws.send_json({"type": "heartbeat"})
     except WebSocketDisconnect:
         pass
     finally:

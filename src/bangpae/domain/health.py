@@ -48,6 +48,7 @@ ALARM_EVENTS: dict[str, EventKind] = {
     Alarm.CASE_OPEN: EventKind.CASE_OPEN,
     Alarm.POWER_CUT: EventKind.POWER_CUT,
     Alarm.SOS: EventKind.SOS,
+    Alarm.SOS_SILENT: EventKind.SOS,
 }
 _LEVELS = {"ok": 0, "warning": 1, "critical": 2}
 

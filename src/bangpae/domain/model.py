@@ -38,6 +38,7 @@ class Alarm(StrEnum):
     """Alarms a device may report with a message."""
 
     SOS = "sos"
+    SOS_SILENT = "sos_silent"  # an SOS the sender cannot be called back on
     TAMPER = "tamper"
     CASE_OPEN = "case_open"
     POWER_CUT = "power_cut"

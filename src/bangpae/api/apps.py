@@ -1,0 +1,246 @@
+"""Routes of the two mobile apps: the protected person's and the field officer's.
+
+Both apps report their holder's own position as fixes of an ``api`` device bound to
+that person (registered on first use), so they pass through the same ingest as any
+tracker: stored before the reply, evaluated, and acknowledged only then.
+
+A field officer sees only the incidents dispatched to them, and only while the
+dispatch is open; the position shown for one is read through the disclosure
+policy and audited with the purpose ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from bangpae.api.deps import Ctx, RequestId, require
+from bangpae.api.schemas import FieldOutcome, IncidentAction, OwnLocation, SosRequest
+from bangpae.domain import disclosure
+from bangpae.domain.disclosure import iso
+from bangpae.domain.model import Alarm, DeviceKind, Fix
+from bangpae.services.auth import Principal
+
+router = APIRouter(prefix="/api/v1")
+Victim = Annotated[Principal, Depends(require("victim"))]
+Officer = Annotated[Principal, Depends(require("field_officer"))]
+
+FUTURE_S = 300.0  # a fix may be at most this far in the future
+TARGET_WINDOW_S = 3600.0  # the newest position shown for a dispatch is at most this old
+# Whose position an officer is sent to: the protected person when she is in danger,
+# the supervised person when his device is the concern.
+_TO_VICTIM = frozenset({"breach", "sos", "approach_fast", "signal_lost", "retro_breach"})
+
+
+def _app_device(ctx: Any, person_id: int, kind: str) -> int:
+    """The person's app device, registered on first use."""
+    for did in ctx.store.device_ids_of_person(person_id):
+        device = ctx.store.get_device(did)
+        if device is not None and device.protocol == "api":
+            return int(did)
+    did = ctx.store.add_device(f"app-{person_id}", kind, "api", person_id, at=ctx.clock.now())
+    return int(did)
+
+
+async def _submit_own(ctx: Any, who: Principal, fix_of: Any, kind: str) -> int:
+    if who.person_id is None:
+        raise HTTPException(403, "this account is not bound to a person")
+    did = await asyncio.to_thread(_app_device, ctx, who.person_id, kind)
+    if not ctx.engine.knows_device(did):  # a new device: the engine learns of it
+        await ctx.ingest.reload_registry()
+    ids = await ctx.ingest.submit([fix_of(did)])
+    return len(ids)
+
+
+def _own_fix(body: OwnLocation, device_id: int, now: float, alarms: frozenset[str]) -> Fix:
+    if body.fix_time is not None and body.fix_time.tzinfo is None:
+        raise HTTPException(422, "fix_time needs a zone, e.g. 2026-11-23T09:00:00+09:00")
+    t = body.fix_time.timestamp() if body.fix_time is not None else now
+    if t > now + FUTURE_S:
+        raise HTTPException(422, "fix_time is more than 5 minutes in the future")
+    return Fix(
+        device_id,
+        t,
+        body.lat,
+        body.lon,
+        body.accuracy_m,
+        body.speed_mps,
+        body.heading_deg,
+        body.battery_pct,
+        True,
+        alarms,
+        now,
+    )
+
+
+@router.post("/victim/location", status_code=202, tags=["victim"])
+async def victim_location(body: OwnLocation, ctx: Ctx, who: Victim) -> dict[str, Any]:
+    """Her own position from the app; stored and evaluated before the reply."""
+    now = ctx.clock.now()
+    n = await _submit_own(
+        ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
+    )
+    return {"accepted": n}
+
+
+@router.post("/victim/sos", status_code=201, tags=["victim"])
+async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
+    """SOS: a critical incident with her position (if the phone has one), at once.
+
+    A silent SOS is marked so that operators do not call her back.
+    """
+    now = ctx.clock.now()
+    alarm = Alarm.SOS_SILENT.value if body.silent else Alarm.SOS.value
+    has_position = body.lat is not None and body.lon is not None
+
+    def fix_of(did: int) -> Fix:
+        return Fix(
+            did,
+            now,
+            body.lat if has_position else 0.0,  # type: ignore[arg-type]
+            body.lon if has_position else 0.0,  # type: ignore[arg-type]
+            body.accuracy_m,
+            None,
+            None,
+            None,
+            has_position,
+            frozenset({alarm}),
+            now,
+        )
+
+    await _submit_own(ctx, who, fix_of, DeviceKind.PHONE.value)
+    return {"sent": True, "silent": body.silent, "at": iso(now)}
+
+
+# -- field officers -----------------------------------------------------------------------
+
+
+def _dispatched_to(record: Any, person_id: int | None) -> bool:
+    """Whether the incident's current dispatch names this officer."""
+    if person_id is None or record.status not in ("dispatched", "on_scene"):
+        return False
+    dispatches = [e for e in record.timeline if e["action"] == "dispatch"]
+    return bool(dispatches) and dispatches[-1]["data"].get("officer_id") == person_id
+
+
+def _my_dispatches(ctx: Any, who: Principal) -> list[Any]:
+    out = []
+    for status in ("dispatched", "on_scene"):
+        for row in ctx.store.incidents(status, 1000):
+            record = ctx.store.get_incident(row.id)
+            if record is not None and _dispatched_to(record, who.person_id):
+                out.append(record)
+    return out
+
+
+def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict[str, Any] | None:
+    """Where the officer should go, read through the policy and audited."""
+    if not disclosure.can_read_position(who.role, "dispatched", "dispatch"):
+        return None
+    person = record.person_id
+    order = ctx.store.get_order(record.order_id) if record.order_id is not None else None
+    if order is not None:
+        person = order.victim_id if record.kind in _TO_VICTIM else order.offender_id
+    if person is None:
+        return None
+    devices = ctx.store.device_ids_of_person(person)
+    fix = ctx.store.fix_at_or_before(devices, now, TARGET_WINDOW_S)
+    if fix is None:
+        return None
+    ctx.store.audit_append(
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action="read_position",
+        subject=f"incident:{record.id}/person:{person}",
+        purpose="dispatch",
+        fields=["lat", "lon", "accuracy_m"],
+        at=now,
+        request_id=rid,
+    )
+    return {
+        "whom": "victim" if order is not None and person == order.victim_id else "offender",
+        **disclosure.offender_position(fix, now),
+    }
+
+
+def _dispatch_public(ctx: Any, who: Principal, r: Any, now: float, rid: str) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "kind": r.kind,
+        "priority": r.priority,
+        "status": r.status,
+        "order_id": r.order_id,
+        "opened_at": iso(r.opened_at),
+        "target": _target(ctx, who, r, now, rid),
+        "notes": [
+            {"at": iso(e["at"]), "action": e["action"], "note": e["note"]}
+            for e in r.timeline
+            if e["action"] in ("acknowledge", "dispatch", "on_scene") and e["note"]
+        ],
+    }
+
+
+@router.get("/field/dispatches", tags=["field"])
+async def field_dispatches(ctx: Ctx, who: Officer, rid: RequestId) -> dict[str, Any]:
+    """The incidents dispatched to me and still open, each with where to go."""
+    now = ctx.clock.now()
+
+    def read() -> list[dict[str, Any]]:
+        return [_dispatch_public(ctx, who, r, now, rid) for r in _my_dispatches(ctx, who)]
+
+    return {"dispatches": await asyncio.to_thread(read), "at": iso(now)}
+
+
+async def _own_dispatch(ctx: Any, who: Principal, incident_id: int) -> Any:
+    record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
+    if record is None or not _dispatched_to(record, who.person_id):
+        # whether it exists is not the officer's business unless it is theirs
+        raise HTTPException(404, f"no open dispatch {incident_id} for you")
+    return record
+
+
+@router.post("/field/dispatches/{incident_id}/arrive", tags=["field"])
+async def field_arrive(
+    incident_id: int, body: IncidentAction, ctx: Ctx, who: Officer
+) -> dict[str, Any]:
+    """I am on scene."""
+    await _own_dispatch(ctx, who, incident_id)
+    r = await asyncio.to_thread(
+        ctx.store.incident_action,
+        incident_id,
+        "on_scene",
+        f"user:{who.user_id}:{who.username}",
+        ctx.clock.now(),
+        body.note,
+    )
+    return {"id": r.id, "status": r.status}
+
+
+@router.post("/field/dispatches/{incident_id}/outcome", tags=["field"])
+async def field_outcome(
+    incident_id: int, body: FieldOutcome, ctx: Ctx, who: Officer
+) -> dict[str, Any]:
+    """How it ended: resolved or a false alarm, with a note."""
+    await _own_dispatch(ctx, who, incident_id)
+    step = "false_alarm" if body.outcome == "false_alarm" else "resolve"
+    r = await asyncio.to_thread(
+        ctx.store.incident_action,
+        incident_id,
+        step,
+        f"user:{who.user_id}:{who.username}",
+        ctx.clock.now(),
+        body.note,
+    )
+    return {"id": r.id, "status": r.status}
+
+
+@router.post("/field/location", status_code=202, tags=["field"])
+async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str, Any]:
+    """The officer's own position while on duty (for dispatch suggestions)."""
+    now = ctx.clock.now()
+    n = await _submit_own(
+        ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
+    )
+    return {"accepted": n}

@@ -1,0 +1,59 @@
+// Offline shell for the victim and field apps. The API is never cached: a status
+// shown from a cache would be a stale status shown as current.
+const VERSION = "bangpae-shell-v1";
+const scope = new URL(self.registration.scope).pathname; // "/app/" or "/field/"
+const SHARED = [
+  "/static/css/app.css",
+  "/static/js/common.js",
+  "/static/js/map.js",
+  "/static/leaflet/leaflet.css",
+  "/static/leaflet/leaflet-src.esm.js",
+  "/static/locales/ko.json",
+  "/static/locales/en.json",
+  "/static/icons/shield.svg",
+  "/today",
+  "/static/css/today.css",
+];
+const SHELL = [scope, `${scope}manifest.webmanifest`, scope === "/field/" ? "/static/js/field.js" : "/static/js/victim.js", ...SHARED];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(VERSION).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((keys) => Promise.all(keys.filter((k) => k !== VERSION).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim()),
+  );
+});
+
+self.addEventListener("fetch", (event) => {
+  const url = new URL(event.request.url);
+  if (event.request.method !== "GET" || url.origin !== location.origin || url.pathname.startsWith("/api/")) {
+    return; // the network, always
+  }
+  // Network first, so an update shows at once; the cached shell when offline.
+  event.respondWith(
+    fetch(event.request)
+      .then((r) => {
+        if (r.ok && SHELL.includes(url.pathname)) {
+          const copy = r.clone();
+          caches.open(VERSION).then((c) => c.put(url.pathname, copy));
+        }
+        return r;
+      })
+      .catch(() => caches.match(url.pathname).then((hit) => hit || Response.error())),
+  );
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  event.waitUntil(
+    self.clients.matchAll({ type: "window" }).then((list) => {
+      const open = list.find((c) => new URL(c.url).pathname.startsWith(scope));
+      return open ? open.focus() : self.clients.openWindow(scope);
+    }),
+  );
+});
