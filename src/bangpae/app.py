@@ -18,12 +18,14 @@ from prometheus_client.registry import Collector
 
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
+from bangpae.adapters.notify import LogChannel, WebhookChannel
 from bangpae.adapters.store import Store
 from bangpae.config import Settings, parse_listen
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.ingest import Clock, Ingest
+from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
 
 log = logging.getLogger("bangpae")
 
@@ -58,6 +60,8 @@ class AppContext:
     secret: bytes
     metrics: CollectorRegistry
     commands: CommandHub = field(default_factory=CommandHub)
+    escalation: Escalation | None = None
+    handoffs: Handoffs | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -66,14 +70,25 @@ class AppContext:
         return self.ingest.engine
 
     async def start(self) -> None:
-        """Bring the schema up to date and start the ingest worker."""
+        """Start the ingest worker, the escalation timers and pending hand-off deliveries."""
         await self.ingest.start(tick_s=self.settings.tick_s)
         self._tasks.append(asyncio.create_task(run_pursuit(self, self.commands)))
+        if self.escalation is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    run_escalation(self.escalation, self.clock, self.settings.tick_s),
+                    name="escalation",
+                )
+            )
+        if self.handoffs is not None:
+            await self.handoffs.resume()
 
     async def stop(self) -> None:
         """Drain and stop, then release the store."""
         for task in self._tasks:
             task.cancel()
+        if self.handoffs is not None:
+            await self.handoffs.stop()
         await self.ingest.stop()
         self.store.close()
 
@@ -96,8 +111,25 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         else load_or_create_secret(settings.data_dir / "secret.key")
     )
     ctx = AppContext(settings, store, ingest, clock, bus, secret, CollectorRegistry())
+    ctx.escalation = Escalation(store, bus, settings.escalate_after_s, settings.escalate_every_s)
+    ctx.handoffs = Handoffs(
+        store,
+        clock,
+        handoff_channels(settings),
+        settings.base_url(),
+        settings.handoff_retry_base_s,
+        settings.handoff_max_attempts,
+    )
     ctx.metrics.register(_IngestCollector(ctx))
     return ctx
+
+
+def handoff_channels(settings: Settings) -> dict[str, Channel]:
+    """The police hand-off channels: the webhook when configured, and the log sinks."""
+    channels: dict[str, Channel] = {"email": LogChannel("email"), "sms": LogChannel("sms")}
+    if settings.handoff_webhook_url and settings.handoff_secret:
+        channels["webhook"] = WebhookChannel(settings.handoff_webhook_url, settings.handoff_secret)
+    return channels
 
 
 class _Server(uvicorn.Server):

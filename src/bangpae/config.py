@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     tick_s: float = Field(
         1.0, gt=0, le=60, description="How often timers (offline, stale) are checked."
     )
-
     tile_url: str = Field(
         "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
         max_length=300,
@@ -107,3 +106,56 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'bangpae.sqlite').resolve()}"
+
+    # -- control-centre response ---------------------------------------------------------
+
+    escalate_after_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="An unacknowledged critical incident pages the supervisor this long "
+        "after it opened.",
+    )
+    escalate_every_s: float = Field(
+        60.0, gt=0, le=3600, description="Pages repeat this often until someone acknowledges."
+    )
+    dispatch_speed_kmh: float = Field(
+        40.0, gt=0, le=300, description="Speed assumed for a field officer's travel time."
+    )
+    public_url: str | None = Field(
+        None,
+        max_length=300,
+        description="Base URL the police reach this service at, for live-position links; "
+        "default http://HTTP (the API listener).",
+    )
+    handoff_webhook_url: str | None = Field(
+        None, max_length=500, description="Where police hand-offs are POSTed as signed JSON."
+    )
+    handoff_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="HMAC-SHA256 key signing hand-off webhooks (X-Bangpae-Signature).",
+    )
+    handoff_retry_base_s: float = Field(
+        1.0, gt=0, le=300, description="First retry delay of a hand-off; doubles each attempt."
+    )
+    handoff_max_attempts: int = Field(
+        6, ge=1, le=20, description="Delivery attempts of a hand-off before it is failed."
+    )
+
+    @model_validator(mode="after")
+    def _signed_handoffs(self) -> Settings:
+        if self.handoff_webhook_url and not self.handoff_secret:
+            raise ValueError("handoff_webhook_url needs handoff_secret: hand-offs are signed")
+        if self.handoff_webhook_url and not self.handoff_webhook_url.startswith(
+            ("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")
+        ):
+            raise ValueError("handoff_webhook_url must be https:// (or a loopback server)")
+        return self
+
+    def base_url(self) -> str:
+        """The URL links given to people outside the service start with."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        addr = parse_listen(self.http, "127.0.0.1")
+        return f"http://{addr[0]}:{addr[1]}" if addr else "http://127.0.0.1:8080"

@@ -25,6 +25,7 @@ EXPECTED: dict[EventKind, tuple[str, str | None]] = {
     EventKind.OFFLINE: ("offline", "normal"),
     EventKind.NO_FIX: ("no_fix", "normal"),
     EventKind.VICTIM_LOCATION_STALE: ("victim_location", None),
+    EventKind.INCIDENT_ESCALATED: ("incident_escalated", None),
 }
 
 

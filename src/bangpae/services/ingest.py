@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bangpae.domain import incidents, retro
+from bangpae.domain import incidents, playbooks, retro
 from bangpae.domain.model import Event, Fix
 from bangpae.engine.engine import Engine
 
@@ -78,6 +78,8 @@ class Ingest:
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._watchers: set[asyncio.Queue[set[int]]] = set()
+        # orders whose profile changes which incidents events open (kr, the default, does not)
+        self._profiles: dict[int, str] = {}
         # The one writer thread: commits never wait behind readers in the shared pool.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
 
@@ -105,6 +107,7 @@ class Ingest:
     async def reload_registry(self, restore: bool = False) -> None:
         """Load people, devices and orders (after a change); on start also live state."""
         people, devices, orders = await asyncio.to_thread(self.store.load_all)
+        self._profiles = {o.id: o.profile for o in orders if o.profile != "kr"}
         async with self._lock:
             if restore:
                 self.engine = Engine()
@@ -199,8 +202,18 @@ class Ingest:
     ) -> tuple[list[int], list[Event]]:
         """Runs in a worker thread: retro evaluation of late fixes, then one transaction."""
         events = events + self._retro(late)
-        plans = [(e, incidents.incident_kind(e), incidents.priority_of(e)) for e in events]
-        return self.store.record_batch(fixes, late_flags, plans)  # type: ignore[no-any-return]
+        return self.store.record_batch(fixes, late_flags, self._plans(events))  # type: ignore[no-any-return]
+
+    def _plans(self, events: list[Event]) -> list[tuple[Event, str, incidents.Priority | None]]:
+        """Each event with the incident kind it opens or joins, and at which priority."""
+        out = []
+        for e in events:
+            kind, priority = incidents.incident_kind(e), incidents.priority_of(e)
+            profile = self._profiles.get(e.order_id) if e.order_id is not None else None
+            if profile is not None:
+                kind, priority = playbooks.profile_incident(profile, e, kind, priority)
+            out.append((e, kind, priority))
+        return out
 
     def _retro(self, late: list[Fix]) -> list[Event]:
         """Judge late fixes against the partner's stored fix of that time."""
@@ -240,9 +253,8 @@ class Ingest:
             events = self.engine.tick(self.clock.now())
         if not events:
             return []
-        plans = [(e, incidents.incident_kind(e), incidents.priority_of(e)) for e in events]
         _, new_events = await asyncio.get_running_loop().run_in_executor(
-            self._writer, self.store.record_batch, [], [], plans
+            self._writer, self.store.record_batch, [], [], self._plans(events)
         )
         if new_events:
             await self.bus.publish(new_events)

@@ -172,3 +172,38 @@ audit = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# -- police hand-off (schema 0004) ------------------------------------------------------
+
+handoffs = Table(
+    "handoffs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    # pending, delivered, failed (every attempt failed), logged (a log-sink channel)
+    Column("status", String(16), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("summary", JSON, nullable=False),
+    # SHA-256 of the live-position token, to find the hand-off a link belongs to
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("closed_at", Float),
+    Column("closed_by", String(100)),
+    Index("ix_handoffs_incident", "incident_id", "id"),
+)
+
+handoff_attempts = Table(
+    "handoff_attempts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("handoff_id", Id, ForeignKey("handoffs.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("http_status", Integer),
+    Column("error", Text, nullable=False, default=""),
+    UniqueConstraint("handoff_id", "attempt", name="uq_handoff_attempts_attempt"),
+)

@@ -47,6 +47,7 @@ from sqlalchemy.pool import StaticPool
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.adapters.store.response import ResponseStore
 from bangpae.domain.model import (
     Device,
     DeviceKind,
@@ -195,7 +196,7 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Store:
+class Store(ResponseStore):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``)."""
 
     def __init__(self, url: str) -> None:

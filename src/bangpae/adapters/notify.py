@@ -1,0 +1,62 @@
+"""Hand-off channels: a signed webhook, and a log sink standing in for e-mail and SMS."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+import httpx
+
+from bangpae.services.response import Delivery
+
+log = logging.getLogger("bangpae.handoff")
+SIGNATURE_HEADER = "X-Bangpae-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 of the raw body under the shared secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str) -> bool:
+    """Whether a signature header matches the body (constant-time)."""
+    return hmac.compare_digest(sign(secret, body), header)
+
+
+class WebhookChannel:
+    """POSTs the case summary as JSON, signed; any 2xx reply is a delivery."""
+
+    def __init__(self, url: str, secret: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.secret = secret
+        self.timeout_s = timeout_s
+
+    async def send(self, handoff_id: int, attempt: int, body: bytes) -> Delivery:
+        """One signed POST of ``body``."""
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self.secret, body),
+            "X-Bangpae-Handoff": str(handoff_id),
+            "X-Bangpae-Attempt": str(attempt),
+        }
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                r = await client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Delivery("failed", None, f"{type(exc).__name__}: {exc}"[:500])
+        if 200 <= r.status_code < 300:
+            return Delivery("delivered", r.status_code)
+        return Delivery("failed", r.status_code, r.text[:500])
+
+
+class LogChannel:
+    """Writes the hand-off to the log, where an e-mail or SMS gateway picks it up."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def send(self, handoff_id: int, attempt: int, body: bytes) -> Delivery:
+        """Log the summary; always ``logged``."""
+        log.warning("hand-off %d via %s: %s", handoff_id, self.name, body.decode())
+        return Delivery("logged")
