@@ -377,6 +377,9 @@ async def test_a_breach_is_worked_through_its_profiles_playbook(env: Env, profil
     env.clock.set(T0 + 75)
     r = await api.post(f"{url}/acknowledge", json={"note": "on it"}, headers=h)
     assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+    times = (await api.get(url, headers=h)).json()["response_times"]
+    assert times["to_acknowledge_s"] is not None and times["to_acknowledge_s"] > 60, times
+    assert times["to_dispatch_s"] is None, times
 
     # the operator works down the checklist; dispatch and the police hand-off tick
     # their own steps off

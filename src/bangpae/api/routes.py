@@ -27,6 +27,7 @@ from bangpae.api.schemas import (
 )
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
+from bangpae.domain.response import response_times
 from bangpae.domain.zones import compile_zone
 from bangpae.services import queries
 from bangpae.services.auth import Principal, hash_password, issue_token, verify_password
@@ -291,7 +292,16 @@ async def get_incident(incident_id: int, ctx: Ctx, who: Staff) -> dict[str, Any]
     i = await asyncio.to_thread(ctx.store.get_incident, incident_id)
     if i is None:
         raise HTTPException(404, f"incident {incident_id} does not exist")
-    return {**_incident_public(i), "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline]}
+    return _incident_full(i)
+
+
+def _incident_full(i: Any) -> dict[str, Any]:
+    """An incident with its timeline and its times to acknowledge, dispatch and on-scene."""
+    return {
+        **_incident_public(i),
+        "response_times": response_times(i.opened_at, i.timeline),
+        "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline],
+    }
 
 
 @api.post("/incidents/{incident_id}/{action}", tags=["incidents"])
@@ -321,7 +331,7 @@ async def act_on_incident(
         body.note,
         data,
     )
-    return {**_incident_public(i), "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline]}
+    return _incident_full(i)
 
 
 @api.get("/devices/{ref}/fixes", tags=["devices"])
