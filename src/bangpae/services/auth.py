@@ -11,20 +11,9 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-ROLES = frozenset(
-    {
-        "victim",
-        "offender",
-        "operator",
-        "supervisor",
-        "field_officer",
-        "police",
-        "clerk",
-        "judge",
-        "auditor",
-        "admin",
-    }
-)
+from bangpae.domain import disclosure
+
+ROLES = frozenset(disclosure.ROLES)  # the roles of DESIGN §1
 STAFF_ROLES = frozenset({"operator", "supervisor"})
 _HASHER = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory profile
 # A hash to verify against when the user does not exist, so timing does not tell.
