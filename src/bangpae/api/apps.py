@@ -21,6 +21,7 @@ from bangpae.api.schemas import FieldOutcome, IncidentAction, OwnLocation, SosRe
 from bangpae.domain import disclosure
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, Fix
+from bangpae.services import queries
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1")
@@ -149,15 +150,15 @@ def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict
     fix = ctx.store.fix_at_or_before(devices, now, TARGET_WINDOW_S)
     if fix is None:
         return None
-    ctx.store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action="read_position",
-        subject=f"incident:{record.id}/person:{person}",
-        purpose="dispatch",
-        fields=["lat", "lon", "accuracy_m"],
-        at=now,
-        request_id=rid,
+    queries.audit_read(
+        ctx.store,
+        f"user:{who.user_id}:{who.username}",
+        who.role,
+        f"incident:{record.id}/person:{person}",
+        "dispatch",
+        ["lat", "lon", "accuracy_m"],
+        now,
+        rid,
     )
     return {
         "whom": "victim" if order is not None and person == order.victim_id else "offender",

@@ -9,6 +9,29 @@ from bangpae.domain.model import Tier
 from bangpae.services.auth import Principal
 
 
+def audit_read(
+    store: Any,
+    actor: str,
+    role: str,
+    subject: str,
+    purpose: str,
+    fields: list[str],
+    now: float,
+    request_id: str | None,
+) -> None:
+    """The audit record of one read that returned a position."""
+    store.audit_append(
+        actor=actor,
+        role=role,
+        action="read_position",
+        subject=subject,
+        purpose=purpose,
+        fields=fields,
+        at=now,
+        request_id=request_id,
+    )
+
+
 def _audit(
     store: Any,
     who: Principal,
@@ -18,16 +41,8 @@ def _audit(
     now: float,
     request_id: str | None,
 ) -> None:
-    store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action="read_position",
-        subject=subject,
-        purpose=purpose,
-        fields=fields,
-        at=now,
-        request_id=request_id,
-    )
+    actor = f"user:{who.user_id}:{who.username}"
+    audit_read(store, actor, who.role, subject, purpose, fields, now, request_id)
 
 
 def victim_status(

@@ -33,6 +33,7 @@ from bangpae.domain.response import (
     response_times,
 )
 from bangpae.services.auth import Principal
+from bangpae.services.queries import audit_read
 
 log = logging.getLogger(__name__)
 
@@ -229,28 +230,6 @@ def parties_positions(store: Any, incident: Any, now: float) -> dict[str, dict[s
     return out
 
 
-def _audit(
-    store: Any,
-    actor: str,
-    role: str,
-    subject: str,
-    purpose: str,
-    fields: list[str],
-    now: float,
-    request_id: str | None,
-) -> None:
-    store.audit_append(
-        actor=actor,
-        role=role,
-        action="read_position",
-        subject=subject,
-        purpose=purpose,
-        fields=fields,
-        at=now,
-        request_id=request_id,
-    )
-
-
 def suggest_officers(
     store: Any,
     incident_id: int,
@@ -286,7 +265,7 @@ def suggest_officers(
                 }
             )
         officers.sort(key=lambda o: (o["distance_m"], o["officer_id"]))
-    _audit(
+    audit_read(
         store,
         _actor(who),
         who.role,
@@ -413,7 +392,7 @@ class Handoffs:
             "handed_off_by": who.username,
         }
         # the positions leave the service: the read is audited like any other
-        _audit(
+        audit_read(
             self.store,
             _actor(who),
             who.role,
@@ -544,7 +523,7 @@ class Handoffs:
             return None
         now = self.clock.now()
         positions = parties_positions(self.store, incident, now)
-        _audit(
+        audit_read(
             self.store,
             f"handoff:{record.id}",
             "police",
