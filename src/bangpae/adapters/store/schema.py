@@ -37,6 +37,8 @@ people = Table(
     Column("id", Id, primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("name", String(200), nullable=False),
+    # for the SMS/voice gateway (schema 0005)
+    Column("phone", String(64)),
     Column("created_at", Float, nullable=False),
 )
 
@@ -206,4 +208,41 @@ handoff_attempts = Table(
     Column("http_status", Integer),
     Column("error", Text, nullable=False, default=""),
     UniqueConstraint("handoff_id", "attempt", name="uq_handoff_attempts_attempt"),
+)
+
+# -- notices to victims and staff, Web Push subscriptions (schema 0005) ----------------
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id")),
+    # victim: one person; staff: every user of a role
+    Column("audience", String(16), nullable=False),
+    Column("person_id", Id, ForeignKey("people.id")),
+    Column("role", String(16)),
+    Column("kind", String(32), nullable=False),
+    Column("priority", String(16), nullable=False),
+    # notices with the same key inside the kind's window are sent once
+    Column("dedup_key", String(200), nullable=False),
+    # {"ko": ..., "en": ...}: never a position or a distance (lock screens are seen by others)
+    Column("text", JSON, nullable=False),
+    # channel -> outcome, e.g. {"stream": "sent", "push": "sent 2/2", "sms": "logged"}
+    Column("delivery", JSON, nullable=False),
+    Index("ix_notices_dedup", "dedup_key", "at"),
+    Index("ix_notices_person", "person_id", "id"),
+)
+
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False),
+    Column("endpoint", String(1000), nullable=False, unique=True),
+    Column("p256dh", String(200), nullable=False),
+    Column("auth", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_ok_at", Float),
+    Column("failures", Integer, nullable=False, default=0),
 )
