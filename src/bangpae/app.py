@@ -18,13 +18,14 @@ from prometheus_client.registry import Collector
 
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
-from bangpae.adapters.notify import LogChannel, WebhookChannel
+from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.store import Store
 from bangpae.config import Settings, parse_listen
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.ingest import Clock, Ingest
+from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
 
 log = logging.getLogger("bangpae")
@@ -46,6 +47,12 @@ class _IngestCollector(Collector):
         e = self.ctx.engine
         yield GaugeMetricFamily("bangpae_orders", "Orders known to the engine", value=e.orders.n)
         yield GaugeMetricFamily("bangpae_devices", "Devices known to the engine", value=e.devices.n)
+        if self.ctx.notifier is not None:
+            n = self.ctx.notifier.stats
+            yield CounterMetricFamily("bangpae_notices_sent", "Notices sent", value=n.sent)
+            yield CounterMetricFamily(
+                "bangpae_notices_suppressed", "Notices suppressed as duplicates", value=n.suppressed
+            )
 
 
 @dataclass
@@ -62,6 +69,8 @@ class AppContext:
     commands: CommandHub = field(default_factory=CommandHub)
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
+    notifier: Notifier | None = None
+    push_key: str = ""  # the VAPID public key browsers subscribe with
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -78,6 +87,13 @@ class AppContext:
                 asyncio.create_task(
                     run_escalation(self.escalation, self.clock, self.settings.tick_s),
                     name="escalation",
+                )
+            )
+        if self.notifier is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    run_notices(self.notifier, self.bus, self.ingest, self.settings.tick_s),
+                    name="notices",
                 )
             )
         if self.handoffs is not None:
@@ -120,8 +136,22 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         settings.handoff_retry_base_s,
         settings.handoff_max_attempts,
     )
+    ctx.notifier, ctx.push_key = notifier(settings, store, clock)
     ctx.metrics.register(_IngestCollector(ctx))
     return ctx
+
+
+def notifier(settings: Settings, store: Store, clock: Clock) -> tuple[Notifier, str]:
+    """Notices to victims and staff: the open apps, Web Push (keys made on first start), SMS."""
+    from bangpae.adapters.webpush import PushChannel, application_server_key, load_or_create_vapid
+
+    vapid = load_or_create_vapid(settings.data_dir / "vapid-private.pem")
+    channels: list[NoticeChannel] = [
+        PushChannel(store, clock, vapid, settings.push_subject, settings.push_hosts())
+    ]
+    if settings.sms_gateway == "log":
+        channels.append(SmsChannel(store, LogGateway("sms")))
+    return Notifier(store, clock, StreamHub(), channels), application_server_key(vapid)
 
 
 def handoff_channels(settings: Settings) -> dict[str, Channel]:

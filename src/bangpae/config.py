@@ -20,6 +20,17 @@ def parse_listen(value: str, default_host: str = "0.0.0.0") -> tuple[str, int] |
     return (host.strip("[]") or default_host, int(port))
 
 
+# The push services of Chrome/Edge/Opera (FCM), Firefox (Mozilla), Safari (Apple), Windows.
+DEFAULT_PUSH_HOSTS: tuple[str, ...] = (
+    "fcm.googleapis.com",
+    "android.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+)
+
+
 class Settings(BaseSettings):
     """Everything bangpae can be told; defaults are safe for one machine."""
 
@@ -142,6 +153,32 @@ class Settings(BaseSettings):
     handoff_max_attempts: int = Field(
         6, ge=1, le=20, description="Delivery attempts of a hand-off before it is failed."
     )
+
+    # -- notices -------------------------------------------------------------------------
+
+    push_subject: str = Field(
+        "mailto:security@bangpae.invalid",
+        max_length=200,
+        pattern=r"^(mailto:|https://)",
+        description="The VAPID contact push services may reach the operator at.",
+    )
+    push_allowed_hosts: str = Field(
+        ",".join(DEFAULT_PUSH_HOSTS),
+        max_length=2000,
+        description="Comma-separated push-service hosts a browser's subscription may point "
+        "at (*.domain allowed); anything else is refused, so subscriptions cannot make the "
+        "server call into its own network.",
+    )
+    sms_gateway: str = Field(
+        "log",
+        pattern=r"^(log|off)$",
+        description="Where urgent notices to victims' phones go: log (the log sink a "
+        "gateway picks up) or off.",
+    )
+
+    def push_hosts(self) -> list[str]:
+        """The allowed push-service hosts."""
+        return [h.strip() for h in self.push_allowed_hosts.split(",") if h.strip()]
 
     @model_validator(mode="after")
     def _signed_handoffs(self) -> Settings:

@@ -1,4 +1,4 @@
-"""Hand-off channels: a signed webhook, and a log sink standing in for e-mail and SMS."""
+"""Outbound channels: a signed webhook, and log sinks standing in for e-mail, SMS and voice."""
 
 from __future__ import annotations
 
@@ -60,3 +60,20 @@ class LogChannel:
         """Log the summary; always ``logged``."""
         log.warning("hand-off %d via %s: %s", handoff_id, self.name, body.decode())
         return Delivery("logged")
+
+
+def mask_phone(phone: str) -> str:
+    """A phone number with all but its last 4 digits hidden (logs are read by many)."""
+    return "*" * max(len(phone) - 4, 0) + phone[-4:]
+
+
+class LogGateway:
+    """The default SMS/voice gateway: writes each message to the log, for a gateway to pick up."""
+
+    def __init__(self, kind: str = "sms") -> None:
+        self.kind = kind
+
+    async def send(self, phone: str, text: str) -> str:
+        """Log the message (the number masked); always ``logged``."""
+        log.warning("%s to %s: %s", self.kind, mask_phone(phone), text)
+        return "logged"

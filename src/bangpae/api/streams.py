@@ -59,13 +59,21 @@ async def victim_stream(ws: WebSocket) -> None:
     ]
     mine = {o.id for o in orders}
     q = ctx.ingest.watch()
+    lock = asyncio.Lock()  # the stream loop and the notices task both send
+
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await ws.send_json(message)
 
     async def pursuit(seconds: int) -> None:  # her app reports faster while he is near
-        await ws.send_json({"type": "report_interval", "seconds": seconds})
+        await send({"type": "report_interval", "seconds": seconds})
 
     devices = await asyncio.to_thread(ctx.store.device_ids_of_person, who.person_id)
     for d in devices:
         await ctx.commands.register(d, pursuit)
+    hub = ctx.notifier.hub if ctx.notifier is not None else None
+    if hub is not None and who.person_id is not None:
+        hub.listen_person(who.person_id, send)
     last: Any = None
     try:
         while True:
@@ -79,18 +87,20 @@ async def victim_stream(ws: WebSocket) -> None:
                 for o in status["orders"]
             ]
             if shape != last:
-                await ws.send_json({"type": "status", **status})
+                await send({"type": "status", **status})
                 last = shape
             while True:  # a heartbeat when quiet, so the app can tell a live link from a dead one
                 try:
                     if await asyncio.wait_for(q.get(), HEARTBEAT_S) & mine:
                         break
                 except TimeoutError:
-                    await ws.send_json({"type": "heartbeat"})
+                    await send({"type": "heartbeat"})
     except WebSocketDisconnect:
         pass
     finally:
         ctx.ingest.unwatch(q)
+        if hub is not None:
+            hub.forget(send)
         for d in devices:
             ctx.commands.unregister(d, pursuit)
 
@@ -122,14 +132,25 @@ async def ops_stream(ws: WebSocket) -> None:
         return
     ctx = ws.app.state.ctx
     q = ctx.bus.subscribe()
+    lock = asyncio.Lock()  # the stream loop and the notices task both send
+
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await ws.send_json(message)
+
+    hub = ctx.notifier.hub if ctx.notifier is not None else None
+    if hub is not None:
+        hub.listen_role(who.role, send)
     try:
-        await ws.send_json({"type": "hello", "role": who.role})
+        await send({"type": "hello", "role": who.role})
         while True:
             e = await q.get()
-            await ws.send_json(_public(e))
+            await send(_public(e))
     except WebSocketDisconnect:
         pass
     finally:
         ctx.bus.unsubscribe(q)
+        if hub is not None:
+            hub.forget(send)
         with contextlib.suppress(RuntimeError):
             await ws.close()

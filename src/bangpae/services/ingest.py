@@ -52,6 +52,7 @@ class IngestStats:
     late: int = 0
     events: int = 0
     failures: int = 0
+    last_failure_at: float | None = None  # a batch or a timer tick that failed, on the app clock
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -78,6 +79,7 @@ class Ingest:
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._watchers: set[asyncio.Queue[set[int]]] = set()
+        self._stale_engine = False
         # orders whose profile changes which incidents events open (kr, the default, does not)
         self._profiles: dict[int, str] = {}
         # The one writer thread: commits never wait behind readers in the shared pool.
@@ -117,6 +119,20 @@ class Ingest:
                 tiers = await asyncio.to_thread(self.store.latest_tiers)
                 self.engine.restore(latest, tiers)
 
+    def degraded(self, now: float, window_s: float = 60.0) -> str | None:
+        """Why the service cannot be trusted right now (None: it can).
+
+        Degraded while the writer or the timers have stopped, and for ``window_s``
+        after a batch or a timer tick failed.
+        """
+        for name, task in (("writer", self._worker), ("timers", self._ticker)):
+            if task is None or task.done():
+                return f"ingest {name} stopped"
+        last = self.stats.last_failure_at
+        if last is not None and now - last < window_s:
+            return "storing fixes failed"
+        return None
+
     # -- intake -------------------------------------------------------------------------
 
     async def submit(self, fixes: list[Fix]) -> list[int]:
@@ -141,14 +157,23 @@ class Ingest:
                 batch.append(item)
                 size += len(item.fixes)
             try:
+                if self._stale_engine:  # the last rebuild failed: the engine may be ahead
+                    await self.reload_registry(restore=True)
+                    self._stale_engine = False
                 await self._process(batch)
             except Exception as exc:  # a failed batch must not stop the writer
                 log.exception("ingest batch of %d fixes failed", size)
                 self.stats.failures += 1
+                self.stats.last_failure_at = self.clock.now()
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                await self.reload_registry(restore=True)
+                try:  # the engine must not run ahead of what was kept: rebuild it
+                    await self.reload_registry(restore=True)
+                    self._stale_engine = False
+                except Exception:  # the store is still failing: rebuild before the next batch
+                    log.exception("rebuilding the engine from the store failed")
+                    self._stale_engine = True
             finally:
                 for _ in batch:
                     q.task_done()
@@ -268,3 +293,4 @@ class Ingest:
                 await self.tick()
             except Exception:  # a failed tick is retried on the next one
                 log.exception("timer tick failed")
+                self.stats.last_failure_at = self.clock.now()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bangpae.domain import disclosure, tiers
+from bangpae.domain import disclosure, notices, tiers
 from bangpae.domain.model import Tier
 from bangpae.services.auth import Principal
 
@@ -73,10 +73,12 @@ def victim_status(
                 + tiers.effective_accuracy(view.victim.accuracy_m)[0]
             )
             margin = view.distance_m - u
+        # a profile may withhold a tier from her (fr: the pre-alert); she is shown clear
+        shown = notices.victim_tier(order.profile, view.tier)
         entry = {
             "order_id": order.id,
             **disclosure.victim_view(
-                view.tier,
+                shown,
                 view.distance_m,
                 view.offender,
                 now,
@@ -94,7 +96,7 @@ def victim_status(
                 now,
                 request_id,
             )
-        if view.tier == Tier.CLEAR:
+        if shown == Tier.CLEAR:
             entry["distance_m"] = None
         out.append(entry)
     return {"orders": out}

@@ -242,6 +242,8 @@ push_subscriptions = Table(
     Column("endpoint", String(1000), nullable=False, unique=True),
     Column("p256dh", String(200), nullable=False),
     Column("auth", String(64), nullable=False),
+    # the language the notices are written in for this browser: ko or en
+    Column("lang", String(8), nullable=False, default="ko"),
     Column("created_at", Float, nullable=False),
     Column("last_ok_at", Float),
     Column("failures", Integer, nullable=False, default=0),

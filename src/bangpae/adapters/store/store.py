@@ -47,6 +47,7 @@ from sqlalchemy.pool import StaticPool
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.response import ResponseStore
 from bangpae.domain.model import (
     Device,
@@ -196,7 +197,7 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Store(ResponseStore):
+class Store(ResponseStore, NoticeStore):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``)."""
 
     def __init__(self, url: str) -> None:

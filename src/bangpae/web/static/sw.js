@@ -1,6 +1,6 @@
 // Offline shell for the victim and field apps. The API is never cached: a status
 // shown from a cache would be a stale status shown as current.
-const VERSION = "bangpae-shell-v1";
+const VERSION = "bangpae-shell-v2";
 const scope = new URL(self.registration.scope).pathname; // "/app/" or "/field/"
 const SHARED = [
   "/static/css/app.css",
@@ -54,6 +54,29 @@ self.addEventListener("notificationclick", (event) => {
     self.clients.matchAll({ type: "window" }).then((list) => {
       const open = list.find((c) => new URL(c.url).pathname.startsWith(scope));
       return open ? open.focus() : self.clients.openWindow(scope);
+    }),
+  );
+});
+
+// Web Push: the server's notice, already in her language, never with a position. The
+// tag is per order, so a newer notice replaces an older one on the lock screen.
+self.addEventListener("push", (event) => {
+  let msg = {};
+  try {
+    msg = event.data ? event.data.json() : {};
+  } catch {
+    msg = {};
+  }
+  const urgent = msg.priority === "critical";
+  event.waitUntil(
+    self.registration.showNotification(msg.title || "bangpae", {
+      body: msg.body || "",
+      tag: msg.tag || "bangpae",
+      renotify: true,
+      requireInteraction: urgent,
+      silent: msg.priority === "normal",
+      vibrate: urgent ? [600, 200, 600, 200, 600] : [200],
+      data: { kind: msg.kind || "" },
     }),
   );
 });

@@ -39,6 +39,7 @@ const state = {
   lastMessage: null,
   receivedAt: Date.now(),
   breachMinimised: false,
+  push: null, // this browser's push subscription, when the server can reach it
 };
 
 // -- screens ---------------------------------------------------------------------------
@@ -177,7 +178,8 @@ async function announce(from, to) {
   if (from === null || from === to) return;
   const patterns = { breach: [600, 200, 600, 200, 600], reveal: [300, 150, 300], notify: [200] };
   if (navigator.vibrate && patterns[to]) navigator.vibrate(patterns[to]);
-  if (Notification.permission !== "granted" || !state.registration) return;
+  // with Web Push the server's notice reaches the lock screen: one notification, not two
+  if (state.push || Notification.permission !== "granted" || !state.registration) return;
   await state.registration.showNotification(t("notification_title"), {
     body: t(`notification_${to}`),
     tag: "bangpae-tier",
@@ -186,7 +188,67 @@ async function announce(from, to) {
   });
 }
 
+// -- notices from the control centre: a banner while the app is open -------------------
+
+function showNotice(msg) {
+  const box = $("notice");
+  box.dataset.kind = msg.kind;
+  box.dataset.priority = msg.priority;
+  box.setAttribute("role", msg.priority === "normal" ? "status" : "alert");
+  $("notice-text").textContent = msg.text[document.documentElement.lang] || msg.text.ko;
+  $("notice-time").textContent = clock(new Date(msg.at * 1000).toISOString());
+  show(box, true);
+}
+
+// Web Push: subscribe this browser with the server's key; the notices then reach her
+// with the app closed. Some browsers have no push service: she is told alerts come
+// only while the app is open.
+function b64urlBytes(text) {
+  const b = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (text.length % 4)) % 4));
+  return Uint8Array.from(b, (c) => c.charCodeAt(0));
+}
+
+async function enablePush() {
+  if (!state.registration || !("PushManager" in window) || Notification.permission !== "granted") {
+    return false;
+  }
+  try {
+    const { public_key: key } = await api("/push/key");
+    const sub =
+      (await state.registration.pushManager.getSubscription()) ||
+      (await state.registration.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: b64urlBytes(key),
+      }));
+    await api("/push/subscriptions", {
+      method: "POST",
+      body: { ...sub.toJSON(), lang: document.documentElement.lang === "en" ? "en" : "ko" },
+    });
+    state.push = sub;
+    return true;
+  } catch {
+    state.push = null;
+    return false;
+  }
+}
+
+async function disablePush() {
+  const sub = state.push;
+  state.push = null;
+  if (!sub) return;
+  try {
+    await api(`/push/subscriptions?endpoint=${encodeURIComponent(sub.endpoint)}`, { method: "DELETE" });
+    await sub.unsubscribe();
+  } catch {
+    // signed out either way; the push service forgets a dead subscription on its own
+  }
+}
+
 function onStatus(msg) {
+  if (msg.type === "notice") {
+    showNotice(msg);
+    return;
+  }
   if (msg.type === "report_interval") {
     state.interval = msg.seconds;
     document.body.dataset.interval = String(msg.seconds);
@@ -370,6 +432,7 @@ function quickExit() {
 }
 
 function signOut(reason) {
+  if (reason === "") disablePush(); // she chose to sign out: this browser stops being told
   if (state.stream) state.stream.close();
   state.stream = null;
   session.clear();
@@ -388,6 +451,7 @@ function afterLogin() {
   render();
   startStream();
   flushSos();
+  enablePush();
 }
 
 async function main() {
@@ -429,9 +493,14 @@ async function main() {
   $("share").addEventListener("change", (e) => (e.target.checked ? startSharing() : stopSharing()));
   $("notify-on").addEventListener("click", async () => {
     const p = await Notification.requestPermission();
-    $("notify-state").textContent = t(p === "granted" ? "notify_granted" : "notify_denied");
+    if (p !== "granted") {
+      $("notify-state").textContent = t("notify_denied");
+      return;
+    }
+    $("notify-state").textContent = t((await enablePush()) ? "notify_push" : "notify_push_unavailable");
   });
   $("logout").addEventListener("click", () => signOut(""));
+  $("notice-dismiss").addEventListener("click", () => show($("notice"), false));
   holdButton($("sos"), () => sendSos($("silent").checked));
   holdButton($("sos-breach"), () => sendSos(false));
   $("breach-map").addEventListener("click", () => {

@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("endpoint", sa.String(length=1000), nullable=False),
         sa.Column("p256dh", sa.String(length=200), nullable=False),
         sa.Column("auth", sa.String(length=64), nullable=False),
+        sa.Column("lang", sa.String(length=8), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("last_ok_at", sa.Float(), nullable=True),
         sa.Column("failures", sa.Integer(), nullable=False),

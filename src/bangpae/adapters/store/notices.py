@@ -1,0 +1,217 @@
+"""Store methods for notices: the record of what was told to whom, and push subscriptions.
+
+A mixin of :class:`~bangpae.adapters.store.store.Store`; every method runs in its own
+transaction and has committed when it returns.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.domain.notices import Notice
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRecord:
+    """A notice as kept: what was said, to whom, when, and how each channel fared."""
+
+    id: int
+    at: float
+    order_id: int | None
+    audience: str
+    person_id: int | None
+    role: str | None
+    kind: str
+    priority: str
+    text: dict[str, str]
+    delivery: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON for the API."""
+        return {
+            "id": self.id,
+            "at": self.at,
+            "order_id": self.order_id,
+            "audience": self.audience,
+            "person_id": self.person_id,
+            "role": self.role,
+            "kind": self.kind,
+            "priority": self.priority,
+            "text": self.text,
+            "delivery": self.delivery,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """One browser to push to."""
+
+    id: int
+    user_id: int
+    endpoint: str
+    p256dh: str
+    auth: str
+    lang: str
+
+
+class NoticeStore:
+    """Notices and Web Push subscriptions."""
+
+    if TYPE_CHECKING:  # provided by Store
+
+        def _read(self) -> AbstractContextManager[Connection]: ...
+        def _write(self) -> AbstractContextManager[Connection]: ...
+
+    # -- notices -----------------------------------------------------------------------
+
+    def last_notice_at(self, dedup_key: str) -> float | None:
+        """When a notice with this key was last sent (None: never)."""
+        n = s.notices
+        with self._read() as c:
+            v = c.execute(select(func.max(n.c.at)).where(n.c.dedup_key == dedup_key)).scalar()
+        return None if v is None else float(v)
+
+    def add_notice(self, notice: Notice, delivery: dict[str, str]) -> int:
+        """Keep a sent notice with the outcome of each channel; its id."""
+        with self._write() as c:
+            r = c.execute(
+                insert(s.notices).values(
+                    at=notice.at,
+                    order_id=notice.order_id,
+                    audience=notice.audience,
+                    person_id=notice.person_id,
+                    role=notice.role,
+                    kind=notice.kind,
+                    priority=notice.priority,
+                    dedup_key=notice.dedup_key[:200],
+                    text=notice.text.as_dict(),
+                    delivery=delivery,
+                )
+            )
+            pk = r.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def notices(
+        self,
+        *,
+        person_id: int | None = None,
+        audience: str | None = None,
+        order_id: int | None = None,
+        after_id: int = 0,
+        limit: int = 200,
+    ) -> list[NoticeRecord]:
+        """Notices, oldest first, narrowed by person, audience and order."""
+        n = s.notices
+        q = select(n).where(n.c.id > after_id)
+        if person_id is not None:
+            q = q.where(n.c.person_id == person_id)
+        if audience is not None:
+            q = q.where(n.c.audience == audience)
+        if order_id is not None:
+            q = q.where(n.c.order_id == order_id)
+        with self._read() as c:
+            rows = c.execute(q.order_by(n.c.id).limit(limit)).all()
+        return [
+            NoticeRecord(
+                int(r.id),
+                float(r.at),
+                None if r.order_id is None else int(r.order_id),
+                r.audience,
+                None if r.person_id is None else int(r.person_id),
+                r.role,
+                r.kind,
+                r.priority,
+                dict(r.text),
+                dict(r.delivery),
+            )
+            for r in rows
+        ]
+
+    def person_phone(self, person_id: int) -> str | None:
+        """The phone number kept for a person (for the SMS/voice gateway)."""
+        with self._read() as c:
+            v = c.execute(select(s.people.c.phone).where(s.people.c.id == person_id)).scalar()
+        return None if v is None else str(v)
+
+    def set_person_phone(self, person_id: int, phone: str | None) -> None:
+        """Keep (or clear) a person's phone number."""
+        if phone is not None and len(phone) > 64:
+            raise Invalid("phone is longer than 64 characters")
+        with self._write() as c:
+            r = c.execute(update(s.people).where(s.people.c.id == person_id).values(phone=phone))
+            if r.rowcount == 0:
+                raise NotFound(f"person {person_id} not found")
+
+    # -- push subscriptions ---------------------------------------------------------------
+
+    def add_push_subscription(
+        self, user_id: int, endpoint: str, p256dh: str, auth: str, lang: str, at: float
+    ) -> int:
+        """Keep a browser's subscription for a user; renewing one's own updates it.
+
+        An endpoint another user subscribed is refused: taking it over would silence
+        that person's alerts (the pushes would be encrypted to keys their browser lacks).
+        """
+        p = s.push_subscriptions
+        values = {"user_id": user_id, "p256dh": p256dh, "auth": auth, "lang": lang}
+        with self._write() as c:
+            found = c.execute(select(p.c.id, p.c.user_id).where(p.c.endpoint == endpoint)).first()
+            if found is not None:
+                if int(found.user_id) != user_id:
+                    raise Conflict("this push endpoint is subscribed by another account")
+                c.execute(update(p).where(p.c.id == found.id).values(**values, failures=0))
+                return int(found.id)
+            r = c.execute(insert(p).values(**values, endpoint=endpoint, created_at=at, failures=0))
+            pk = r.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def remove_push_subscription(self, endpoint: str, user_id: int | None = None) -> bool:
+        """Forget a subscription (only the user's own, when ``user_id`` is given)."""
+        p = s.push_subscriptions
+        q = delete(p).where(p.c.endpoint == endpoint)
+        if user_id is not None:
+            q = q.where(p.c.user_id == user_id)
+        with self._write() as c:
+            return bool(c.execute(q).rowcount)
+
+    def push_targets(
+        self, *, person_id: int | None = None, role: str | None = None
+    ) -> list[PushTarget]:
+        """The browsers of the enabled users of a person, or of a staff role."""
+        p, u = s.push_subscriptions, s.users
+        who = u.c.person_id == person_id if person_id is not None else u.c.role == role
+        q = (
+            select(p)
+            .join(u, u.c.id == p.c.user_id)
+            .where(and_(who, u.c.disabled.is_(False)))
+            .order_by(p.c.id)
+        )
+        with self._read() as c:
+            rows = c.execute(q).all()
+        return [
+            PushTarget(int(r.id), int(r.user_id), r.endpoint, r.p256dh, r.auth, r.lang)
+            for r in rows
+        ]
+
+    def push_result(self, subscription_id: int, ok: bool, at: float) -> None:
+        """Count a push's outcome on its subscription."""
+        p = s.push_subscriptions
+        values: dict[str, Any] = (
+            {"last_ok_at": at, "failures": 0} if ok else {"failures": p.c.failures + 1}
+        )
+        with self._write() as c:
+            c.execute(update(p).where(p.c.id == subscription_id).values(**values))
+
+    def drop_push_subscription(self, subscription_id: int) -> None:
+        """Forget a subscription its push service says is gone."""
+        p = s.push_subscriptions
+        with self._write() as c:
+            c.execute(delete(p).where(p.c.id == subscription_id))

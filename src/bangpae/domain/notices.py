@@ -1,0 +1,219 @@
+"""What the protected person and the control centre are told, and when.
+
+A notice is the short text a phone shows on its lock screen (Web Push, SMS) and the
+apps show as a banner. Rules:
+
+- **No position, no distance, no digit** in a victim's notice, and nothing that says
+  what the app is for: lock screens are seen by others. The app, once opened, shows
+  what the disclosure policy allows. Staff notices name the incident and the order.
+- **The offender is never told anything** by notices: the audience is the victim
+  or the staff of the control centre, nothing else.
+- **The victim is told what her profile tells her**: ``fr`` withholds the pre-alert
+  (the notify and reveal tiers) from her; she is told when he is inside the alert
+  distance (breach). ``kr`` and ``es`` tell her every tier she is shown.
+- **The victim is told when the service is degraded**: his device stopped reporting
+  or has no fix, his signal was lost while he was near, or bangpae itself is failing.
+- **De-duplicated**: a notice with the same key inside its kind's window is sent
+  once; a tier flickering at a boundary does not buzz her phone every minute. A
+  breach has the shortest window, an escalation page none (each page is a page).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from bangpae.domain import incidents
+from bangpae.domain.model import Event, EventKind, Order, Tier
+from bangpae.domain.playbooks import Text
+
+Audience = Literal["victim", "staff"]
+VICTIM: Audience = "victim"
+STAFF: Audience = "staff"
+
+# De-duplication windows per notice kind, seconds (a kind not named: DEFAULT_WINDOW_S).
+WINDOWS_S: dict[str, float] = {
+    "tier_breach": 60.0,
+    "tier_reveal": 300.0,
+    "tier_notify": 600.0,
+    "tier_clear": 600.0,
+    "offender_signal_lost": 900.0,
+    "offender_device_down": 1800.0,
+    "service_degraded": 1800.0,
+    "service_restored": 600.0,
+    "incident": 300.0,
+    "escalated": 0.0,
+}
+DEFAULT_WINDOW_S = 600.0
+
+# The tiers a profile withholds from the victim (she is shown clear instead).
+WITHHELD_TIERS: dict[str, frozenset[Tier]] = {"fr": frozenset({Tier.NOTIFY, Tier.REVEAL})}
+
+_RANK = {Tier.CLEAR: 0, Tier.UNCERTAIN: 0, Tier.NOTIFY: 1, Tier.REVEAL: 2, Tier.BREACH: 3}
+
+# Discreet on purpose, in the words of the app: someone else may read her lock screen.
+TEXTS: dict[str, Text] = {
+    "tier_notify": Text(
+        "주의 단계가 되었습니다. 앱을 확인하세요.", "Caution step. Please check the app."
+    ),
+    "tier_reveal": Text(
+        "접근 단계가 되었습니다. 앱을 확인하세요.", "Nearby step. Please check the app."
+    ),
+    "tier_breach": Text("위험 단계입니다. 지금 앱을 여세요.", "Danger step. Open the app now."),
+    "tier_clear": Text("지금은 안전 단계입니다.", "You are in the safe step now."),
+    "offender_signal_lost": Text(
+        "상대방의 신호가 끊겼습니다. 관제센터가 확인 중입니다. 앱을 확인하세요.",
+        "His signal was lost. The control centre is checking. Please check the app.",
+    ),
+    "offender_device_down": Text(
+        "상대방 장치가 위치를 보내지 않고 있습니다. 관제센터가 확인 중입니다. "
+        "위험하다고 느끼면 긴급 신고하세요.",
+        "His device is not reporting. The control centre is checking. "
+        "If you feel unsafe, call for help.",
+    ),
+    "service_degraded": Text(
+        "서비스에 장애가 있어 알림이 늦을 수 있습니다. 위험하다고 느끼면 긴급 신고하세요.",
+        "The service has a problem and alerts may be late. If you feel unsafe, call for help.",
+    ),
+    "service_restored": Text(
+        "서비스가 정상으로 돌아왔습니다.", "The service is working normally again."
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One thing to tell one victim, or every member of a staff role."""
+
+    audience: Audience
+    kind: str
+    priority: incidents.Priority
+    text: Text
+    dedup_key: str
+    at: float
+    order_id: int | None = None
+    person_id: int | None = None  # the victim told (audience victim)
+    role: str | None = None  # the staff role told (audience staff)
+
+    @property
+    def window_s(self) -> float:
+        """How long a notice with the same key is not sent again."""
+        return WINDOWS_S.get(self.kind, DEFAULT_WINDOW_S)
+
+
+def victim_tier(profile: str, tier: Tier) -> Tier:
+    """The tier the protected person is shown under her order's profile."""
+    return Tier.CLEAR if tier in WITHHELD_TIERS.get(profile, frozenset()) else tier
+
+
+def _to_victim(order: Order, kind: str, priority: incidents.Priority, at: float) -> Notice:
+    return Notice(
+        VICTIM,
+        kind,
+        priority,
+        TEXTS[kind],
+        f"victim:{order.victim_id}:order:{order.id}:{kind}",
+        at,
+        order_id=order.id,
+        person_id=order.victim_id,
+    )
+
+
+def _tier_notice(order: Order, event: Event) -> Notice | None:
+    if event.tier_to is None:
+        return None
+    shown_to = victim_tier(order.profile, event.tier_to)
+    shown_from = victim_tier(order.profile, event.tier_from or Tier.CLEAR)
+    if shown_to == Tier.UNCERTAIN:
+        # lost while close (the engine only goes uncertain from reveal or breach); under
+        # a profile that withheld those tiers she was never told he was near
+        if shown_from == Tier.CLEAR:
+            return None
+        return _to_victim(order, "offender_signal_lost", incidents.HIGH, event.at)
+    if _RANK[shown_to] > _RANK[shown_from]:
+        priority = incidents.CRITICAL if shown_to == Tier.BREACH else incidents.HIGH
+        return _to_victim(order, f"tier_{shown_to.label}", priority, event.at)
+    if shown_to == Tier.CLEAR and shown_from != Tier.CLEAR:  # away, or his signal back far off
+        return _to_victim(order, "tier_clear", incidents.NORMAL, event.at)
+    return None
+
+
+def victim_notices(event: Event, orders: Iterable[Order]) -> list[Notice]:
+    """What the protected people of ``orders`` are told of ``event``.
+
+    ``orders`` are the orders the event concerns: its own order for a tier change,
+    the orders of the offender for a device event. Events about the victim's own
+    devices and everything else tell her nothing (an SOS is confirmed in her app,
+    never on a lock screen: a silent SOS must stay silent).
+    """
+    out: list[Notice] = []
+    for order in orders:
+        if not order.active(event.at):
+            continue
+        if event.kind == EventKind.TIER_CHANGED and event.order_id == order.id:
+            notice = _tier_notice(order, event)
+            if notice is not None:
+                out.append(notice)
+        elif (
+            event.kind in (EventKind.OFFLINE, EventKind.NO_FIX)
+            and event.person_id == order.offender_id
+        ):
+            out.append(_to_victim(order, "offender_device_down", incidents.HIGH, event.at))
+    return out
+
+
+def staff_notices(event: Event) -> list[Notice]:
+    """What the control centre's phones are told of ``event``: critical incidents, pages.
+
+    The operators' console shows every event on its stream; a notice is for the
+    phone in a pocket, so only what must not wait: a critical event, and each
+    escalation page to the supervisors.
+    """
+    subject = (
+        f"order {event.order_id}" if event.order_id is not None else f"person {event.person_id}"
+    )
+    if event.kind == EventKind.INCIDENT_ESCALATED:
+        incident = event.data.get("incident_id", "")
+        return [
+            Notice(
+                STAFF,
+                "escalated",
+                incidents.CRITICAL,
+                Text(
+                    f"미확인 긴급 사건 #{incident} ({subject}): 감독자 확인 필요",
+                    f"Unacknowledged critical incident #{incident} ({subject}): supervisor needed",
+                ),
+                f"staff:supervisor:escalated:{event.id}",
+                event.at,
+                order_id=event.order_id,
+                role="supervisor",
+            )
+        ]
+    if incidents.priority_of(event) != incidents.CRITICAL:
+        return []
+    kind = incidents.incident_kind(event)
+    return [
+        Notice(
+            STAFF,
+            "incident",
+            incidents.CRITICAL,
+            Text(f"긴급 사건: {kind} ({subject})", f"Critical incident: {kind} ({subject})"),
+            f"staff:operator:{subject}:{kind}",
+            event.at,
+            order_id=event.order_id,
+            role="operator",
+        )
+    ]
+
+
+def service_notices(orders: Iterable[Order], degraded: bool, at: float) -> list[Notice]:
+    """Tell every protected person of an active order that bangpae is degraded, or back."""
+    kind = "service_degraded" if degraded else "service_restored"
+    priority = incidents.HIGH if degraded else incidents.NORMAL
+    return [_to_victim(o, kind, priority, at) for o in orders if o.active(at)]
+
+
+def due(last_sent_at: float | None, notice: Notice) -> bool:
+    """Whether ``notice`` is sent, given when the last one with its key was."""
+    return last_sent_at is None or notice.at - last_sent_at >= notice.window_s

@@ -1,0 +1,256 @@
+"""Notices: decide from each stored event what victims and staff are told, and deliver it.
+
+The decisions are :mod:`bangpae.domain.notices`; this module de-duplicates them
+against what was already sent (kept in the store, so a restart does not buzz
+everyone again), delivers each through every channel (the live WebSocket streams,
+Web Push, the SMS/voice gateway) and keeps the record of what was said to whom,
+when, and how each channel fared.
+
+It also watches bangpae itself: while ingest is failing, every protected person
+with an active order is told the service is degraded (within a tick of it
+happening, and so well inside 10 minutes), and told again when it is back. The
+offender is never told anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bangpae.domain import notices
+from bangpae.domain.model import Event, EventKind
+from bangpae.domain.notices import Notice
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Clock(Protocol):
+    """Where time comes from."""
+
+    def now(self) -> float:
+        """Seconds since the epoch, UTC."""
+        ...
+
+
+class NoticeChannel(Protocol):
+    """One way of reaching people: deliver a notice, say how it went in a few words."""
+
+    name: str
+
+    async def deliver(self, notice: Notice) -> str:
+        """Deliver ``notice`` to its audience; an outcome such as ``sent 1/1``."""
+        ...
+
+
+class Gateway(Protocol):
+    """An SMS or voice gateway: send one short text to one phone number."""
+
+    kind: str
+
+    async def send(self, phone: str, text: str) -> str:
+        """Send; an outcome such as ``delivered`` or ``logged``."""
+        ...
+
+
+def notice_message(notice: Notice) -> dict[str, Any]:
+    """A notice as the apps receive it on their stream."""
+    return {
+        "type": "notice",
+        "kind": notice.kind,
+        "priority": notice.priority,
+        "order_id": notice.order_id,
+        "at": notice.at,
+        "text": notice.text.as_dict(),
+    }
+
+
+class StreamHub:
+    """The open WebSocket streams, by victim and by staff role: the in-app channel."""
+
+    name = "stream"
+
+    def __init__(self) -> None:
+        self._people: dict[int, set[Listener]] = {}
+        self._roles: dict[str, set[Listener]] = {}
+
+    def listen_person(self, person_id: int, listener: Listener) -> None:
+        """Send this victim's notices to ``listener`` (her open app)."""
+        self._people.setdefault(person_id, set()).add(listener)
+
+    def listen_role(self, role: str, listener: Listener) -> None:
+        """Send this staff role's notices to ``listener`` (an open console)."""
+        self._roles.setdefault(role, set()).add(listener)
+
+    def forget(self, listener: Listener) -> None:
+        """Stop sending to ``listener``."""
+        for group in (*self._people.values(), *self._roles.values()):
+            group.discard(listener)
+
+    async def deliver(self, notice: Notice) -> str:
+        """Send to every open stream of the audience; ``sent n`` or ``no open app``."""
+        if notice.audience == notices.VICTIM:
+            targets = self._people.get(notice.person_id or -1, set())
+        else:
+            targets = self._roles.get(notice.role or "", set())
+        message = notice_message(notice)
+        sent = 0
+        for listener in list(targets):
+            try:
+                await listener(message)
+                sent += 1
+            except Exception:  # a closed socket: its stream cleans up on its own
+                log.debug("notice to a closing stream dropped", exc_info=True)
+        return f"sent {sent}" if sent else "no open app"
+
+
+class SmsChannel:
+    """Urgent notices to the victim's phone number through the SMS (or voice) gateway."""
+
+    def __init__(self, store: Any, gateway: Gateway) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.name = gateway.kind
+
+    async def deliver(self, notice: Notice) -> str:
+        """Text the victim for critical and high notices; staff are reached in-app and by push."""
+        if notice.audience != notices.VICTIM or notice.person_id is None:
+            return "not for staff"
+        if notice.priority == "normal":
+            return "not urgent"
+        phone = await asyncio.to_thread(self.store.person_phone, notice.person_id)
+        if not phone:
+            return "no phone number"
+        return await self.gateway.send(phone, notice.text.ko)
+
+
+@dataclass
+class NoticeStats:
+    """Counters for /metrics."""
+
+    events: int = 0  # stored events looked at
+    sent: int = 0
+    suppressed: int = 0
+    failed_channels: int = 0
+
+
+class Notifier:
+    """Turns stored events (and the service's own health) into delivered notices."""
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Clock,
+        hub: StreamHub,
+        channels: Sequence[NoticeChannel] = (),
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.hub = hub
+        self.channels = list(channels)
+        self.stats = NoticeStats()
+        self._last: dict[str, float] = {}  # dedup key -> last sent (a cache of the store)
+        self._degraded: str | None = None
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def _orders_of(self, event: Event) -> list[Any]:
+        if event.kind == EventKind.TIER_CHANGED and event.order_id is not None:
+            order = self.store.get_order(event.order_id)
+            return [] if order is None else [order]
+        if event.kind in (EventKind.OFFLINE, EventKind.NO_FIX) and event.person_id is not None:
+            return [
+                o
+                for o in self.store.orders_for_person(event.person_id)
+                if o.offender_id == event.person_id
+            ]
+        return []
+
+    async def on_events(self, events: Sequence[Event]) -> int:
+        """Decide and send the notices of stored events; how many were sent."""
+        sent = 0
+        for e in events:
+            if not e.late:  # store-and-forward data: the moment has passed, the console has it
+                orders = await asyncio.to_thread(self._orders_of, e)
+                for n in [*notices.victim_notices(e, orders), *notices.staff_notices(e)]:
+                    sent += await self.send(n)
+            self.stats.events += 1
+        return sent
+
+    async def check_service(self, ingest: Any) -> int:
+        """Tell victims when bangpae becomes degraded, and when it is back."""
+        now = self.clock.now()
+        reason = ingest.degraded(now)
+        if (reason is None) == (self._degraded is None):
+            return 0
+        was, self._degraded = self._degraded, reason
+        if reason is not None:
+            log.error("service degraded: %s; telling the protected people", reason)
+        else:
+            log.warning("service restored after: %s", was)
+        _, _, orders = await asyncio.to_thread(self.store.load_all)
+        sent = 0
+        for n in notices.service_notices(orders, reason is not None, now):
+            sent += await self.send(n)
+        return sent
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, notice: Notice) -> bool:
+        """Deliver through every channel unless a notice with its key went out recently.
+
+        The open apps first (fastest), then Web Push and the gateway; then the record
+        of what was said is kept. False when suppressed as a duplicate.
+        """
+        last = self._last.get(notice.dedup_key)
+        if last is None:
+            last = await asyncio.to_thread(self.store.last_notice_at, notice.dedup_key)
+        if not notices.due(last, notice):
+            self.stats.suppressed += 1
+            return False
+        self._last[notice.dedup_key] = notice.at
+        delivery: dict[str, str] = {}
+        for ch in [self.hub, *self.channels]:
+            try:
+                delivery[ch.name] = await ch.deliver(notice)
+            except Exception as exc:  # one channel failing never stops the others
+                log.exception("notice channel %s failed", ch.name)
+                delivery[ch.name] = f"failed: {type(exc).__name__}"
+                self.stats.failed_channels += 1
+        self.stats.sent += 1
+        try:
+            await asyncio.to_thread(self.store.add_notice, notice, delivery)
+        except Exception:  # the store may be what is failing: the people were still told
+            log.exception("notice %s could not be kept", notice.dedup_key)
+        return True
+
+
+async def run_notices(notifier: Notifier, bus: Any, ingest: Any, tick_s: float = 1.0) -> None:
+    """Follow the bus and the service's health until cancelled."""
+    q = bus.subscribe()
+
+    async def health() -> None:
+        while True:
+            try:
+                await notifier.check_service(ingest)
+            except Exception:
+                log.exception("service health check failed")
+            await asyncio.sleep(tick_s)
+
+    watcher = asyncio.create_task(health(), name="service-health")
+    try:
+        while True:
+            events = [await q.get()]
+            while not q.empty():
+                events.append(q.get_nowait())
+            try:
+                await notifier.on_events(events)
+            except Exception:
+                log.exception("notices for %d events failed", len(events))
+    finally:
+        watcher.cancel()
+        bus.unsubscribe(q)
