@@ -681,9 +681,14 @@ class Store(ResponseStore, NoticeStore):
             return self._insert_events(c, events)
 
     def _record_incident(
-        self, c: Connection, kind: str, priority: str, e: Event
-    ) -> tuple[int, bool]:
-        if priority not in PRIORITIES:
+        self, c: Connection, kind: str, priority: str | None, e: Event
+    ) -> tuple[int, bool] | None:
+        """Join the open incident of ``kind`` or open one; with no priority, only join.
+
+        Returns the incident's id and whether it was opened, or None when an event
+        that opens nothing found no open incident of its kind to join.
+        """
+        if priority is not None and priority not in PRIORITIES:
             raise Invalid(f"unknown priority {priority!r}")
         _fits(s.incidents.c.kind, kind)
         self._pg_lock(c, _LOCK_INCIDENTS)
@@ -710,6 +715,8 @@ class Store(ResponseStore, NoticeStore):
         ).first()
         created = row is None
         if row is None:
+            if priority is None:
+                return None
             iid = _new_id(
                 c.execute(
                     i.insert().values(
@@ -744,7 +751,9 @@ class Store(ResponseStore, NoticeStore):
     def record_incident(self, kind: str, priority: str, event: Event) -> tuple[int, bool]:
         """Join the open incident of this kind for the event's order (or person), or open one."""
         with self._write() as c:
-            return self._record_incident(c, kind, priority, event)
+            result = self._record_incident(c, kind, priority, event)
+        assert result is not None  # with a priority, an incident is always opened or joined
+        return result
 
     def record_batch(
         self,
@@ -754,7 +763,10 @@ class Store(ResponseStore, NoticeStore):
     ) -> tuple[list[int], list[Event]]:
         """One transaction: fixes, new events, and the incidents they open or join.
 
-        ``plans`` pairs each event with its incident kind and priority (None: no incident).
+        ``plans`` pairs each event with its incident kind and priority. An event with a
+        priority opens an incident of its kind or joins the open one; an event without
+        (a zone exit, a step out of breach, the signal back) joins the open incident of
+        its kind when there is one, so its timeline shows how it ended.
         Returns the fixes' ids and the events that were new.
         """
         if not fixes and not plans:
@@ -764,7 +776,7 @@ class Store(ResponseStore, NoticeStore):
             new = self._insert_events(c, [e for e, _, _ in plans])
             fresh = {e.id for e in new}
             for e, kind, priority in plans:
-                if e.id in fresh and kind and priority:
+                if e.id in fresh and kind:
                     self._record_incident(c, kind, priority, e)
                     fresh.discard(e.id)
             return ids, new
