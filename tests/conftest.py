@@ -10,6 +10,14 @@ import pytest
 FUZZ_EXAMPLES = int(os.environ.get("BANGPAE_FUZZ_EXAMPLES", "5000"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Staff sign in with a password alone here (tests of TOTP turn it on themselves).
+
+    The setting defaults to on; servers the e2e tests start inherit this environment.
+    """
+    os.environ.setdefault("BANGPAE_REQUIRE_TOTP_FOR_STAFF", "false")
+
+
 def services_required() -> bool:
     """CI sets BANGPAE_REQUIRE_SERVICES=1: a missing server is then a failure, not a skip."""
     return os.environ.get("BANGPAE_REQUIRE_SERVICES") == "1"

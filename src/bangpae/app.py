@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
+from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
+from bangpae.adapters.housekeeping import run_housekeeping
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.store import Store
 from bangpae.config import Settings, parse_listen
@@ -79,9 +81,14 @@ class AppContext:
         return self.ingest.engine
 
     async def start(self) -> None:
-        """Start the ingest worker, the escalation timers and pending hand-off deliveries."""
+        """Start the ingest worker, timers, housekeeping and pending hand-off deliveries."""
         await self.ingest.start(tick_s=self.settings.tick_s)
         self._tasks.append(asyncio.create_task(run_pursuit(self, self.commands)))
+        self._tasks.append(
+            asyncio.create_task(
+                run_housekeeping(self.store, self.settings, self.clock), name="housekeeping"
+            )
+        )
         if self.escalation is not None:
             self._tasks.append(
                 asyncio.create_task(
@@ -116,8 +123,7 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         os.chmod(settings.data_dir, 0o700)
     if settings.bus_url and not settings.bus_url.startswith("memory"):
         raise SystemExit(f"bus {settings.bus_url!r}: only the in-process bus is available yet")
-    store = Store(settings.resolved_database_url())
-    store.migrate()
+    store = open_store(settings, create=True)
     clock = clock or SystemClock()
     bus = InProcessBus()
     ingest = Ingest(store, Engine(), clock, bus)
@@ -139,6 +145,34 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     ctx.notifier, ctx.push_key = notifier(settings, store, clock)
     ctx.metrics.register(_IngestCollector(ctx))
     return ctx
+
+
+def data_cipher(settings: Settings, *, create: bool) -> FieldCipher | None:
+    """The data keys: ``BANGPAE_DATA_KEYS``, else the data dir's key file (``create``: made)."""
+    env = settings.data_keys.get_secret_value() if settings.data_keys else None
+    try:
+        return open_data_keys(settings.data_dir, env, create=create)
+    except DataKeyError as exc:
+        raise SystemExit(f"data keys: {exc}") from None
+
+
+def open_store(settings: Settings, *, create: bool) -> Store:
+    """The migrated store with the data keys, once they are known to open its sealed values.
+
+    ``create``: make the key file when there are no keys and nothing is sealed yet (a
+    first start). Without it, a command run where no keys are found gets a store without
+    a cipher, which writes plaintext and refuses (DataKeyError) any sealed value it reads.
+    """
+    store = Store(settings.resolved_database_url(), cipher=data_cipher(settings, create=False))
+    store.migrate()
+    try:
+        store.check_keys()  # without keys: refused if anything is sealed (keys lost)
+    except DataKeyError as exc:
+        store.close()
+        raise SystemExit(f"data keys: {exc}") from None
+    if store.cipher is None and create:
+        store.cipher = data_cipher(settings, create=True)
+    return store
 
 
 def notifier(settings: Settings, store: Store, clock: Clock) -> tuple[Notifier, str]:

@@ -1,4 +1,5 @@
-"""The ``bangpae`` command: serve, demo, simulate, admin, audit, purge, bench."""
+"""The ``bangpae`` command: serve, demo, simulate, admin, audit, purge, hold, export, import,
+keys, bench."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "database_url",
             "bus_url",
             "mqtt_url",
+            "audit_anchor_path",
         )
         if (value := getattr(args, key, None)) is not None
     }
@@ -84,10 +86,60 @@ def _parser() -> argparse.ArgumentParser:
     ausub = au.add_subparsers(dest="audit_command", required=True)
     av = ausub.add_parser("verify", help="check the hash chain (exit 0 only when intact)")
     _common(av)
+    av.add_argument("--anchor-path", type=Path, help="anchor file (BANGPAE_AUDIT_ANCHOR_PATH)")
+    aa = ausub.add_parser("anchor", help="append the chain's head to the anchor file")
+    _common(aa)
+    aa.add_argument("--anchor-path", type=Path, help="anchor file (BANGPAE_AUDIT_ANCHOR_PATH)")
 
-    pu = sub.add_parser("purge", help="delete fixes past retention (legal holds kept)")
+    pu = sub.add_parser("purge", help="delete data past retention (legal holds kept), audited")
     _common(pu)
     pu.add_argument("--retention-days", type=int, help="override BANGPAE_RETENTION_DAYS")
+    pu.add_argument("--dry-run", action="store_true", help="only count what is due, per class")
+    pu.add_argument("--anchor-path", type=Path, help="anchor file (BANGPAE_AUDIT_ANCHOR_PATH)")
+
+    ho = sub.add_parser("hold", help="legal holds: data kept whatever its retention")
+    hosub = ho.add_subparsers(dest="hold_command", required=True)
+    ha = hosub.add_parser("add", help="place a hold on an order, a person or an incident")
+    _common(ha)
+    target = ha.add_mutually_exclusive_group(required=True)
+    target.add_argument("--order", type=int)
+    target.add_argument("--person", type=int)
+    target.add_argument("--incident", type=int)
+    ha.add_argument("--from", dest="start", help="held from (ISO 8601 with zone; default: ever)")
+    ha.add_argument("--until", help="held until (ISO 8601 with zone; default: ever)")
+    ha.add_argument("--reason", required=True, help="the court's request, e.g. its case number")
+    hl = hosub.add_parser("list", help="the holds in force, as JSON lines")
+    _common(hl)
+    hr = hosub.add_parser("release", help="release a hold")
+    _common(hr)
+    hr.add_argument("hold_id", type=int)
+    hr.add_argument("--reason", required=True)
+
+    ex = sub.add_parser("export", help="write one order's case to a directory, checksummed")
+    _common(ex)
+    ex.add_argument("--order", type=int, required=True)
+    ex.add_argument("--out", type=Path, required=True, help="a new or empty directory")
+    ex.add_argument("--purpose", default="case export", help="why (kept in the audit record)")
+
+    im = sub.add_parser("import", help="verify a case directory, then import it")
+    _common(im)
+    im.add_argument("directory", type=Path)
+
+    k = sub.add_parser("keys", help="the data keys encrypting phone numbers and zones at rest")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kr = ksub.add_parser(
+        "rotate",
+        help="put a new data key first in the key file, then re-encrypt every encrypted "
+        "field with it (plaintext left from before encryption too), audited",
+    )
+    _common(kr)
+    kr.add_argument(
+        "--no-new-key",
+        action="store_true",
+        help="only re-encrypt, with the newest key there is (e.g. after putting a new key "
+        "first in BANGPAE_DATA_KEYS)",
+    )
+    ksub.add_parser("generate", help="print a new data key (for BANGPAE_DATA_KEYS)")
 
     b = sub.add_parser("bench", help="run a standard workload, printing JSON lines")
     b.add_argument("workload", choices=("w1", "w2", "w3", "w4"))
@@ -115,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = COMMANDS[
         args.command
-        if args.command not in ("admin", "audit")
+        if args.command not in ("admin", "audit", "hold", "keys")
         else f"{args.command}.{getattr(args, args.command + '_command')}"
     ]
     try:
@@ -133,19 +185,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _create_user(args: argparse.Namespace) -> int:
-    from bangpae.adapters.store import Store
     from bangpae.adapters.store.errors import Conflict
-    from bangpae.services.auth import hash_password
+    from bangpae.services.auth import WeakPassword, new_password_hash
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.resolved_database_url())
-    store.migrate()
-    if len(args.password) < 12:
-        print("password: use at least 12 characters", file=sys.stderr)
+    store = _open_store(settings, create=True)
+    try:
+        password_hash = new_password_hash(args.password, args.username)
+    except WeakPassword as exc:
+        print(f"password: {exc}", file=sys.stderr)
         return 2
     try:
-        uid = store.add_user(args.username, hash_password(args.password), args.role, args.person_id)
+        uid = store.add_user(args.username, password_hash, args.role, args.person_id)
     except Conflict:
         print(f"user {args.username!r} exists already", file=sys.stderr)
         return 1
@@ -165,41 +216,283 @@ def _create_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    from bangpae.adapters.store import Store
+def _open_store(settings: Settings, create: bool = False) -> Any:
+    """The migrated store these settings name, with its data keys (``create``: make the
+    data dir, and the key file when there are no keys, first)."""
+    from bangpae.app import open_store
 
-    store = Store(_settings(args).resolved_database_url())
-    store.migrate()
-    report = store.audit_verify()
+    if create:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    elif settings.database_url is None and not settings.data_dir.is_dir():
+        raise SystemExit(f"no data directory at {settings.data_dir}: no database to work on")
+    return open_store(settings, create=create)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from bangpae.adapters.anchors import AnchorError, latest_anchor
+
+    settings = _settings(args)
+    path = settings.resolved_anchor_path()
+    try:
+        anchor = latest_anchor(path)
+    except AnchorError as exc:
+        print(f"audit anchor file unreadable: {exc}", file=sys.stderr)
+        return 1
+    store = _open_store(settings)
+    report = store.audit_verify(anchor=None if anchor is None else (anchor.id, anchor.hash))
+    base = store.audit_base()
     store.close()
+    where = (
+        "" if anchor is None else f" (checked against the anchor on line {anchor.line} of {path})"
+    )
     if report.ok:
-        print(f"audit chain intact: {report.records} records")
+        since = "" if base is None else f", records up to {base[0]} purged by retention"
+        print(f"audit chain intact: {report.records} records{since}{where}")
+        if anchor is None:
+            print(
+                f"no anchor in {path}: a chain cut short at its end cannot be told", file=sys.stderr
+            )
         return 0
-    print(f"audit chain BROKEN at record {report.first_bad_id}: {report.reason}", file=sys.stderr)
+    print(
+        f"audit chain BROKEN at record {report.first_bad_id}: {report.reason}{where}",
+        file=sys.stderr,
+    )
     return 1
 
 
-def _purge(args: argparse.Namespace) -> int:
+def _audit_anchor(args: argparse.Namespace) -> int:
+    from bangpae.adapters.anchors import AnchorError, anchor_head
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store import Store
 
     settings = _settings(args)
-    days = args.retention_days or settings.retention_days
-    store = Store(settings.resolved_database_url())
-    store.migrate()
-    now = SystemClock().now()
-    deleted = store.purge_fixes(now - days * 86400.0)
+    path = settings.resolved_anchor_path()
+    store = _open_store(settings)
+    try:
+        head = anchor_head(store, path, SystemClock().now())
+    except AnchorError as exc:
+        print(f"not anchored: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if head is None:
+        print("audit chain is empty: nothing to anchor", file=sys.stderr)
+        return 0
+    print(json.dumps({"anchored": {"id": head[0], "hash": head[1]}, "path": str(path)}))
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from bangpae.adapters.anchors import AnchorError
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.housekeeping import run_purge
+
+    settings = _settings(args)
+    if args.retention_days is not None:
+        settings = settings.model_copy(update={"retention_days": args.retention_days})
+    try:
+        policy = settings.retention_policy()
+    except ValueError as exc:
+        print(f"purge: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store(settings)
+    try:
+        report = run_purge(
+            store,
+            policy,
+            SystemClock().now(),
+            dry_run=args.dry_run,
+            anchor_path=settings.resolved_anchor_path(),
+            actor="cli",
+            role="admin",
+        )
+    except AnchorError as exc:
+        print(f"purge refused: the audit chain does not match its anchor: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps(report.as_dict()))
+    return 0
+
+
+def _when(value: str | None) -> float | None:
+    """A time given as ISO 8601 with a zone (or Z), or as POSIX seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time or POSIX seconds") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone (add Z or +09:00)")
+    return t.timestamp()
+
+
+def _hold_add(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.store.errors import Invalid, NotFound
+
+    scope, target = next(
+        (k, v) for k in ("order", "person", "incident") if (v := getattr(args, k)) is not None
+    )
+    try:
+        start, end = _when(args.start), _when(args.until)
+    except ValueError as exc:
+        print(f"hold: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store(_settings(args))
+    try:
+        hold = store.place_hold(
+            scope,
+            target,
+            start,
+            end,
+            args.reason,
+            actor="cli",
+            role="admin",
+            at=SystemClock().now(),
+        )
+    except (Invalid, NotFound) as exc:
+        print(f"hold: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps(_hold_json(hold)))
+    return 0
+
+
+def _hold_json(hold: Any) -> dict[str, Any]:
+    from bangpae.domain.disclosure import iso
+
+    return {
+        "id": hold.id,
+        "scope": hold.scope,
+        "target": hold.target,
+        "from": None if hold.start is None else iso(hold.start),
+        "until": None if hold.end is None else iso(hold.end),
+        "reason": hold.reason,
+        "placed_at": iso(hold.placed_at),
+    }
+
+
+def _hold_list(args: argparse.Namespace) -> int:
+    store = _open_store(_settings(args))
+    holds = store.legal_holds()
+    store.close()
+    for hold in holds:
+        print(json.dumps(_hold_json(hold)))
+    return 0
+
+
+def _hold_release(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.store.errors import Invalid, NotFound
+
+    store = _open_store(_settings(args))
+    try:
+        store.release_hold(
+            args.hold_id, args.reason, actor="cli", role="admin", at=SystemClock().now()
+        )
+    except (Invalid, NotFound) as exc:
+        print(f"hold: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps({"released": args.hold_id}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bangpae.adapters.casefile import CaseFileError, export_case
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.store.errors import NotFound
+
+    store = _open_store(_settings(args))
+    try:
+        manifest = export_case(
+            store,
+            args.order,
+            args.out,
+            now=SystemClock().now(),
+            purpose=args.purpose,
+            progress=sys.stderr,
+        )
+    except (CaseFileError, NotFound) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps({"out": str(args.out), "order_id": args.order, "counts": manifest["counts"]}))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from bangpae.adapters.casefile import CaseFileError, import_case, verify_case
+    from bangpae.adapters.clock import SystemClock
+
+    try:
+        verify_case(args.directory)  # every checksum before the database is even opened
+    except CaseFileError as exc:
+        print(f"import refused: {exc}", file=sys.stderr)
+        return 1
+    store = _open_store(_settings(args), create=True)
+    try:
+        counts = import_case(store, args.directory, now=SystemClock().now(), progress=sys.stderr)
+    except CaseFileError as exc:
+        print(f"import refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps({"imported": counts}))
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.crypto import DataKeyError, add_key, fingerprint
+    from bangpae.app import data_cipher
+
+    settings = _settings(args)
+    store = _open_store(settings)  # refuses keys that do not open what is sealed already
+    try:
+        cipher, new_key = store.cipher, not args.no_new_key
+        if cipher is None:  # an instance from before encryption: it gets its first key
+            cipher, new_key = data_cipher(settings, create=True), True
+        elif new_key:
+            cipher = add_key(cipher)  # written before anything is sealed with it
+        store.cipher = cipher
+        counts = store.reseal_fields()
+    except DataKeyError as exc:
+        print(f"keys: {exc}", file=sys.stderr)
+        store.close()
+        return 1
+    assert cipher is not None
+    newest = fingerprint(cipher.keys[0])
     store.audit_append(
         actor="cli",
         role="admin",
-        action="purge",
-        subject="fixes",
-        purpose="retention",
-        fields=[f"older_than_days={days}", f"deleted={deleted}"],
-        at=now,
+        action="keys_rotate",
+        subject="data-keys",
+        purpose="data key rotation" if new_key else "re-encryption with the newest data key",
+        fields=[f"newest={newest}"]
+        + [f"{name}: resealed={n['resealed']} sealed={n['sealed']}" for name, n in counts.items()],
+        at=SystemClock().now(),
     )
     store.close()
-    print(json.dumps({"purged_fixes": deleted, "retention_days": days}))
+    out = {"new_key": new_key, "newest": newest, "keys": len(cipher.keys), "fields": counts}
+    print(json.dumps(out))
+    return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from bangpae.adapters.crypto import new_key
+
+    print(new_key())
     return 0
 
 
@@ -249,7 +542,15 @@ COMMANDS: dict[str, Any] = {
     "simulate": _simulate,
     "admin.create-user": _create_user,
     "audit.verify": _audit_verify,
+    "audit.anchor": _audit_anchor,
     "purge": _purge,
+    "hold.add": _hold_add,
+    "hold.list": _hold_list,
+    "hold.release": _hold_release,
+    "export": _export,
+    "import": _import,
+    "keys.rotate": _keys_rotate,
+    "keys.generate": _keys_generate,
     "bench": _bench,
 }
 

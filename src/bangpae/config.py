@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bangpae.domain.retention import Policy as RetentionPolicy
 
 
 def parse_listen(value: str, default_host: str = "0.0.0.0") -> tuple[str, int] | None:
@@ -55,10 +57,97 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(
         None, description="Token signing key; default a random key kept in the data dir."
     )
+    data_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet keys, newest first, encrypting phone numbers "
+        "and order zones at rest; default the data-keys file in the data dir (made on "
+        "first start). Every process opening the database needs the same keys.",
+    )
     retention_days: int = Field(
         90, ge=1, description="Fixes older than this are purged, except legal holds."
     )
+    retention_events_days: int = Field(
+        365, ge=1, description="Events are purged this long after their order ends."
+    )
+    retention_incidents_days: int = Field(
+        365,
+        ge=1,
+        description="Resolved incidents (with their timeline) are purged this long after "
+        "their order ends and their last activity.",
+    )
+    retention_handoffs_days: int = Field(
+        365, ge=1, description="Police hand-offs are purged this long after they were closed."
+    )
+    retention_notices_days: int = Field(
+        90, ge=1, description="Notices to victims and staff are purged this long after sending."
+    )
+    retention_audit_days: int = Field(
+        1825, ge=1, description="Audit records are purged this long after they were written."
+    )
+    retention_evidence_margin_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Fixes and events this long before and after an open or held incident "
+        "are kept as its evidence.",
+    )
+    purge_interval_s: float = Field(
+        86400.0, ge=0, description="How often serve purges data past retention (0: never)."
+    )
+    audit_anchor_path: Path | None = Field(
+        None,
+        description="Append-only file the audit chain's head is anchored to; default "
+        "audit-anchors.log in the data dir.",
+    )
+    audit_anchor_interval_s: float = Field(
+        3600.0, ge=0, description="How often serve anchors the audit chain's head (0: never)."
+    )
+
+    def resolved_anchor_path(self) -> Path:
+        """Where the audit chain's head is anchored, defaulting to the data dir."""
+        return self.audit_anchor_path or self.data_dir / "audit-anchors.log"
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The retention policy these settings describe."""
+        return RetentionPolicy(
+            fixes_days=self.retention_days,
+            events_days=self.retention_events_days,
+            incidents_days=self.retention_incidents_days,
+            handoffs_days=self.retention_handoffs_days,
+            notices_days=self.retention_notices_days,
+            audit_days=self.retention_audit_days,
+            evidence_margin_s=self.retention_evidence_margin_s,
+        )
+
     token_ttl_s: int = Field(900, ge=60, le=86400, description="Lifetime of an access token.")
+    session_ttl_staff_s: int = Field(
+        12 * 3600,
+        ge=300,
+        le=7 * 86400,
+        description="Lifetime of a sign-in (its refresh tokens) for staff: about one shift.",
+    )
+    session_ttl_s: int = Field(
+        30 * 86400,
+        ge=300,
+        le=90 * 86400,
+        description="Lifetime of a sign-in for victims, offenders and field officers.",
+    )
+    require_totp_for_staff: bool = Field(
+        True,
+        description="Staff (every role but victim, offender and field_officer) must sign in "
+        "with a TOTP code; until they enrol one, their token only lets them enrol.",
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=100, description="Failed sign-ins for one user name that lock it."
+    )
+    login_ip_max_failures: int = Field(
+        20, ge=1, le=10000, description="Failed sign-ins from one address that block it."
+    )
+    login_window_s: float = Field(
+        900.0, gt=0, le=86400, description="The window those failures are counted in."
+    )
+    login_lockout_s: float = Field(
+        900.0, gt=0, le=86400, description="How long a lock lasts after the last failure."
+    )
     tick_s: float = Field(
         1.0, gt=0, le=60, description="How often timers (offline, stale) are checked."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from bangpae.app import AppContext, build, serve
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.model import Order
 from bangpae.domain.tiers import notify_distance_m
-from bangpae.services.auth import hash_password
+from bangpae.services.auth import WeakPassword, new_password_hash
 from bangpae.simulate import run_devices, seoul_scenario
 
 TIER_KO = {
@@ -54,8 +55,14 @@ def seed(ctx: AppContext) -> dict[str, Any]:
         ("auditor", "auditor", None),
         ("victim-a", "victim", people["vic1"]),
     ):
-        password = secrets.token_urlsafe(12)
-        store.add_user(username, hash_password(password), role, person)
+        password_hash = None
+        while password_hash is None:  # a random 16-character password passes the policy
+            password = secrets.token_urlsafe(12)
+            try:
+                password_hash = new_password_hash(password, username)
+            except WeakPassword:
+                continue
+        store.add_user(username, password_hash, role, person)
         logins[username] = (role, password)
     return {"people": people, "orders": orders, "logins": logins}
 
@@ -82,6 +89,9 @@ async def _readout(ctx: AppContext, orders: list[int], every_s: float = 2.0) -> 
 
 async def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     """Seed, serve, drive the simulated devices and print the live tiers."""
+    if "BANGPAE_REQUIRE_TOTP_FOR_STAFF" not in os.environ:
+        # A local showcase: staff sign in with the printed password alone, unless asked.
+        settings = settings.model_copy(update={"require_totp_for_staff": False})
     ctx = build(settings)
     seeded = seed(ctx)
     http = parse_listen(settings.http, "127.0.0.1")
@@ -100,6 +110,8 @@ async def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     print(f"OsmAnd:   http://{host}:{osm[1]}/  (simulated devices report every 2 s)")
     print("\n".join(notes))
     print("Logins (generated for this run):")
+    if not settings.require_totp_for_staff:
+        print("  (staff sign in without a TOTP code in the demo: BANGPAE_REQUIRE_TOTP_FOR_STAFF)")
     for user, (role, password) in seeded["logins"].items():
         print(f"  {user:<11} {role:<11} {password}")
     if http:

@@ -409,9 +409,23 @@ def test_the_field_officer_sees_only_their_dispatch_and_reports_arrival(
     page.click("#lang")
     pw.expect(page.locator("h1[data-i18n='dispatches']")).to_have_text("My dispatches")
     shot(page, "field-done-en")
-    assert {k: v for k, v in a11y.items() if v} == {}
     assert page.errors == []  # type: ignore[attr-defined]
     ctx.close()
+
+    # she sees that a field officer read her position, for the dispatch: a role, not a name
+    vctx, vpage = open_app(browser, server)
+    sign_in(vpage, "victim1")
+    vpage.click("#onboarding-done")
+    vpage.click("#breach-map")  # he is still near: the emergency screen comes first
+    vpage.click("a[data-go='accesses']")
+    rows = vpage.locator("#access-list li")
+    pw.expect(rows.filter(has_text="현장 보호관찰관 · 출동").first).to_be_visible(timeout=5000)
+    assert "officer1" not in vpage.locator("#access-list").inner_text()
+    shot(vpage, "victim-accesses-ko")
+    a11y["victim-accesses"] = serious(vpage)
+    assert {k: v for k, v in a11y.items() if v} == {}
+    assert vpage.errors == []  # type: ignore[attr-defined]
+    vctx.close()
 
 
 def test_a_web_push_message_becomes_a_discreet_notification(server: Server, browser: Any) -> None:

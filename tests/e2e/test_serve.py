@@ -13,7 +13,7 @@ from geographiclib.geodesic import Geodesic
 from .conftest import Server
 
 HOME = (37.5663, 126.9779)
-PASSWORD = "correct-horse-battery-staple"
+PASSWORD = "seoul-shield-e2e-2026"
 
 
 def at(distance_m: float, bearing: float = 90.0) -> tuple[float, float]:

@@ -35,7 +35,13 @@ from bangpae.api.app import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
-from bangpae.services.auth import Principal, issue_token
+from bangpae.services.auth import (
+    Principal,
+    issue_token,
+    new_refresh_token,
+    read_token,
+    token_hash,
+)
 
 T0 = 1_800_000_000.0
 HOME = (37.5663, 126.9779)
@@ -198,7 +204,8 @@ async def env(
         ("off", "offender", off),
     ):
         uid = s.add_user(user, "not-a-password-hash", role, pid)
-        token = issue_token(Principal(uid, user, role, pid), ctx.secret, T0, ttl_s=36000)
+        sid = s.open_session(uid, "full", token_hash(new_refresh_token()), T0, T0 + 86400)
+        token = issue_token(Principal(uid, user, role, pid, sid), ctx.secret, T0, ttl_s=36000)
         headers[user] = {"Authorization": f"Bearer {token}"}
     await ctx.start()
     api = httpx.AsyncClient(
@@ -509,3 +516,28 @@ async def test_staff_phones_are_pushed_critical_incidents_and_supervisors_the_pa
         ("incident", "operator", "sent 1/1"),
         ("escalated", "supervisor", "sent 1/1"),
     ]
+
+
+async def test_an_open_stream_ends_soon_after_its_session_is_revoked(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from bangpae.api import streams
+
+    monkeypatch.setattr(streams, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(streams, "SESSION_CHECK_S", 0.05)
+    token = env.headers["vic"]["Authorization"][7:]
+    who = read_token(token, env.ctx.secret, T0)
+    assert who is not None and who.sid is not None
+    with TestClient(create_app(env.ctx)) as client:
+        with client.websocket_connect("/api/v1/victim/stream") as ws:
+            ws.send_text(json.dumps({"token": token}))
+            assert ws.receive_json()["type"] == "status"
+            assert ws.receive_json()["type"] == "heartbeat"  # still signed in
+            env.ctx.store.revoke_session(who.sid, T0, "admin")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                for _ in range(200):  # heartbeats 50 ms apart: 10 s at most
+                    ws.receive_json()
+    assert closed.value.code == 4401

@@ -33,7 +33,7 @@ from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
 from bangpae.engine.engine import Engine
-from bangpae.services.auth import Principal, issue_token
+from bangpae.services.auth import Principal, issue_token, new_refresh_token, token_hash
 from bangpae.services.ingest import Ingest
 from bangpae.services.response import Handoffs
 
@@ -166,7 +166,8 @@ async def env(
     ):
         # tokens are issued directly: logging in is tested elsewhere, and is slow on purpose
         uid = s.add_user(user, "not-a-password-hash", role, pid)
-        token = issue_token(Principal(uid, user, role, pid), ctx.secret, T0, ttl_s=3600)
+        sid = s.open_session(uid, "full", token_hash(new_refresh_token()), T0, T0 + 86400)
+        token = issue_token(Principal(uid, user, role, pid, sid), ctx.secret, T0, ttl_s=3600)
         headers[user] = {"Authorization": f"Bearer {token}"}
     await ctx.start()
     api = httpx.AsyncClient(
@@ -321,6 +322,43 @@ async def test_officers_are_suggested_nearest_first_with_travel_time(env: Env) -
     assert r.status_code == 403
     r = await env.api.get("/api/v1/incidents/999999/suggestions", headers=env.headers["op"])
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_she_sees_who_read_her_position_by_role_and_purpose_never_by_name(
+    env: Env,
+) -> None:
+    iid = await open_breach(env)
+    env.clock.set(T0 + 20)
+    r = await env.api.get(f"/api/v1/incidents/{iid}/suggestions", headers=env.headers["op"])
+    assert r.status_code == 200 and r.json()["target"]["party"] == "victim"
+    assert (await env.api.get("/api/v1/victim/status", headers=env.headers["vic"])).is_success
+    # the operator reading his fixes is about him, not her: not in her list
+    r = await env.api.get(
+        f"/api/v1/devices/{env.ankle}/fixes", headers=env.headers["op"], params={"purpose": "x"}
+    )
+    r = await env.api.get("/api/v1/victim/accesses", headers=env.headers["vic"])
+    assert r.status_code == 200
+    assert r.json() == [
+        {
+            "at": "2027-01-15T08:00:20.000Z",
+            "role": "operator",
+            "purpose": "dispatch",
+            "fields": ["lat", "lon", "officers", "count=2"],
+        }
+    ]
+    # her own device's fixes read by staff are hers
+    r = await env.api.get(
+        f"/api/v1/devices/{env.phone}/fixes",
+        headers=env.headers["op"],
+        params={"purpose": "incident review"},
+    )
+    assert r.status_code == 200, r.text
+    r = await env.api.get("/api/v1/victim/accesses", headers=env.headers["vic"])
+    assert [(a["role"], a["purpose"]) for a in r.json()] == [
+        ("operator", "incident review"),
+        ("operator", "dispatch"),
+    ]
+    assert all("actor" not in a and "op" not in a.values() for a in r.json())
 
 
 def test_the_dispatch_speed_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:

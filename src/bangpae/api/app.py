@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
-from bangpae.api import apps, notices, problems, response, streams
+from bangpae.api import apps, auth, notices, problems, response, streams
 from bangpae.api.routes import api, root
 from bangpae.web import content_security_policy, mount_web
 
@@ -47,11 +47,13 @@ def create_app(ctx: Any) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        responses=problems.RESPONSES,  # every client error is problem+json
     )
     app.state.ctx = ctx
     problems.install(app)
     app.add_middleware(_Hardening, csp=content_security_policy(ctx.settings.tile_origin()))
     app.include_router(root)
+    app.include_router(auth.router)
     app.include_router(response.router)  # before api: /incidents/{id}/{action} would catch these
     app.include_router(api)
     app.include_router(streams.router)

@@ -15,9 +15,10 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
 
 from bangpae.api.deps import Ctx, RequestId, require
-from bangpae.api.schemas import FieldOutcome, IncidentAction, OwnLocation, SosRequest
+from bangpae.api.schemas import FieldOutcome, IdPath, IncidentAction, OwnLocation, SosRequest
 from bangpae.domain import disclosure
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, Fix
@@ -204,7 +205,7 @@ async def _own_dispatch(ctx: Any, who: Principal, incident_id: int) -> Any:
 
 @router.post("/field/dispatches/{incident_id}/arrive", tags=["field"])
 async def field_arrive(
-    incident_id: int, body: IncidentAction, ctx: Ctx, who: Officer
+    incident_id: IdPath, body: IncidentAction, ctx: Ctx, who: Officer
 ) -> dict[str, Any]:
     """I am on scene."""
     await _own_dispatch(ctx, who, incident_id)
@@ -221,7 +222,7 @@ async def field_arrive(
 
 @router.post("/field/dispatches/{incident_id}/outcome", tags=["field"])
 async def field_outcome(
-    incident_id: int, body: FieldOutcome, ctx: Ctx, who: Officer
+    incident_id: IdPath, body: FieldOutcome, ctx: Ctx, who: Officer
 ) -> dict[str, Any]:
     """How it ended: resolved or a false alarm, with a note."""
     await _own_dispatch(ctx, who, incident_id)
@@ -245,3 +246,19 @@ async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str,
         ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
     )
     return {"accepted": n}
+
+
+class Access(BaseModel):
+    """One read of the protected person's position: when, by which role, for what."""
+
+    at: str
+    role: str
+    purpose: str
+    fields: list[str]
+
+
+@router.get("/victim/accesses", response_model=list[Access])
+async def my_accesses(who: Victim, ctx: Ctx) -> list[Access]:
+    """Who read her position and why (newest first): the audit trail, shown to her."""
+    records = await asyncio.to_thread(queries.victim_accesses, ctx.store, who)
+    return [Access(**r) for r in records]

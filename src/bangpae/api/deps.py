@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from bangpae.services.auth import Principal, read_token
+from bangpae.services.auth import SCOPE_FULL, Principal, read_token
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -31,15 +31,37 @@ def request_id(request: Request) -> str:
 RequestId = Annotated[str, Depends(request_id)]
 
 
-def principal(
+def authenticate(ctx: Any, token: str) -> Principal | None:
+    """The principal of a valid token whose session is open and whose user is enabled.
+
+    A signed, unexpired token is not enough: its session may have been revoked (logout,
+    refresh-token reuse, an admin) or its user disabled. One keyed lookup per request.
+    """
+    now = ctx.clock.now()
+    who = read_token(token, ctx.secret, now)
+    if who is None or who.sid is None:
+        return None
+    return who if ctx.store.session_active(who.sid, who.user_id, now) else None
+
+
+def any_scope_principal(
     ctx: Ctx, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """The caller, from a valid bearer token; 401 otherwise."""
+    """The caller, even one whose token only allows enrolling a second factor; 401 otherwise."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(401, "a bearer token is required")
-    who = read_token(creds.credentials, ctx.secret, ctx.clock.now())
+    who = authenticate(ctx, creds.credentials)
     if who is None:
-        raise HTTPException(401, "the token is invalid or expired")
+        raise HTTPException(401, "the token is invalid or expired, or its session has ended")
+    return who
+
+
+def principal(who: Annotated[Principal, Depends(any_scope_principal)]) -> Principal:
+    """The caller, from a valid bearer token of a full session; 401 (or 403) otherwise."""
+    if who.scope != SCOPE_FULL:
+        raise HTTPException(
+            403, "enrol a second factor first: POST /api/v1/auth/totp/enrol, then confirm it"
+        )
     return who
 
 

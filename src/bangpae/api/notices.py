@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from bangpae.adapters.webpush import endpoint_allowed
 from bangpae.api.deps import Ctx, require
-from bangpae.api.schemas import Strict
+from bangpae.api.schemas import MAX_ID, Strict
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["notices"])
@@ -109,7 +109,7 @@ def _out(records: list[Any]) -> list[NoticeOut]:
 
 @router.get("/victim/notices", response_model=list[NoticeOut])
 async def my_notices(
-    who: Victim, ctx: Ctx, after_id: Annotated[int, Query(ge=0)] = 0
+    who: Victim, ctx: Ctx, after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
 ) -> list[NoticeOut]:
     """What the protected person was told, oldest first."""
     if who.person_id is None:
@@ -124,9 +124,9 @@ async def my_notices(
 async def all_notices(
     who: Staff,
     ctx: Ctx,
-    order_id: Annotated[int | None, Query(ge=1)] = None,
+    order_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     audience: Annotated[Literal["victim", "staff"] | None, Query()] = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[NoticeOut]:
     """What victims and staff were told, and how each channel fared, oldest first."""

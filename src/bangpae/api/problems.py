@@ -22,7 +22,37 @@ TITLES = {
     409: "Conflict",
     413: "Payload too large",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
+}
+
+# What every client error of the API looks like, for its OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "A stable reason, where one is given."},
+        "errors": {
+            "type": "array",
+            "description": "Which parts of the request did not match its schema (422).",
+            "items": {
+                "type": "object",
+                "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}},
+            },
+        },
+    },
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: RFC 9457 problem+json (401 no or a bad token, 403 not "
+        "allowed, 404 absent or not yours, 409 conflict, 422 invalid, 429 throttled)",
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    }
 }
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from bangpae.api.deps import Ctx, RequestId, require
+from bangpae.api.schemas import IdPath
 from bangpae.services import response
 from bangpae.services.auth import Principal
 
@@ -43,7 +44,7 @@ def _missing(incident_id: int) -> HTTPException:
 
 
 @router.get("/incidents/{incident_id}/response", tags=["response"])
-async def incident_response(incident_id: int, ctx: Ctx, who: Staff) -> dict[str, Any]:
+async def incident_response(incident_id: IdPath, ctx: Ctx, who: Staff) -> dict[str, Any]:
     """The incident's playbook as a checklist, its response times and supervisor pages."""
     out = await asyncio.to_thread(response.incident_response, ctx.store, incident_id)
     if out is None:
@@ -53,7 +54,7 @@ async def incident_response(incident_id: int, ctx: Ctx, who: Staff) -> dict[str,
 
 @router.post("/incidents/{incident_id}/steps/{step_id}", tags=["response"])
 async def mark_step(
-    incident_id: int, step_id: str, body: StepDone, ctx: Ctx, who: Staff
+    incident_id: IdPath, step_id: str, body: StepDone, ctx: Ctx, who: Staff
 ) -> dict[str, Any]:
     """Tick a checklist step off; the reply is the updated checklist."""
     try:
@@ -68,7 +69,7 @@ async def mark_step(
 
 
 @router.get("/incidents/{incident_id}/suggestions", tags=["response"])
-async def suggestions(incident_id: int, ctx: Ctx, who: Staff, rid: RequestId) -> dict[str, Any]:
+async def suggestions(incident_id: IdPath, ctx: Ctx, who: Staff, rid: RequestId) -> dict[str, Any]:
     """Field officers nearest the incident, with travel time; audited."""
     out = await asyncio.to_thread(
         response.suggest_officers,
@@ -86,7 +87,7 @@ async def suggestions(incident_id: int, ctx: Ctx, who: Staff, rid: RequestId) ->
 
 @router.post("/incidents/{incident_id}/handoff", status_code=201, tags=["response"])
 async def create_handoff(
-    incident_id: int, body: HandoffCreate, ctx: Ctx, who: Staff, rid: RequestId
+    incident_id: IdPath, body: HandoffCreate, ctx: Ctx, who: Staff, rid: RequestId
 ) -> dict[str, Any]:
     """Hand the case to the police; delivery runs in the background, retried with backoff.
 
@@ -102,7 +103,7 @@ async def create_handoff(
 
 
 @router.get("/incidents/{incident_id}/handoffs", tags=["response"])
-async def list_handoffs(incident_id: int, ctx: Ctx, who: Staff) -> list[dict[str, Any]]:
+async def list_handoffs(incident_id: IdPath, ctx: Ctx, who: Staff) -> list[dict[str, Any]]:
     """The incident's hand-offs, each with every delivery attempt."""
     if await asyncio.to_thread(ctx.store.get_incident, incident_id) is None:
         raise _missing(incident_id)
@@ -112,7 +113,7 @@ async def list_handoffs(incident_id: int, ctx: Ctx, who: Staff) -> list[dict[str
 
 @router.post("/incidents/{incident_id}/handoffs/{handoff_id}/close", tags=["response"])
 async def close_handoff(
-    incident_id: int, handoff_id: int, body: HandoffClose, ctx: Ctx, who: Staff
+    incident_id: IdPath, handoff_id: IdPath, body: HandoffClose, ctx: Ctx, who: Staff
 ) -> dict[str, Any]:
     """End a hand-off: its live-position link stops working."""
     ok = await asyncio.to_thread(ctx.handoffs.close, incident_id, handoff_id, who, body.note)

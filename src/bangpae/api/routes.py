@@ -14,15 +14,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bangpae.api.deps import Ctx, RequestId, principal, require
 from bangpae.api.schemas import (
+    MAX_ID,
     Created,
     DeviceCreate,
     FixBatch,
+    IdPath,
     IncidentAction,
     IncidentPublic,
-    LoginRequest,
     OrderCreate,
     PersonCreate,
-    TokenPublic,
     ZoneIn,
 )
 from bangpae.domain.disclosure import iso
@@ -30,7 +30,7 @@ from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
 from bangpae.domain.response import response_times
 from bangpae.domain.zones import compile_zone
 from bangpae.services import queries
-from bangpae.services.auth import Principal, hash_password, issue_token, verify_password
+from bangpae.services.auth import Principal, hash_password, verify_password
 
 api = APIRouter(prefix="/api/v1")
 root = APIRouter()
@@ -67,25 +67,6 @@ async def healthz(ctx: Ctx) -> dict[str, Any]:
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus metrics."""
     return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
-
-
-@api.post("/auth/login", response_model=TokenPublic, tags=["auth"])
-async def login(body: LoginRequest, ctx: Ctx) -> TokenPublic:
-    """Exchange a username and password for a bearer token."""
-    user = await asyncio.to_thread(ctx.store.get_user_by_name, body.username)
-    ok = await asyncio.to_thread(
-        verify_password, user.password_hash if user else None, body.password
-    )
-    if not ok or user is None or user.disabled:
-        raise HTTPException(401, "unknown user or wrong password")
-    ttl = ctx.settings.token_ttl_s
-    token = issue_token(
-        Principal(user.id, user.username, user.role, user.person_id),
-        ctx.secret,
-        ctx.clock.now(),
-        ttl,
-    )
-    return TokenPublic(access_token=token, expires_in=ttl, role=user.role)
 
 
 @api.post("/people", status_code=201, response_model=Created, tags=["admin"])
@@ -167,8 +148,12 @@ async def create_order(body: OrderCreate, ctx: Ctx, who: Admin, rid: RequestId) 
         from zoneinfo import ZoneInfo
 
         ZoneInfo(body.timezone)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OSError):  # "Asia" is a directory of the zone database
         raise HTTPException(422, f"unknown time zone {body.timezone!r}") from None
+    valid_from = _epoch(body.valid_from) or ctx.clock.now()
+    valid_until = _epoch(body.valid_until)
+    if valid_until is not None and valid_until <= valid_from:
+        raise HTTPException(422, "valid_until must come after valid_from")
     order = Order(
         id=0,
         offender_id=body.offender_id,
@@ -180,8 +165,8 @@ async def create_order(body: OrderCreate, ctx: Ctx, who: Admin, rid: RequestId) 
         zones=tuple(_zone(i, z) for i, z in enumerate(body.zones)),
         curfews=tuple(_zone(i, z) for i, z in enumerate(body.curfews)),
         stale_after_s=body.stale_after_s,
-        valid_from=_epoch(body.valid_from) or ctx.clock.now(),
-        valid_until=_epoch(body.valid_until),
+        valid_from=valid_from,
+        valid_until=valid_until,
         profile=body.profile,
         timezone=body.timezone,
     )
@@ -287,7 +272,7 @@ async def list_incidents(
 
 
 @api.get("/incidents/{incident_id}", tags=["incidents"])
-async def get_incident(incident_id: int, ctx: Ctx, who: Staff) -> dict[str, Any]:
+async def get_incident(incident_id: IdPath, ctx: Ctx, who: Staff) -> dict[str, Any]:
     """One incident with its timeline."""
     i = await asyncio.to_thread(ctx.store.get_incident, incident_id)
     if i is None:
@@ -295,18 +280,31 @@ async def get_incident(incident_id: int, ctx: Ctx, who: Staff) -> dict[str, Any]
     return _incident_full(i)
 
 
+def _unplaced(x: Any) -> Any:
+    """``x`` without the positions its events carried (as the ops stream sends them)."""
+    if isinstance(x, dict):
+        return {k: _unplaced(v) for k, v in x.items() if k not in ("lat", "lon")}
+    if isinstance(x, list):
+        return [_unplaced(v) for v in x]
+    return x
+
+
 def _incident_full(i: Any) -> dict[str, Any]:
-    """An incident with its timeline and its times to acknowledge, dispatch and on-scene."""
+    """An incident with its timeline and its times to acknowledge, dispatch and on-scene.
+
+    Positions stay behind the audited routes (fixes, suggestions, hand-offs): an
+    incident is read far more often than anyone needs to see where it happened.
+    """
     return {
         **_incident_public(i),
         "response_times": response_times(i.opened_at, i.timeline),
-        "timeline": [{**e, "at": iso(e["at"])} for e in i.timeline],
+        "timeline": [{**_unplaced(e), "at": iso(e["at"])} for e in i.timeline],
     }
 
 
 @api.post("/incidents/{incident_id}/{action}", tags=["incidents"])
 async def act_on_incident(
-    incident_id: int, action: str, body: IncidentAction, ctx: Ctx, who: Staff
+    incident_id: IdPath, action: str, body: IncidentAction, ctx: Ctx, who: Staff
 ) -> dict[str, Any]:
     """acknowledge, dispatch, on-scene or resolve an incident, with a note."""
     step = {
@@ -317,8 +315,13 @@ async def act_on_incident(
     }.get(action)
     if step is None:
         raise HTTPException(404, f"no action {action!r}")
-    if step == "dispatch" and body.officer_id is None:
-        raise HTTPException(422, "dispatch needs officer_id")
+    if step == "dispatch":
+        # the dispatch decides which field officer's app shows this case: it must be one
+        officer = None
+        if body.officer_id is not None:
+            officer = await asyncio.to_thread(ctx.store.get_person, body.officer_id)
+        if officer is None or officer.kind != "officer":
+            raise HTTPException(422, "dispatch needs the officer_id of a field officer")
     if step == "resolve" and body.outcome == "false_alarm":
         step = "false_alarm"
     data = {"officer_id": body.officer_id} if body.officer_id is not None else None
@@ -367,7 +370,7 @@ async def audit_trail(
     who: Auditor,
     actor: str | None = None,
     subject: str | None = None,
-    since_id: Annotated[int | None, Query(ge=0)] = None,
+    since_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The audit trail in chain order, filterable by actor and subject."""

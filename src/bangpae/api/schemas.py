@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+# Ids are signed 64-bit integers in the database: anything larger names nothing, and
+# must be refused at the edge rather than overflow in the driver.
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class Strict(BaseModel):
@@ -15,19 +21,25 @@ class Strict(BaseModel):
 
 
 class LoginRequest(Strict):
-    """Credentials."""
+    """Credentials, with a TOTP code for users who enrolled a second factor."""
 
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
+    totp: str | None = Field(None, pattern=r"^\d{6}$", description="6-digit TOTP code.")
 
 
 class TokenPublic(BaseModel):
-    """A bearer token."""
+    """A bearer token, and the refresh token that gets the next one (once)."""
 
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
     role: str
+    refresh_token: str
+    refresh_expires_in: int = Field(description="Seconds until the sign-in itself ends.")
+    scope: Literal["full", "totp_enrol"] = Field(
+        "full", description="totp_enrol: the token may only enrol a second factor."
+    )
 
 
 class Created(BaseModel):
@@ -49,7 +61,7 @@ class DeviceCreate(Strict):
     identifier: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")
     kind: Literal["ankle_monitor", "phone", "watch"]
     protocol: Literal["osmand", "owntracks", "gt06", "h02", "api"]
-    person_id: int = Field(gt=0)
+    person_id: int = Field(gt=0, le=MAX_ID)
     lenient_crc: bool = Field(
         False, description="GT06 only: accept frames with a wrong CRC (known-bad firmware)."
     )
@@ -81,8 +93,8 @@ class ZoneIn(Strict):
 class OrderCreate(Strict):
     """A new protective order (defaults of DESIGN §2)."""
 
-    offender_id: int = Field(gt=0)
-    victim_id: int = Field(gt=0)
+    offender_id: int = Field(gt=0, le=MAX_ID)
+    victim_id: int = Field(gt=0, le=MAX_ID)
     notify_radius_m: float = Field(2000.0, ge=100, le=20000)
     reveal_radius_m: float = Field(600.0, ge=50, le=10000)
     keep_away_m: float = Field(100.0, ge=10, le=10000)
@@ -123,7 +135,7 @@ class IncidentAction(Strict):
     """A lifecycle step with a note."""
 
     note: str = Field("", max_length=2000)
-    officer_id: int | None = None
+    officer_id: int | None = Field(None, gt=0, le=MAX_ID)
     outcome: Literal["resolved", "false_alarm"] | None = None
 
 

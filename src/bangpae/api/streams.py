@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from bangpae.api.deps import authenticate
 from bangpae.domain.model import Event
 from bangpae.services import queries
-from bangpae.services.auth import Principal, read_token
+from bangpae.services.auth import SCOPE_FULL, Principal
 
 router = APIRouter(prefix="/api/v1")
 AUTH_TIMEOUT_S = 10.0
 HEARTBEAT_S = 20.0
+SESSION_CHECK_S = 20.0  # an open stream ends this soon after its session is revoked
 STAFF = ("operator", "supervisor")
 
 
@@ -35,14 +38,35 @@ async def _authenticate(ws: WebSocket, roles: tuple[str, ...]) -> Principal | No
             token = str(json.loads(first).get("token", ""))
         except (TimeoutError, ValueError, AttributeError, WebSocketDisconnect):
             token = ""
-    who = read_token(token or "", ctx.secret, ctx.clock.now())
+    who = await asyncio.to_thread(authenticate, ctx, token or "")
     if who is None:
         await ws.close(4401, "a valid token is required")
         return None
-    if who.role not in roles:
+    if who.role not in roles or who.scope != SCOPE_FULL:
         await ws.close(4403, "this stream is not for your role")
         return None
     return who
+
+
+class _Session:
+    """Re-checks an open stream's session now and then: a revoked one ends the stream."""
+
+    def __init__(self, ctx: Any, who: Principal) -> None:
+        self.ctx, self.who = ctx, who
+        self.checked = time.monotonic()
+
+    async def ended(self, ws: WebSocket) -> bool:
+        """Whether the session ended (the socket is then closed with 4401)."""
+        if time.monotonic() - self.checked < SESSION_CHECK_S:
+            return False
+        self.checked = time.monotonic()
+        who, ctx = self.who, self.ctx
+        if who.sid is not None and await asyncio.to_thread(
+            ctx.store.session_active, who.sid, who.user_id, ctx.clock.now()
+        ):
+            return False
+        await ws.close(4401, "the session has ended")
+        return True
 
 
 @router.websocket("/victim/stream")
@@ -75,8 +99,9 @@ async def victim_stream(ws: WebSocket) -> None:
     if hub is not None and who.person_id is not None:
         hub.listen_person(who.person_id, send)
     last: Any = None
+    session = _Session(ctx, who)
     try:
-        while True:
+        while not await session.ended(ws):
             status = await asyncio.to_thread(
                 queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None, orders
             )
@@ -94,6 +119,8 @@ async def victim_stream(ws: WebSocket) -> None:
                     if await asyncio.wait_for(q.get(), HEARTBEAT_S) & mine:
                         break
                 except TimeoutError:
+                    if await session.ended(ws):
+                        return
                     await send({"type": "heartbeat"})
     except WebSocketDisconnect:
         pass
@@ -141,10 +168,15 @@ async def ops_stream(ws: WebSocket) -> None:
     hub = ctx.notifier.hub if ctx.notifier is not None else None
     if hub is not None:
         hub.listen_role(who.role, send)
+    session = _Session(ctx, who)
     try:
         await send({"type": "hello", "role": who.role})
-        while True:
-            e = await q.get()
+        while not await session.ended(ws):
+            try:
+                e = await asyncio.wait_for(q.get(), HEARTBEAT_S)
+            except TimeoutError:
+                await send({"type": "heartbeat"})
+                continue
             await send(_public(e))
     except WebSocketDisconnect:
         pass

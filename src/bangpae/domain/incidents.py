@@ -24,6 +24,11 @@ CRITICAL: Priority = "critical"
 HIGH: Priority = "high"
 NORMAL: Priority = "normal"
 PRIORITIES: tuple[Priority, ...] = (CRITICAL, HIGH, NORMAL)
+# Incidents about the victim's safety: an officer goes to her, and her position is the
+# one read for them; the rest are about him.
+VICTIM_CENTRED = frozenset(
+    {"breach", "retro_breach", "sos", "approach_fast", "proximity", "signal_lost", "pre_alert"}
+)
 
 _BY_KIND: dict[EventKind, tuple[str, Priority | None]] = {
     EventKind.RETRO_BREACH: ("retro_breach", CRITICAL),

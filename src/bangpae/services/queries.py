@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bangpae.domain import disclosure, notices, tiers
+from bangpae.domain import disclosure, incidents, notices, tiers
 from bangpae.domain.model import Tier
 from bangpae.services.auth import Principal
 
@@ -148,3 +148,35 @@ def device_fixes(
         "fixes": fixes,
         "next_cursor": next_cursor,
     }
+
+
+def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[str, Any]]:
+    """Who read the protected person's position, when, and for what purpose.
+
+    Reads of her own devices' fixes, of her position for an incident about her safety
+    (a dispatch, the police live link), and any read naming her. Her own reads are
+    left out; who the reader was is given by role, not by name.
+    """
+    if who.person_id is None:
+        return []
+    orders = [o.id for o in store.orders_for_person(who.person_id) if o.victim_id == who.person_id]
+    subjects = [f"device:{d}" for d in store.device_ids_of_person(who.person_id)]
+    subjects += [
+        f"incident:{i}" for i in store.incident_ids_of_orders(orders, incidents.VICTIM_CENTRED)
+    ]
+    records = store.audit_about(
+        subjects,
+        who.person_id,
+        exclude_actor=f"user:{who.user_id}:{who.username}",
+        action="read_position",
+        limit=limit,
+    )
+    return [
+        {
+            "at": disclosure.iso(r["at"]),
+            "role": r["role"],
+            "purpose": r["purpose"],
+            "fields": r["fields"],
+        }
+        for r in records
+    ]

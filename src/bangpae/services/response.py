@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bangpae.domain import disclosure, playbooks
+from bangpae.domain import disclosure, incidents, playbooks
 from bangpae.domain.geodesy import geodesic_distance_m
 from bangpae.domain.model import Event, EventKind, Fix, make_event
 from bangpae.domain.response import (
@@ -39,10 +39,7 @@ log = logging.getLogger(__name__)
 
 HANDOFF_PURPOSE = "police_handoff"
 DISPATCH_PURPOSE = "dispatch"
-# Incidents about the victim's safety: an officer goes to her; the rest are about him.
-VICTIM_CENTRED = frozenset(
-    {"breach", "retro_breach", "sos", "approach_fast", "proximity", "signal_lost", "pre_alert"}
-)
+VICTIM_CENTRED = incidents.VICTIM_CENTRED
 
 
 class Clock(Protocol):

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Column, Connection, and_, delete, func, insert, select, update
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
@@ -67,6 +67,8 @@ class NoticeStore:
 
         def _read(self) -> AbstractContextManager[Connection]: ...
         def _write(self) -> AbstractContextManager[Connection]: ...
+        def _seal(self, column: Column[Any], value: Any) -> Any: ...
+        def _open(self, column: Column[Any], value: Any, row_id: Any) -> Any: ...
 
     # -- notices -----------------------------------------------------------------------
 
@@ -138,14 +140,15 @@ class NoticeStore:
         """The phone number kept for a person (for the SMS/voice gateway)."""
         with self._read() as c:
             v = c.execute(select(s.people.c.phone).where(s.people.c.id == person_id)).scalar()
-        return None if v is None else str(v)
+        return None if v is None else str(self._open(s.people.c.phone, v, person_id))
 
     def set_person_phone(self, person_id: int, phone: str | None) -> None:
-        """Keep (or clear) a person's phone number."""
+        """Keep (or clear) a person's phone number (encrypted at rest)."""
         if phone is not None and len(phone) > 64:
             raise Invalid("phone is longer than 64 characters")
+        sealed = self._seal(s.people.c.phone, phone)
         with self._write() as c:
-            r = c.execute(update(s.people).where(s.people.c.id == person_id).values(phone=phone))
+            r = c.execute(update(s.people).where(s.people.c.id == person_id).values(phone=sealed))
             if r.rowcount == 0:
                 raise NotFound(f"person {person_id} not found")
 

@@ -38,7 +38,7 @@ people = Table(
     Column("kind", String(16), nullable=False),
     Column("name", String(200), nullable=False),
     # for the SMS/voice gateway (schema 0005)
-    Column("phone", String(64)),
+    Column("phone", Text),  # encrypted at rest: longer than the number
     Column("created_at", Float, nullable=False),
 )
 
@@ -247,4 +247,57 @@ push_subscriptions = Table(
     Column("created_at", Float, nullable=False),
     Column("last_ok_at", Float),
     Column("failures", Integer, nullable=False, default=0),
+)
+
+# -- sessions and login attempts (schema 0006) -----------------------------------------
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Id, primary_key=True),  # the ``sid`` claim of its access tokens
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False),
+    # full, or totp_enrol: a staff member who may only enrol a second factor
+    Column("scope", String(16), nullable=False),
+    # SHA-256 of the current refresh token; every refresh replaces it
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("revoked_reason", String(32)),
+    Column("ip", String(64)),
+    Column("user_agent", String(200)),
+    Index("ix_sessions_user", "user_id", "revoked_at"),
+)
+
+# Refresh tokens already exchanged: one presented again means a copy leaked (reuse).
+retired_refresh_tokens = Table(
+    "retired_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("session_id", Id, ForeignKey("sessions.id"), nullable=False),
+    Column("retired_at", Float, nullable=False),
+)
+
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("username", String(64), nullable=False),  # as typed: unknown names lock alike
+    Column("ip", String(64), nullable=False),
+    # ok, failed, locked (refused unchecked), totp_required (right password, no code yet)
+    Column("outcome", String(16), nullable=False),
+    Index("ix_login_attempts_username", "username", "at"),
+    Index("ix_login_attempts_ip", "ip", "at"),
+)
+
+user_totp = Table(
+    "user_totp",
+    metadata,
+    Column("user_id", Id, ForeignKey("users.id"), primary_key=True, autoincrement=False),
+    Column("secret", String(200), nullable=False),  # sealed with AES-GCM, never returned
+    Column("created_at", Float, nullable=False),
+    Column("enabled_at", Float),  # null until confirmed with a code
+    Column("last_step", BigInteger),  # the last time step accepted: a code works once
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +45,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.auth import AuthStore
+from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.response import ResponseStore
+from bangpae.adapters.store.retention import RetentionStore
+from bangpae.adapters.store.sealed import SealedFields
 from bangpae.domain.model import (
     Device,
     DeviceKind,
@@ -197,11 +202,16 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Store(ResponseStore, NoticeStore):
-    """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``)."""
+class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore):
+    """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``).
 
-    def __init__(self, url: str) -> None:
+    ``cipher`` seals phone numbers and order zones at rest (see ``sealed``); without one
+    they are written in plaintext, for tools and tests that do not care.
+    """
+
+    def __init__(self, url: str, cipher: FieldCipher | None = None) -> None:
         self.url = url
+        self.cipher = cipher
         u = make_url(url)
         if u.drivername == "postgresql":  # the driver this project ships with
             u = u.set(drivername="postgresql+psycopg")
@@ -384,8 +394,10 @@ class Store(ResponseStore, NoticeStore):
                     reveal_radius_m=order.reveal_radius_m,
                     keep_away_m=order.keep_away_m,
                     hysteresis_m=order.hysteresis_m,
-                    zones=[_zone_to_json(z) for z in order.zones],
-                    curfews=[_zone_to_json(z) for z in order.curfews],
+                    zones=self._seal(s.orders.c.zones, [_zone_to_json(z) for z in order.zones]),
+                    curfews=self._seal(
+                        s.orders.c.curfews, [_zone_to_json(z) for z in order.curfews]
+                    ),
                     stale_after_s=order.stale_after_s,
                     offline_after_s=order.offline_after_s,
                     no_fix_after_s=order.no_fix_after_s,
@@ -398,8 +410,9 @@ class Store(ResponseStore, NoticeStore):
             )
             return _new_id(r)
 
-    @staticmethod
-    def _order(r: Row[Any]) -> Order:
+    def _order(self, r: Row[Any]) -> Order:
+        zones = self._open(s.orders.c.zones, r.zones, r.id)
+        curfews = self._open(s.orders.c.curfews, r.curfews, r.id)
         return Order(
             id=int(r.id),
             offender_id=int(r.offender_id),
@@ -408,8 +421,8 @@ class Store(ResponseStore, NoticeStore):
             reveal_radius_m=r.reveal_radius_m,
             keep_away_m=r.keep_away_m,
             hysteresis_m=r.hysteresis_m,
-            zones=tuple(_zone_from_json(z) for z in r.zones),
-            curfews=tuple(_zone_from_json(z) for z in r.curfews),
+            zones=tuple(_zone_from_json(z) for z in zones),
+            curfews=tuple(_zone_from_json(z) for z in curfews),
             stale_after_s=r.stale_after_s,
             offline_after_s=r.offline_after_s,
             no_fix_after_s=r.no_fix_after_s,
@@ -845,6 +858,15 @@ class Store(ResponseStore, NoticeStore):
             rows = c.execute(q.order_by(i.c.id.desc()).limit(max(0, limit))).all()
             return [self._incident(c, r, False) for r in rows]
 
+    def incident_ids_of_orders(self, order_ids: Sequence[int], kinds: Iterable[str]) -> list[int]:
+        """The ids of the incidents of these orders and kinds, whatever their status."""
+        i = s.incidents
+        if not order_ids:
+            return []
+        q = select(i.c.id).where(and_(i.c.order_id.in_(list(order_ids)), i.c.kind.in_(list(kinds))))
+        with self._read() as c:
+            return [int(r.id) for r in c.execute(q.order_by(i.c.id))]
+
     def get_incident(self, incident_id: int) -> IncidentRecord | None:
         """One incident with its timeline (entries as dicts, oldest first)."""
         with self._read() as c:
@@ -970,6 +992,25 @@ class Store(ResponseStore, NoticeStore):
         request_id: str | None = None,
     ) -> int:
         """Append a hash-chained audit record; appends are serialised so the chain is linear."""
+        with self._audit_lock, self._write() as c:
+            return self._audit_insert(
+                c, actor, role, action, subject, purpose, fields, at=at, request_id=request_id
+            )
+
+    def _audit_insert(
+        self,
+        c: Connection,
+        actor: str,
+        role: str,
+        action: str,
+        subject: str,
+        purpose: str,
+        fields: Sequence[str] = (),
+        *,
+        at: float,
+        request_id: str | None = None,
+    ) -> int:
+        """Append inside the caller's write transaction; the caller holds ``_audit_lock``."""
         a = s.audit
         for column, value in (
             (a.c.actor, actor),
@@ -981,31 +1022,30 @@ class Store(ResponseStore, NoticeStore):
         ):
             _fits(column, value)
         names = [str(x) for x in fields]
-        with self._audit_lock, self._write() as c:
-            self._pg_lock(c, _LOCK_AUDIT)
-            head = c.execute(select(a.c.id, a.c.hash).order_by(a.c.id.desc()).limit(1)).first()
-            new_id = 1 if head is None else int(head.id) + 1
-            prev = GENESIS if head is None else str(head.hash)
-            # Hash exactly what the database will give back (a float time, a list of names).
-            record = {
-                "id": new_id,
-                "at": float(at),
-                "actor": actor,
-                "role": role,
-                "action": action,
-                "subject": subject,
-                "purpose": purpose,
-                "fields": names,
-                "request_id": request_id,
-            }
-            c.execute(
-                a.insert().values(
-                    **{**record, "fields": json.dumps(names)},
-                    prev_hash=prev,
-                    hash=audit_hash(prev, record),
-                )
+        self._pg_lock(c, _LOCK_AUDIT)
+        head = c.execute(select(a.c.id, a.c.hash).order_by(a.c.id.desc()).limit(1)).first()
+        new_id = 1 if head is None else int(head.id) + 1
+        prev = GENESIS if head is None else str(head.hash)
+        # Hash exactly what the database will give back (a float time, a list of names).
+        record = {
+            "id": new_id,
+            "at": float(at),
+            "actor": actor,
+            "role": role,
+            "action": action,
+            "subject": subject,
+            "purpose": purpose,
+            "fields": names,
+            "request_id": request_id,
+        }
+        c.execute(
+            a.insert().values(
+                **{**record, "fields": json.dumps(names)},
+                prev_hash=prev,
+                hash=audit_hash(prev, record),
             )
-            return new_id
+        )
+        return new_id
 
     @staticmethod
     def _audit_dict(r: Row[Any]) -> dict[str, Any]:
@@ -1041,6 +1081,30 @@ class Store(ResponseStore, NoticeStore):
             rows = c.execute(q.order_by(a.c.id).limit(max(0, limit))).all()
         return [self._audit_dict(r) for r in rows]
 
+    def audit_about(
+        self,
+        subjects: Sequence[str],
+        person_id: int | None = None,
+        exclude_actor: str | None = None,
+        action: str | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """Audit records whose subject is one of ``subjects`` (exactly, or as its first part
+        before a ``/``), or names ``person:<person_id>`` last; newest first."""
+        a = s.audit
+        clauses = [a.c.subject.in_(list(subjects))]
+        clauses += [a.c.subject.like(f"{x}/%", escape="\\") for x in subjects]
+        if person_id is not None:
+            clauses.append(a.c.subject.like(f"%/person:{int(person_id)}", escape="\\"))
+        q = select(a).where(or_(*clauses))
+        if exclude_actor is not None:
+            q = q.where(a.c.actor != exclude_actor)
+        if action is not None:
+            q = q.where(a.c.action == action)
+        with self._read() as c:
+            rows = c.execute(q.order_by(a.c.id.desc()).limit(max(0, limit))).all()
+        return [self._audit_dict(r) for r in rows]
+
     def audit_head(self) -> tuple[int, str] | None:
         """The id and hash of the newest audit record (to anchor outside the database)."""
         a = s.audit
@@ -1053,10 +1117,22 @@ class Store(ResponseStore, NoticeStore):
 
         A chain cut short at its end is only detectable against a head kept elsewhere:
         pass an earlier ``audit_head()`` as ``anchor`` to check that record is still there.
+        After a purge the chain starts from the newest purge checkpoint (see retention).
         """
         prev, expected, n = GENESIS, 1, 0
         anchored = anchor is None
         with self._read() as c:
+            base = self._audit_base(c)
+            if base is not None:  # records up to the checkpoint were purged on purpose
+                expected, prev = base[0] + 1, base[1]
+                if anchor is not None and anchor[0] <= base[0]:
+                    if tuple(anchor) != base:
+                        reason = (
+                            f"the anchored record {anchor[0]} was purged (the chain now starts "
+                            f"after {base[0]}); anchor the head again after a purge"
+                        )
+                        return AuditReport(False, 0, anchor[0], reason)
+                    anchored = True
             rows = c.execute(select(s.audit).order_by(s.audit.c.id)).yield_per(1000)
             for r in rows:
                 n += 1
@@ -1074,6 +1150,6 @@ class Store(ResponseStore, NoticeStore):
                     anchored = True
                 prev, expected = r.hash, expected + 1
         if not anchored and anchor is not None:
-            reason = f"chain ends at {n} before the anchored record {anchor[0]}"
-            return AuditReport(False, n, n + 1, reason)
+            reason = f"chain ends at {expected - 1} before the anchored record {anchor[0]}"
+            return AuditReport(False, n, expected, reason)
         return AuditReport(True, n, None, "intact")

@@ -42,7 +42,26 @@ export function show(el, visible) {
   el.hidden = !visible;
 }
 
-// -- session: kept for this tab only, so closing it (or a quick exit) leaves nothing behind
+// -- session: kept for this tab only, so closing it (or a quick exit) leaves nothing behind.
+// The access token lives minutes; its refresh token (good for one use) gets the next pair
+// shortly before it expires, and once more after a 401.
+
+const REFRESH_EARLY_MS = 60000;
+let refreshTimer = null;
+let refreshing = null;
+
+// Ask the server to end a session; fire-and-forget, and it outlives a page change.
+function revoke(token, refreshToken) {
+  if (!token && !refreshToken) return;
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  fetch("/api/v1/auth/logout", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ refresh_token: refreshToken || null }),
+    keepalive: true,
+  }).catch(() => {});
+}
 
 export const session = {
   get token() {
@@ -51,24 +70,79 @@ export const session = {
   get role() {
     return sessionStorage.getItem("role");
   },
-  save(token, role, expiresIn) {
+  get refreshToken() {
+    return sessionStorage.getItem("refresh");
+  },
+  get expires() {
+    return Number(sessionStorage.getItem("expires") || 0);
+  },
+  save(token, role, expiresIn, refreshToken) {
     sessionStorage.setItem("token", token);
     sessionStorage.setItem("role", role);
     sessionStorage.setItem("expires", String(Date.now() + expiresIn * 1000));
+    if (refreshToken) sessionStorage.setItem("refresh", refreshToken);
+    scheduleRefresh();
   },
+  // Forget everything in this tab at once, then tell the server the session is over.
   clear() {
+    const token = this.token;
+    const refreshToken = this.refreshToken;
     sessionStorage.clear();
+    clearTimeout(refreshTimer);
+    revoke(token, refreshToken);
   },
 };
 
+function scheduleRefresh(delayMs) {
+  clearTimeout(refreshTimer);
+  if (!session.refreshToken) return;
+  const wait = delayMs ?? Math.max(5000, session.expires - Date.now() - REFRESH_EARLY_MS);
+  refreshTimer = setTimeout(async () => {
+    const outcome = await refreshSession();
+    if (outcome === "offline") scheduleRefresh(15000);
+  }, wait);
+}
+
+// Exchange the refresh token for a new pair; one exchange at a time (a refresh token
+// presented twice ends the session). Resolves to "ok", "ended" or "offline".
+export function refreshSession() {
+  if (!refreshing) {
+    refreshing = (async () => {
+      const used = session.refreshToken;
+      if (!used) return "ended";
+      let r;
+      try {
+        r = await fetch("/api/v1/auth/refresh", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Accept: "application/json" },
+          body: JSON.stringify({ refresh_token: used }),
+        });
+      } catch {
+        return "offline";
+      }
+      if (!r.ok) return r.status === 401 ? "ended" : "offline";
+      const data = await r.json();
+      if (session.refreshToken !== used) return "ended"; // signed out meanwhile
+      session.save(data.access_token, data.role, data.expires_in, data.refresh_token);
+      return "ok";
+    })().finally(() => {
+      refreshing = null;
+    });
+  }
+  return refreshing;
+}
+
+if (session.refreshToken) scheduleRefresh(); // a reloaded page keeps its session fresh
+
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, code) {
     super(detail || `HTTP ${status}`);
     this.status = status;
+    this.code = code || null;
   }
 }
 
-export async function api(path, { method = "GET", body } = {}) {
+export async function api(path, { method = "GET", body } = {}, retried = false) {
   const headers = { Accept: "application/json" };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -77,21 +151,31 @@ export async function api(path, { method = "GET", body } = {}) {
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (r.status === 401 && !retried && session.refreshToken) {
+    if ((await refreshSession()) === "ok") return api(path, { method, body }, true);
+  }
   const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
-  if (!r.ok) throw new ApiError(r.status, data && (data.detail || data.title));
+  if (!r.ok) throw new ApiError(r.status, data && (data.detail || data.title), data && data.code);
   return data;
 }
 
-export async function login(username, password, role) {
+// Sign in; a user with a second factor also gives the code from the authenticator app
+// (without it the server answers 401 with code "totp_required").
+export async function login(username, password, role, totp) {
+  const body = { username, password };
+  if (totp) body.totp = totp;
   const r = await fetch("/api/v1/auth/login", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username, password }),
+    body: JSON.stringify(body),
   });
-  if (!r.ok) throw new ApiError(r.status);
-  const data = await r.json();
-  if (data.role !== role) throw new ApiError(403, "role");
-  session.save(data.access_token, data.role, data.expires_in);
+  const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+  if (!r.ok) throw new ApiError(r.status, data && data.detail, data && data.code);
+  if (data.role !== role) {
+    revoke(data.access_token, data.refresh_token);
+    throw new ApiError(403, "role");
+  }
+  session.save(data.access_token, data.role, data.expires_in, data.refresh_token);
   return data;
 }
 
@@ -116,9 +200,12 @@ export function liveStream(path, { onMessage, onState }) {
     onState("offline");
     drop();
   });
-  const open = () => {
+  const open = async () => {
     if (stopped) return;
     onState("connecting");
+    // a token about to expire is renewed first: the stream checks it only when it opens
+    if (session.refreshToken && session.expires - Date.now() < 5000) await refreshSession();
+    if (stopped) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     ws = new WebSocket(`${scheme}://${location.host}/api/v1${path}`);
     ws.addEventListener("open", () => ws.send(JSON.stringify({ token: session.token })));

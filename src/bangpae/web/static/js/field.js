@@ -175,12 +175,21 @@ async function main() {
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      await login($("username").value, $("password").value, "field_officer");
+      await login($("username").value, $("password").value, "field_officer", $("totp").value);
       $("password").value = "";
+      $("totp").value = "";
       screen("duty");
       poll();
     } catch (err) {
-      $("login-error").textContent = t(err.status === 429 ? "login_throttled" : "login_failed");
+      // an officer who enrolled a second factor is asked for its code
+      const code = { totp_required: "totp_needed", totp_invalid: "totp_wrong" }[err.code];
+      if (code) {
+        show($("totp-row"), true);
+        $("totp").focus();
+      }
+      $("login-error").textContent = t(
+        code || (err.status === 429 ? "login_throttled" : "login_failed"),
+      );
     }
   });
   $("on-duty").addEventListener("change", (e) => duty(e.target.checked));

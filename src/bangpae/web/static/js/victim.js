@@ -45,7 +45,8 @@ const state = {
 // -- screens ---------------------------------------------------------------------------
 
 function screen(name) {
-  for (const id of ["login", "onboarding", "status", "help"]) show($(id), id === name);
+  for (const id of ["login", "onboarding", "status", "help", "accesses"]) show($(id), id === name);
+  if (name === "accesses") loadAccesses();
   if (name === "status" && state.map) setTimeout(() => state.map.resize(), 0);
 }
 
@@ -186,6 +187,32 @@ async function announce(from, to) {
     renotify: true,
     silent: to === "clear",
   });
+}
+
+// -- who read her position, and why: the audit trail, by role and purpose --------------
+
+function said(prefix, value) {
+  const key = `${prefix}_${value}`;
+  const text = t(key);
+  return text === key ? value : text; // a purpose staff wrote in their own words
+}
+
+async function loadAccesses() {
+  const list = $("access-list");
+  try {
+    const rows = await api("/victim/accesses");
+    list.replaceChildren(
+      ...rows.map((a) => {
+        const li = document.createElement("li");
+        const when = new Date(a.at);
+        li.textContent = `${when.toLocaleDateString()} ${clock(a.at)} · ${said("role", a.role)} · ${said("purpose", a.purpose)}`;
+        return li;
+      }),
+    );
+    show($("access-none"), rows.length === 0);
+  } catch {
+    show($("access-none"), false);
+  }
 }
 
 // -- notices from the control centre: a banner while the app is open -------------------

@@ -20,7 +20,7 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     with op.batch_alter_table("people") as batch:
-        batch.add_column(sa.Column("phone", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("phone", sa.Text(), nullable=True))
     op.create_table(
         "notices",
         sa.Column("id", Id, nullable=False),

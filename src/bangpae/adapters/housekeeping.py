@@ -1,0 +1,102 @@
+"""Housekeeping: the retention purge and the audit anchor, on demand and on a schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from bangpae.adapters.anchors import AnchorError, anchor_head, anchor_problem, latest_anchor
+from bangpae.adapters.store import Store
+from bangpae.adapters.store.retention import PurgeReport
+from bangpae.config import Settings
+from bangpae.domain import retention
+from bangpae.services.ingest import Clock
+
+log = logging.getLogger("bangpae.housekeeping")
+
+
+def run_purge(
+    store: Store,
+    policy: retention.Policy,
+    now: float,
+    *,
+    dry_run: bool = False,
+    anchor_path: Path | None = None,
+    actor: str = "system",
+    role: str = "system",
+) -> PurgeReport:
+    """Decide what is due under the policy and the holds in force, and delete it (audited).
+
+    With an anchor file, a real run first checks the chain still holds the newest anchor
+    (AnchorError otherwise: purging then could destroy the evidence of tampering) and
+    anchors the new head afterwards, so the anchor never points at a purged record.
+    """
+    if anchor_path is not None and not dry_run:
+        latest = latest_anchor(anchor_path)
+        problem = None if latest is None else anchor_problem(store, latest)
+        if problem is not None and latest is not None:
+            raise AnchorError(f"{problem} (anchor at {anchor_path} line {latest.line})")
+    holds = store.legal_holds()
+    orders, incidents, handoffs = store.retention_inputs(holds)
+    due = retention.plan(now, policy, orders, incidents, handoffs, holds)
+    report = store.purge(due, dry_run=dry_run, actor=actor, role=role)
+    if anchor_path is not None and not dry_run:
+        anchor_head(store, anchor_path, now, checked=True)
+    return report
+
+
+class Housekeeping:
+    """The scheduled purge and audit anchoring of a running service."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: retention.Policy,
+        anchor_path: Path,
+        purge_every_s: float,
+        anchor_every_s: float,
+    ) -> None:
+        self.store, self.policy, self.anchor_path = store, policy, anchor_path
+        self.purge_every_s, self.anchor_every_s = purge_every_s, anchor_every_s
+        self.next_purge_at: float | None = None
+        self.next_anchor_at: float | None = None
+
+    @classmethod
+    def from_settings(cls, store: Store, settings: Settings) -> Housekeeping:
+        """Housekeeping as the settings describe it."""
+        return cls(
+            store,
+            settings.retention_policy(),
+            settings.resolved_anchor_path(),
+            settings.purge_interval_s,
+            settings.audit_anchor_interval_s,
+        )
+
+    def step(self, now: float) -> None:
+        """Purge and anchor when due. The first purge comes one interval after the last one
+        recorded (or after start); the first anchor at once."""
+        if self.next_purge_at is None:
+            self.next_purge_at = (self.store.last_purge_at() or now) + self.purge_every_s
+            self.next_anchor_at = now
+        if self.purge_every_s > 0 and now >= self.next_purge_at:
+            self.next_purge_at = now + self.purge_every_s
+            report = run_purge(self.store, self.policy, now, anchor_path=self.anchor_path)
+            log.info("retention purge: %s", dict(report.counts))
+        if self.anchor_every_s > 0 and self.next_anchor_at is not None:
+            if now >= self.next_anchor_at:
+                self.next_anchor_at = now + self.anchor_every_s
+                anchor_head(self.store, self.anchor_path, now)
+
+
+async def run_housekeeping(store: Store, settings: Settings, clock: Clock) -> None:
+    """Run housekeeping on the app clock, checking every ``tick_s``, until cancelled."""
+    keeper = Housekeeping.from_settings(store, settings)
+    while True:
+        try:
+            await asyncio.to_thread(keeper.step, clock.now())
+        except AnchorError as exc:  # never purge or anchor over a chain that lost its anchor
+            log.error("audit chain does not match its anchor: %s", exc)
+        except Exception:  # retried on the next tick
+            log.exception("housekeeping failed")
+        await asyncio.sleep(settings.tick_s)

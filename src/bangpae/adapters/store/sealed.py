@@ -1,0 +1,158 @@
+"""Store methods for the fields kept encrypted at rest: people's phone numbers, and the
+zones and curfews of orders (in effect the victim's home, work and school addresses).
+
+A mixin of :class:`~bangpae.adapters.store.store.Store`. The store seals these fields on
+write and opens them on read, so everything above it sees plaintext. No query selects
+or orders by them: they are only ever read by the row's id.
+
+Without a cipher (tools and tests that do not care) values are written in plaintext, and
+a sealed value read raises :class:`~bangpae.adapters.crypto.DataKeyError`: never garbage,
+never the sealed text. The service and the command line always pass one.
+
+A case export carries these fields opened (a court reads it without this instance's
+keys, and its checksums cover what was shown); an import seals them with this instance's
+keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import JSON, Column, bindparam, select
+
+from bangpae.adapters.crypto import PREFIX, DataKeyError, FieldCipher, is_sealed
+from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.case import CaseStore
+from bangpae.adapters.store.errors import Invalid
+
+# table -> its sealed columns
+SEALED: Mapping[str, tuple[str, ...]] = {"people": ("phone",), "orders": ("zones", "curfews")}
+
+
+class SealedFields(CaseStore):
+    """Seal and open the sealed fields; re-seal them all under the newest key."""
+
+    cipher: FieldCipher | None = None
+
+    def _seal(self, column: Column[Any], value: Any) -> Any:
+        """A plaintext value as stored: sealed when there is a cipher (JSON as its text)."""
+        if value is None:
+            return None
+        if self.cipher is None:
+            if is_sealed(value):
+                raise Invalid(f"{column.name} may not begin with the sealed-value prefix")
+            return value
+        if isinstance(column.type, JSON):
+            value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return self.cipher.encrypt(value)
+
+    def _open(self, column: Column[Any], value: Any, row_id: Any) -> Any:
+        """A stored value as plaintext (plaintext written before encryption passes as is)."""
+        if not is_sealed(value):
+            return value
+        what = f"{column.table.name} {row_id} {column.name}"
+        if self.cipher is None:
+            raise DataKeyError(
+                f"{what} is encrypted, but no data keys were given: restore the data-keys "
+                "file it was encrypted with to the data directory, or set BANGPAE_DATA_KEYS"
+            )
+        try:
+            plain = self.cipher.decrypt(value)
+        except DataKeyError as exc:
+            raise DataKeyError(f"{what}: {exc}") from None
+        return json.loads(plain) if isinstance(column.type, JSON) else plain
+
+    def check_keys(self) -> None:
+        """Raise DataKeyError unless the keys open the newest sealed value of each table.
+
+        Run at start, so missing or wrong keys stop the process there, with a clear
+        message, rather than at the first read of an order or a phone number.
+        """
+        found: list[tuple[Column[Any], Any, Any]] = []
+        with self._read() as c:
+            for name, columns in SEALED.items():
+                t = s.metadata.tables[name]
+                for col in (t.c[x] for x in columns):
+                    # a sealed JSON value is a JSON string: not found by LIKE alike everywhere
+                    where = None if isinstance(col.type, JSON) else col.like(PREFIX + "%")
+                    q = select(t.c.id, col).order_by(t.c.id.desc()).limit(1)
+                    r = c.execute(q if where is None else q.where(where)).first()
+                    if r is not None:
+                        found.append((col, r[1], r[0]))
+        for col, value, row_id in found:
+            self._open(col, value, row_id)
+
+    def reseal_fields(self) -> dict[str, dict[str, int]]:
+        """Seal every sealed field under the newest data key, one transaction per table.
+
+        Sealed values are re-encrypted (``resealed``); plaintext left from before
+        encryption is encrypted (``sealed``). Returns the counts per ``table.column``.
+        """
+        cipher = self.cipher
+        if cipher is None:
+            raise DataKeyError("the store was opened without data keys: nothing to seal with")
+        counts: dict[str, dict[str, int]] = {}
+        for name, columns in SEALED.items():
+            t = s.metadata.tables[name]
+            cols = [t.c[x] for x in columns]
+            tally = {col.name: {"resealed": 0, "sealed": 0} for col in cols}
+            with self._write() as c:
+                rows = c.execute(select(t.c.id, *cols).order_by(t.c.id).with_for_update()).all()
+                params = []
+                for r in rows:
+                    values: dict[str, Any] = {"row_id": r[0]}
+                    for k, col in enumerate(cols, start=1):
+                        value = r[k]
+                        if value is None:
+                            values[f"v_{col.name}"] = None
+                        elif is_sealed(value):
+                            values[f"v_{col.name}"] = cipher.reseal(value)
+                            tally[col.name]["resealed"] += 1
+                        else:
+                            values[f"v_{col.name}"] = self._seal(col, value)
+                            tally[col.name]["sealed"] += 1
+                    params.append(values)
+                if params:
+                    c.execute(
+                        t.update()
+                        .where(t.c.id == bindparam("row_id"))
+                        .values({col: bindparam(f"v_{col.name}", type_=col.type) for col in cols}),
+                        params,
+                    )
+            counts.update({f"{name}.{k}": v for k, v in tally.items()})
+        return counts
+
+    # -- a case carries these fields opened ----------------------------------------------
+
+    def _opened_rows(self, name: str, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        t = s.metadata.tables[name]
+        for row in rows:
+            yield {
+                k: self._open(t.c[k], v, row.get("id")) if k in SEALED[name] else v
+                for k, v in row.items()
+            }
+
+    def _sealed_rows(self, name: str, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        t = s.metadata.tables[name]
+        for row in rows:
+            yield {k: self._seal(t.c[k], v) if k in SEALED[name] else v for k, v in row.items()}
+
+    def case_tables(self, order_id: int) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
+        """Each case table's rows for this order (sealed fields opened), then ``audit``."""
+        for name, rows in super().case_tables(order_id):
+            yield name, (self._opened_rows(name, rows) if name in SEALED else rows)
+
+    def import_case(
+        self,
+        tables: Callable[[str], Iterable[dict[str, Any]]],
+        audit: Callable[[Mapping[str, int]], tuple[str, str, str, str, list[str], float]],
+    ) -> dict[str, int]:
+        """Insert a case's rows as :meth:`CaseStore.import_case`, sealing the sealed fields."""
+
+        def sealed(name: str) -> Iterable[dict[str, Any]]:
+            rows = tables(name)
+            return self._sealed_rows(name, rows) if name in SEALED else rows
+
+        return super().import_case(sealed, audit)
