@@ -13,7 +13,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from bangpae.api import problems
-from bangpae.api.deps import Ctx, RequestId, any_scope_principal, principal, require
+from bangpae.api.deps import (
+    Ctx,
+    RequestId,
+    any_scope_principal,
+    audit_admin,
+    principal,
+    require,
+)
 from bangpae.api.schemas import IdPath, LoginRequest, Strict, TokenPublic
 from bangpae.domain.disclosure import iso
 from bangpae.services import sessions
@@ -74,21 +81,6 @@ def _public(t: Issued) -> TokenPublic:
         refresh_token=t.refresh_token,
         refresh_expires_in=t.refresh_expires_in,
         scope="full" if t.scope == "full" else "totp_enrol",
-    )
-
-
-def _audit(
-    ctx: Any, who: Principal, action: str, subject: str, fields: list[str], rid: str
-) -> None:
-    ctx.store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action=action,
-        subject=subject,
-        purpose="administration",
-        fields=fields,
-        at=ctx.clock.now(),
-        request_id=rid,
     )
 
 
@@ -179,7 +171,7 @@ async def totp_confirm(body: TotpConfirm, ctx: Ctx, who: Enrolling, rid: Request
         )
     except AuthError as e:
         return _refusal(e)
-    _audit(ctx, who, "enable_totp", f"user:{who.user_id}", ["totp"], rid)
+    audit_admin(ctx, who, "enable_totp", f"user:{who.user_id}", ["totp"], rid)
     return {"enabled": True, "sessions_ended": ended}
 
 
@@ -197,7 +189,7 @@ async def change_password(body: PasswordChange, ctx: Ctx, who: Caller, rid: Requ
         )
     except AuthError as e:
         return _refusal(e)
-    _audit(ctx, who, "change_password", f"user:{who.user_id}", ["password_hash"], rid)
+    audit_admin(ctx, who, "change_password", f"user:{who.user_id}", ["password_hash"], rid)
     return Response(status_code=204)
 
 
@@ -217,7 +209,7 @@ def _session_public(r: Any, current: int | None) -> dict[str, Any]:
 async def list_sessions(ctx: Ctx, who: Admin, rid: RequestId) -> dict[str, Any]:
     """Sessions in force: who, role, since when, last refreshed, from where."""
     rows = await asyncio.to_thread(ctx.store.active_sessions, ctx.clock.now())
-    _audit(ctx, who, "list_sessions", "sessions", ["user", "role", "ip", "user_agent"], rid)
+    audit_admin(ctx, who, "list_sessions", "sessions", ["user", "role", "ip", "user_agent"], rid)
     return {"sessions": [_session_public(r, who.sid) for r in rows]}
 
 
@@ -229,7 +221,7 @@ async def revoke_session(
     was_open = await asyncio.to_thread(
         ctx.store.revoke_session, session_id, ctx.clock.now(), "revoked_by_admin"
     )
-    _audit(ctx, who, "revoke_session", f"session:{session_id}", ["revoked_at"], rid)
+    audit_admin(ctx, who, "revoke_session", f"session:{session_id}", ["revoked_at"], rid)
     return {"id": session_id, "revoked": True, "was_open": was_open}
 
 
@@ -253,5 +245,5 @@ async def user_action(
         fields = ["totp"]
     else:
         raise HTTPException(404, f"no action {action!r}")
-    _audit(ctx, who, f"user_{action.replace('-', '_')}", f"user:{user_id}", fields, rid)
+    audit_admin(ctx, who, f"user_{action.replace('-', '_')}", f"user:{user_id}", fields, rid)
     return {"id": user_id, "action": action, "sessions_ended": ended}

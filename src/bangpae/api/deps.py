@@ -75,3 +75,19 @@ def require(*roles: str) -> Callable[..., Principal]:
         return who
 
     return check
+
+
+def audit_admin(
+    ctx: Any, who: Principal, action: str, subject: str, fields: list[str], rid: str
+) -> None:
+    """The audit record of an administrative change (or an admin's read of sessions)."""
+    ctx.store.audit_append(
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action=action,
+        subject=subject,
+        purpose="administration",
+        fields=fields,
+        at=ctx.clock.now(),
+        request_id=rid,
+    )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bangpae.api.deps import Ctx, RequestId, principal, require
+from bangpae.api.deps import Ctx, RequestId, audit_admin, principal, require
 from bangpae.api.schemas import (
     MAX_ID,
     Created,
@@ -42,21 +42,6 @@ Victim = Annotated[Principal, Depends(require("victim"))]
 Auditor = Annotated[Principal, Depends(require("auditor"))]
 
 
-def _audit_admin(
-    ctx: Any, who: Principal, action: str, subject: str, fields: list[str], rid: str
-) -> None:
-    ctx.store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action=action,
-        subject=subject,
-        purpose="administration",
-        fields=fields,
-        at=ctx.clock.now(),
-        request_id=rid,
-    )
-
-
 @root.get("/healthz", tags=["ops"])
 async def healthz(ctx: Ctx) -> dict[str, Any]:
     """Liveness and the engine's size."""
@@ -73,7 +58,7 @@ async def metrics(ctx: Ctx) -> Response:
 async def create_person(body: PersonCreate, ctx: Ctx, who: Registrar, rid: RequestId) -> Created:
     """Register an offender, a victim or an officer."""
     pid = ctx.store.add_person(body.kind, body.name, at=ctx.clock.now())
-    _audit_admin(ctx, who, "create_person", f"person:{pid}", ["kind", "name"], rid)
+    audit_admin(ctx, who, "create_person", f"person:{pid}", ["kind", "name"], rid)
     await ctx.ingest.reload_registry()
     return Created(id=pid)
 
@@ -91,7 +76,7 @@ async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: Reque
         at=ctx.clock.now(),
         lenient_crc=body.lenient_crc,
     )
-    _audit_admin(
+    audit_admin(
         ctx,
         who,
         "create_device",
@@ -171,7 +156,7 @@ async def create_order(body: OrderCreate, ctx: Ctx, who: Admin, rid: RequestId) 
         timezone=body.timezone,
     )
     oid = ctx.store.add_order(order, at=ctx.clock.now())
-    _audit_admin(
+    audit_admin(
         ctx,
         who,
         "create_order",
