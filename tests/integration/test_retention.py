@@ -363,6 +363,37 @@ def test_housekeeping_anchors_at_once_and_purges_one_interval_later(
     assert store.audit_verify(anchor=(latest_anchor(path).id, latest_anchor(path).hash)).ok  # type: ignore[union-attr]
 
 
+def test_housekeeping_ends_the_sign_ins_of_an_order_that_ended(
+    store: Store, tmp_path: Path
+) -> None:
+    off = store.add_person("offender", "O")
+    vic = store.add_person("victim", "V")
+    store.add_order(Order(0, off, vic, valid_from=T0, valid_until=T0 + DAY_S))
+    uids = [
+        store.add_user(n, "hash", r, p)
+        for n, r, p in (("o", "offender", off), ("v", "victim", vic))
+    ]
+    sids = [store.open_session(u, "full", f"{u:064x}", T0, T0 + 30 * DAY_S) for u in uids]
+    keeper = Housekeeping(store, POLICY, tmp_path / "a.log", purge_every_s=0, anchor_every_s=0)
+    keeper.step(T0 + DAY_S - 1)
+    assert all(
+        store.session_active(sid, u, T0 + DAY_S - 1) for sid, u in zip(sids, uids, strict=True)
+    )
+    keeper.step(T0 + DAY_S + 1)  # the order is over: so is their access
+    assert not any(
+        store.session_active(sid, u, T0 + DAY_S + 1) for sid, u in zip(sids, uids, strict=True)
+    )
+    # a restarted service catches up on orders that ended while it was down
+    sid = store.open_session(uids[1], "full", "f" * 64, T0 + DAY_S + 2, T0 + 30 * DAY_S)
+    assert (
+        Housekeeping(store, POLICY, tmp_path / "a.log", 0, 0).end_sessions_of_ended_orders(
+            T0 + DAY_S + 3
+        )
+        == 1
+    )
+    assert not store.session_active(sid, uids[1], T0 + DAY_S + 3)
+
+
 def _cli(tmp_path: Path, *argv: str) -> int:
     return main([*argv, "--data-dir", str(tmp_path / "data")])
 

@@ -1,4 +1,4 @@
-"""Housekeeping: the retention purge and the audit anchor, on demand and on a schedule."""
+"""Housekeeping: the retention purge, the audit anchor, and the sign-ins of ended orders."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class Housekeeping:
         self.purge_every_s, self.anchor_every_s = purge_every_s, anchor_every_s
         self.next_purge_at: float | None = None
         self.next_anchor_at: float | None = None
+        self.orders_checked_at = 0.0  # at start, every order that ended before it
 
     @classmethod
     def from_settings(cls, store: Store, settings: Settings) -> Housekeeping:
@@ -74,8 +75,12 @@ class Housekeeping:
         )
 
     def step(self, now: float) -> None:
-        """Purge and anchor when due. The first purge comes one interval after the last one
-        recorded (or after start); the first anchor at once."""
+        """End the sign-ins of orders that ended; purge and anchor when due.
+
+        The first purge comes one interval after the last one recorded (or after
+        start); the first anchor at once.
+        """
+        self.end_sessions_of_ended_orders(now)
         if self.next_purge_at is None:
             self.next_purge_at = (self.store.last_purge_at() or now) + self.purge_every_s
             self.next_anchor_at = now
@@ -87,6 +92,17 @@ class Housekeeping:
             if now >= self.next_anchor_at:
                 self.next_anchor_at = now + self.anchor_every_s
                 anchor_head(self.store, self.anchor_path, now)
+
+    def end_sessions_of_ended_orders(self, now: float) -> int:
+        """Revoke the sessions of the parties of orders that ended since the last check
+        (a party under another order in force keeps signing in); how many were revoked."""
+        revoked = 0
+        for order_id in self.store.orders_ended_between(self.orders_checked_at, now):
+            revoked += self.store.revoke_order_sessions(order_id, now)
+        self.orders_checked_at = now
+        if revoked:
+            log.info("%d sessions of ended orders revoked", revoked)
+        return revoked
 
 
 async def run_housekeeping(store: Store, settings: Settings, clock: Clock) -> None:

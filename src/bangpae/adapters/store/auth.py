@@ -343,6 +343,13 @@ class AuthStore:
         with self._write() as c:
             return self._revoke(c, where, at, reason)
 
+    def orders_ended_between(self, after: float, until: float) -> list[int]:
+        """The ids of the orders whose ``valid_until`` fell in ``(after, until]``."""
+        o = s.orders
+        q = select(o.c.id).where(and_(o.c.valid_until > after, o.c.valid_until <= until))
+        with self._read() as c:
+            return [int(r.id) for r in c.execute(q.order_by(o.c.id))]
+
     def revoke_order_sessions(self, order_id: int, at: float, reason: str = "order_ended") -> int:
         """Revoke the sessions of an order's offender and victim when the order ends.
 
