@@ -16,6 +16,8 @@ def pytest_configure(config: pytest.Config) -> None:
     The setting defaults to on; servers the e2e tests start inherit this environment.
     """
     os.environ.setdefault("BANGPAE_REQUIRE_TOTP_FOR_STAFF", "false")
+    # Most tests register trackers without keys; the tests of keys turn this off.
+    os.environ.setdefault("BANGPAE_ALLOW_KEYLESS_DEVICES", "true")
 
 
 def services_required() -> bool:

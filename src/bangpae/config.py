@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         parse_listen(v)
         return v
 
+    allow_keyless_devices: bool = Field(
+        False,
+        description="Accept OsmAnd and OwnTracks fixes from devices registered without a key. "
+        "Off: anyone who knew a device's identifier could move that person on the map.",
+    )
     device_networks: str = Field(
         "",
         description="Comma-separated CIDRs devices may connect from (empty: any), "

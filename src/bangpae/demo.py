@@ -12,7 +12,7 @@ from bangpae.app import AppContext, build, serve
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.model import Order
 from bangpae.domain.tiers import notify_distance_m
-from bangpae.services.auth import WeakPassword, new_password_hash
+from bangpae.services.auth import WeakPassword, hash_password, new_password_hash
 from bangpae.simulate import run_devices, seoul_scenario
 
 TIER_KO = {
@@ -41,8 +41,10 @@ def seed(ctx: AppContext) -> dict[str, Any]:
         "DEMO-ANKLE-2": ("ankle_monitor", "off2"),
         "DEMO-PHONE-2": ("phone", "vic2"),
     }
+    keys = {}
     for identifier, (kind, who) in devices.items():
-        store.add_device(identifier, kind, "osmand", people[who])
+        keys[identifier] = secrets.token_urlsafe(16)  # each simulated device proves itself
+        store.add_device(identifier, kind, "osmand", people[who], hash_password(keys[identifier]))
     orders = [
         store.add_order(Order(id=0, offender_id=people["off1"], victim_id=people["vic1"])),
         store.add_order(Order(id=0, offender_id=people["off2"], victim_id=people["vic2"])),
@@ -64,7 +66,7 @@ def seed(ctx: AppContext) -> dict[str, Any]:
                 continue
         store.add_user(username, password_hash, role, person)
         logins[username] = (role, password)
-    return {"people": people, "orders": orders, "logins": logins}
+    return {"people": people, "orders": orders, "logins": logins, "keys": keys}
 
 
 async def _readout(ctx: AppContext, orders: list[int], every_s: float = 2.0) -> None:
@@ -104,6 +106,8 @@ async def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     await ready.wait()
     host = "127.0.0.1" if osm[0] in ("0.0.0.0", "::") else osm[0]
     devices, notes = seoul_scenario()
+    for identifier, device in devices.items():
+        device.key = seeded["keys"][identifier]
     print("\n== bangpae demo (방패 데모) ==")
     if http:
         print(f"API:      http://{http[0]}:{http[1]}/api/v1  (OpenAPI: /api/v1/openapi.json)")

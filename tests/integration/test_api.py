@@ -296,6 +296,32 @@ async def test_owntracks_http_stores_before_replying_and_refuses_strangers(env) 
     assert r.status_code == 403
 
 
+async def test_trackers_without_a_key_are_refused_unless_the_operator_allows_them(env) -> None:
+    ctx, api, osm, token, *_ = env
+    ctx.settings.allow_keyless_devices = False  # the default outside this test suite
+    lat, lon = at(500)
+    params = {"id": "ANKLE", "lat": f"{lat:.6f}", "lon": f"{lon:.6f}", "timestamp": int(T0)}
+    before = ctx.store.count_fixes()
+    r = await osm.get("/", params=params)
+    assert r.status_code == 403 and "no key" in r.text
+    pid = ctx.store.add_person("victim", "K")
+    ctx.store.add_device("owntracks/kim/phone", "phone", "owntracks", pid)
+    body = {"_type": "location", "lat": 37.5, "lon": 127.0, "tst": int(T0) - 5, "acc": 8}
+    r = await api.post("/owntracks", json=body, headers={"X-Limit-U": "kim", "X-Limit-D": "phone"})
+    assert r.status_code == 401
+    assert ctx.store.count_fixes() == before  # nothing from either was stored
+    # registering such a tracker without a key is refused; with one, it reports
+    sup = await token("sup")
+    new = {"identifier": "NEW-K", "kind": "phone", "protocol": "osmand", "person_id": pid}
+    r = await api.post("/api/v1/devices", json=new, headers=sup)
+    assert r.status_code == 422 and "needs a key" in r.json()["detail"]
+    r = await api.post("/api/v1/devices", json={**new, "key": "a-device-key-1"}, headers=sup)
+    assert r.status_code == 201
+    r = await osm.get("/", params={**params, "id": "NEW-K", "key": "a-device-key-1"})
+    assert r.status_code == 200, r.text
+    assert ctx.store.count_fixes() == before + 1
+
+
 async def test_a_source_probing_for_device_ids_is_slowed_down(env) -> None:
     _, api, osm, *_ = env
     codes = [

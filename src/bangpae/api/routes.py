@@ -39,6 +39,7 @@ Staff = Annotated[Principal, Depends(require("operator", "supervisor"))]
 Admin = Annotated[Principal, Depends(require("admin", "supervisor"))]
 Registrar = Annotated[Principal, Depends(require("admin", "supervisor", "operator"))]
 Victim = Annotated[Principal, Depends(require("victim"))]
+KEYED = frozenset({"osmand", "owntracks"})  # protocols whose devices prove who they are by key
 Auditor = Annotated[Principal, Depends(require("auditor"))]
 
 
@@ -65,7 +66,12 @@ async def create_person(body: PersonCreate, ctx: Ctx, who: Registrar, rid: Reque
 
 @api.post("/devices", status_code=201, response_model=Created, tags=["admin"])
 async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: RequestId) -> Created:
-    """Register a device for a person (optionally with a secret key)."""
+    """Register a device for a person; OsmAnd and OwnTracks devices need a key (unless the
+    operator allows key-less ones), since their identifier alone would let anyone report."""
+    if body.protocol in KEYED and not body.key and not ctx.settings.allow_keyless_devices:
+        raise HTTPException(
+            422, f"a {body.protocol} device needs a key (BANGPAE_ALLOW_KEYLESS_DEVICES is off)"
+        )
     secret = await asyncio.to_thread(hash_password, body.key) if body.key else None
     did = ctx.store.add_device(
         body.identifier,

@@ -46,9 +46,7 @@ class OsmAndListener:
             self._devices[identifier] = hit
         return hit
 
-    def _key_ok(self, device_id: int, secret: str | None, key: str | None) -> bool:
-        if secret is None:
-            return True  # a device registered without a key is known by its identifier alone
+    def _key_ok(self, device_id: int, secret: str, key: str | None) -> bool:
         if not key:
             return False
         if (device_id, key) in self._keys_ok:
@@ -98,7 +96,11 @@ class OsmAndListener:
             self.limiter.failed(source, now)
             return self._refuse(403, "unknown_device", f"unknown device {decoded.identifier!r}")
         device_id, secret = device
-        if secret is not None and (device_id, decoded.key) not in self._keys_ok:
+        if secret is None:  # known by its identifier alone: only where the operator allows it
+            if not self.ctx.settings.allow_keyless_devices:
+                self.limiter.failed(source, now)
+                return self._refuse(403, "no_key", "this device has no key: register one")
+        elif (device_id, decoded.key) not in self._keys_ok:
             if not await asyncio.to_thread(self._key_ok, device_id, secret, decoded.key):
                 self.limiter.failed(source, now)
                 return self._refuse(403, "bad_key", "wrong or missing device key")

@@ -45,6 +45,8 @@ async def resolve(
         if device is None or device.identifier != d.identifier:
             return [], (403, "unknown_device", f"unknown device {d.identifier!r}")
         secret = await asyncio.to_thread(ctx.store.device_secret_hash, device.id)
+        if check_password and secret is None and not ctx.settings.allow_keyless_devices:
+            return [], (401, "no_key", "this device has no password: register one")
         if (
             check_password
             and secret is not None
