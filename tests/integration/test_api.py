@@ -70,6 +70,23 @@ async def env(tmp_path: Path):
     await ctx.stop()
 
 
+async def test_a_body_over_the_limit_is_refused_even_without_a_content_length(env) -> None:
+    _, api, *_ = env
+
+    async def chunks():  # sent chunked: nothing says its size up front
+        for _ in range(20):
+            yield b" " * 100_000
+
+    r = await api.post(
+        "/api/v1/auth/login", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert r.headers["content-type"] == "application/problem+json"
+    big = b" " * 1_000_001
+    r = await api.post("/api/v1/auth/login", content=big)
+    assert r.status_code == 413
+
+
 async def test_no_or_a_bad_token_gets_401_as_problem_json(env) -> None:
     _, api, *_ = env
     for headers in ({}, {"Authorization": "Bearer nonsense"}):

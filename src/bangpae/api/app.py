@@ -47,6 +47,7 @@ def create_app(ctx: Any) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        max_body_size=MAX_BODY,  # counted as it arrives: a chunked body has no length to check
         responses=problems.RESPONSES,  # every client error is problem+json
     )
     app.state.ctx = ctx
