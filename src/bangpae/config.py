@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     retention_notices_days: int = Field(
         90, ge=1, description="Notices to victims and staff are purged this long after sending."
     )
+    retention_signins_days: int = Field(
+        90,
+        ge=1,
+        description="Ended sessions and sign-in attempts are purged this long after.",
+    )
     retention_audit_days: int = Field(
         1825, ge=1, description="Audit records are purged this long after they were written."
     )
@@ -114,6 +119,7 @@ class Settings(BaseSettings):
             incidents_days=self.retention_incidents_days,
             handoffs_days=self.retention_handoffs_days,
             notices_days=self.retention_notices_days,
+            signins_days=self.retention_signins_days,
             audit_days=self.retention_audit_days,
             evidence_margin_s=self.retention_evidence_margin_s,
         )

@@ -160,6 +160,7 @@ def test_an_open_incident_keeps_its_events_and_the_fixes_around_it(store: Store)
         "handoffs": 0,
         "incidents": 1,
         "notices": 0,
+        "signins": 0,
         "audit": 0,
     }
 
@@ -189,6 +190,7 @@ def test_every_class_purged_leaves_one_audit_record_with_count_and_cut_off(store
         "handoffs",
         "incidents",
         "notices",
+        "signins",
         "audit",
     ]
     assert records[0]["fields"][:2] == ["before=2023-11-19T22:13:20Z", "deleted=10"]
@@ -209,10 +211,10 @@ def test_purging_old_audit_records_keeps_the_chain_verifiable(store: Store) -> N
     report = run_purge(store, policy, T0 + 105 * DAY_S)  # cut-off T0 + 5 days
     assert report.counts["audit"] == 5
     ids = [r["id"] for r in store.audit_records(limit=100)]
-    assert ids[0] == 6 and ids == list(range(6, 17))
+    assert ids[0] == 6 and ids == list(range(6, 18))
     assert store.audit_base() is not None and store.audit_base()[0] == 5  # type: ignore[index]
     verdict = store.audit_verify()
-    assert (verdict.ok, verdict.records) == (True, 11), verdict
+    assert (verdict.ok, verdict.records) == (True, 12), verdict
     # a second purge continues from the first checkpoint
     assert run_purge(store, policy, T0 + 108 * DAY_S).counts["audit"] == 3
     assert store.audit_verify().ok and store.audit_base()[0] == 8  # type: ignore[index]
@@ -223,8 +225,8 @@ def test_purging_old_audit_records_keeps_the_chain_verifiable(store: Store) -> N
     [
         ("UPDATE audit SET purpose = 'curiosity' WHERE id = 7", 7),
         ("DELETE FROM audit WHERE id = 6", 7),  # one more than the checkpoint says
-        ("DELETE FROM audit WHERE id = 16", 6),  # the checkpoint itself
-        ("UPDATE audit SET fields = '[\"through_id=4\"]' WHERE id = 16", 6),
+        ("DELETE FROM audit WHERE id = 17", 6),  # the checkpoint itself
+        ("UPDATE audit SET fields = '[\"through_id=4\"]' WHERE id = 17", 6),
     ],
     ids=["edited", "deleted-after-the-checkpoint", "checkpoint-deleted", "checkpoint-edited"],
 )
@@ -415,14 +417,14 @@ def test_the_purge_command_dry_runs_then_deletes_and_audit_verify_checks_the_anc
     assert real["classes"]["fixes"]["deleted"] == 20
     assert (tmp_path / "data" / "audit-anchors.log").exists()
     assert _cli(tmp_path, "audit", "verify") == 0
-    assert "intact: 6 records" in capsys.readouterr().out
+    assert "intact: 7 records" in capsys.readouterr().out
     store = Store(f"sqlite:///{tmp_path / 'data' / 'bangpae.sqlite'}")
     with store.engine.begin() as c:
-        c.execute(text("DELETE FROM audit WHERE id = 6"))
+        c.execute(text("DELETE FROM audit WHERE id = 7"))
     store.close()
     assert _cli(tmp_path, "audit", "verify") == 1
     err = capsys.readouterr().err
-    assert "BROKEN at record 6" in err and "line 1 of" in err
+    assert "BROKEN at record 7" in err and "line 1 of" in err
     assert _cli(tmp_path, "audit", "anchor") == 1
     assert "not anchored" in capsys.readouterr().err
 

@@ -167,7 +167,15 @@ def test_incidents_of_no_order_go_a_year_after_their_last_activity() -> None:
 def test_the_audit_cut_off_is_five_years_by_default() -> None:
     p = plan(NOW, POLICY, [], [], [], [])
     assert p.audit_before == NOW - 1825 * DAY_S and p.audit_keep_from_id is None
-    assert set(p.cutoffs) == {"fixes", "events", "incidents", "handoffs", "notices", "audit"}
+    assert set(p.cutoffs) == {
+        "fixes",
+        "events",
+        "incidents",
+        "handoffs",
+        "notices",
+        "signins",
+        "audit",
+    }
 
 
 def test_a_policy_refuses_a_non_positive_retention() -> None:

@@ -15,6 +15,8 @@ Defaults, per class (DESIGN §3):
   the incident's last activity, once resolved; an open incident is never due.
 - handoffs: ``handoffs_days`` (365) after the hand-off was closed; an open one never.
 - notices: ``notices_days`` (90) after they were sent.
+- signins: ``signins_days`` (90) after a session ended (expired or revoked), with its
+  spent refresh tokens; sign-in attempts after they were made. Never held: no evidence.
 - audit: ``audit_days`` (1825, five years) after the record, oldest first.
 
 Never purged while held: the evidence of an incident that is open or under a hold (fixes
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 DAY_S = 86400.0
-CLASSES = ("fixes", "events", "incidents", "handoffs", "notices", "audit")
+CLASSES = ("fixes", "events", "incidents", "handoffs", "notices", "signins", "audit")
 HoldScope = Literal["order", "person", "incident"]
 HOLD_SCOPES: tuple[HoldScope, ...] = ("order", "person", "incident")
 
@@ -52,6 +54,7 @@ class Policy:
     incidents_days: float = 365.0
     handoffs_days: float = 365.0
     notices_days: float = 90.0
+    signins_days: float = 90.0
     audit_days: float = 1825.0
     evidence_margin_s: float = 3600.0
 
@@ -62,6 +65,7 @@ class Policy:
             "incidents_days",
             "handoffs_days",
             "notices_days",
+            "signins_days",
             "audit_days",
         ):
             if not getattr(self, name) > 0:
@@ -148,6 +152,7 @@ class Plan:
     incidents: tuple[int, ...]
     handoffs: tuple[int, ...]  # due on their own or with their incident
     notices: Sweep  # keyed by order (notices of no order follow ``before``)
+    signins_before: float
     audit_before: float
     audit_keep_from_id: int | None  # the oldest record still needed (an active hold's)
 
@@ -260,6 +265,7 @@ def plan(
         "incidents": now - policy.incidents_days * DAY_S,
         "handoffs": now - policy.handoffs_days * DAY_S,
         "notices": now - policy.notices_days * DAY_S,
+        "signins": now - policy.signins_days * DAY_S,
         "audit": now - policy.audit_days * DAY_S,
     }
 
@@ -312,6 +318,7 @@ def plan(
         incidents=due_incidents,
         handoffs=due_handoffs,
         notices=sweep(cut["notices"], order_keep),
+        signins_before=cut["signins"],
         audit_before=cut["audit"],
         audit_keep_from_id=keep_from,
     )

@@ -457,16 +457,3 @@ class AuthStore:
         t = s.user_totp
         with self._write() as c:
             return int(c.execute(delete(t).where(t.c.user_id == user_id)).rowcount) == 1
-
-    # -- housekeeping --------------------------------------------------------------------
-
-    def purge_auth_records(self, before: float) -> int:
-        """Delete sign-in attempts older than ``before`` and sessions that ended before it."""
-        a, ss, rt = s.login_attempts, s.sessions, s.retired_refresh_tokens
-        ended = or_(ss.c.expires_at < before, ss.c.revoked_at < before)
-        with self._write() as c:
-            old = select(ss.c.id).where(ended).scalar_subquery()
-            n = int(c.execute(delete(rt).where(rt.c.session_id.in_(old))).rowcount)
-            n += int(c.execute(delete(ss).where(ended)).rowcount)
-            n += int(c.execute(delete(a).where(a.c.at < before)).rowcount)
-            return n

@@ -436,6 +436,11 @@ class RetentionStore:
                 )
                 record(c, "notices", counts["notices"])
 
+        with self._audit_lock, self._write() as c:
+            counts["signins"] = self._signins(c, p.signins_before, dry_run)
+            if not dry_run:
+                record(c, "signins", counts["signins"])
+
         # Last, so the records above are part of the chain the checkpoint continues.
         a = s.audit
         with self._audit_lock, self._write() as c:
@@ -446,6 +451,18 @@ class RetentionStore:
                     c.execute(a.delete().where(a.c.id <= last))
                 record(c, "audit", n, [f"through_id={last}", f"through_hash={digest}"])
         return PurgeReport(p.now, dry_run, counts, dict(p.cutoffs), details)
+
+    def _signins(self, c: Connection, before: float, dry_run: bool) -> int:
+        """Sessions that ended before ``before`` (with their spent refresh tokens) and
+        sign-in attempts made before it: counted, or deleted."""
+        a, ss, rt = s.login_attempts, s.sessions, s.retired_refresh_tokens
+        ended = or_(ss.c.expires_at < before, ss.c.revoked_at < before)
+        if dry_run:
+            return self._count(c, ss, [ended]) + self._count(c, a, [a.c.at < before])
+        old = select(ss.c.id).where(ended).scalar_subquery()
+        c.execute(rt.delete().where(rt.c.session_id.in_(old)))
+        n = int(c.execute(ss.delete().where(ended)).rowcount)
+        return n + int(c.execute(a.delete().where(a.c.at < before)).rowcount)
 
     # -- the audit chain's base --------------------------------------------------------
 
