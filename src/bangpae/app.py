@@ -279,3 +279,18 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
         if mqtt is not None:
             mqtt.cancel()
         await ctx.stop()
+
+
+def run_serve(ctx: AppContext) -> None:
+    """Serve until SIGINT or SIGTERM, on uvloop where it is installed (uvicorn[standard])."""
+    # The TCP listeners spend most of their time in the event loop itself (a read, a
+    # wake-up, a write per fix), which uvloop runs in C.
+    factory: Any = None
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(ctx))

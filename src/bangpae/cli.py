@@ -177,10 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bangpae.app import build, serve
+    from bangpae.app import build, run_serve
 
     ctx = build(_settings(args))
-    asyncio.run(serve(ctx))
+    run_serve(ctx)
     return 0
 
 

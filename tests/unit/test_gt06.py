@@ -116,6 +116,26 @@ def test_the_command_encoding_checks_out_against_the_published_crc() -> None:
     assert gt06.crc_itu(cmd[2:-4]) == int.from_bytes(cmd[-4:-2], "big")
 
 
+def _crc_x25_bitwise(data: bytes) -> int:
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFF
+
+
+def test_the_crc_is_crc16_x25_with_its_catalogue_check_value() -> None:
+    assert gt06.crc_itu(b"123456789") == 0x906E
+    assert gt06.crc_itu(b"") == 0x0000
+
+
+@settings(max_examples=FUZZ_EXAMPLES)
+@given(st.binary(max_size=300))
+def test_the_crc_equals_the_bitwise_definition_on_any_bytes(data: bytes) -> None:
+    assert gt06.crc_itu(data) == _crc_x25_bitwise(data)
+
+
 def test_no_vector_crashes_the_decoder() -> None:
     for v in _gt06()["vectors"]:
         _decode(v)

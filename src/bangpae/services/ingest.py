@@ -137,13 +137,24 @@ class Ingest:
 
     async def submit(self, fixes: list[Fix]) -> list[int]:
         """Queue fixes; return their stored ids once durably committed and evaluated."""
-        if self._queue is None:
-            raise RuntimeError("ingest is not started")
         if not fixes:
             return []
+        return await self.enqueue(fixes)
+
+    def enqueue(self, fixes: list[Fix]) -> asyncio.Future[list[int]]:
+        """Queue fixes; the future gets their stored ids once durably committed and evaluated.
+
+        For callers that wait by callback rather than by ``await`` (a protocol's
+        ``data_received``); ``submit`` is the same for coroutines.
+        """
+        if self._queue is None:
+            raise RuntimeError("ingest is not started")
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(list(fixes), fut))
-        return await fut
+        if not fixes:
+            fut.set_result([])
+        else:
+            self._queue.put_nowait(_Pending(list(fixes), fut))  # unbounded: never waits
+        return fut
 
     async def _run(self) -> None:
         assert self._queue is not None

@@ -9,7 +9,7 @@ is acknowledged only after its fix is durably stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from bangpae.protocols.errors import FrameError
 from bangpae.services.ratelimit import FailureLimiter, source_allowed
 
 log = logging.getLogger(__name__)
-READ_SIZE = 4096
+BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
 
 
@@ -120,60 +120,24 @@ class TcpListener:
         self.accepted = counter(
             ctx, "bangpae_tcp_fixes", "Fixes stored from TCP trackers", ["protocol"]
         )
+        self._accepted = self.accepted.labels(codec.name)
         self.connections = 0
         self.limiter = FailureLimiter()
         self.networks = ctx.settings.allowed_networks()
         self._lenient: dict[int, bool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # lookups and submissions under way
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One device connection, until it closes, misbehaves or idles out."""
-        self.connections += 1
-        peer = writer.get_extra_info("peername")
-        source = str(peer[0]) if peer else "?"
-        bound: tuple[str, int] | None = None
-        buffer = b""
-        sender = None
-        try:
-            if not source_allowed(source, self.networks):
-                self.rejected.labels(self.codec.name, "source_not_allowed").inc()
-                return
-            if self.limiter.blocked(source, self.ctx.clock.now()):
-                self.rejected.labels(self.codec.name, "rate_limited").inc()
-                return
-            while True:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_S)
-                if not data:
-                    return
-                frames, buffer = self.codec.split(buffer + data)
-                for frame in frames:
-                    was_bound = bound is not None
-                    bound = await self._frame(frame, bound, writer)
-                    if bound is None:
-                        self.limiter.failed(source, self.ctx.clock.now())
-                        return
-                    if not was_bound and self.codec.interval is not None:
-                        sender = self._sender(bound[0], writer)
-                        await self.ctx.commands.register(bound[1], sender)
-        except FrameError as exc:
-            self.rejected.labels(self.codec.name, "malformed").inc()
-            log.info("%s %s: malformed frame, closing: %s", self.codec.name, peer, exc.reason)
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            if sender is not None and bound is not None:
-                self.ctx.commands.unregister(bound[1], sender)
-            self.connections -= 1
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+    def connection(self) -> _Connection:
+        """A protocol instance for one new connection."""
+        return _Connection(self)
 
-    def _sender(self, identifier: str, writer: asyncio.StreamWriter) -> Any:
+    def _sender(self, identifier: str, transport: asyncio.Transport) -> Any:
         interval = self.codec.interval
         assert interval is not None
 
         async def send(seconds: int) -> None:
-            writer.write(interval(identifier, seconds, self.ctx.clock.now()))
-            await writer.drain()
+            if not transport.is_closing():
+                transport.write(interval(identifier, seconds, self.ctx.clock.now()))
 
         return send
 
@@ -184,64 +148,325 @@ class TcpListener:
             )
         return self._lenient[device_id]
 
-    async def _frame(
-        self, frame: bytes, bound: tuple[str, int] | None, writer: asyncio.StreamWriter
+    async def _bind(
+        self, frame: bytes, fixes: list[Fix], replies: list[bytes]
     ) -> tuple[str, int] | None:
+        """The first frame: who the connection speaks for (None: refused)."""
         now = self.ctx.clock.now()
-        lenient = bound is not None and self._lenient.get(bound[1], False)
         try:
-            d = self.codec.decode(frame, now, lenient)
+            d = self.codec.decode(frame, now, False)
         except FrameError as exc:
             # Before login a wrong CRC may still come from firmware registered as lenient:
             # read who it claims to be, and accept it only for such a device.
-            if exc.reason != "crc" or bound is not None:
+            if exc.reason != "crc":
                 raise
             d = self.codec.decode(frame, now, True)
             device = await asyncio.to_thread(self.ctx.store.get_device, d.identifier or "")
             if device is None or not await self._is_lenient(device.id):
                 raise
-        ident = d.identifier or (bound[0] if bound else None)
-        if ident is None:
+        if d.identifier is None:
             self.rejected.labels(self.codec.name, "no_identity").inc()
             return None
-        if bound is None:
-            device = await asyncio.to_thread(self.ctx.store.get_device, ident)
-            if device is None or device.identifier != ident:
-                self.rejected.labels(self.codec.name, "unknown_device").inc()
-                log.info("%s: unknown device %r refused", self.codec.name, ident)
-                return None
-            bound = (ident, device.id)
-            await self._is_lenient(device.id)
-        elif ident != bound[0]:
-            self.rejected.labels(self.codec.name, "identity_changed").inc()
-            log.warning("%s: connection bound to %s spoke as %s", self.codec.name, bound[0], ident)
+        device = await asyncio.to_thread(self.ctx.store.get_device, d.identifier)
+        if device is None or device.identifier != d.identifier:
+            self.rejected.labels(self.codec.name, "unknown_device").inc()
+            log.info("%s: unknown device %r refused", self.codec.name, d.identifier)
             return None
-        if d.fix is not None:
-            f = d.fix
-            fix = Fix(
-                bound[1],
-                f.fix_time,
-                f.lat,
-                f.lon,
-                f.accuracy_m,
-                f.speed_mps,
-                f.heading_deg,
-                f.battery_pct,
-                f.valid,
-                f.alarms,
-                f.received_at,
-            )
-            await self.ctx.ingest.submit([fix])  # durable before the reply below
-            self.accepted.labels(self.codec.name).inc()
-        if d.reply:
-            writer.write(d.reply)
-            await writer.drain()
+        bound = (d.identifier, device.id)
+        await self._is_lenient(device.id)
+        self._collect(d, bound[1], fixes, replies)
         return bound
+
+    def _bound_frame(
+        self, frame: bytes, bound: tuple[str, int], fixes: list[Fix], replies: list[bytes]
+    ) -> bool:
+        """A frame on a bound connection; False if it speaks for another device."""
+        d = self.codec.decode(frame, self.ctx.clock.now(), self._lenient.get(bound[1], False))
+        if d.identifier is not None and d.identifier != bound[0]:
+            self.rejected.labels(self.codec.name, "identity_changed").inc()
+            log.warning(
+                "%s: connection bound to %s spoke as %s", self.codec.name, bound[0], d.identifier
+            )
+            return False
+        self._collect(d, bound[1], fixes, replies)
+        return True
+
+    @staticmethod
+    def _collect(d: Decoded, device_id: int, fixes: list[Fix], replies: list[bytes]) -> None:
+        f = d.fix
+        if f is not None:
+            fixes.append(
+                Fix(
+                    device_id,
+                    f.fix_time,
+                    f.lat,
+                    f.lon,
+                    f.accuracy_m,
+                    f.speed_mps,
+                    f.heading_deg,
+                    f.battery_pct,
+                    f.valid,
+                    f.alarms,
+                    f.received_at,
+                )
+            )
+        if d.reply:
+            replies.append(d.reply)
+
+
+class _Connection(asyncio.Protocol):
+    """One device connection, until it closes, misbehaves or idles out.
+
+    A protocol rather than a stream task: a position costs one callback to read, one
+    submission and one write, with no task switch. Frames are handled in order: while
+    what one read brought is being stored, later bytes wait in the buffer, so a
+    device's fixes are stored and acknowledged in the order it sent them.
+    """
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.source = "?"
+        self.buffer = b""
+        self.bound: tuple[str, int] | None = None
+        self.sender: Any = None
+        self.busy = False  # a submission or a lookup is under way
+        self.read_paused = False
+        self.write_paused = False
+        self.eof = False
+        self.idle: _IdleWatch | None = None
+
+    # -- transport callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Check the source; start the idle watch."""
+        lst = self.listener
+        lst.connections += 1
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.peer = transport.get_extra_info("peername")
+        self.source = str(self.peer[0]) if self.peer else "?"
+        if not source_allowed(self.source, lst.networks):
+            lst.rejected.labels(lst.codec.name, "source_not_allowed").inc()
+            transport.close()
+            return
+        if lst.limiter.blocked(self.source, lst.ctx.clock.now()):
+            lst.rejected.labels(lst.codec.name, "rate_limited").inc()
+            transport.close()
+            return
+        self.idle = _IdleWatch(transport, IDLE_TIMEOUT_S)
+
+    def data_received(self, data: bytes) -> None:
+        """Buffer what came; handle it now unless earlier frames are still being stored."""
+        if self.idle is not None:
+            self.idle.touch()
+        self.buffer += data
+        if not self.busy:
+            self._handle()
+        elif len(self.buffer) > BUFFER_LIMIT:
+            self._pause_reading()  # resumed once the earlier frames are stored
+
+    def eof_received(self) -> bool | None:
+        """The device closed its side: finish what it sent, then close."""
+        if self.busy:
+            self.eof = True
+            return True  # keep the transport open for the acknowledgement still due
+        return None
+
+    def pause_writing(self) -> None:
+        """The device reads its acknowledgements slower than it sends: stop reading it."""
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        """The device caught up."""
+        self.write_paused = False
+        if not self.busy:
+            self._resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection."""
+        lst = self.listener
+        lst.connections -= 1
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.sender is not None and self.bound is not None:
+            lst.ctx.commands.unregister(self.bound[1], self.sender)
+
+    # -- frames --------------------------------------------------------------------------
+
+    def _open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self._open():
+            assert self.transport is not None
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self._open():
+            assert self.transport is not None
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _malformed(self, exc: FrameError) -> None:
+        lst = self.listener
+        lst.rejected.labels(lst.codec.name, "malformed").inc()
+        log.info("%s %s: malformed frame, closing: %s", lst.codec.name, self.peer, exc.reason)
+
+    def _refused(self) -> None:
+        self.listener.limiter.failed(self.source, self.listener.ctx.clock.now())
+
+    def _handle(self) -> None:
+        """Handle every whole frame in the buffer; a bound connection needs no task."""
+        if not self._open():
+            return
+        lst = self.listener
+        try:
+            frames, self.buffer = lst.codec.split(self.buffer)
+        except FrameError as exc:
+            self._malformed(exc)
+            self._close()
+            return
+        if not frames:
+            return
+        if self.bound is None:  # the first frame needs the store: finish in a task
+            self.busy = True
+            task = asyncio.get_running_loop().create_task(self._bind_then_handle(frames))
+            lst._tasks.add(task)
+            task.add_done_callback(self._bound_done)
+            return
+        fixes: list[Fix] = []
+        replies: list[bytes] = []
+        end = False
+        try:
+            for frame in frames:
+                if not lst._bound_frame(frame, self.bound, fixes, replies):
+                    self._refused()
+                    end = True
+                    break
+        except FrameError as exc:
+            self._malformed(exc)
+            end = True
+        # what came before a bad frame is still stored and acknowledged
+        if not fixes:
+            self._reply(replies, end)
+            return
+        self.busy = True
+        stored = lst.ctx.ingest.enqueue(fixes)  # durable before the replies
+        stored.add_done_callback(functools.partial(self._stored, len(fixes), replies, end))
+
+    def _stored(
+        self, n: int, replies: list[bytes], end: bool, stored: asyncio.Future[list[int]]
+    ) -> None:
+        if stored.cancelled() or stored.exception() is not None:
+            log.warning("%s %s: fixes not stored, closing", self.listener.codec.name, self.peer)
+            self.busy = False
+            self._close()
+            return
+        self.listener._accepted.inc(n)
+        self._reply(replies, end)
+        self._next()
+
+    def _bound_done(self, task: asyncio.Task[None]) -> None:
+        self.listener._tasks.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                exc = task.exception()
+                log.warning("%s %s: closing: %r", self.listener.codec.name, self.peer, exc)
+            self.busy = False
+            self._close()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """The frames under way are done: go on with what arrived meanwhile."""
+        self.busy = False
+        if not self._open():
+            return
+        if self.buffer:
+            self._handle()
+        if not self.busy:
+            if self.eof:
+                self._close()
+            elif not self.write_paused:
+                self._resume_reading()
+
+    def _reply(self, replies: list[bytes], end: bool) -> None:
+        if replies and self._open():
+            assert self.transport is not None
+            self.transport.write(b"".join(replies))
+        if end:
+            self._close()
+
+    async def _bind_then_handle(self, frames: list[bytes]) -> None:
+        lst = self.listener
+        fixes: list[Fix] = []
+        replies: list[bytes] = []
+        end = False
+        try:
+            self.bound = await lst._bind(frames[0], fixes, replies)
+            if self.bound is None:
+                self._refused()
+                end = True
+            else:
+                for frame in frames[1:]:
+                    if not lst._bound_frame(frame, self.bound, fixes, replies):
+                        self._refused()
+                        end = True
+                        break
+        except FrameError as exc:
+            self._malformed(exc)
+            end = True
+        if fixes:
+            await lst.ctx.ingest.submit(fixes)  # durable before the replies
+            lst._accepted.inc(len(fixes))
+        self._reply(replies, end)
+        if not end and self.bound is not None and lst.codec.interval is not None:
+            # after the login is acknowledged: registering may send a command at once
+            assert self.transport is not None
+            self.sender = lst._sender(self.bound[0], self.transport)
+            await lst.ctx.commands.register(self.bound[1], self.sender)
+
+
+class _IdleWatch:
+    """Drops a connection that has said nothing for ``timeout_s``.
+
+    One timer per connection, re-armed only when it fires: far cheaper than a timeout
+    around every read.
+    """
+
+    def __init__(self, transport: asyncio.BaseTransport, timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._timeout_s = timeout_s
+        self._last = self._loop.time()
+        self._timer = self._loop.call_later(timeout_s, self._check)
+
+    def touch(self) -> None:
+        """Something was heard."""
+        self._last = self._loop.time()
+
+    def cancel(self) -> None:
+        """The connection is over."""
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        quiet = self._loop.time() - self._last
+        if quiet >= self._timeout_s:
+            self._transport.close()
+        else:
+            self._timer = self._loop.call_later(self._timeout_s - quiet, self._check)
 
 
 async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Server:
     """Start serving a protocol; the caller owns the returned server."""
     listener = TcpListener(ctx, codec)
-    return await asyncio.start_server(
-        listener.handle, host, port, limit=READ_SIZE * 16, backlog=4096
+    return await asyncio.get_running_loop().create_server(
+        listener.connection, host, port, backlog=4096
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -89,6 +90,11 @@ _LOCK_AUDIT = 0x62616E6770610003
 _FIX_COLUMNS = "device_id, fix_time, received_at, lat, lon, accuracy_m, valid, alarms, late, hold"
 _SQLITE_FIX_COLUMNS_INSERT = (
     f"INSERT INTO fixes ({_FIX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, '', 0, 0)"
+)
+_SQLITE_FIX_INSERT = (
+    "INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, accuracy_m, speed_mps,"
+    " heading_deg, battery_pct, valid, alarms, late, hold)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 )
 _PG_FIX_COLUMNS_COPY = f"COPY fixes ({_FIX_COLUMNS}) FROM STDIN"
 
@@ -233,6 +239,13 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             threading.RLock() if memory else nullcontext()
         )
         self._audit_lock = threading.Lock()
+        # SQLite has one writer at a time, and a writer that finds the lock taken polls for
+        # it with sleeps growing to 100 ms, so it may start tens of milliseconds after the
+        # lock is free (the group commit of fixes behind an audit record, or the reverse).
+        # The process's own writers queue here instead: each starts as the previous commits.
+        self._writers: threading.RLock | nullcontext[None] = (
+            threading.RLock() if self.dialect == "sqlite" and not memory else nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -246,7 +259,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._serial, self.engine.connect() as c:
+        with self._serial, self._writers, self.engine.connect() as c:
             c.execution_options(bangpae_write=True)
             with c.begin():
                 yield c
@@ -490,21 +503,61 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         flags = [False] * len(fixes) if late is None else list(late)
         if len(flags) != len(fixes):
             raise Invalid(f"{len(fixes)} fixes but {len(flags)} late flags")
+        if self.dialect == "sqlite":
+            return self._insert_fixes_sqlite(c, fixes, flags)
         rows = [self._fix_row(f, x) for f, x in zip(fixes, flags, strict=True)]
         for row in rows:
             _fits(s.fixes.c.alarms, row["alarms"])
-        if self.dialect == "sqlite":
-            # Under BEGIN IMMEDIATE this is the only writer and SQLite gives each new row
-            # max(rowid) + 1, so ascending ids are the rows in order; batched multi-row
-            # VALUES is much faster than the row-at-a-time sorted form.
-            stmt = s.fixes.insert().returning(s.fixes.c.id)
-        else:
-            stmt = s.fixes.insert().returning(s.fixes.c.id, sort_by_parameter_order=True)
+        stmt = s.fixes.insert().returning(s.fixes.c.id, sort_by_parameter_order=True)
         try:
-            ids = [int(x) for x in c.execute(stmt, rows).scalars()]
-            return sorted(ids) if self.dialect == "sqlite" else ids
+            return [int(x) for x in c.execute(stmt, rows).scalars()]
         except IntegrityError as exc:  # the only constraint a fix can break: its device
             raise NotFound("a fix refers to a device that does not exist") from exc
+
+    @staticmethod
+    def _insert_fixes_sqlite(c: Connection, fixes: Sequence[Fix], late: list[bool]) -> list[int]:
+        # The driver's executemany on plain tuples: building and compiling a parameter dict
+        # per row cost the single writer more than SQLite's own work.
+        rows = []
+        for f, x in zip(fixes, late, strict=True):
+            alarms = ",".join(sorted(f.alarms)) if f.alarms else ""
+            if alarms:
+                _fits(s.fixes.c.alarms, alarms)
+            received = f.received_at if f.received_at is not None else f.fix_time
+            rows.append(
+                (
+                    f.device_id,
+                    f.fix_time,
+                    received,
+                    f.lat,
+                    f.lon,
+                    f.accuracy_m,
+                    f.speed_mps,
+                    f.heading_deg,
+                    f.battery_pct,
+                    bool(f.valid),
+                    alarms,
+                    bool(x),
+                )
+            )
+        raw = c.connection.dbapi_connection
+        if raw is None:  # pragma: no cover - a checked-out connection always has one
+            raise RuntimeError("no database connection")
+        cur: Any = raw.cursor()
+        try:
+            # Under BEGIN IMMEDIATE this is the only writer and SQLite gives each new row
+            # max(rowid) + 1: the batch's ids are the next len(rows) after the largest.
+            first = int(cur.execute("SELECT coalesce(max(id), 0) FROM fixes").fetchone()[0]) + 1
+            try:
+                cur.executemany(_SQLITE_FIX_INSERT, rows)
+            except sqlite3.IntegrityError as exc:  # the only constraint a fix can break
+                raise NotFound("a fix refers to a device that does not exist") from exc
+            last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
+        finally:
+            cur.close()
+        if last - first + 1 != len(rows):  # pragma: no cover - only at the end of the rowid range
+            raise RuntimeError("fix ids were not assigned in sequence")
+        return list(range(first, last + 1))
 
     def append_fixes(self, fixes: Sequence[Fix], late: Sequence[bool] | None = None) -> list[int]:
         """Append fixes in one transaction; committed (durable) when this returns."""
