@@ -8,13 +8,13 @@ it returns. Refresh tokens are kept only as SHA-256 hashes, TOTP secrets only se
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, and_, delete, false, func, or_, select, true, update
 
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.base import StoreBase
 from bangpae.adapters.store.errors import Conflict, NotFound
 from bangpae.services.auth import locked_until
 
@@ -78,14 +78,8 @@ def _clip(value: str | None, n: int) -> str | None:
     return None if value is None else value[:n]
 
 
-class AuthStore:
+class AuthStore(StoreBase):
     """Sessions, sign-in attempts and TOTP secrets."""
-
-    if TYPE_CHECKING:  # provided by Store
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        def _pg_lock(self, c: Connection, key: int) -> None: ...
 
     # -- sign-in attempts ----------------------------------------------------------------
 

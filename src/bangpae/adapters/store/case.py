@@ -14,10 +14,8 @@ force; and the audit records whose subject names any of these.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -37,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.base import StoreBase
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 
 # Tables of a case, parents first (the order they are imported in).
@@ -127,29 +126,8 @@ def _refs(subject: str) -> set[str]:
     return set(subject.split("/"))
 
 
-class CaseStore:
+class CaseStore(StoreBase):
     """Read one case as rows per table, and write a case into this database."""
-
-    if TYPE_CHECKING:  # provided by Store
-        _audit_lock: threading.Lock
-
-        dialect: str
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        def _audit_insert(
-            self,
-            c: Connection,
-            actor: str,
-            role: str,
-            action: str,
-            subject: str,
-            purpose: str,
-            fields: Sequence[str] = (),
-            *,
-            at: float,
-            request_id: str | None = None,
-        ) -> int: ...
 
     def case_tables(self, order_id: int) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
         """Each case table's rows for this order, then ``audit``; all from one snapshot.

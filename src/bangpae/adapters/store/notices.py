@@ -6,13 +6,13 @@ transaction and has committed when it returns.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Column, Connection, and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.base import StoreBase
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.domain.notices import Notice
 
@@ -60,15 +60,8 @@ class PushTarget:
     lang: str
 
 
-class NoticeStore:
+class NoticeStore(StoreBase):
     """Notices and Web Push subscriptions."""
-
-    if TYPE_CHECKING:  # provided by Store
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        def _seal(self, column: Column[Any], value: Any) -> Any: ...
-        def _open(self, column: Column[Any], value: Any, row_id: Any) -> Any: ...
 
     # -- notices -----------------------------------------------------------------------
 

@@ -7,13 +7,13 @@ it returns.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, func, select
 
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.base import StoreBase
 from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.domain.model import Fix, Person, PersonKind
 
@@ -73,15 +73,8 @@ def _fits(column: Any, value: str | None) -> None:
         raise Invalid(f"{column.name} is longer than {length} characters")
 
 
-class ResponseStore:
+class ResponseStore(StoreBase):
     """Escalations, checklist steps, positions for dispatch and police hand-offs."""
-
-    if TYPE_CHECKING:  # provided by Store
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        @staticmethod
-        def _stored(r: Row[Any]) -> Any: ...
 
     # -- incidents ---------------------------------------------------------------------
 

@@ -19,17 +19,16 @@ checkpoint, so the chain still verifies, and deleting anything beyond it still s
 from __future__ import annotations
 
 import json
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.base import StoreBase
 from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.domain.retention import (
     CLASSES,
@@ -98,29 +97,8 @@ class PurgeReport:
         }
 
 
-class RetentionStore:
+class RetentionStore(StoreBase):
     """Legal holds, the purge of data past retention, and the audit chain's checkpoint."""
-
-    if TYPE_CHECKING:  # provided by Store
-        _audit_lock: threading.Lock
-
-        dialect: str
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        def _audit_insert(
-            self,
-            c: Connection,
-            actor: str,
-            role: str,
-            action: str,
-            subject: str,
-            purpose: str,
-            fields: Sequence[str] = (),
-            *,
-            at: float,
-            request_id: str | None = None,
-        ) -> int: ...
 
     # -- legal holds -------------------------------------------------------------------
 
