@@ -448,29 +448,36 @@ def test_a_web_push_message_becomes_a_discreet_notification(server: Server, brow
         lambda e: registrations.extend(e["registrations"]),
     )
     cdp.send("ServiceWorker.enable")
-    deadline = time.monotonic() + 5
-    while not registrations and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    [reg] = [r for r in registrations if r["scopeURL"].endswith("/app/")][:1]
     notice = Notice(
         "victim", "tier_breach", "critical", TEXTS["tier_breach"], "k", time.time(), case["order"]
-    )
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {
-            "origin": server.api,
-            "registrationId": reg["registrationId"],
-            "data": payload(notice, "ko"),
-        },
     )
     script = """navigator.serviceWorker.ready
         .then((r) => r.getNotifications())
         .then((ns) => ns.map((n) => ({ title: n.title, body: n.body, tag: n.tag })))"""
-    deadline = time.monotonic() + 5
     shown: list[dict[str, str]] = []
+    deadline = time.monotonic() + 20
+    # The worker may still be starting, or be stopped between events: push until it shows
+    # (a push with the same tag replaces the last one, so repeats cannot add any).
     while not shown and time.monotonic() < deadline:
-        shown = page.evaluate(script)
-        page.wait_for_timeout(50)
+        live = [
+            r
+            for r in registrations
+            if r["scopeURL"].endswith("/app/") and not r.get("isDeleted", False)
+        ]
+        if live:
+            cdp.send(
+                "ServiceWorker.deliverPushMessage",
+                {
+                    "origin": server.api,
+                    "registrationId": live[-1]["registrationId"],
+                    "data": payload(notice, "ko"),
+                },
+            )
+        for _ in range(20):
+            page.wait_for_timeout(50)
+            shown = page.evaluate(script)
+            if shown:
+                break
     assert shown == [
         {
             "title": "방패",
