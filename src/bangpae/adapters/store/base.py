@@ -1,6 +1,6 @@
-"""What the store's mixins may use of :class:`~bangpae.adapters.store.store.Store`.
-
-Declared once, for type checkers only: ``Store`` itself provides each of these.
+"""What the store's mixins share: the timeline entry of a person's action, and what they
+may use of :class:`~bangpae.adapters.store.store.Store`, declared once for type checkers
+(``Store`` itself provides each of those).
 """
 
 from __future__ import annotations
@@ -11,6 +11,31 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, Row
+
+from bangpae.adapters.store import schema as s
+
+
+def insert_action_entry(
+    c: Connection,
+    incident_id: int,
+    action: str,
+    actor: str,
+    at: float,
+    note: str,
+    data: dict[str, Any],
+) -> None:
+    """One timeline entry of something a person did to an incident (no event behind it)."""
+    c.execute(
+        s.incident_entries.insert().values(
+            incident_id=incident_id,
+            at=at,
+            action=action,
+            actor=actor,
+            note=note,
+            event_id=None,
+            data=data,
+        )
+    )
 
 
 class StoreBase:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, func, select
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
+from bangpae.adapters.store.base import StoreBase, insert_action_entry
 from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.domain.model import Fix, Person, PersonKind
 
@@ -162,17 +162,7 @@ class ResponseStore(StoreBase):
     ) -> None:
         self._lock_incident(c, incident_id, open_only)
         _fits(s.incident_entries.c.actor, actor)
-        c.execute(
-            s.incident_entries.insert().values(
-                incident_id=incident_id,
-                at=at,
-                action=action,
-                actor=actor,
-                note=note,
-                event_id=None,
-                data=data,
-            )
-        )
+        insert_action_entry(c, incident_id, action, actor, at, note, data)
 
     def add_incident_entry(
         self,

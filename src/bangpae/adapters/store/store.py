@@ -49,6 +49,7 @@ from sqlalchemy.pool import StaticPool
 from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.auth import AuthStore
+from bangpae.adapters.store.base import insert_action_entry
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
@@ -952,17 +953,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
                 .where(i.c.id == incident_id)
                 .values(status=target, updated_at=max(at, r.updated_at))
             )
-            c.execute(
-                s.incident_entries.insert().values(
-                    incident_id=incident_id,
-                    at=at,
-                    action=action,
-                    actor=actor,
-                    note=note,
-                    event_id=None,
-                    data=dict(data or {}),
-                )
-            )
+            insert_action_entry(c, incident_id, action, actor, at, note, dict(data or {}))
             r = c.execute(select(i).where(i.c.id == incident_id)).one()
             return self._incident(c, r, True)
 
