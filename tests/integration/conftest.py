@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bangpae.adapters.store import Store
 from bangpae.domain.model import Order
+from bangpae.services.auth import Principal, issue_token, new_refresh_token, token_hash
 from tests.conftest import need_service
 
 PG_ADMIN_URL = os.environ.get(
@@ -114,3 +115,23 @@ def make_case(store: Store, suffix: str = "") -> Case:
 def case(store: Store) -> Case:
     """One order with both parties' devices, in the test's store."""
     return make_case(store)
+
+
+def signed_in(
+    store: Store,
+    secret: bytes,
+    users: Iterable[tuple[str, str, int | None]],
+    at: float,
+    ttl_s: int = 3600,
+) -> dict[str, dict[str, str]]:
+    """Bearer headers for new users (name, role, person), each with an open session.
+
+    Tokens are issued directly: signing in is tested on its own, and is slow on purpose.
+    """
+    headers = {}
+    for user, role, pid in users:
+        uid = store.add_user(user, "not-a-password-hash", role, pid)
+        sid = store.open_session(uid, "full", token_hash(new_refresh_token()), at, at + 86400)
+        token = issue_token(Principal(uid, user, role, pid, sid), secret, at, ttl_s=ttl_s)
+        headers[user] = {"Authorization": f"Bearer {token}"}
+    return headers

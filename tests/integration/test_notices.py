@@ -35,13 +35,8 @@ from bangpae.api.app import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
-from bangpae.services.auth import (
-    Principal,
-    issue_token,
-    new_refresh_token,
-    read_token,
-    token_hash,
-)
+from bangpae.services.auth import read_token
+from tests.integration.conftest import signed_in
 
 T0 = 1_800_000_000.0
 HOME = (37.5663, 126.9779)
@@ -196,17 +191,13 @@ async def env(
     ankle = s.add_device("ANKLE", "ankle_monitor", "osmand", off)
     phone = s.add_device("PHONE", "phone", "osmand", vic)
     order = s.add_order(Order(0, off, vic, profile=profile, **order_kw))
-    headers = {}
-    for user, role, pid in (
+    users = (
         ("op", "operator", None),
         ("sup", "supervisor", None),
         ("vic", "victim", vic),
         ("off", "offender", off),
-    ):
-        uid = s.add_user(user, "not-a-password-hash", role, pid)
-        sid = s.open_session(uid, "full", token_hash(new_refresh_token()), T0, T0 + 86400)
-        token = issue_token(Principal(uid, user, role, pid, sid), ctx.secret, T0, ttl_s=36000)
-        headers[user] = {"Authorization": f"Bearer {token}"}
+    )
+    headers = signed_in(s, ctx.secret, users, T0, ttl_s=36000)
     await ctx.start()
     api = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://test"

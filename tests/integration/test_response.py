@@ -33,9 +33,10 @@ from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
 from bangpae.engine.engine import Engine
-from bangpae.services.auth import Principal, issue_token, new_refresh_token, token_hash
+from bangpae.services.auth import Principal
 from bangpae.services.ingest import Ingest
 from bangpae.services.response import Handoffs
+from tests.integration.conftest import signed_in
 
 T0 = 1_800_000_000.0
 HOME = (37.5663, 126.9779)
@@ -157,18 +158,13 @@ async def env(
         device = s.add_device(f"FIELD-{name}", "phone", "osmand", person)
         if d is not None:
             s.append_fixes([fix(device, -30, d, bearing=0.0)])
-    headers = {}
-    for user, role, pid in (
+    users = (
         ("op", "operator", None),
         ("sup", "supervisor", None),
         ("aud", "auditor", None),
         ("vic", "victim", vic),
-    ):
-        # tokens are issued directly: logging in is tested elsewhere, and is slow on purpose
-        uid = s.add_user(user, "not-a-password-hash", role, pid)
-        sid = s.open_session(uid, "full", token_hash(new_refresh_token()), T0, T0 + 86400)
-        token = issue_token(Principal(uid, user, role, pid, sid), ctx.secret, T0, ttl_s=3600)
-        headers[user] = {"Authorization": f"Bearer {token}"}
+    )
+    headers = signed_in(s, ctx.secret, users, T0)
     await ctx.start()
     api = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://test"
