@@ -541,6 +541,71 @@ def test_a_batch_stores_fixes_events_and_incidents_together_or_not_at_all(
     assert len(store.get_incident(incident.id).timeline) == 1  # type: ignore[union-attr]
 
 
+def test_a_batch_groups_its_events_in_order_as_if_recorded_one_by_one(
+    store: Store, case: Case
+) -> None:
+    other = make_case(store, "2")
+    # Recorded before without being stored as an event, then closed: stored now, it
+    # still never opens a second incident.
+    replayed = _breach(case, 5.0)
+    closed, _ = store.record_incident("breach", "critical", replayed)
+    store.incident_action(closed, "resolve", "op", 6.0)
+    back = make_event(
+        EventKind.TIER_CHANGED, 35.0, other.order, tier_from=Tier.BREACH, tier_to=Tier.REVEAL
+    )
+    back = dataclasses.replace(back, order_id=other.order)
+    b1, b2, b3 = _breach(case, 30.0), _breach(case, 20.0), _breach(case, 40.0)
+    # Device events of no order and no person group together (order and person both NULL).
+    n1, n2 = (make_event(EventKind.NO_FIX, at, "unbound") for at in (7.0, 8.0))
+    sos1, sos2 = (make_event(EventKind.SOS, at, "sos", person_id=case.victim) for at in (9.0, 3.0))
+    plans: list[tuple[Event, str | None, str | None]] = [
+        (replayed, "breach", "critical"),
+        (b1, "breach", "critical"),
+        (b2, "breach", "critical"),  # older than the incident's last event: updated_at stays
+        (b3, "breach", "critical"),
+        (b3, "breach", "critical"),  # the same event twice in a batch counts once
+        (back, "breach", None),  # no open breach for that order: joins nothing
+        (n1, "no_fix", "normal"),
+        (n2, "no_fix", "normal"),
+        (sos1, "sos", "critical"),
+        (sos2, "sos", None),
+    ]
+    ids, new = store.record_batch([Fix(case.ankle, 30.0, 37.5, 127.0)], [False], plans)
+    assert len(ids) == 1 and new == [replayed, b1, b2, b3, back, n1, n2, sos1, sos2]
+    shown = [
+        (
+            i.kind,
+            i.status,
+            i.order_id,
+            i.person_id,
+            i.opened_at,
+            i.updated_at,
+            [x["event_id"] for x in store.get_incident(i.id).timeline],  # type: ignore[union-attr]
+        )
+        for i in store.incidents()[::-1]
+    ]
+    assert shown == [
+        ("breach", "resolved", case.order, None, 5.0, 6.0, [replayed.id, None]),
+        ("breach", "open", case.order, None, 30.0, 40.0, [b1.id, b2.id, b3.id]),
+        ("no_fix", "open", None, None, 7.0, 8.0, [n1.id, n2.id]),
+        ("sos", "open", None, case.victim, 9.0, 9.0, [sos1.id, sos2.id]),
+    ]
+    # A later batch: the step out of breach joins the open one and moves its time on.
+    out = make_event(
+        EventKind.TIER_CHANGED, 50.0, case.order, tier_from=Tier.BREACH, tier_to=Tier.REVEAL
+    )
+    out = dataclasses.replace(out, order_id=case.order)
+    assert store.record_batch([], [], [(out, "breach", None), (b1, "breach", "critical")]) == (
+        [],
+        [out],
+    )
+    (current,) = [i for i in store.incidents("open") if i.kind == "breach"]
+    got = store.get_incident(current.id)
+    assert got is not None and got.updated_at == 50.0
+    assert [x["event_id"] for x in got.timeline] == [b1.id, b2.id, b3.id, out.id]
+    assert got.timeline[-1]["data"]["tier_to"] == int(Tier.REVEAL)
+
+
 # -- users ------------------------------------------------------------------------------------
 
 

@@ -209,6 +209,61 @@ def test_offline_and_no_fix_timers_fire_once_per_episode() -> None:
     assert e.tick(T0 + 802) == []
 
 
+def _timer_deadlines(e: Engine, device_ids: list[int]) -> dict[tuple[int, EventKind], float]:
+    """Seconds after a fix without GPS at T0 at which each device's health timers fire."""
+    e.ingest([Fix(d, T0, HOME[0], HOME[1], 5.0, valid=False) for d in device_ids], T0)
+    fired = [x for t in range(0, 401, 10) for x in e.tick(T0 + t)]
+    return {(int(x.device_id), x.kind): x.at - T0 for x in fired}  # type: ignore[arg-type]
+
+
+def test_an_offenders_devices_take_the_tightest_timers_of_his_orders_when_loaded() -> None:
+    people = [
+        Person(1, PersonKind.OFFENDER, "o"),
+        Person(2, PersonKind.VICTIM, "v"),
+        Person(3, PersonKind.OFFENDER, "o2"),
+    ]
+    ankle, phone, spare, moved = (
+        Device(10, "A", DeviceKind.ANKLE_MONITOR, "api", 1),
+        Device(20, "P", DeviceKind.PHONE, "api", 2),
+        Device(11, "S", DeviceKind.ANKLE_MONITOR, "api", 1),
+        Device(12, "M", DeviceKind.ANKLE_MONITOR, "api", 3),
+    )
+    rebound = Device(12, "M", DeviceKind.ANKLE_MONITOR, "api", 1)
+    his = [
+        Order(id=100, offender_id=1, victim_id=2, offline_after_s=120.0, no_fix_after_s=200.0),
+        Order(id=101, offender_id=1, victim_id=2, offline_after_s=240.0, no_fix_after_s=60.0),
+    ]
+    other = Order(id=102, offender_id=3, victim_id=2, offline_after_s=280.0, no_fix_after_s=290.0)
+    tight = {EventKind.NO_FIX: 60.0, EventKind.OFFLINE: 120.0}  # one from each of his orders
+    default = {EventKind.OFFLINE: 300.0}  # offline fires first: no_fix never does
+
+    def deadlines(reload: bool) -> dict[int, dict[EventKind, float]]:
+        e = Engine()
+        e.load(people, [ankle, phone, moved], [*his, other])
+        # Bound to him after his orders were registered: their timers do not reach these
+        # devices until the orders are registered again (the next load); a device moved
+        # to him keeps what it had.
+        e.add_device(spare)
+        e.add_order(other)
+        e.add_device(rebound)
+        if reload:
+            e.load(people, [ankle, phone, spare, rebound], [*his, other])
+            # An order updated to looser timers never loosens what another order set.
+            e.add_order(Order(id=100, offender_id=1, victim_id=2, offline_after_s=500.0))
+        out: dict[int, dict[EventKind, float]] = {}
+        for (dev, kind), at_s in _timer_deadlines(e, [10, 11, 12, 20]).items():
+            out.setdefault(dev, {})[kind] = at_s
+        return out
+
+    assert deadlines(reload=False) == {
+        10: tight,
+        11: default,
+        12: {EventKind.OFFLINE: 280.0},
+        20: default,
+    }
+    assert deadlines(reload=True) == {10: tight, 11: tight, 12: tight, 20: default}
+
+
 def test_a_jump_faster_than_250_kmh_is_flagged() -> None:
     e = make_engine()
     e.ingest([off_fix(0, 3000)], T0)

@@ -174,6 +174,7 @@ class Engine:
         self._order_slot: dict[int, int] = {}
         self._orders_of_person: list[list[int]] = []
         self._csr: tuple[I64, I64] | None = None
+        self._devices_csr: tuple[I64, I64] | None = None  # device slots by person slot
         self._late: list[Fix] = []
         self._person_ids: list[int] = []
         self._health: dict[int, HealthState] = {}  # only devices that ever reported alarms
@@ -214,7 +215,10 @@ class Engine:
             slot = self.devices.add()
             self._device_slot[device.id] = slot
             self._device_ids.append(device.id)
-        self.devices.person[slot] = self._person(device.person_id)
+        person = self._person(device.person_id)
+        if self.devices.person[slot] != person:
+            self.devices.person[slot] = person
+            self._devices_csr = None
 
     def add_order(self, order: Order) -> None:
         """Register an order, or update its parameters while keeping its live tier."""
@@ -250,19 +254,31 @@ class Engine:
             self._zoned.pop(slot, None)
             if slot in listed:
                 listed.remove(slot)
-        for d in self._device_ids:
-            ds = int(self._device_slot[d])
-            if self.devices.person[ds] == o.off[slot]:
-                self.devices.offline_after[ds] = min(
-                    float(self.devices.offline_after[ds]), order.offline_after_s
-                )
-                self.devices.no_fix_after[ds] = min(
-                    float(self.devices.no_fix_after[ds]), order.no_fix_after_s
-                )
+        # The offender's devices registered so far take the order's tighter health timers
+        # (devices bound to him later keep theirs until the order is loaded again).
+        d = self.devices
+        for ds in self._devices_of(off_slot):
+            d.offline_after[ds] = min(float(d.offline_after[ds]), order.offline_after_s)
+            d.no_fix_after[ds] = min(float(d.no_fix_after[ds]), order.no_fix_after_s)
 
     def knows_device(self, device_id: int) -> bool:
         """Whether a device is registered."""
         return 0 <= device_id < len(self._device_slot) and self._device_slot[device_id] >= 0
+
+    def _devices_of(self, person_slot: int) -> list[int]:
+        """Slots of the devices bound to a person, in registration order."""
+        if self._devices_csr is None:
+            # Rebuilt only after a device is added or re-bound: a load adds every device
+            # before any order, so each order then looks up its offender's devices alone.
+            person = self.devices.person[: self.devices.n]
+            by_person = np.argsort(person, kind="stable").astype(np.int64)
+            start = np.zeros(self.persons.n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(person, minlength=self.persons.n), out=start[1:])
+            self._devices_csr = (start, by_person)
+        start, by_person = self._devices_csr
+        if person_slot + 1 >= len(start):  # a person added since, with no device yet
+            return []
+        return by_person[start[person_slot] : start[person_slot + 1]].tolist()  # type: ignore[no-any-return]
 
     def _orders_csr(self) -> tuple[I64, I64]:
         if self._csr is None:

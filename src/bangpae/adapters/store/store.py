@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
+    BindParameter,
     Column,
+    ColumnElement,
     Connection,
     CursorResult,
     Engine,
     Row,
+    Select,
     and_,
     bindparam,
     create_engine,
@@ -98,6 +101,68 @@ _SQLITE_FIX_INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 )
 _PG_FIX_COLUMNS_COPY = f"COPY fixes ({_FIX_COLUMNS}) FROM STDIN"
+
+# Events and incident grouping run on the single writer for every event of every batch:
+# their statements are built once, so an event only binds parameters (building a
+# statement and its cache key per event cost more than the SQL itself).
+_EVENT_INSERT = {
+    name: dialect.insert(s.events)
+    .on_conflict_do_nothing(index_elements=[s.events.c.id])
+    .returning(s.events.c.id)
+    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", pg_dialect))
+}
+# Which of these event ids have a timeline entry at all (most have none: no lookup each).
+_ENTRY_EVENT_IDS = (
+    select(s.incident_entries.c.event_id)
+    .where(s.incident_entries.c.event_id.in_(bindparam("event_ids", expanding=True)))
+    .distinct()
+)
+_SEEN_IN_KIND = (
+    select(s.incident_entries.c.incident_id)
+    .join(s.incidents, s.incidents.c.id == s.incident_entries.c.incident_id)
+    .where(
+        and_(
+            s.incident_entries.c.event_id == bindparam("event_id"),
+            s.incidents.c.kind == bindparam("kind"),
+        )
+    )
+    .limit(1)
+)
+
+
+def _open_incident_query(scope: ColumnElement[bool]) -> Select[Any]:
+    i = s.incidents
+    # NOT IN (?, ?) with its values bound as usual: a list literal would be expanded into
+    # the SQL string again at every execution.
+    final: list[BindParameter[str]] = [
+        bindparam(f"final_{k}", status) for k, status in enumerate(FINAL)
+    ]
+    return (
+        select(i.c.id, i.c.updated_at)
+        .where(and_(scope, i.c.kind == bindparam("kind"), i.c.status.not_in(final)))
+        .order_by(i.c.id)
+        .limit(1)
+    )
+
+
+# The open incident of a kind for an order; for a person (events of no order); or, for
+# events of neither, the one of neither (``== None`` would never match: IS NULL).
+_OPEN_OF_ORDER = _open_incident_query(s.incidents.c.order_id == bindparam("order_id"))
+_OPEN_OF_PERSON = _open_incident_query(
+    and_(s.incidents.c.order_id.is_(None), s.incidents.c.person_id == bindparam("person_id"))
+)
+_OPEN_OF_NOBODY = _open_incident_query(
+    and_(s.incidents.c.order_id.is_(None), s.incidents.c.person_id.is_(None))
+)
+_INCIDENT_INSERT = s.incidents.insert()
+_ENTRY_INSERT = s.incident_entries.insert()
+_TOUCH_INCIDENT = (
+    s.incidents.update()
+    .where(s.incidents.c.id == bindparam("incident_id"))
+    .values(updated_at=bindparam("new_updated_at"))
+)
+# How many event ids one IN list carries (well under SQLite's bound-parameter limit).
+_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,12 +796,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         if not events:
             return []
         unique = list({e.id: e for e in events}.values())
-        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
-        stmt = (
-            insert(s.events)
-            .on_conflict_do_nothing(index_elements=[s.events.c.id])
-            .returning(s.events.c.id)
-        )
+        stmt = _EVENT_INSERT["postgresql" if self.dialect == "postgresql" else "sqlite"]
         inserted = set(c.execute(stmt, [self._event_row(e) for e in unique]).scalars())
         return [e for e in unique if e.id in inserted]
 
@@ -747,78 +807,97 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         with self._write() as c:
             return self._insert_events(c, events)
 
-    def _record_incident(
-        self, c: Connection, kind: str, priority: str | None, e: Event
-    ) -> tuple[int, bool] | None:
-        """Join the open incident of ``kind`` or open one; with no priority, only join.
+    @staticmethod
+    def _event_ids_with_entries(c: Connection, event_ids: Sequence[str]) -> set[str]:
+        """Which of these event ids some timeline entry already carries."""
+        out: set[str] = set()
+        for k in range(0, len(event_ids), _IN_CHUNK):
+            chunk = list(event_ids[k : k + _IN_CHUNK])
+            out.update(c.execute(_ENTRY_EVENT_IDS, {"event_ids": chunk}).scalars())
+        return out
 
-        Returns the incident's id and whether it was opened, or None when an event
-        that opens nothing found no open incident of its kind to join.
+    def _record_incidents(
+        self, c: Connection, plans: Sequence[tuple[Event, str, str | None]]
+    ) -> list[tuple[int, bool] | None]:
+        """For each event in turn, join the open incident of its kind or open one.
+
+        An event with no priority only joins. Returns, per event, the incident's id and
+        whether it was opened, or None when an event that opens nothing found no open
+        incident of its kind to join.
         """
-        if priority is not None and priority not in PRIORITIES:
-            raise Invalid(f"unknown priority {priority!r}")
-        _fits(s.incidents.c.kind, kind)
-        self._pg_lock(c, _LOCK_INCIDENTS)
-        i, entries = s.incidents, s.incident_entries
-        # A replayed event never opens a second incident, even after the first was closed.
-        seen = c.execute(
-            select(entries.c.incident_id)
-            .join(i, i.c.id == entries.c.incident_id)
-            .where(and_(entries.c.event_id == e.id, i.c.kind == kind))
-            .limit(1)
-        ).first()
-        if seen is not None:
-            return int(seen.incident_id), False
-        scope = (
-            (i.c.order_id == e.order_id)
-            if e.order_id is not None
-            else and_(i.c.order_id.is_(None), i.c.person_id == e.person_id)
-        )
-        row = c.execute(
-            select(i.c.id, i.c.updated_at)
-            .where(and_(scope, i.c.kind == kind, i.c.status.not_in(FINAL)))
-            .order_by(i.c.id)
-            .limit(1)
-        ).first()
-        created = row is None
-        if row is None:
-            if priority is None:
-                return None
-            iid = _new_id(
-                c.execute(
-                    i.insert().values(
-                        kind=kind,
-                        priority=priority,
-                        status="open",
-                        order_id=e.order_id,
-                        person_id=e.person_id,
-                        opened_at=e.at,
-                        updated_at=e.at,
-                        late=bool(e.late),
+        results: list[tuple[int, bool] | None] = []
+        entries: list[dict[str, Any]] = []
+        added: dict[tuple[str, str], int] = {}  # (event id, kind) -> incident, this call
+        with_entries: set[str] | None = None
+        for e, kind, priority in plans:
+            if priority is not None and priority not in PRIORITIES:
+                raise Invalid(f"unknown priority {priority!r}")
+            _fits(s.incidents.c.kind, kind)
+            if with_entries is None:  # the lock is held to the commit: take it once
+                self._pg_lock(c, _LOCK_INCIDENTS)
+                with_entries = self._event_ids_with_entries(c, [x.id for x, _, _ in plans])
+            # A replayed event never opens a second incident, even after the first was
+            # closed. The entries of this call are inserted at its end: look them up here.
+            if e.id in with_entries:
+                seen = c.execute(_SEEN_IN_KIND, {"event_id": e.id, "kind": kind}).first()
+                if seen is not None:
+                    results.append((int(seen.incident_id), False))
+                    continue
+            if (e.id, kind) in added:
+                results.append((added[e.id, kind], False))
+                continue
+            if e.order_id is not None:
+                query, scope = _OPEN_OF_ORDER, {"order_id": e.order_id}
+            elif e.person_id is not None:
+                query, scope = _OPEN_OF_PERSON, {"person_id": e.person_id}
+            else:
+                query, scope = _OPEN_OF_NOBODY, {}
+            row = c.execute(query, {**scope, "kind": kind}).first()
+            created = row is None
+            if row is None:
+                if priority is None:
+                    results.append(None)
+                    continue
+                iid = _new_id(
+                    c.execute(
+                        _INCIDENT_INSERT,
+                        {
+                            "kind": kind,
+                            "priority": priority,
+                            "status": "open",
+                            "order_id": e.order_id,
+                            "person_id": e.person_id,
+                            "opened_at": e.at,
+                            "updated_at": e.at,
+                            "late": bool(e.late),
+                        },
                     )
                 )
+            else:
+                iid = int(row.id)
+                if e.at > row.updated_at:
+                    c.execute(_TOUCH_INCIDENT, {"incident_id": iid, "new_updated_at": e.at})
+            entries.append(
+                {
+                    "incident_id": iid,
+                    "at": e.at,
+                    "action": "event",
+                    "actor": "system",
+                    "note": e.kind.value,
+                    "event_id": e.id,
+                    "data": self._event_row(e),
+                }
             )
-        else:
-            iid = int(row.id)
-            if e.at > row.updated_at:
-                c.execute(i.update().where(i.c.id == iid).values(updated_at=e.at))
-        c.execute(
-            entries.insert().values(
-                incident_id=iid,
-                at=e.at,
-                action="event",
-                actor="system",
-                note=e.kind.value,
-                event_id=e.id,
-                data=self._event_row(e),
-            )
-        )
-        return iid, created
+            added[e.id, kind] = iid
+            results.append((iid, created))
+        if entries:  # in the order of the events, as if added one by one
+            c.execute(_ENTRY_INSERT, entries)
+        return results
 
     def record_incident(self, kind: str, priority: str, event: Event) -> tuple[int, bool]:
         """Join the open incident of this kind for the event's order (or person), or open one."""
         with self._write() as c:
-            result = self._record_incident(c, kind, priority, event)
+            result = self._record_incidents(c, [(event, kind, priority)])[0]
         assert result is not None  # with a priority, an incident is always opened or joined
         return result
 
@@ -842,10 +921,13 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             ids = self._insert_fixes(c, fixes, late)
             new = self._insert_events(c, [e for e, _, _ in plans])
             fresh = {e.id for e in new}
+            grouped: list[tuple[Event, str, str | None]] = []
             for e, kind, priority in plans:
                 if e.id in fresh and kind:
-                    self._record_incident(c, kind, priority, e)
+                    grouped.append((e, kind, priority))
                     fresh.discard(e.id)
+            if grouped:
+                self._record_incidents(c, grouped)
             return ids, new
 
     def latest_tiers(self) -> dict[int, tuple[Tier, Tier, float]]:
