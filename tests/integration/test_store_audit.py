@@ -242,3 +242,41 @@ def test_concurrent_appends_from_processes_form_one_linear_chain(database_url: s
     report = s.audit_verify()
     assert (report.ok, report.records) == (True, 180), report
     s.close()
+
+
+def test_appends_made_together_share_one_commit_and_each_gets_its_own_record(
+    store: Store,
+) -> None:
+    from sqlalchemy import event
+
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    results: dict[int, int] = {}
+
+    def append(i: int) -> None:
+        results[i] = store.audit_append(
+            f"user:{i}:v", "victim", "read_position", f"order:{i}", "victim_safety", at=50.0 + i
+        )
+
+    # Hold the lock a committing append takes, so that twenty queue up behind it.
+    with store._audit_lock:
+        threads = [threading.Thread(target=append, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        while len(store._audit_pending) < 20:
+            threading.Event().wait(0.005)
+    for t in threads:
+        t.join(10)
+    assert sorted(results.values()) == list(range(1, 21))
+    assert len(commits) == 1  # one transaction, one fsync, for all twenty
+    assert store.audit_verify().ok
+    by_id = {r["id"]: r for r in store.audit_records()}
+    assert all(by_id[rid]["subject"] == f"order:{i}" for i, rid in results.items())
+
+
+def test_an_audit_record_a_column_cannot_hold_fails_alone(store: Store) -> None:
+    from bangpae.adapters.store.errors import Invalid
+
+    with pytest.raises(Invalid):
+        store.audit_append("x" * 10_000, "victim", "read_position", "s", "p", at=1.0)
+    assert _append(store, 2) == [1, 2]
