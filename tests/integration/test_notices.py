@@ -496,7 +496,12 @@ async def test_staff_phones_are_pushed_critical_incidents_and_supervisors_the_pa
     env.clock.set(T0 + 75)
     assert env.ctx.escalation is not None
     assert len(await env.ctx.escalation.step(env.clock.now())) == 1
-    await until(lambda: len(push_service.received) >= 2)
+    # pushed first, kept after: wait for both
+    await until(
+        lambda: (
+            len(push_service.received) >= 2 and len(env.ctx.store.notices(audience="staff")) >= 2
+        )
+    )
     by_path = {p: (h, body) for p, h, body in push_service.received}
     incident = op.decrypt(by_path["/op"][1])
     page = sup.decrypt(by_path["/sup"][1])

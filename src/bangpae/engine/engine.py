@@ -1029,6 +1029,22 @@ class Engine:
             since=None if math.isnan(o.since[slot]) else float(o.since[slot]),
         )
 
+    def parties(self, order_id: int) -> tuple[int, int] | None:
+        """The person ids of an order's offender and victim (None: unknown order)."""
+        slot = self._order_slot.get(order_id)
+        if slot is None:
+            return None
+        return self._person_id(int(self.orders.off[slot])), self._person_id(
+            int(self.orders.vic[slot])
+        )
+
+    def devices_of_person(self, person_id: int) -> list[int]:
+        """Ids of the devices bound to a person, in registration order."""
+        slot = self._person_slot.get(person_id)
+        if slot is None:
+            return []
+        return [self._device_ids[ds] for ds in self._devices_of(slot)]
+
     def orders_of_person(self, person_id: int) -> list[int]:
         """Ids of the orders a person is party to."""
         slot = self._person_slot.get(person_id)

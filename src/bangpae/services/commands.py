@@ -8,7 +8,6 @@ is told at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -56,29 +55,34 @@ class CommandHub:
 
 
 async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
-    """Follow tier changes on the bus; set both parties' reporting interval accordingly."""
+    """Follow tier changes on the bus; set both parties' reporting interval accordingly.
+
+    Takes whatever tier changes have queued up as one round, and reads who the
+    parties are and which devices they carry from the engine, not the store: a storm
+    of tier changes must cost the process little.
+    """
     q = ctx.bus.subscribe()
     try:
         while True:
-            event: Event = await q.get()
-            if event.kind != EventKind.TIER_CHANGED or event.order_id is None or event.late:
-                continue
-            order = ctx.engine.order_view(event.order_id)
-            if order is None:
-                continue
-            for person in await asyncio.to_thread(_parties, ctx, event.order_id):
+            events: list[Event] = [await q.get()]
+            while not q.empty():
+                events.append(q.get_nowait())
+            engine = ctx.engine
+            people: dict[int, None] = {}  # in order of the events
+            for e in events:
+                if e.kind != EventKind.TIER_CHANGED or e.order_id is None or e.late:
+                    continue
+                parties = engine.parties(e.order_id)
+                if parties is not None:
+                    people.update(dict.fromkeys(parties))
+            for person in people:
                 tiers = [
                     v.tier
-                    for oid in ctx.engine.orders_of_person(person)
-                    if (v := ctx.engine.order_view(oid)) is not None
+                    for oid in engine.orders_of_person(person)
+                    if (v := engine.order_view(oid)) is not None
                 ] or [Tier.CLEAR]
                 seconds = report_interval_s(tiers)
-                for device_id in await asyncio.to_thread(ctx.store.device_ids_of_person, person):
+                for device_id in engine.devices_of_person(person):
                     await hub.set_interval(device_id, seconds)
     finally:
         ctx.bus.unsubscribe(q)
-
-
-def _parties(ctx: Any, order_id: int) -> list[int]:
-    order = ctx.store.get_order(order_id)
-    return [] if order is None else [order.offender_id, order.victim_id]

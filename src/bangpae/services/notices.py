@@ -27,6 +27,7 @@ from bangpae.domain.notices import Notice
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
+_SILENT = (EventKind.OFFLINE, EventKind.NO_FIX)  # his device went quiet: she is told
 
 
 class Clock(Protocol):
@@ -153,32 +154,51 @@ class Notifier:
         self.hub = hub
         self.channels = list(channels)
         self.stats = NoticeStats()
-        self._last: dict[str, float] = {}  # dedup key -> last sent (a cache of the store)
+        # dedup key -> last sent (None: never), a cache of the store: only this writes notices
+        self._last: dict[str, float | None] = {}
         self._degraded: str | None = None
 
     # -- deciding -----------------------------------------------------------------------
 
-    def _orders_of(self, event: Event) -> list[Any]:
-        if event.kind == EventKind.TIER_CHANGED and event.order_id is not None:
-            order = self.store.get_order(event.order_id)
-            return [] if order is None else [order]
-        if event.kind in (EventKind.OFFLINE, EventKind.NO_FIX) and event.person_id is not None:
-            return [
-                o
-                for o in self.store.orders_for_person(event.person_id)
-                if o.offender_id == event.person_id
-            ]
-        return []
+    def _orders_of(self, events: Sequence[Event]) -> list[list[Any]]:
+        """The orders each event concerns (one visit to the store for a whole round)."""
+        tier_orders = self.store.get_orders(
+            e.order_id
+            for e in events
+            if e.kind == EventKind.TIER_CHANGED and e.order_id is not None
+        )
+        out: list[list[Any]] = []
+        for event in events:
+            if event.kind == EventKind.TIER_CHANGED and event.order_id is not None:
+                order = tier_orders.get(event.order_id)
+                out.append([] if order is None else [order])
+            elif event.kind in _SILENT and event.person_id is not None:
+                out.append(
+                    [
+                        o
+                        for o in self.store.orders_for_person(event.person_id)
+                        if o.offender_id == event.person_id
+                    ]
+                )
+            else:
+                out.append([])
+        return out
 
     async def on_events(self, events: Sequence[Event]) -> int:
         """Decide and send the notices of stored events; how many were sent."""
+        # store-and-forward data: the moment has passed, the console has it
+        live = [e for e in events if not e.late]
         sent = 0
-        for e in events:
-            if not e.late:  # store-and-forward data: the moment has passed, the console has it
-                orders = await asyncio.to_thread(self._orders_of, e)
-                for n in [*notices.victim_notices(e, orders), *notices.staff_notices(e)]:
-                    sent += await self.send(n)
-            self.stats.events += 1
+        if live:
+            orders = await asyncio.to_thread(self._orders_of, live)
+            sent = await self.send_all(
+                [
+                    n
+                    for e, os in zip(live, orders, strict=True)
+                    for n in (*notices.victim_notices(e, os), *notices.staff_notices(e))
+                ]
+            )
+        self.stats.events += len(events)  # looked at, and what they caused was sent and kept
         return sent
 
     async def check_service(self, ingest: Any) -> int:
@@ -193,40 +213,49 @@ class Notifier:
         else:
             log.warning("service restored after: %s", was)
         _, _, orders = await asyncio.to_thread(self.store.load_all)
-        sent = 0
-        for n in notices.service_notices(orders, reason is not None, now):
-            sent += await self.send(n)
-        return sent
+        return await self.send_all(notices.service_notices(orders, reason is not None, now))
 
     # -- sending ------------------------------------------------------------------------
 
     async def send(self, notice: Notice) -> bool:
-        """Deliver through every channel unless a notice with its key went out recently.
+        """Deliver one notice unless a notice with its key went out recently."""
+        return await self.send_all([notice]) == 1
 
-        The open apps first (fastest), then Web Push and the gateway; then the record
-        of what was said is kept. False when suppressed as a duplicate.
+    async def send_all(self, batch: Sequence[Notice]) -> int:
+        """Deliver each notice unless one with its key went out recently; how many went.
+
+        Each goes through every channel, the open apps first (fastest), then Web Push
+        and the gateway; then the record of what was said is kept, for the whole batch
+        in one transaction: a storm of tier changes must not queue a commit per notice
+        in front of the fixes.
         """
-        last = self._last.get(notice.dedup_key)
-        if last is None:
-            last = await asyncio.to_thread(self.store.last_notice_at, notice.dedup_key)
-        if not notices.due(last, notice):
-            self.stats.suppressed += 1
-            return False
-        self._last[notice.dedup_key] = notice.at
-        delivery: dict[str, str] = {}
-        for ch in [self.hub, *self.channels]:
+        if not batch:
+            return 0
+        unknown = {n.dedup_key for n in batch if n.dedup_key not in self._last}
+        if unknown:
+            self._last.update(await asyncio.to_thread(self.store.last_notices_at, unknown))
+        kept: list[tuple[Notice, dict[str, str]]] = []
+        for notice in batch:
+            if not notices.due(self._last.get(notice.dedup_key), notice):
+                self.stats.suppressed += 1
+                continue
+            self._last[notice.dedup_key] = notice.at
+            delivery: dict[str, str] = {}
+            for ch in [self.hub, *self.channels]:
+                try:
+                    delivery[ch.name] = await ch.deliver(notice)
+                except Exception as exc:  # one channel failing never stops the others
+                    log.exception("notice channel %s failed", ch.name)
+                    delivery[ch.name] = f"failed: {type(exc).__name__}"
+                    self.stats.failed_channels += 1
+            self.stats.sent += 1
+            kept.append((notice, delivery))
+        if kept:
             try:
-                delivery[ch.name] = await ch.deliver(notice)
-            except Exception as exc:  # one channel failing never stops the others
-                log.exception("notice channel %s failed", ch.name)
-                delivery[ch.name] = f"failed: {type(exc).__name__}"
-                self.stats.failed_channels += 1
-        self.stats.sent += 1
-        try:
-            await asyncio.to_thread(self.store.add_notice, notice, delivery)
-        except Exception:  # the store may be what is failing: the people were still told
-            log.exception("notice %s could not be kept", notice.dedup_key)
-        return True
+                await asyncio.to_thread(self.store.add_notices, kept)
+            except Exception:  # the store may be what is failing: the people were still told
+                log.exception("%d notices could not be kept", len(kept))
+        return len(kept)
 
 
 async def run_notices(notifier: Notifier, bus: Any, ingest: Any, tick_s: float = 1.0) -> None:

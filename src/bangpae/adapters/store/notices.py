@@ -6,6 +6,7 @@ transaction and has committed when it returns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,31 +68,51 @@ class NoticeStore(StoreBase):
 
     def last_notice_at(self, dedup_key: str) -> float | None:
         """When a notice with this key was last sent (None: never)."""
+        return self.last_notices_at([dedup_key])[dedup_key]
+
+    def last_notices_at(self, dedup_keys: Iterable[str]) -> dict[str, float | None]:
+        """When a notice with each key was last sent (None: never)."""
         n = s.notices
+        keys = sorted(set(dedup_keys))
+        out: dict[str, float | None] = dict.fromkeys(keys)
         with self._read() as c:
-            v = c.execute(select(func.max(n.c.at)).where(n.c.dedup_key == dedup_key)).scalar()
-        return None if v is None else float(v)
+            for i in range(0, len(keys), 500):  # well inside every driver's parameter limit
+                rows = c.execute(
+                    select(n.c.dedup_key, func.max(n.c.at))
+                    .where(n.c.dedup_key.in_(keys[i : i + 500]))
+                    .group_by(n.c.dedup_key)
+                )
+                for key, at in rows:
+                    out[key] = None if at is None else float(at)
+        return out
 
     def add_notice(self, notice: Notice, delivery: dict[str, str]) -> int:
         """Keep a sent notice with the outcome of each channel; its id."""
+        return self.add_notices([(notice, delivery)])[0]
+
+    def add_notices(self, sent: Sequence[tuple[Notice, dict[str, str]]]) -> list[int]:
+        """Keep sent notices with the outcome of each channel, in one transaction; their ids."""
+        ids = []
         with self._write() as c:
-            r = c.execute(
-                insert(s.notices).values(
-                    at=notice.at,
-                    order_id=notice.order_id,
-                    audience=notice.audience,
-                    person_id=notice.person_id,
-                    role=notice.role,
-                    kind=notice.kind,
-                    priority=notice.priority,
-                    dedup_key=notice.dedup_key[:200],
-                    text=notice.text.as_dict(),
-                    delivery=delivery,
+            for notice, delivery in sent:
+                r = c.execute(
+                    insert(s.notices).values(
+                        at=notice.at,
+                        order_id=notice.order_id,
+                        audience=notice.audience,
+                        person_id=notice.person_id,
+                        role=notice.role,
+                        kind=notice.kind,
+                        priority=notice.priority,
+                        dedup_key=notice.dedup_key[:200],
+                        text=notice.text.as_dict(),
+                        delivery=delivery,
+                    )
                 )
-            )
-            pk = r.inserted_primary_key
-            assert pk is not None
-            return int(pk[0])
+                pk = r.inserted_primary_key
+                assert pk is not None
+                ids.append(int(pk[0]))
+        return ids
 
     def notices(
         self,
