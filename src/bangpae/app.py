@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -29,6 +29,9 @@ from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
+
+if TYPE_CHECKING:
+    from bangpae.adapters.listeners.workers import WorkerPool
 
 log = logging.getLogger("bangpae")
 
@@ -239,15 +242,29 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     await ctx.start()
     servers = servers_for(ctx)
     tcp: list[asyncio.Server] = []
-    for name in ("gt06", "h02"):
-        addr = parse_listen(getattr(ctx.settings, name))
-        if addr is None:
-            continue
-        if name not in CODECS:
-            log.warning("%s listener: not available in this version; set --%s off", name, name)
-            continue
-        tcp.append(await start_tcp(ctx, CODECS[name], addr[0], addr[1]))
-        log.info("listening: %s tcp://%s:%d", name, addr[0], addr[1])
+    wanted = [
+        (name, addr)
+        for name in ("gt06", "h02")
+        if (addr := parse_listen(getattr(ctx.settings, name))) is not None
+    ]
+    pool: WorkerPool | None = None
+    if wanted and ctx.settings.tcp_workers > 0:
+        from bangpae.adapters.listeners.workers import WorkerPool
+
+        pool = WorkerPool(ctx, ctx.settings.tcp_workers, [(n, a[0], a[1]) for n, a in wanted])
+        await pool.start()
+        for name, addr in wanted:
+            log.info(
+                "listening: %s tcp://%s:%d in %d workers",
+                name,
+                addr[0],
+                pool.ports[name],
+                pool.n,
+            )
+    else:
+        for name, addr in wanted:
+            tcp.append(await start_tcp(ctx, CODECS[name], addr[0], addr[1]))
+            log.info("listening: %s tcp://%s:%d", name, addr[0], addr[1])
     mqtt: asyncio.Task[None] | None = None
     if ctx.settings.mqtt_url:
         from bangpae.adapters.listeners.owntracks_mqtt import run_owntracks_mqtt
@@ -276,6 +293,8 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     finally:
         for srv in tcp:
             srv.close()
+        if pool is not None:
+            await pool.stop()
         if mqtt is not None:
             mqtt.cancel()
         await ctx.stop()

@@ -29,6 +29,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "osmand",
             "gt06",
             "h02",
+            "tcp_workers",
             "database_url",
             "bus_url",
             "mqtt_url",
@@ -49,6 +50,11 @@ def _listeners(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osmand", help="OsmAnd listener HOST:PORT or off (BANGPAE_OSMAND)")
     p.add_argument("--gt06", help="GT06 listener HOST:PORT or off (BANGPAE_GT06)")
     p.add_argument("--h02", help="H02 listener HOST:PORT or off (BANGPAE_H02)")
+    p.add_argument(
+        "--tcp-workers",
+        type=int,
+        help="processes serving the GT06 and H02 listeners, 0: in this one (BANGPAE_TCP_WORKERS)",
+    )
     p.add_argument("--bus-url", help="event bus URL (BANGPAE_BUS_URL)")
     p.add_argument("--mqtt-url", help="MQTT broker for OwnTracks (BANGPAE_MQTT_URL)")
 
@@ -152,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("osmand", "gt06"),
         default="osmand",
         help="w2: OsmAnd over HTTP, or GT06 with one TCP connection per device",
+    )
+    b.add_argument(
+        "--tcp-workers", type=int, default=0, help="w2 over GT06: the server's intake workers"
     )
     return p
 
@@ -500,7 +509,13 @@ def _bench(args: argparse.Namespace) -> int:
     if args.workload == "w2":
         from bangpae.benchmarks.w2 import bench_w2
 
-        for line in bench_w2(args.pairs, runs=args.runs, rate=args.rate, transport=args.transport):
+        for line in bench_w2(
+            args.pairs,
+            runs=args.runs,
+            rate=args.rate,
+            transport=args.transport,
+            tcp_workers=args.tcp_workers,
+        ):
             print(json.dumps(line), flush=True)
         return 0
     if args.workload != "w1":

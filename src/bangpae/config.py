@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     osmand: str = Field(":5055", description="OsmAnd / Traccar Client HTTP listener.")
     gt06: str = Field(":5023", description="GT06 TCP listener.")
     h02: str = Field(":5013", description="H02 TCP listener.")
+    tcp_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes serving the GT06 and H02 listeners (0: the main process). "
+        "Each reads, decodes and acknowledges on a core of its own and holds no database "
+        "or keys; fixes are still decided and stored by the main process's one writer.",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite in the data dir."
     )

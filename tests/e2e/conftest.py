@@ -30,6 +30,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     h02_port: int | None = None
     gt06_port: int | None = None
+    tcp_workers: int = 0  # processes serving the TCP trackers (0: the server itself)
 
     @staticmethod
     def free() -> int:
@@ -75,6 +76,8 @@ class Server:
                 f"127.0.0.1:{self.gt06_port}" if self.gt06_port else "off",
                 "--h02",
                 f"127.0.0.1:{self.h02_port}" if self.h02_port else "off",
+                "--tcp-workers",
+                str(self.tcp_workers),
             ],
             env=self.env(),
             stdout=subprocess.DEVNULL,

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 
 import httpx
+import pytest
 
 from .conftest import Server
 from .test_serve import PASSWORD
+
+
+@pytest.fixture(params=[0, 2], ids=["main-process", "intake-workers"])
+def tcp(server: Server, request: pytest.FixtureRequest) -> Server:
+    """The server, its TCP trackers served by itself or by worker processes."""
+    server.tcp_workers = request.param
+    return server
+
+
+def _metrics_show(srv: Server, *lines: str) -> None:
+    """Wait for counters to show (workers report theirs to the server within a second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        metrics = httpx.get(f"{srv.api}/metrics").text
+        missing = [line for line in lines if line not in metrics]
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"not in /metrics: {missing}"
+        time.sleep(0.1)
 
 
 def _staff(srv: Server) -> dict[str, str]:
@@ -20,7 +42,8 @@ def _staff(srv: Server) -> dict[str, str]:
     return srv.login("sup1", PASSWORD)
 
 
-def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(server: Server) -> None:
+def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(tcp: Server) -> None:
+    server = tcp
     server.h02_port = server.free()
     staff = _staff(server)
     api = f"{server.api}/api/v1"
@@ -53,9 +76,11 @@ def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(server: Server) 
         with socket.create_connection(("127.0.0.1", server.h02_port), timeout=10) as s:
             s.sendall(payload + b"*HQ,999,HTBT#")
             assert s.recv(200) == b""
-    metrics = httpx.get(f"{server.api}/metrics").text
-    assert 'bangpae_tcp_rejected_total{protocol="h02",reason="unknown_device"} 1.0' in metrics
-    assert 'bangpae_tcp_rejected_total{protocol="h02",reason="malformed"} 1.0' in metrics
+    _metrics_show(
+        server,
+        'bangpae_tcp_rejected_total{protocol="h02",reason="unknown_device"} 1.0',
+        'bangpae_tcp_rejected_total{protocol="h02",reason="malformed"} 1.0',
+    )
 
 
 def _gt06_frame(proto: int, content: bytes, serial: int) -> bytes:
@@ -66,8 +91,9 @@ def _gt06_frame(proto: int, content: bytes, serial: int) -> bytes:
 
 
 def test_a_gt06_tracker_logs_in_and_each_position_is_acknowledged_after_storing(
-    server: Server,
+    tcp: Server,
 ) -> None:
+    server = tcp
     server.gt06_port = server.free()
     staff = _staff(server)
     api = f"{server.api}/api/v1"
@@ -104,7 +130,8 @@ def test_a_gt06_tracker_logs_in_and_each_position_is_acknowledged_after_storing(
     assert abs(fixes[0]["speed_mps"] - 10.0) < 1e-9
 
 
-def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(server: Server) -> None:
+def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(tcp: Server) -> None:
+    server = tcp
     server.gt06_port = server.free()
     staff = _staff(server)
     api = f"{server.api}/api/v1"
@@ -128,9 +155,8 @@ def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(server: S
     assert [(i["kind"], i["priority"]) for i in incidents] == [("tamper", "critical")]
 
 
-def test_frames_with_a_wrong_crc_pass_only_for_devices_registered_as_lenient(
-    server: Server,
-) -> None:
+def test_frames_with_a_wrong_crc_pass_only_for_devices_registered_as_lenient(tcp: Server) -> None:
+    server = tcp
     server.gt06_port = server.free()
     staff = _staff(server)
     api = f"{server.api}/api/v1"
@@ -158,5 +184,81 @@ def test_frames_with_a_wrong_crc_pass_only_for_devices_registered_as_lenient(
     with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
         s.sendall(bytes.fromhex(bad_crc["383714111810415"]))
         assert s.recv(64)[:6] == bytes.fromhex("787805010002")  # lenient: logged in
-    metrics = httpx.get(f"{server.api}/metrics").text
-    assert 'bangpae_tcp_rejected_total{protocol="gt06",reason="malformed"} 1.0' in metrics
+    _metrics_show(server, 'bangpae_tcp_rejected_total{protocol="gt06",reason="malformed"} 1.0')
+
+
+def _workers(srv: Server) -> list[int]:
+    assert srv.proc is not None
+    with open(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def test_an_intake_worker_that_dies_is_replaced_and_no_acknowledged_fix_is_lost(
+    server: Server,
+) -> None:
+    server.gt06_port = server.free()
+    server.tcp_workers = 2
+    staff = _staff(server)
+    api = f"{server.api}/api/v1"
+    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
+    r = httpx.post(
+        f"{api}/devices",
+        headers=staff,
+        json={
+            "identifier": "864717003283581",
+            "kind": "ankle_monitor",
+            "protocol": "gt06",
+            "person_id": off.json()["id"],
+        },
+    )
+    assert r.status_code == 201
+    workers = _workers(server)
+    assert len(workers) == 2
+    for pid in workers:  # a worker parses what strangers send: it holds no database or key
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(x.split(b"=", 1) for x in fh.read().split(b"\0") if b"=" in x)
+        assert not [k for k in env if k.startswith(b"BANGPAE_") and k != b"BANGPAE_LOG_LEVEL"]
+        opened = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        log = str(server.data_dir / "serve.log")  # its stderr goes where the server's does
+        assert not [p for p in opened if str(server.data_dir) in p and p != log]
+
+    def position(serial: int, seconds_ago: int) -> bytes:
+        t = time.gmtime(time.time() - seconds_ago)
+        gps = bytes([t.tm_year - 2000, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0xC8])
+        gps += int(37.5663 * 1_800_000).to_bytes(4, "big")
+        gps += int(126.9779 * 1_800_000).to_bytes(4, "big")
+        gps += bytes([36]) + (0x1400 | 90).to_bytes(2, "big") + bytes.fromhex("01cc00287d001fb8")
+        return _gt06_frame(0x12, gps, serial)
+
+    acked = 0
+    login = bytes.fromhex("78780d01086471700328358100093f040d0a")
+    with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+        s.sendall(login)
+        assert s.recv(64) == bytes.fromhex("78780501000955940d0a")
+        for serial in range(2, 7):
+            s.sendall(position(serial, 60 - serial))
+            assert s.recv(64)[:6] == bytes.fromhex("78780512") + serial.to_bytes(2, "big")
+            acked += 1
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assert s.recv(64) == b""  # its worker is gone: the device reconnects, as trackers do
+    deadline = time.monotonic() + 15
+    while sorted(_workers(server)) == sorted(workers) or len(_workers(server)) < 2:
+        assert time.monotonic() < deadline, "the workers were not started again"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
+                s.sendall(login)
+                assert s.recv(64) == bytes.fromhex("78780501000955940d0a")
+                s.sendall(position(9, 30))
+                assert s.recv(64)[:6] == bytes.fromhex("787805120009")
+                acked += 1
+                break
+        except (ConnectionError, AssertionError):
+            assert time.monotonic() < deadline, "no worker took the device back"
+            time.sleep(0.2)
+    fixes = httpx.get(f"{api}/devices/864717003283581/fixes", headers=staff).json()["fixes"]
+    assert len(fixes) == acked == 6
+    _metrics_show(server, "bangpae_intake_restarts_total 2.0")

@@ -7,10 +7,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.listeners.tcp import H02, start_tcp
+from bangpae.adapters.listeners.workers import WorkerPool
 from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order, Tier
@@ -37,7 +39,11 @@ def test_the_interval_is_fast_whenever_any_order_is_near() -> None:
     assert report_interval_s([Tier.UNCERTAIN]) == 15
 
 
-async def test_an_h02_tracker_is_told_to_report_every_15_s_while_he_is_near(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1], ids=["main-process", "intake-worker"])
+async def test_an_h02_tracker_is_told_to_report_every_15_s_while_he_is_near(
+    tmp_path: Path, workers: int
+) -> None:
+    """Commands reach the device from the main process, or through the worker holding it."""
     now = time.time()
     ctx = build(Settings(data_dir=tmp_path), clock=ManualClock(now))
     s = ctx.store
@@ -46,8 +52,14 @@ async def test_an_h02_tracker_is_told_to_report_every_15_s_while_he_is_near(tmp_
     phone = s.add_device("PHONE", "phone", "osmand", vic)
     s.add_order(Order(0, off, vic))
     await ctx.start()
-    server = await start_tcp(ctx, H02, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server: asyncio.Server | WorkerPool
+    if workers:
+        server = WorkerPool(ctx, workers, [("h02", "127.0.0.1", 0)])
+        await server.start()
+        port = server.ports["h02"]
+    else:
+        server = await start_tcp(ctx, H02, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
@@ -80,5 +92,8 @@ async def test_an_h02_tracker_is_told_to_report_every_15_s_while_he_is_near(tmp_
         await writer.wait_closed()
         await asyncio.sleep(0.05)
     finally:
-        server.close()
+        if isinstance(server, WorkerPool):
+            await server.stop()
+        else:
+            server.close()
         await ctx.stop()

@@ -306,7 +306,9 @@ async def _watch(
     await asyncio.gather(*(one(p, t) for p, t in tokens.items()))
 
 
-def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[str, Any]:
+def run_w2(
+    pairs: int, rate: float | None, transport: str = "osmand", tcp_workers: int = 0
+) -> dict[str, Any]:
     """One W2 run: start a server, seed, watch victims, load, measure."""
     from bangpae.services.auth import hash_password
 
@@ -344,6 +346,8 @@ def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[st
             f"127.0.0.1:{gt06_port}",
             "--h02",
             "off",
+            "--tcp-workers",
+            str(tcp_workers),
         ],
         env=env,
         stderr=open(data / "serve.log", "ab"),
@@ -363,7 +367,7 @@ def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[st
             ).json()["access_token"]
             for i in watched
         }
-        cpu0 = _cpu(proc.pid)
+        cpu0 = _cpu_tree(proc.pid)
         cpu_at: dict[str, float] = {}
         frames: list[tuple[int, str, float]] = []
         q: Any = mp.get_context("spawn").Queue()
@@ -381,7 +385,8 @@ def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[st
             loader.start()
             result = await asyncio.to_thread(q.get)
             if result.get("connected"):  # GT06: logins done, the fixes start now
-                cpu_at["fixes"] = _cpu(proc.pid)
+                cpu_at["fixes"] = _cpu_tree(proc.pid)
+                cpu_at["main"] = _cpu(proc.pid)
                 result = await asyncio.to_thread(q.get)
             now0 = (await asyncio.to_thread(q.get))["now0"]
             await asyncio.sleep(1.0)
@@ -392,7 +397,8 @@ def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[st
 
         result = asyncio.run(measure())
         loader.join()
-        cpu_end = _cpu(proc.pid)
+        cpu_end = _cpu_tree(proc.pid)
+        main_cpu = _cpu(proc.pid) - cpu_at.get("main", 0.0)
         cpu = cpu_end - cpu0
         # with GT06, the logins of every connection come first: their CPU is not the fixes'
         fix_cpu = cpu_end - cpu_at.get("fixes", cpu0)
@@ -439,11 +445,16 @@ def run_w2(pairs: int, rate: float | None, transport: str = "osmand") -> dict[st
         "fixes_per_s": round(result["ok"] / result["seconds"]),
         "offered_per_s": rate,
         "connections": result.get("connections", CONNECTIONS),
+        "tcp_workers": tcp_workers,
         "latency_samples": len(lat_ms),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms else None,
         "server_cpu_s": round(cpu, 2),
         "server_cpu_ms_per_fix": round(1000 * fix_cpu / max(result["ok"], 1), 3),
+        # the main process alone (engine, writer, streams); the rest is the intake workers'
+        "main_cpu_ms_per_fix": round(1000 * main_cpu / max(result["ok"], 1), 3)
+        if "main" in cpu_at
+        else None,
         "load_cpu_s": round(result["cpu_s"], 2),
         "fixes_per_commit": round(result["ok"] / batches, 1) if batches else None,
         "ticks": ticks,
@@ -456,11 +467,31 @@ def _cpu(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_tree(pid: int) -> float:
+    """CPU seconds of the server and its intake workers (the children it started)."""
+    total = _cpu(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += _cpu(child)
+        except OSError:  # exited meanwhile
+            pass
+    return total
+
+
 def bench_w2(
-    pairs: int, runs: int = 1, rate: float | None = None, transport: str = "osmand"
+    pairs: int,
+    runs: int = 1,
+    rate: float | None = None,
+    transport: str = "osmand",
+    tcp_workers: int = 0,
 ) -> list[dict[str, Any]]:
     """W2 at saturation (rate None) or at a fixed offered load; medians over runs."""
-    results = [run_w2(pairs, rate, transport) for _ in range(runs)]
+    results = [run_w2(pairs, rate, transport, tcp_workers) for _ in range(runs)]
     best = sorted(results, key=lambda r: r["fixes_per_s"])[len(results) // 2]
     best["fixes_per_s_min"] = min(r["fixes_per_s"] for r in results)
     best["fixes_per_s_max"] = max(r["fixes_per_s"] for r in results)

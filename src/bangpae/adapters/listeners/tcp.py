@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
@@ -24,6 +24,7 @@ from bangpae.services.ratelimit import FailureLimiter, source_allowed
 log = logging.getLogger(__name__)
 BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
+BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once after an outage
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ class Decoded:
     identifier: str | None
     fix: Fix | None  # with device_id 0: filled in once the device is known
     reply: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The device a connection speaks for, from its first frame on."""
+
+    identifier: str
+    device_id: int
+    lenient: bool  # its firmware is known to send wrong CRCs
 
 
 @dataclass(frozen=True)
@@ -106,14 +116,67 @@ GT06 = Codec(
     lambda _ident, seconds, _now: gt06.interval_command(seconds),
 )
 CODECS: dict[str, Codec] = {"h02": H02, "gt06": GT06}
+Sender = Callable[[int], Awaitable[None]]
+
+
+class Gateway(Protocol):
+    """What a listener needs of the rest of bangpae: here, or in another process."""
+
+    async def device(self, identifier: str) -> tuple[int, bool] | None:
+        """The registered device's id and whether its CRC errors are tolerated (None: unknown)."""
+        ...
+
+    def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
+        """Submit fixes; the future is done once they are durably stored (failed: not stored)."""
+        ...
+
+    async def register(self, device_id: int, send: Sender) -> None:
+        """A connected device can be told a reporting interval through ``send``."""
+        ...
+
+    def unregister(self, device_id: int, send: Sender) -> None:
+        """That connection is gone."""
+        ...
+
+
+class LocalGateway:
+    """The gateway of a listener that runs in the main process: the store and ingest there."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def device(self, identifier: str) -> tuple[int, bool] | None:
+        """Looked up in the store (in a thread: the loop never waits on the database)."""
+        store = self.ctx.store
+        device = await asyncio.to_thread(store.get_device, identifier)
+        if device is None or device.identifier != identifier:
+            return None
+        return device.id, await asyncio.to_thread(store.device_lenient_crc, device.id)
+
+    def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
+        """Into the one writer's queue."""
+        return self.ctx.ingest.enqueue(fixes)  # type: ignore[no-any-return]
+
+    async def register(self, device_id: int, send: Sender) -> None:
+        """With the process's command hub (pursuit mode)."""
+        await self.ctx.commands.register(device_id, send)
+
+    def unregister(self, device_id: int, send: Sender) -> None:
+        """From the command hub."""
+        self.ctx.commands.unregister(device_id, send)
 
 
 class TcpListener:
-    """Serves one protocol on one TCP port."""
+    """Serves one protocol on one TCP port.
 
-    def __init__(self, ctx: Any, codec: Codec) -> None:
+    ``ctx`` gives the clock, the metrics registry and the settings; ``gateway`` the
+    store, ingest and commands (by default those of ``ctx``, in this process).
+    """
+
+    def __init__(self, ctx: Any, codec: Codec, gateway: Gateway | None = None) -> None:
         self.ctx = ctx
         self.codec = codec
+        self.gateway: Gateway = gateway if gateway is not None else LocalGateway(ctx)
         self.rejected = counter(
             ctx, "bangpae_tcp_rejected", "TCP frames or connections refused", ["protocol", "reason"]
         )
@@ -124,7 +187,6 @@ class TcpListener:
         self.connections = 0
         self.limiter = FailureLimiter()
         self.networks = ctx.settings.allowed_networks()
-        self._lenient: dict[int, bool] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # lookups and submissions under way
 
     def connection(self) -> _Connection:
@@ -141,18 +203,10 @@ class TcpListener:
 
         return send
 
-    async def _is_lenient(self, device_id: int) -> bool:
-        if device_id not in self._lenient:
-            self._lenient[device_id] = await asyncio.to_thread(
-                self.ctx.store.device_lenient_crc, device_id
-            )
-        return self._lenient[device_id]
-
-    async def _bind(
-        self, frame: bytes, fixes: list[Fix], replies: list[bytes]
-    ) -> tuple[str, int] | None:
+    async def _bind(self, frame: bytes, fixes: list[Fix], replies: list[bytes]) -> Bound | None:
         """The first frame: who the connection speaks for (None: refused)."""
         now = self.ctx.clock.now()
+        bad_crc: FrameError | None = None
         try:
             d = self.codec.decode(frame, now, False)
         except FrameError as exc:
@@ -160,35 +214,39 @@ class TcpListener:
             # read who it claims to be, and accept it only for such a device.
             if exc.reason != "crc":
                 raise
+            bad_crc = exc
             d = self.codec.decode(frame, now, True)
-            device = await asyncio.to_thread(self.ctx.store.get_device, d.identifier or "")
-            if device is None or not await self._is_lenient(device.id):
-                raise
         if d.identifier is None:
+            if bad_crc is not None:
+                raise bad_crc
             self.rejected.labels(self.codec.name, "no_identity").inc()
             return None
-        device = await asyncio.to_thread(self.ctx.store.get_device, d.identifier)
-        if device is None or device.identifier != d.identifier:
+        found = await self.gateway.device(d.identifier)
+        if bad_crc is not None and (found is None or not found[1]):
+            raise bad_crc
+        if found is None:
             self.rejected.labels(self.codec.name, "unknown_device").inc()
             log.info("%s: unknown device %r refused", self.codec.name, d.identifier)
             return None
-        bound = (d.identifier, device.id)
-        await self._is_lenient(device.id)
-        self._collect(d, bound[1], fixes, replies)
+        bound = Bound(d.identifier, found[0], found[1])
+        self._collect(d, bound.device_id, fixes, replies)
         return bound
 
     def _bound_frame(
-        self, frame: bytes, bound: tuple[str, int], fixes: list[Fix], replies: list[bytes]
+        self, frame: bytes, bound: Bound, fixes: list[Fix], replies: list[bytes]
     ) -> bool:
         """A frame on a bound connection; False if it speaks for another device."""
-        d = self.codec.decode(frame, self.ctx.clock.now(), self._lenient.get(bound[1], False))
-        if d.identifier is not None and d.identifier != bound[0]:
+        d = self.codec.decode(frame, self.ctx.clock.now(), bound.lenient)
+        if d.identifier is not None and d.identifier != bound.identifier:
             self.rejected.labels(self.codec.name, "identity_changed").inc()
             log.warning(
-                "%s: connection bound to %s spoke as %s", self.codec.name, bound[0], d.identifier
+                "%s: connection bound to %s spoke as %s",
+                self.codec.name,
+                bound.identifier,
+                d.identifier,
             )
             return False
-        self._collect(d, bound[1], fixes, replies)
+        self._collect(d, bound.device_id, fixes, replies)
         return True
 
     @staticmethod
@@ -229,7 +287,7 @@ class _Connection(asyncio.Protocol):
         self.peer: Any = None
         self.source = "?"
         self.buffer = b""
-        self.bound: tuple[str, int] | None = None
+        self.bound: Bound | None = None
         self.sender: Any = None
         self.busy = False  # a submission or a lookup is under way
         self.read_paused = False
@@ -291,7 +349,7 @@ class _Connection(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
         if self.sender is not None and self.bound is not None:
-            lst.ctx.commands.unregister(self.bound[1], self.sender)
+            lst.gateway.unregister(self.bound.device_id, self.sender)
 
     # -- frames --------------------------------------------------------------------------
 
@@ -358,12 +416,10 @@ class _Connection(asyncio.Protocol):
             self._reply(replies, end)
             return
         self.busy = True
-        stored = lst.ctx.ingest.enqueue(fixes)  # durable before the replies
+        stored = lst.gateway.enqueue(fixes)  # durable before the replies
         stored.add_done_callback(functools.partial(self._stored, len(fixes), replies, end))
 
-    def _stored(
-        self, n: int, replies: list[bytes], end: bool, stored: asyncio.Future[list[int]]
-    ) -> None:
+    def _stored(self, n: int, replies: list[bytes], end: bool, stored: asyncio.Future[Any]) -> None:
         if stored.cancelled() or stored.exception() is not None:
             log.warning("%s %s: fixes not stored, closing", self.listener.codec.name, self.peer)
             self.busy = False
@@ -424,14 +480,14 @@ class _Connection(asyncio.Protocol):
             self._malformed(exc)
             end = True
         if fixes:
-            await lst.ctx.ingest.submit(fixes)  # durable before the replies
+            await lst.gateway.enqueue(fixes)  # durable before the replies
             lst._accepted.inc(len(fixes))
         self._reply(replies, end)
         if not end and self.bound is not None and lst.codec.interval is not None:
             # after the login is acknowledged: registering may send a command at once
             assert self.transport is not None
-            self.sender = lst._sender(self.bound[0], self.transport)
-            await lst.ctx.commands.register(self.bound[1], self.sender)
+            self.sender = lst._sender(self.bound.identifier, self.transport)
+            await lst.gateway.register(self.bound.device_id, self.sender)
 
 
 class _IdleWatch:
@@ -468,5 +524,5 @@ async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Ser
     """Start serving a protocol; the caller owns the returned server."""
     listener = TcpListener(ctx, codec)
     return await asyncio.get_running_loop().create_server(
-        listener.connection, host, port, backlog=4096
+        listener.connection, host, port, backlog=BACKLOG
     )

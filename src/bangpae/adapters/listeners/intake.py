@@ -1,0 +1,390 @@
+"""Intake workers: processes that serve the TCP trackers and hand their fixes to the core.
+
+``bangpae serve --tcp-workers N`` runs the GT06 and H02 listeners in N worker
+processes. Each reads, frames, decodes and acknowledges on a core of its own;
+the main process keeps the one engine and the one writer, so every fix is still
+decided and stored in one place, and a device is still acknowledged only once
+its fix is on disk: the worker waits for the main process to say so.
+
+A worker holds no database, no keys and no secrets. It learns whether a device is
+registered by asking the main process, which accepts fixes from a worker only for
+devices it confirmed to that worker, and checks every field again. A worker that
+dies takes only its own connections with it; the main process starts another.
+
+The channel between them is a socketpair carrying messages of a 5-byte header
+(payload length, kind) and a payload:
+
+    worker -> main   F  fixes     u32 request id, then fix records (FIX_RECORD)
+                     D  device    u32 request id, identifier (UTF-8)
+                     B  bound     u32 connection token, i64 device id
+                     U  unbound   u32 connection token
+                     M  metrics   JSON: the worker's counters, whole
+    main -> worker   A  stored    u32 request id, u8 1 (stored) or 0 (not stored)
+                     R  device    u32 request id, i64 device id (-1: unknown), u8 lenient
+                     C  command   u32 connection token, u32 reporting interval (s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bangpae.adapters.clock import SystemClock
+from bangpae.adapters.listeners.tcp import BACKLOG, CODECS, Sender, TcpListener
+from bangpae.domain.model import Fix
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<IB")
+MAX_MESSAGE = 16 * 1024 * 1024
+U32 = struct.Struct("<I")
+ACK = struct.Struct("<IB")
+DEVICE_REPLY = struct.Struct("<IqB")
+BOUND = struct.Struct("<Iq")
+COMMAND = struct.Struct("<II")
+# device id, fix time, lat, lon, accuracy, speed, heading, battery, valid, alarms, received
+# (an absent optional value travels as NaN; alarms as a bit set over ALARMS)
+FIX_RECORD = struct.Struct("<qdddddddBHd")
+ALARMS = ("sos", "tamper", "case_open", "power_cut", "low_battery", "vibration")
+_ALARM_BIT = {name: 1 << i for i, name in enumerate(ALARMS)}
+ALARM_SETS = tuple(
+    frozenset(name for i, name in enumerate(ALARMS) if mask >> i & 1)
+    for mask in range(1 << len(ALARMS))
+)
+METRICS_EVERY_S = 0.25
+NAN = math.nan
+
+
+def message(kind: bytes, payload: bytes) -> bytes:
+    """One message on the channel."""
+    return HEADER.pack(len(payload), kind[0]) + payload
+
+
+def pack_fix(f: Fix) -> bytes:
+    """A fix as its record; ValueError for an alarm the channel does not know."""
+    mask = 0
+    for name in f.alarms:
+        mask |= _ALARM_BIT[name]  # KeyError -> refused by the caller
+    return FIX_RECORD.pack(
+        f.device_id,
+        f.fix_time,
+        f.lat,
+        f.lon,
+        NAN if f.accuracy_m is None else f.accuracy_m,
+        NAN if f.speed_mps is None else f.speed_mps,
+        NAN if f.heading_deg is None else f.heading_deg,
+        NAN if f.battery_pct is None else f.battery_pct,
+        1 if f.valid else 0,
+        mask,
+        NAN if f.received_at is None else f.received_at,
+    )
+
+
+class ChannelError(Exception):
+    """A message that breaks the channel's rules: the sender is not to be trusted."""
+
+
+def unpack_fixes(payload: bytes | memoryview, allowed: Callable[[int], bool]) -> list[Fix]:
+    """Fix records back into fixes, each checked again; ChannelError on the first bad one."""
+    if len(payload) % FIX_RECORD.size:
+        raise ChannelError("fix records of a wrong size")
+    out = []
+    for dev, t, lat, lon, acc, spd, hdg, bat, valid, mask, recv in FIX_RECORD.iter_unpack(payload):
+        # NaN fails every comparison: a missing time or position is refused here too
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0 and 0.0 <= t < 1e11):
+            raise ChannelError(f"fix of device {dev} out of range")
+        if mask >= len(ALARM_SETS) or valid > 1 or not allowed(dev):
+            raise ChannelError(f"fix of device {dev} not confirmed to this worker")
+        out.append(
+            Fix(
+                dev,
+                t,
+                lat,
+                lon,
+                acc if acc == acc else None,
+                spd if spd == spd else None,
+                hdg if hdg == hdg else None,
+                bat if bat == bat else None,
+                valid == 1,
+                ALARM_SETS[mask],
+                recv if recv == recv else None,
+            )
+        )
+    return out
+
+
+class MessageReader(asyncio.Protocol):
+    """Cuts the channel's byte stream into messages for ``on_message(kind, payload)``."""
+
+    def __init__(
+        self, on_message: Callable[[int, bytes], None], on_lost: Callable[[], None]
+    ) -> None:
+        self.on_message = on_message
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport for writing."""
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        """Every whole message, in order."""
+        buf = self._buffer
+        buf += data
+        i = 0
+        n = len(buf)
+        while n - i >= HEADER.size:
+            length, kind = HEADER.unpack_from(buf, i)
+            if length > MAX_MESSAGE:
+                log.error("intake channel: a message of %d bytes, closing", length)
+                assert self.transport is not None
+                self.transport.close()
+                return
+            end = i + HEADER.size + length
+            if end > n:
+                break
+            self.on_message(kind, bytes(buf[i + HEADER.size : end]))
+            i = end
+        del buf[:i]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The other side is gone."""
+        self.on_lost()
+
+    def send(self, data: bytes) -> None:
+        """Write a message, if the channel is still open."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+# -- the worker process ------------------------------------------------------------------
+
+
+@dataclass
+class WorkerContext:
+    """What a listener in a worker uses of a context: clock, metrics and settings."""
+
+    settings: Any
+    clock: SystemClock = field(default_factory=SystemClock)
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+@dataclass
+class _Networks:
+    """Stands in for Settings: the worker is told only the device networks."""
+
+    device_networks: str
+
+    def allowed_networks(self) -> list[Any]:
+        from bangpae.config import Settings
+
+        return Settings.model_construct(device_networks=self.device_networks).allowed_networks()
+
+
+class WorkerGateway:
+    """A listener's gateway in a worker: the main process, over the channel.
+
+    Fixes submitted while the loop handles one round of reads go to the main process
+    as one message, and come back as one acknowledgement.
+    """
+
+    def __init__(self, channel: MessageReader) -> None:
+        self.channel = channel
+        self._ids = count(1)
+        self._pending: list[tuple[list[Fix], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+        self._stored: dict[int, list[asyncio.Future[Any]]] = {}
+        self._devices: dict[int, asyncio.Future[tuple[int, bool] | None]] = {}
+        self._tokens: dict[Sender, int] = {}
+        self._senders: dict[int, Sender] = {}
+
+    async def device(self, identifier: str) -> tuple[int, bool] | None:
+        """Asked of the main process."""
+        req = next(self._ids)
+        fut: asyncio.Future[tuple[int, bool] | None] = asyncio.get_running_loop().create_future()
+        self._devices[req] = fut
+        self.channel.send(message(b"D", U32.pack(req) + identifier.encode()))
+        return await fut
+
+    def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
+        """Sent with whatever else this round of reads brought."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((fixes, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        records = []
+        futures = []
+        for fixes, fut in pending:
+            try:
+                records.append(b"".join(pack_fix(f) for f in fixes))
+            except (KeyError, struct.error) as exc:
+                fut.set_exception(ValueError(f"a fix the channel cannot carry: {exc!r}"))
+                continue
+            futures.append(fut)
+        if not futures:
+            return
+        req = next(self._ids)
+        self._stored[req] = futures
+        self.channel.send(message(b"F", U32.pack(req) + b"".join(records)))
+
+    async def register(self, device_id: int, send: Sender) -> None:
+        """The main process keeps the command hub; it is told which connection to use."""
+        token = next(self._ids)
+        self._tokens[send] = token
+        self._senders[token] = send
+        self.channel.send(message(b"B", BOUND.pack(token, device_id)))
+
+    def unregister(self, device_id: int, send: Sender) -> None:
+        """The connection closed."""
+        token = self._tokens.pop(send, None)
+        if token is not None:
+            self._senders.pop(token, None)
+            self.channel.send(message(b"U", U32.pack(token)))
+
+    def on_message(self, kind: int, payload: bytes) -> None:
+        """A reply or a command from the main process."""
+        if kind == ord("A"):
+            req, ok = ACK.unpack(payload)
+            for fut in self._stored.pop(req, ()):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(RuntimeError("the main process did not store the fixes"))
+        elif kind == ord("R"):
+            req, device_id, lenient = DEVICE_REPLY.unpack(payload)
+            dfut = self._devices.pop(req, None)
+            if dfut is not None and not dfut.done():
+                dfut.set_result(None if device_id < 0 else (device_id, bool(lenient)))
+        elif kind == ord("C"):
+            token, seconds = COMMAND.unpack(payload)
+            send = self._senders.get(token)
+            if send is not None:
+                asyncio.ensure_future(send(seconds)).add_done_callback(_log_failure)
+
+    def fail_all(self) -> None:
+        """The main process is gone: nothing waiting will be stored."""
+        for futures in self._stored.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(ConnectionError("the main process is gone"))
+        self._stored.clear()
+        for dfut in self._devices.values():
+            if not dfut.done():
+                dfut.set_exception(ConnectionError("the main process is gone"))
+        self._devices.clear()
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("command to a device failed: %s", task.exception())
+
+
+def counters(registry: CollectorRegistry) -> list[dict[str, Any]]:
+    """Every counter of a registry, whole, as the M message carries it."""
+    out = []
+    for metric in registry.collect():
+        if metric.type != "counter":
+            continue
+        samples = [[s.labels, s.value] for s in metric.samples if s.name == f"{metric.name}_total"]
+        out.append({"name": metric.name, "doc": metric.documentation, "samples": samples})
+    return out
+
+
+async def _report_metrics(ctx: WorkerContext, channel: MessageReader) -> None:
+    last = None
+    while True:
+        now = json.dumps(counters(ctx.metrics), sort_keys=True)
+        if now != last:
+            channel.send(message(b"M", now.encode()))
+            last = now
+        await asyncio.sleep(METRICS_EVERY_S)
+
+
+async def run_worker(
+    channel_fd: int, listeners: Iterable[tuple[str, int]], device_networks: str
+) -> None:
+    """Serve the listeners on the inherited sockets until the main process goes away."""
+    loop = asyncio.get_running_loop()
+    lost = asyncio.Event()
+    gateway: WorkerGateway | None = None
+
+    def on_message(kind: int, payload: bytes) -> None:
+        assert gateway is not None
+        gateway.on_message(kind, payload)
+
+    chan_sock = socket.socket(fileno=channel_fd)
+    _, channel = await loop.connect_accepted_socket(
+        lambda: MessageReader(on_message, lost.set), sock=chan_sock
+    )
+    gateway = WorkerGateway(channel)
+    ctx = WorkerContext(_Networks(device_networks))
+    servers = []
+    for name, fd in listeners:
+        listener = TcpListener(ctx, CODECS[name], gateway)
+        sock = socket.socket(fileno=fd)
+        servers.append(await loop.create_server(listener.connection, sock=sock, backlog=BACKLOG))
+    reporter = asyncio.create_task(_report_metrics(ctx, channel))
+    try:
+        await lost.wait()
+    finally:
+        reporter.cancel()
+        gateway.fail_all()
+        for srv in servers:
+            srv.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process (started by the main process, not by people)."""
+    p = argparse.ArgumentParser(prog="bangpae-intake")
+    p.add_argument("--channel", type=int, required=True, help="fd of the channel to the core")
+    p.add_argument("--listen", action="append", default=[], help="PROTOCOL=FD, a listening socket")
+    p.add_argument("--device-networks", default="")
+    p.add_argument("--index", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)s intake[{args.index}] %(name)s: %(message)s",
+    )
+    listeners = []
+    for item in args.listen:
+        name, _, fd = item.partition("=")
+        if name not in CODECS or not fd.isdigit():
+            p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
+        listeners.append((name, int(fd)))
+    factory: Any = None
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run_worker(args.channel, listeners, args.device_networks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
