@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from bangpae.adapters.listeners.workers import WorkerPool
 
 log = logging.getLogger("bangpae")
+THREADS = 32  # for blocking store calls from the event loop
 
 
 class _IngestCollector(Collector):
@@ -239,6 +241,12 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     """Run every enabled listener until SIGINT or SIGTERM."""
     from bangpae.adapters.listeners.tcp import CODECS, start_tcp
 
+    # Store reads and writes run in threads. The default pool (six threads on two
+    # cores) lets a storm of notices and their records, each waiting its turn at the
+    # one writer, keep the victims' open apps waiting behind them.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="bangpae")
+    )
     await ctx.start()
     servers = servers_for(ctx)
     tcp: list[asyncio.Server] = []

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -143,10 +143,26 @@ class PushChannel:
 
     async def deliver(self, notice: Notice) -> str:
         """Push to each subscribed browser; ``sent k/n`` (or ``no subscription``)."""
-        if notice.audience == "victim":
-            targets = await asyncio.to_thread(self.store.push_targets, person_id=notice.person_id)
-        else:
-            targets = await asyncio.to_thread(self.store.push_targets, role=notice.role)
+        return (await self.deliver_all([notice]))[0]
+
+    async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
+        """Push each notice; the browsers of the whole batch are read in one query."""
+        targets = await asyncio.to_thread(
+            self.store.push_targets_of,
+            [n.person_id for n in batch if n.audience == "victim" and n.person_id is not None],
+            [n.role for n in batch if n.audience != "victim" and n.role is not None],
+        )
+        out = []
+        for notice in batch:
+            key: tuple[str, int | str] = (
+                ("person", notice.person_id or -1)
+                if notice.audience == "victim"
+                else ("role", notice.role or "")
+            )
+            out.append(await self._push(notice, targets.get(key, [])))
+        return out
+
+    async def _push(self, notice: Notice, targets: Sequence[Any]) -> str:
         if not targets:
             return "no subscription"
         sent = 0

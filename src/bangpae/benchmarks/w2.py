@@ -279,7 +279,9 @@ def _load_gt06(host: str, port: int, lat: Any, lon: Any, rate: float | None, out
             }
         )
 
-    now0 = time.time() - lat.shape[0] - 5
+    # A whole second: GT06 carries whole seconds, and a fix time matched back to its tick
+    # by rounding must not land on the tick before (it did whenever now0 ended past .5).
+    now0 = float(int(time.time()) - lat.shape[0] - 5)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         runner.run(main())
     out.put({"now0": now0})
@@ -426,6 +428,7 @@ def run_w2(
     first: dict[tuple[int, str], float] = {}
     for pair, fix_time, arrived in frames:
         first.setdefault((pair, fix_time), arrived)
+    by_tick: dict[int, list[float]] = {}
     for (pair, fix_time), arrived in first.items():
         t = round(
             datetime.fromisoformat(fix_time.replace("Z", "+00:00")).timestamp() - result["now0"]
@@ -433,6 +436,7 @@ def run_w2(
         sent = result["sent_at"].get((t, 2 * pair))
         if sent is not None:
             lat_ms.append(1000.0 * (arrived - sent))
+            by_tick.setdefault(t, []).append(lat_ms[-1])
     total = ticks * 2 * pairs
     return {
         "workload": "w2",
@@ -449,6 +453,10 @@ def run_w2(
         "latency_samples": len(lat_ms),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms else None,
+        "max_ms": round(max(lat_ms), 1) if lat_ms else None,
+        # the slowest screen of each tick: a stall shows as one tick, a backlog as many
+        "tick_max_ms": [round(max(by_tick[t])) for t in sorted(by_tick)],
+        "tick_p50_ms": [round(float(np.median(by_tick[t]))) for t in sorted(by_tick)],
         "server_cpu_s": round(cpu, 2),
         "server_cpu_ms_per_fix": round(1000 * fix_cpu / max(result["ok"], 1), 3),
         # the main process alone (engine, writer, streams); the rest is the intake workers'

@@ -1029,6 +1029,11 @@ class Engine:
             since=None if math.isnan(o.since[slot]) else float(o.since[slot]),
         )
 
+    def tier_of(self, order_id: int) -> Tier | None:
+        """An order's live tier (None: unknown order), without building its whole view."""
+        slot = self._order_slot.get(order_id)
+        return None if slot is None else Tier(int(self.orders.tier[slot]))
+
     def parties(self, order_id: int) -> tuple[int, int] | None:
         """The person ids of an order's offender and victim (None: unknown order)."""
         slot = self._order_slot.get(order_id)

@@ -8,7 +8,9 @@ is told at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from bangpae.domain.pursuit import NORMAL_INTERVAL_S, report_interval_s
 
 log = logging.getLogger(__name__)
 Sender = Callable[[int], Awaitable[None]]
+YIELD_EVERY = 100  # people set per turn of the event loop
 
 
 class CommandHub:
@@ -25,7 +28,9 @@ class CommandHub:
     def __init__(self) -> None:
         self._senders: dict[int, set[Sender]] = {}
         self.desired: dict[int, int] = {}
-        self.sent: list[tuple[int, int]] = []  # (device id, seconds): for /metrics and tests
+        # (device id, seconds) of the latest commands sent, for tests and troubleshooting:
+        # bounded, since a long-running server sends them for as long as it runs
+        self.sent: deque[tuple[int, int]] = deque(maxlen=1000)
 
     async def register(self, device_id: int, send: Sender) -> None:
         """A device connected; tell it its interval if it should not use the default."""
@@ -75,14 +80,16 @@ async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
                 parties = engine.parties(e.order_id)
                 if parties is not None:
                     people.update(dict.fromkeys(parties))
-            for person in people:
+            for i, person in enumerate(people):
                 tiers = [
-                    v.tier
+                    tier
                     for oid in engine.orders_of_person(person)
-                    if (v := engine.order_view(oid)) is not None
+                    if (tier := engine.tier_of(oid)) is not None
                 ] or [Tier.CLEAR]
                 seconds = report_interval_s(tiers)
                 for device_id in engine.devices_of_person(person):
                     await hub.set_interval(device_id, seconds)
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # a storm must not hold the loop: acks wait on it
     finally:
         ctx.bus.unsubscribe(q)

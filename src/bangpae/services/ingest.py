@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bangpae.domain import incidents, playbooks, retro
@@ -53,7 +53,6 @@ class IngestStats:
     events: int = 0
     failures: int = 0
     last_failure_at: float | None = None  # a batch or a timer tick that failed, on the app clock
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -27,7 +27,8 @@ from bangpae.domain.notices import Notice
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
-_SILENT = (EventKind.OFFLINE, EventKind.NO_FIX)  # his device went quiet: she is told
+_SILENT = (EventKind.OFFLINE, EventKind.NO_FIX)
+KEEP_PER_COMMIT = 200  # his device went quiet: she is told
 
 
 class Clock(Protocol):
@@ -45,6 +46,10 @@ class NoticeChannel(Protocol):
 
     async def deliver(self, notice: Notice) -> str:
         """Deliver ``notice`` to its audience; an outcome such as ``sent 1/1``."""
+        ...
+
+    async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
+        """Deliver each notice of a round (what it needs read at once); their outcomes."""
         ...
 
 
@@ -108,6 +113,10 @@ class StreamHub:
                 log.debug("notice to a closing stream dropped", exc_info=True)
         return f"sent {sent}" if sent else "no open app"
 
+    async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
+        """Each notice in turn: nothing to read first."""
+        return [await self.deliver(n) for n in batch]
+
 
 class SmsChannel:
     """Urgent notices to the victim's phone number through the SMS (or voice) gateway."""
@@ -119,14 +128,27 @@ class SmsChannel:
 
     async def deliver(self, notice: Notice) -> str:
         """Text the victim for critical and high notices; staff are reached in-app and by push."""
-        if notice.audience != notices.VICTIM or notice.person_id is None:
-            return "not for staff"
-        if notice.priority == "normal":
-            return "not urgent"
-        phone = await asyncio.to_thread(self.store.person_phone, notice.person_id)
-        if not phone:
-            return "no phone number"
-        return await self.gateway.send(phone, notice.text.ko)
+        return (await self.deliver_all([notice]))[0]
+
+    async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
+        """Each notice; the phone numbers of the whole round are read at once."""
+        urgent = [
+            n.person_id
+            for n in batch
+            if n.audience == notices.VICTIM and n.person_id is not None and n.priority != "normal"
+        ]
+        phones = await asyncio.to_thread(self.store.person_phones, urgent) if urgent else {}
+        out = []
+        for notice in batch:
+            if notice.audience != notices.VICTIM or notice.person_id is None:
+                out.append("not for staff")
+            elif notice.priority == "normal":
+                out.append("not urgent")
+            elif not (phone := phones.get(notice.person_id)):
+                out.append("no phone number")
+            else:
+                out.append(await self.gateway.send(phone, notice.text.ko))
+        return out
 
 
 @dataclass
@@ -225,37 +247,45 @@ class Notifier:
         """Deliver each notice unless one with its key went out recently; how many went.
 
         Each goes through every channel, the open apps first (fastest), then Web Push
-        and the gateway; then the record of what was said is kept, for the whole batch
-        in one transaction: a storm of tier changes must not queue a commit per notice
-        in front of the fixes.
+        and the gateway; then the record of what was said is kept. A few hundred at a
+        time, each kept in one transaction: a storm of tier changes must neither queue a
+        commit per notice in front of the fixes nor hold the writer's lock, or the event
+        loop, for long in front of them and of the apps' own updates.
         """
-        if not batch:
-            return 0
+        sent = 0
+        for i in range(0, len(batch), KEEP_PER_COMMIT):
+            sent += await self._send_chunk(batch[i : i + KEEP_PER_COMMIT])
+        return sent
+
+    async def _send_chunk(self, batch: Sequence[Notice]) -> int:
         unknown = {n.dedup_key for n in batch if n.dedup_key not in self._last}
         if unknown:
             self._last.update(await asyncio.to_thread(self.store.last_notices_at, unknown))
-        kept: list[tuple[Notice, dict[str, str]]] = []
+        due: list[Notice] = []
         for notice in batch:
             if not notices.due(self._last.get(notice.dedup_key), notice):
                 self.stats.suppressed += 1
                 continue
             self._last[notice.dedup_key] = notice.at
-            delivery: dict[str, str] = {}
-            for ch in [self.hub, *self.channels]:
-                try:
-                    delivery[ch.name] = await ch.deliver(notice)
-                except Exception as exc:  # one channel failing never stops the others
-                    log.exception("notice channel %s failed", ch.name)
-                    delivery[ch.name] = f"failed: {type(exc).__name__}"
-                    self.stats.failed_channels += 1
-            self.stats.sent += 1
-            kept.append((notice, delivery))
-        if kept:
+            due.append(notice)
+        if not due:
+            return 0
+        deliveries: list[dict[str, str]] = [{} for _ in due]
+        for ch in [self.hub, *self.channels]:
             try:
-                await asyncio.to_thread(self.store.add_notices, kept)
-            except Exception:  # the store may be what is failing: the people were still told
-                log.exception("%d notices could not be kept", len(kept))
-        return len(kept)
+                outcomes = await ch.deliver_all(due)
+            except Exception as exc:  # one channel failing never stops the others
+                log.exception("notice channel %s failed", ch.name)
+                outcomes = [f"failed: {type(exc).__name__}"] * len(due)
+                self.stats.failed_channels += len(due)
+            for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                delivery[ch.name] = outcome
+        self.stats.sent += len(due)
+        try:
+            await asyncio.to_thread(self.store.add_notices, list(zip(due, deliveries, strict=True)))
+        except Exception:  # the store may be what is failing: the people were still told
+            log.exception("%d notices could not be kept", len(due))
+        return len(due)
 
 
 async def run_notices(notifier: Notifier, bus: Any, ingest: Any, tick_s: float = 1.0) -> None:

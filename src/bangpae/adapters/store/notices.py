@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
@@ -92,27 +92,26 @@ class NoticeStore(StoreBase):
 
     def add_notices(self, sent: Sequence[tuple[Notice, dict[str, str]]]) -> list[int]:
         """Keep sent notices with the outcome of each channel, in one transaction; their ids."""
-        ids = []
+        if not sent:
+            return []
+        rows = [
+            {
+                "at": notice.at,
+                "order_id": notice.order_id,
+                "audience": notice.audience,
+                "person_id": notice.person_id,
+                "role": notice.role,
+                "kind": notice.kind,
+                "priority": notice.priority,
+                "dedup_key": notice.dedup_key[:200],
+                "text": notice.text.as_dict(),
+                "delivery": delivery,
+            }
+            for notice, delivery in sent
+        ]
+        stmt = insert(s.notices).returning(s.notices.c.id, sort_by_parameter_order=True)
         with self._write() as c:
-            for notice, delivery in sent:
-                r = c.execute(
-                    insert(s.notices).values(
-                        at=notice.at,
-                        order_id=notice.order_id,
-                        audience=notice.audience,
-                        person_id=notice.person_id,
-                        role=notice.role,
-                        kind=notice.kind,
-                        priority=notice.priority,
-                        dedup_key=notice.dedup_key[:200],
-                        text=notice.text.as_dict(),
-                        delivery=delivery,
-                    )
-                )
-                pk = r.inserted_primary_key
-                assert pk is not None
-                ids.append(int(pk[0]))
-        return ids
+            return [int(x) for x in c.execute(stmt, rows).scalars()]
 
     def notices(
         self,
@@ -217,6 +216,56 @@ class NoticeStore(StoreBase):
             PushTarget(int(r.id), int(r.user_id), r.endpoint, r.p256dh, r.auth, r.lang)
             for r in rows
         ]
+
+    def push_targets_of(
+        self, person_ids: Iterable[int], roles: Iterable[str]
+    ) -> dict[tuple[str, int | str], list[PushTarget]]:
+        """The browsers of many people and roles at once, keyed ("person", id) or ("role", r)."""
+        p, u = s.push_subscriptions, s.users
+        ids, names = sorted(set(person_ids)), sorted(set(roles))
+        out: dict[tuple[str, int | str], list[PushTarget]] = {}
+        for pid in ids:
+            out[("person", pid)] = []
+        for role in names:
+            out[("role", role)] = []
+        if not ids and not names:
+            return out
+        q = (
+            select(p, u.c.person_id.label("u_person"), u.c.role.label("u_role"))
+            .join(u, u.c.id == p.c.user_id)
+            .where(
+                and_(
+                    u.c.disabled.is_(False),
+                    or_(u.c.person_id.in_(ids), u.c.role.in_(names)),
+                )
+            )
+            .order_by(p.c.id)
+        )
+        with self._read() as c:
+            rows = c.execute(q).all()
+        for r in rows:
+            target = PushTarget(int(r.id), int(r.user_id), r.endpoint, r.p256dh, r.auth, r.lang)
+            if r.u_person is not None and ("person", int(r.u_person)) in out:
+                out[("person", int(r.u_person))].append(target)
+            if ("role", r.u_role) in out:
+                out[("role", r.u_role)].append(target)
+        return out
+
+    def person_phones(self, person_ids: Iterable[int]) -> dict[int, str | None]:
+        """The phone numbers kept for many people (for the SMS/voice gateway)."""
+        ids = sorted(set(person_ids))
+        out: dict[int, str | None] = dict.fromkeys(ids)
+        with self._read() as c:
+            for i in range(0, len(ids), 500):
+                rows = c.execute(
+                    select(s.people.c.id, s.people.c.phone).where(
+                        s.people.c.id.in_(ids[i : i + 500])
+                    )
+                )
+                for pid, v in rows:
+                    if v is not None:
+                        out[int(pid)] = str(self._open(s.people.c.phone, v, int(pid)))
+        return out
 
     def push_result(self, subscription_id: int, ok: bool, at: float) -> None:
         """Count a push's outcome on its subscription."""
