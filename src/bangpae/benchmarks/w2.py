@@ -192,6 +192,7 @@ class _Tracker(asyncio.Protocol):
 
     def __init__(self, on_ack: Any) -> None:
         self.on_ack = on_ack
+        self.acked_at: list[float] = []  # when each position was acknowledged, in order
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -207,6 +208,7 @@ class _Tracker(asyncio.Protocol):
             proto = buf[i + 3]
             i += buf[i + 2] + 5
             if proto == 0x12:
+                self.acked_at.append(time.monotonic())
                 self.on_ack()
             elif proto == 0x01 and not self.logged_in.done():
                 self.logged_in.set_result(None)
@@ -249,7 +251,8 @@ def _load_gt06(host: str, port: int, lat: Any, lon: Any, rate: float | None, out
                 await proto.logged_in
                 return proto
 
-        conns = [c.transport for c in await asyncio.gather(*(connect(k) for k in range(n)))]
+        trackers = await asyncio.gather(*(connect(k) for k in range(n)))
+        conns = [c.transport for c in trackers]
         out.put({"connected": True})  # the server's CPU for the fixes is counted from here
         sent_at: dict[tuple[int, int], float] = {}
         start = time.monotonic()
@@ -269,8 +272,18 @@ def _load_gt06(host: str, port: int, lat: Any, lon: Any, rate: float | None, out
         elapsed = time.monotonic() - start
         for w in conns:
             w.close()  # type: ignore[union-attr]
+        # fix -> durable acknowledgement, for the offenders' fixes (the ones screens show)
+        ack_ms: list[list[float]] = [[] for _ in range(ticks)]
+        for (t, k), sent in sent_at.items():
+            times = trackers[k].acked_at
+            if t < len(times):
+                ack_ms[t].append(1000.0 * (times[t] - sent))
+        every = [x for tick in ack_ms for x in tick]
         out.put(
             {
+                "ack_p50_ms": round(float(np.percentile(every, 50)), 1) if every else None,
+                "ack_p99_ms": round(float(np.percentile(every, 99)), 1) if every else None,
+                "tick_ack_p50_ms": [round(float(np.median(x))) if x else None for x in ack_ms],
                 "ok": ok,
                 "seconds": elapsed,
                 "sent_at": sent_at,
@@ -454,9 +467,12 @@ def run_w2(
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if lat_ms else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if lat_ms else None,
         "max_ms": round(max(lat_ms), 1) if lat_ms else None,
+        "ack_p50_ms": result.get("ack_p50_ms"),
+        "ack_p99_ms": result.get("ack_p99_ms"),
         # the slowest screen of each tick: a stall shows as one tick, a backlog as many
         "tick_max_ms": [round(max(by_tick[t])) for t in sorted(by_tick)],
         "tick_p50_ms": [round(float(np.median(by_tick[t]))) for t in sorted(by_tick)],
+        "tick_ack_p50_ms": result.get("tick_ack_p50_ms"),
         "server_cpu_s": round(cpu, 2),
         "server_cpu_ms_per_fix": round(1000 * fix_cpu / max(result["ok"], 1), 3),
         # the main process alone (engine, writer, streams); the rest is the intake workers'
