@@ -9,11 +9,12 @@ is acknowledged only after its fix is durably stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
@@ -27,12 +28,11 @@ IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
 BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once after an outage
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """What a listener needs from one frame, whatever the protocol."""
+class Decoded(NamedTuple):
+    """What a listener needs from one frame, whatever the protocol (a tuple: made per fix)."""
 
     identifier: str | None
-    fix: Fix | None  # with device_id 0: filled in once the device is known
+    fix: Fix | None  # of the device the caller named (0 before the connection is bound)
     reply: bytes | None
 
 
@@ -51,12 +51,12 @@ class Codec:
 
     name: str
     split: Callable[[bytes], tuple[list[bytes], bytes]]
-    decode: Callable[[bytes, float, bool], Decoded]  # (frame, now, lenient CRC)
+    decode: Callable[[bytes, float, bool, int], Decoded]  # (frame, now, lenient CRC, device)
     # The command setting the reporting interval: (identifier, seconds, now) -> bytes.
     interval: Callable[[str, int, float], bytes] | None = None
 
 
-def _h02_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
+def _h02_decode(frame: bytes, now: float, lenient: bool = False, device_id: int = 0) -> Decoded:
     msg = h02.decode(frame)
     fix = None
     if msg.has_position:
@@ -64,7 +64,7 @@ def _h02_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
         if t > now + 300:
             raise FrameError("fix time more than 5 minutes in the future")
         fix = Fix(
-            0,
+            device_id,
             t,
             msg.lat,
             msg.lon,
@@ -82,7 +82,7 @@ def _h02_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
 H02 = Codec("h02", h02.split_frames, _h02_decode, h02.interval_command)
 
 
-def _gt06_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
+def _gt06_decode(frame: bytes, now: float, lenient: bool = False, device_id: int = 0) -> Decoded:
     # CRC errors are refused: firmware known to send them needs a per-device lenient mode.
     msg = gt06.decode(frame, strict_crc=not lenient)
     fix = None
@@ -90,7 +90,7 @@ def _gt06_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
         if msg.fix_time > now + 300:
             raise FrameError("fix time more than 5 minutes in the future")
         fix = Fix(
-            0,
+            device_id,
             msg.fix_time,
             msg.lat,
             msg.lon,
@@ -105,7 +105,9 @@ def _gt06_decode(frame: bytes, now: float, lenient: bool = False) -> Decoded:
     elif msg.alarms:
         # A status packet reporting an alarm (strap cut, SOS) must not be lost for want of a
         # position: it goes on as a message without a GPS fix.
-        fix = Fix(0, now, 0.0, 0.0, None, None, None, msg.battery_pct, False, msg.alarms, now)
+        fix = Fix(
+            device_id, now, 0.0, 0.0, None, None, None, msg.battery_pct, False, msg.alarms, now
+        )
     return Decoded(msg.imei, fix, gt06.ack(msg))
 
 
@@ -208,14 +210,14 @@ class TcpListener:
         now = self.ctx.clock.now()
         bad_crc: FrameError | None = None
         try:
-            d = self.codec.decode(frame, now, False)
+            d = self.codec.decode(frame, now, False, 0)
         except FrameError as exc:
             # Before login a wrong CRC may still come from firmware registered as lenient:
             # read who it claims to be, and accept it only for such a device.
             if exc.reason != "crc":
                 raise
             bad_crc = exc
-            d = self.codec.decode(frame, now, True)
+            d = self.codec.decode(frame, now, True, 0)
         if d.identifier is None:
             if bad_crc is not None:
                 raise bad_crc
@@ -236,7 +238,7 @@ class TcpListener:
         self, frame: bytes, bound: Bound, fixes: list[Fix], replies: list[bytes]
     ) -> bool:
         """A frame on a bound connection; False if it speaks for another device."""
-        d = self.codec.decode(frame, self.ctx.clock.now(), bound.lenient)
+        d = self.codec.decode(frame, self.ctx.clock.now(), bound.lenient, bound.device_id)
         if d.identifier is not None and d.identifier != bound.identifier:
             self.rejected.labels(self.codec.name, "identity_changed").inc()
             log.warning(
@@ -253,21 +255,9 @@ class TcpListener:
     def _collect(d: Decoded, device_id: int, fixes: list[Fix], replies: list[bytes]) -> None:
         f = d.fix
         if f is not None:
-            fixes.append(
-                Fix(
-                    device_id,
-                    f.fix_time,
-                    f.lat,
-                    f.lon,
-                    f.accuracy_m,
-                    f.speed_mps,
-                    f.heading_deg,
-                    f.battery_pct,
-                    f.valid,
-                    f.alarms,
-                    f.received_at,
-                )
-            )
+            if f.device_id != device_id:  # decoded before the connection was bound
+                f = dataclasses.replace(f, device_id=device_id)
+            fixes.append(f)
         if d.reply:
             replies.append(d.reply)
 
