@@ -309,15 +309,7 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
 
 
 def run_serve(ctx: AppContext) -> None:
-    """Serve until SIGINT or SIGTERM, on uvloop where it is installed (uvicorn[standard])."""
-    # The TCP listeners spend most of their time in the event loop itself (a read, a
-    # wake-up, a write per fix), which uvloop runs in C.
-    factory: Any = None
-    try:
-        import uvloop
-    except ImportError:
-        pass
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(ctx))
+    """Serve until SIGINT or SIGTERM (on uvloop where it is installed)."""
+    from bangpae.adapters.loop import run as run_loop
+
+    run_loop(serve(ctx))

@@ -42,23 +42,29 @@ def _staff(srv: Server) -> dict[str, str]:
     return srv.login("sup1", PASSWORD)
 
 
-def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(tcp: Server) -> None:
-    server = tcp
-    server.h02_port = server.free()
-    staff = _staff(server)
-    api = f"{server.api}/api/v1"
+def _tracker(srv: Server, staff: dict[str, str], identifier: str, protocol: str) -> None:
+    """An offender wearing a registered tracker."""
+    api = f"{srv.api}/api/v1"
     off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
     r = httpx.post(
         f"{api}/devices",
         headers=staff,
         json={
-            "identifier": "4209951296",
+            "identifier": identifier,
             "kind": "ankle_monitor",
-            "protocol": "h02",
+            "protocol": protocol,
             "person_id": off.json()["id"],
         },
     )
     assert r.status_code == 201
+
+
+def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(tcp: Server) -> None:
+    server = tcp
+    server.h02_port = server.free()
+    staff = _staff(server)
+    api = f"{server.api}/api/v1"
+    _tracker(server, staff, "4209951296", "h02")
     stamp = time.strftime("%H%M%S,A,3733.9780,N,12658.6740,E,000.00,000,%d%m%y", time.gmtime())
     with socket.create_connection(("127.0.0.1", server.h02_port), timeout=10) as s:
         s.sendall(f"*HQ,4209951296,V1,{stamp},FFFFFBFF#".encode())
@@ -97,18 +103,7 @@ def test_a_gt06_tracker_logs_in_and_each_position_is_acknowledged_after_storing(
     server.gt06_port = server.free()
     staff = _staff(server)
     api = f"{server.api}/api/v1"
-    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
-    r = httpx.post(
-        f"{api}/devices",
-        headers=staff,
-        json={
-            "identifier": "864717003283581",
-            "kind": "ankle_monitor",
-            "protocol": "gt06",
-            "person_id": off.json()["id"],
-        },
-    )
-    assert r.status_code == 201
+    _tracker(server, staff, "864717003283581", "gt06")
     t = time.gmtime(time.time() - 5)
     gps = bytes([t.tm_year - 2000, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0xC8])
     gps += int(37.5663 * 1_800_000).to_bytes(4, "big") + int(126.9779 * 1_800_000).to_bytes(
@@ -135,17 +130,7 @@ def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(tcp: Serv
     server.gt06_port = server.free()
     staff = _staff(server)
     api = f"{server.api}/api/v1"
-    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
-    httpx.post(
-        f"{api}/devices",
-        headers=staff,
-        json={
-            "identifier": "864717003283581",
-            "kind": "ankle_monitor",
-            "protocol": "gt06",
-            "person_id": off.json()["id"],
-        },
-    )
+    _tracker(server, staff, "864717003283581", "gt06")
     with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
         s.sendall(bytes.fromhex("78780d01086471700328358100093f040d0a"))
         s.recv(64)
@@ -200,18 +185,7 @@ def test_an_intake_worker_that_dies_is_replaced_and_no_acknowledged_fix_is_lost(
     server.tcp_workers = 2
     staff = _staff(server)
     api = f"{server.api}/api/v1"
-    off = httpx.post(f"{api}/people", json={"kind": "offender", "name": "O"}, headers=staff)
-    r = httpx.post(
-        f"{api}/devices",
-        headers=staff,
-        json={
-            "identifier": "864717003283581",
-            "kind": "ankle_monitor",
-            "protocol": "gt06",
-            "person_id": off.json()["id"],
-        },
-    )
-    assert r.status_code == 201
+    _tracker(server, staff, "864717003283581", "gt06")
     workers = _workers(server)
     assert len(workers) == 2
     for pid in workers:  # a worker parses what strangers send: it holds no database or key

@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.listeners.tcp import BACKLOG, CODECS, Sender, TcpListener
+from bangpae.adapters.loop import run as run_loop
 from bangpae.domain.model import Fix
 
 log = logging.getLogger(__name__)
@@ -374,15 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not fd.isdigit():
             p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
         listeners.append((name, int(fd)))
-    factory: Any = None
-    try:
-        import uvloop
-    except ImportError:
-        pass
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(run_worker(args.channel, listeners, args.device_networks))
+    run_loop(run_worker(args.channel, listeners, args.device_networks))
     return 0
 
 
