@@ -371,7 +371,7 @@ async def test_her_open_app_gets_the_notice_on_its_stream(env: Env) -> None:
 
             order = env.ctx.store.get_order(env.order)
             [notice] = service_notices([order], True, T0)
-            client.portal.call(n.send, notice)  # type: ignore[union-attr]
+            assert client.portal.call(n.send_all, [notice]) == 1  # type: ignore[union-attr]
             msg = ws.receive_json()
             while msg["type"] != "notice":
                 msg = ws.receive_json()

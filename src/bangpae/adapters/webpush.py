@@ -141,12 +141,9 @@ class PushChannel:
             return False, None, f"{type(exc).__name__}: {exc}"[:200]
         return True, None, ""
 
-    async def deliver(self, notice: Notice) -> str:
-        """Push to each subscribed browser; ``sent k/n`` (or ``no subscription``)."""
-        return (await self.deliver_all([notice]))[0]
-
     async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
-        """Push each notice; the browsers of the whole batch are read in one query."""
+        """Push each notice to every subscribed browser (``sent k/n`` or ``no subscription``);
+        the browsers of the whole round are read in one query."""
         targets = await asyncio.to_thread(
             self.store.push_targets_of,
             [n.person_id for n in batch if n.audience == "victim" and n.person_id is not None],

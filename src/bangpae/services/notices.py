@@ -40,16 +40,13 @@ class Clock(Protocol):
 
 
 class NoticeChannel(Protocol):
-    """One way of reaching people: deliver a notice, say how it went in a few words."""
+    """One way of reaching people: deliver notices, say how each went in a few words."""
 
     name: str
 
-    async def deliver(self, notice: Notice) -> str:
-        """Deliver ``notice`` to its audience; an outcome such as ``sent 1/1``."""
-        ...
-
     async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
-        """Deliver each notice of a round (what it needs read at once); their outcomes."""
+        """Deliver each notice of a round to its audience (what it needs read at once);
+        an outcome for each, such as ``sent 1/1``."""
         ...
 
 
@@ -126,12 +123,9 @@ class SmsChannel:
         self.gateway = gateway
         self.name = gateway.kind
 
-    async def deliver(self, notice: Notice) -> str:
-        """Text the victim for critical and high notices; staff are reached in-app and by push."""
-        return (await self.deliver_all([notice]))[0]
-
     async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
-        """Each notice; the phone numbers of the whole round are read at once."""
+        """Text the victim for critical and high notices (staff are reached in-app and by
+        push); the phone numbers of the whole round are read at once."""
         urgent = [
             n.person_id
             for n in batch
@@ -238,10 +232,6 @@ class Notifier:
         return await self.send_all(notices.service_notices(orders, reason is not None, now))
 
     # -- sending ------------------------------------------------------------------------
-
-    async def send(self, notice: Notice) -> bool:
-        """Deliver one notice unless a notice with its key went out recently."""
-        return await self.send_all([notice]) == 1
 
     async def send_all(self, batch: Sequence[Notice]) -> int:
         """Deliver each notice unless one with its key went out recently; how many went.

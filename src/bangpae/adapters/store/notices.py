@@ -66,10 +66,6 @@ class NoticeStore(StoreBase):
 
     # -- notices -----------------------------------------------------------------------
 
-    def last_notice_at(self, dedup_key: str) -> float | None:
-        """When a notice with this key was last sent (None: never)."""
-        return self.last_notices_at([dedup_key])[dedup_key]
-
     def last_notices_at(self, dedup_keys: Iterable[str]) -> dict[str, float | None]:
         """When a notice with each key was last sent (None: never)."""
         n = s.notices
@@ -85,10 +81,6 @@ class NoticeStore(StoreBase):
                 for key, at in rows:
                     out[key] = None if at is None else float(at)
         return out
-
-    def add_notice(self, notice: Notice, delivery: dict[str, str]) -> int:
-        """Keep a sent notice with the outcome of each channel; its id."""
-        return self.add_notices([(notice, delivery)])[0]
 
     def add_notices(self, sent: Sequence[tuple[Notice, dict[str, str]]]) -> list[int]:
         """Keep sent notices with the outcome of each channel, in one transaction; their ids."""
