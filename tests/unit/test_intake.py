@@ -18,7 +18,7 @@ from bangpae.adapters.listeners.intake import (
     pack_fix,
     unpack_fixes,
 )
-from bangpae.domain.model import Fix
+from bangpae.domain.model import Alarm, Fix
 
 optional = st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False))
 fixes = st.builds(
@@ -39,6 +39,7 @@ fixes = st.builds(
 
 @given(st.lists(fixes, max_size=20))
 def test_fixes_cross_the_channel_unchanged(batch: list[Fix]) -> None:
+    assert set(ALARMS) == {a.value for a in Alarm}  # every alarm a device may report
     payload = b"".join(pack_fix(f) for f in batch)
     assert unpack_fixes(payload, lambda _d: True) == batch
 
@@ -58,7 +59,7 @@ def _record(**change: float) -> bytes:
         _record(fix_time=-1.0),
         _record(fix_time=math.inf),
         _record()[:-1],  # a record cut short
-        FIX_RECORD.pack(7, 1.8e9, 37.5, 127.0, *[math.nan] * 4, 1, 1 << 6, math.nan),  # alarm
+        FIX_RECORD.pack(7, 1.8e9, 37.5, 127.0, *[math.nan] * 4, 1, 1 << len(ALARMS), math.nan),
         FIX_RECORD.pack(7, 1.8e9, 37.5, 127.0, *[math.nan] * 4, 2, 0, math.nan),  # valid=2
     ],
 )

@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.listeners.tcp import BACKLOG, CODECS, Sender, TcpListener
 from bangpae.adapters.loop import run as run_loop
-from bangpae.domain.model import Fix
+from bangpae.domain.model import Alarm, Fix
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ COMMAND = struct.Struct("<II")
 # device id, fix time, lat, lon, accuracy, speed, heading, battery, valid, alarms, received
 # (an absent optional value travels as NaN; alarms as a bit set over ALARMS)
 FIX_RECORD = struct.Struct("<qdddddddBHd")
-ALARMS = ("sos", "tamper", "case_open", "power_cut", "low_battery", "vibration")
+ALARMS = tuple(a.value for a in Alarm)  # the domain's alarms, each a bit
 _ALARM_BIT = {name: 1 << i for i, name in enumerate(ALARMS)}
 ALARM_SETS = tuple(
     frozenset(name for i, name in enumerate(ALARMS) if mask >> i & 1)
