@@ -391,16 +391,7 @@ class _Connection(asyncio.Protocol):
             return
         fixes: list[Fix] = []
         replies: list[bytes] = []
-        end = False
-        try:
-            for frame in frames:
-                if not lst._bound_frame(frame, self.bound, fixes, replies):
-                    self._refused()
-                    end = True
-                    break
-        except FrameError as exc:
-            self._malformed(exc)
-            end = True
+        end = self._bound_frames(frames, self.bound, fixes, replies)
         # what came before a bad frame is still stored and acknowledged
         if not fixes:
             self._reply(replies, end)
@@ -450,6 +441,21 @@ class _Connection(asyncio.Protocol):
         if end:
             self._close()
 
+    def _bound_frames(
+        self, frames: list[bytes], bound: Bound, fixes: list[Fix], replies: list[bytes]
+    ) -> bool:
+        """Decode frames of a bound connection into ``fixes`` and ``replies`` until one is
+        malformed or speaks for another device; whether the connection must end."""
+        try:
+            for frame in frames:
+                if not self.listener._bound_frame(frame, bound, fixes, replies):
+                    self._refused()
+                    return True
+        except FrameError as exc:
+            self._malformed(exc)
+            return True
+        return False
+
     async def _bind_then_handle(self, frames: list[bytes]) -> None:
         lst = self.listener
         fixes: list[Fix] = []
@@ -457,18 +463,15 @@ class _Connection(asyncio.Protocol):
         end = False
         try:
             self.bound = await lst._bind(frames[0], fixes, replies)
+        except FrameError as exc:
+            self._malformed(exc)
+            end = True
+        else:
             if self.bound is None:
                 self._refused()
                 end = True
             else:
-                for frame in frames[1:]:
-                    if not lst._bound_frame(frame, self.bound, fixes, replies):
-                        self._refused()
-                        end = True
-                        break
-        except FrameError as exc:
-            self._malformed(exc)
-            end = True
+                end = self._bound_frames(frames[1:], self.bound, fixes, replies)
         if fixes:
             await lst.gateway.enqueue(fixes)  # durable before the replies
             lst._accepted.inc(len(fixes))
