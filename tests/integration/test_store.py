@@ -19,6 +19,7 @@ from sqlalchemy import inspect, select, text
 from bangpae.adapters.store import Store
 from bangpae.adapters.store import schema as tables
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.domain.batch import FixBatch
 from bangpae.domain.model import (
     Device,
     DeviceKind,
@@ -299,23 +300,51 @@ def test_fixes_page_newest_first_with_a_cursor(store: Store, case: Case) -> None
     assert [x.id for x in flat] == sorted((x.id for x in flat), reverse=True)
 
 
-def test_bulk_columns_store_valid_live_fixes_with_nan_accuracy_as_unknown(
-    store: Store, case: Case
-) -> None:
+def test_a_batch_of_columns_stores_nan_as_unknown(store: Store, case: Case) -> None:
     n = 1000
     devices = np.where(np.arange(n) % 2 == 0, case.ankle, case.phone)
     times = 5000.0 + np.arange(n, dtype=np.float64)
     acc = np.full(n, 12.0)
     acc[::3] = np.nan
-    store.append_fix_columns(devices, times, np.full(n, 37.5), np.full(n, 127.25), acc, times + 1)
-    store.append_fix_columns([], [], [], [], [], [])
-    assert store.count_fixes() == n
+    batch = FixBatch.positions(devices, times, np.full(n, 37.5), np.full(n, 127.25), acc)
+    ids = store.append_fixes(batch)
+    assert ids == list(range(ids[0], ids[0] + n))
+    assert store.append_fixes(FixBatch.empty()) == [] and store.count_fixes() == n
     newest = store.fixes_for_device(case.phone, limit=2)
     assert [x.fix.fix_time for x in newest] == [5999.0, 5997.0]
-    assert newest[0].fix == Fix(case.phone, 5999.0, 37.5, 127.25, None, received_at=6000.0)
+    assert newest[0].fix == Fix(case.phone, 5999.0, 37.5, 127.25, None, received_at=5999.0)
     assert newest[1].fix.accuracy_m == 12.0 and not newest[1].late
+    with pytest.raises(ValueError):
+        FixBatch.positions([case.ankle], [1.0, 2.0], [37.0], [127.0], [5.0])
+
+
+def test_a_batch_stores_every_field_of_its_fixes(store: Store, case: Case) -> None:
+    full = Fix(
+        case.ankle,
+        10.0,
+        37.5,
+        127.0,
+        8.0,
+        1.5,
+        90.0,
+        55.0,
+        True,
+        frozenset({"sos", "tamper"}),
+        11.0,
+    )
+    bare = Fix(case.phone, 10.5, 37.6, 127.1)
+    dark = Fix(case.ankle, 9.0, 37.4, 126.9, valid=False, alarms=frozenset({"power_cut"}))
+    ids = store.append_fixes(FixBatch.of([full, bare, dark]), late=[False, False, True])
+    stored = {
+        x.id: (x.fix, x.late) for d in (case.ankle, case.phone) for x in store.fixes_for_device(d)
+    }
+    assert [stored[i] for i in ids] == [
+        (full, False),
+        (dataclasses.replace(bare, received_at=10.5), False),
+        (dataclasses.replace(dark, received_at=9.0), True),
+    ]
     with pytest.raises(Invalid):
-        store.append_fix_columns([case.ankle], [1.0, 2.0], [37.0], [127.0], [5.0], [1.0])
+        store.append_fixes([Fix(case.ankle, 1.0, 37.0, 127.0, alarms=frozenset({"nonsense"}))])
 
 
 def test_latest_fixes_are_the_newest_live_fix_of_each_device(store: Store, case: Case) -> None:

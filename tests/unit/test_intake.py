@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bangpae.adapters.listeners.intake import (
-    ALARMS,
     FIX_RECORD,
     HEADER,
     ChannelError,
@@ -18,6 +17,7 @@ from bangpae.adapters.listeners.intake import (
     pack_fix,
     unpack_fixes,
 )
+from bangpae.domain.batch import ALARMS, FixBatch
 from bangpae.domain.model import Alarm, Fix
 
 optional = st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False))
@@ -41,7 +41,7 @@ fixes = st.builds(
 def test_fixes_cross_the_channel_unchanged(batch: list[Fix]) -> None:
     assert set(ALARMS) == {a.value for a in Alarm}  # every alarm a device may report
     payload = b"".join(pack_fix(f) for f in batch)
-    assert unpack_fixes(payload, lambda _d: True) == batch
+    assert list(FixBatch.concat([unpack_fixes(payload, lambda _d: True)])) == batch
 
 
 def _record(**change: float) -> bytes:
@@ -69,13 +69,13 @@ def test_a_record_out_of_range_is_refused_whole(payload: bytes) -> None:
 
 
 def test_a_worker_sends_fixes_only_for_devices_confirmed_to_it() -> None:
-    assert unpack_fixes(_record(), {7}.__contains__)[0].device_id == 7
+    assert FixBatch.concat([unpack_fixes(_record(), {7}.__contains__)]).device.tolist() == [7]
     with pytest.raises(ChannelError, match="not confirmed"):
         unpack_fixes(_record(), {8}.__contains__)
 
 
 def test_an_alarm_the_channel_does_not_know_is_not_sent_silently() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unheard_of"):
         pack_fix(Fix(7, 1.8e9, 37.5, 127.0, alarms=frozenset({"unheard_of"})))
 
 

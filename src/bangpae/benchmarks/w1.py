@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from geographiclib.geodesic import Geodesic
 
+from bangpae.domain.batch import FixBatch
 from bangpae.domain.geodesy import step_local
 from bangpae.domain.model import Device, DeviceKind, EventKind, Order, Person, PersonKind, Tier
 from bangpae.domain.tiers import next_tier
@@ -192,9 +193,10 @@ def run_once(f: W1Fixes, store: str) -> dict[str, Any]:
         now = EPOCH + t
         times = np.full(n, now)
         t0 = time.perf_counter()
+        batch = FixBatch.positions(ids, times, f.lat[t], f.lon[t], acc)
         if st is not None:
-            st.append_fix_columns(ids, times, f.lat[t], f.lon[t], acc, times)
-        events += engine.ingest_columns(ids, times, f.lat[t], f.lon[t], acc, now)
+            st.append_fixes(batch)
+        events += engine.ingest(batch, now)
         batch_s.append(time.perf_counter() - t0)
     cpu = time.process_time() - cpu0
     if st is not None:

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bangpae.domain import geodesy, tiers
+from bangpae.domain.batch import FixBatch
 from bangpae.domain.health import HealthState, HealthThresholds, step_health
 from bangpae.domain.model import (
     Device,
@@ -324,68 +325,53 @@ class Engine:
 
     # -- ingest -------------------------------------------------------------------------
 
-    def ingest(self, fixes: Sequence[Fix], now: float) -> list[Event]:
+    def ingest(self, fixes: Sequence[Fix] | FixBatch, now: float) -> list[Event]:
         """Apply decoded fixes in arrival order; return the events they cause."""
-        if not fixes:
-            return []
-        n = len(fixes)
-        cols = {
-            "device": np.fromiter((f.device_id for f in fixes), np.int64, n),
-            "t": np.fromiter((f.fix_time for f in fixes), np.float64, n),
-            "lat": np.fromiter((f.lat for f in fixes), np.float64, n),
-            "lon": np.fromiter((f.lon for f in fixes), np.float64, n),
-            "acc": np.fromiter(
-                (_NAN if f.accuracy_m is None else f.accuracy_m for f in fixes), np.float64, n
-            ),
-            "speed": np.fromiter(
-                (_NAN if f.speed_mps is None else f.speed_mps for f in fixes), np.float64, n
-            ),
-            "heading": np.fromiter(
-                (_NAN if f.heading_deg is None else f.heading_deg for f in fixes), np.float64, n
-            ),
-            "valid": np.fromiter((f.valid for f in fixes), np.bool_, n),
-            "received": np.fromiter(
-                (f.fix_time if f.received_at is None else f.received_at for f in fixes),
-                np.float64,
-                n,
-            ),
-        }
-        events, live = self._apply(cols, fixes, now)
-        for j in live.tolist():
-            f = fixes[j]
-            state = self._health.get(f.device_id)
-            if f.alarms or f.battery_pct is not None or (state is not None and state.active):
-                slot = int(self._device_slot[f.device_id])
-                pid = self._person_id(int(self.devices.person[slot]))
-                new, found = step_health(state or HealthState(), f, now, _HEALTH, person_id=pid)
-                self._health[f.device_id] = new
-                events.extend(found)
-        return events
+        return self.ingest_batch(fixes if isinstance(fixes, FixBatch) else FixBatch.of(fixes), now)[
+            0
+        ]
 
-    def ingest_columns(
-        self,
-        device_ids: I64,
-        fix_time: F64,
-        lat: F64,
-        lon: F64,
-        accuracy: F64,
-        now: float,
-    ) -> list[Event]:
-        """Apply valid fixes given as columns (NaN accuracy: unknown); return the events."""
-        n = len(device_ids)
-        nan = np.full(n, _NAN)
+    def ingest_batch(
+        self, batch: FixBatch, now: float
+    ) -> tuple[list[Event], npt.NDArray[np.bool_]]:
+        """Apply a batch in arrival order: the events it causes, and which fixes were late.
+
+        Late fixes are also kept for :meth:`drain_late`.
+        """
+        n = len(batch)
+        if n == 0:
+            return [], np.zeros(0, dtype=np.bool_)
         cols = {
-            "device": np.asarray(device_ids, dtype=np.int64),
-            "t": np.asarray(fix_time, dtype=np.float64),
-            "lat": np.asarray(lat, dtype=np.float64),
-            "lon": np.asarray(lon, dtype=np.float64),
-            "acc": np.asarray(accuracy, dtype=np.float64),
-            "speed": nan,
-            "heading": nan,
-            "valid": np.ones(n, dtype=np.bool_),
-            "received": np.asarray(fix_time, dtype=np.float64),
+            "device": batch.device,
+            "t": batch.t,
+            "lat": batch.lat,
+            "lon": batch.lon,
+            "acc": batch.acc,
+            "speed": batch.speed,
+            "heading": batch.heading,
+            "valid": batch.valid,
+            "received": batch.received_or_fix_time(),
         }
-        return self._apply(cols, None, now)[0]
+        events, live, late = self._apply(cols, now)
+        if late.any():
+            self._late.extend(batch.fix(int(i)) for i in np.flatnonzero(late))
+        # The health step sees fixes with alarms or a battery level, and every fix of a
+        # device whose health state is active: only devices with one of those are looked at.
+        dev = batch.device[live]
+        marked = (batch.alarms[live] != 0) | ~np.isnan(batch.battery[live])
+        watched = [d for d, state in self._health.items() if state.active]
+        if marked.any() or watched:
+            look = np.isin(dev, np.concatenate([dev[marked], np.asarray(watched, np.int64)]))
+            for j in live[look].tolist():
+                f = batch.fix(j)
+                state = self._health.get(f.device_id)
+                if f.alarms or f.battery_pct is not None or (state is not None and state.active):
+                    slot = int(self._device_slot[f.device_id])
+                    pid = self._person_id(int(self.devices.person[slot]))
+                    new, found = step_health(state or HealthState(), f, now, _HEALTH, person_id=pid)
+                    self._health[f.device_id] = new
+                    events.extend(found)
+        return events, late
 
     def drain_late(self) -> list[Fix]:
         """Late fixes set aside since the last call, for retrospective evaluation."""
@@ -393,9 +379,12 @@ class Engine:
         return late
 
     def _apply(
-        self, c: dict[str, npt.NDArray[np.generic]], fixes: Sequence[Fix] | None, now: float
-    ) -> tuple[list[Event], I64]:
-        """Route late and duplicate fixes aside, decide on the live ones; return their indices."""
+        self, c: dict[str, npt.NDArray[np.generic]], now: float
+    ) -> tuple[list[Event], I64, npt.NDArray[np.bool_]]:
+        """Route late and duplicate fixes aside, decide on the live ones.
+
+        Returns the events, the indices of the live fixes and the mask of the late ones.
+        """
         dev_ids = c["device"].astype(np.int64)
         n = len(dev_ids)
         known = (dev_ids >= 0) & (dev_ids < len(self._device_slot))
@@ -429,17 +418,14 @@ class Engine:
         live[order] = live_sorted & (sd >= 0)
         late = np.zeros(n, dtype=np.bool_)
         late[order] = late_sorted & (sd >= 0)
-        if fixes is not None and late.any():
-            self._late.extend(fixes[i] for i in np.flatnonzero(late))
         idx = np.flatnonzero(live)
         if len(idx) == 0:
-            return [], idx
-        return self._apply_live(c, fixes, idx, dslot[idx], now), idx
+            return [], idx, late
+        return self._apply_live(c, idx, dslot[idx], now), idx, late
 
     def _apply_live(
         self,
         c: dict[str, npt.NDArray[np.generic]],
-        fixes: Sequence[Fix] | None,
         idx: I64,
         ds: I64,
         now: float,
@@ -529,7 +515,7 @@ class Engine:
         if deg.sum() > 0:
             events.extend(
                 self._evaluate(
-                    person, deg, start, flat, t, lat, lon, acc, valid, vx, vy, fixes, idx, c, now
+                    person, deg, start, flat, t, lat, lon, acc, valid, vx, vy, idx, c, now
                 )
             )
 
@@ -590,7 +576,6 @@ class Engine:
         valid: npt.NDArray[np.bool_],
         vx: F64,
         vy: F64,
-        fixes: Sequence[Fix] | None,
         idx: I64,
         c: dict[str, npt.NDArray[np.generic]],
         now: float,
@@ -1057,14 +1042,21 @@ class Engine:
             return []
         return [int(self.orders.id[s]) for s in self._orders_of_person[slot]]
 
-    def orders_touched(self, device_ids: Iterable[int]) -> set[int]:
+    def orders_touched(self, device_ids: Iterable[int] | I64) -> set[int]:
         """Ids of the orders whose parties include these devices' people."""
-        out: set[int] = set()
-        for d in set(device_ids):
-            if self.knows_device(d):
-                person = int(self.devices.person[int(self._device_slot[d])])
-                out.update(int(self.orders.id[s]) for s in self._orders_of_person[person])
-        return out
+        ids = np.unique(
+            np.fromiter(device_ids, np.int64)
+            if not isinstance(device_ids, np.ndarray)
+            else device_ids
+        )
+        ids = ids[(ids >= 0) & (ids < len(self._device_slot))]
+        slots = self._device_slot[ids]
+        person = np.unique(self.devices.person[slots[slots >= 0]])
+        start, flat = self._orders_csr()
+        person = person[person + 1 < len(start)]  # people added since the index was built
+        deg = start[person + 1] - start[person]
+        offs = np.arange(int(deg.sum())) - np.repeat(np.cumsum(deg) - deg, deg)
+        return set(self.orders.id[flat[np.repeat(start[person], deg) + offs]].tolist())
 
     def set_misuse_pause(self, order_id: int, paused: bool) -> None:
         """Pause (or resume) the victim's live view of an order after a misuse review."""

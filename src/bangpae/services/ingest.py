@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bangpae.domain import incidents, playbooks, retro
+from bangpae.domain.batch import FixBatch, PackedFixes
 from bangpae.domain.model import Event, Fix
 from bangpae.engine.engine import Engine
 
@@ -57,7 +58,7 @@ class IngestStats:
 
 @dataclass
 class _Pending:
-    fixes: list[Fix]
+    fixes: FixBatch | PackedFixes
     future: asyncio.Future[list[int]]
 
 
@@ -134,13 +135,13 @@ class Ingest:
 
     # -- intake -------------------------------------------------------------------------
 
-    async def submit(self, fixes: list[Fix]) -> list[int]:
+    async def submit(self, fixes: Sequence[Fix] | FixBatch | PackedFixes) -> list[int]:
         """Queue fixes; return their stored ids once durably committed and evaluated."""
-        if not fixes:
+        if not len(fixes):
             return []
         return await self.enqueue(fixes)
 
-    def enqueue(self, fixes: list[Fix]) -> asyncio.Future[list[int]]:
+    def enqueue(self, fixes: Sequence[Fix] | FixBatch | PackedFixes) -> asyncio.Future[list[int]]:
         """Queue fixes; the future gets their stored ids once durably committed and evaluated.
 
         For callers that wait by callback rather than by ``await`` (a protocol's
@@ -149,10 +150,11 @@ class Ingest:
         if self._queue is None:
             raise RuntimeError("ingest is not started")
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        if not fixes:
+        batch = fixes if isinstance(fixes, FixBatch | PackedFixes) else FixBatch.of(fixes)
+        if not len(batch):
             fut.set_result([])
         else:
-            self._queue.put_nowait(_Pending(list(fixes), fut))  # unbounded: never waits
+            self._queue.put_nowait(_Pending(batch, fut))  # unbounded: never waits
         return fut
 
     async def _run(self) -> None:
@@ -189,13 +191,11 @@ class Ingest:
                     q.task_done()
 
     async def _process(self, batch: list[_Pending]) -> None:
-        fixes = [f for p in batch for f in p.fixes]
+        fixes = FixBatch.concat([p.fixes for p in batch])
         now = self.clock.now()
         async with self._lock:
-            events = self.engine.ingest(fixes, now)
+            events, late_flags = self.engine.ingest_batch(fixes, now)
             late = self.engine.drain_late()
-        late_ids = {id(f) for f in late}
-        late_flags = [id(f) in late_ids for f in fixes]
         ids, new_events = await asyncio.get_running_loop().run_in_executor(
             self._writer, self._commit, fixes, late_flags, events, late
         )
@@ -212,7 +212,7 @@ class Ingest:
         if new_events:
             await self.bus.publish(new_events)
         if self._watchers:
-            self._announce(self.engine.orders_touched(f.device_id for f in fixes))
+            self._announce(self.engine.orders_touched(fixes.device))
 
     def watch(self) -> asyncio.Queue[set[int]]:
         """A queue of the order ids each committed batch touched (for live streams)."""
@@ -233,7 +233,7 @@ class Ingest:
             q.put_nowait(touched)
 
     def _commit(
-        self, fixes: list[Fix], late_flags: list[bool], events: list[Event], late: list[Fix]
+        self, fixes: FixBatch, late_flags: Any, events: list[Event], late: list[Fix]
     ) -> tuple[list[int], list[Event]]:
         """Runs in a worker thread: retro evaluation of late fixes, then one transaction."""
         events = events + self._retro(late)

@@ -86,7 +86,8 @@ class Escalation:
 
     def _due(self, now: float) -> list[tuple[Any, Event]]:
         out = []
-        for u in self.store.unacknowledged_incidents("critical"):
+        # none opened later than after_s ago can be due: their first page comes after_s on
+        for u in self.store.unacknowledged_incidents("critical", opened_by=now - self.after_s):
             if now < next_page_at(u.opened_at, u.last_page_at, self.after_s, self.every_s):
                 continue
             page = u.pages + 1

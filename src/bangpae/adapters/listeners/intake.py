@@ -45,7 +45,8 @@ from prometheus_client import CollectorRegistry
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.listeners.tcp import BACKLOG, CODECS, Sender, TcpListener
 from bangpae.adapters.loop import run as run_loop
-from bangpae.domain.model import Alarm, Fix
+from bangpae.domain.batch import ALARM_SETS, RECORD, PackedFixes, alarm_mask
+from bangpae.domain.model import Fix
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,9 @@ DEVICE_REPLY = struct.Struct("<IqB")
 BOUND = struct.Struct("<Iq")
 COMMAND = struct.Struct("<II")
 # device id, fix time, lat, lon, accuracy, speed, heading, battery, valid, alarms, received
-# (an absent optional value travels as NaN; alarms as a bit set over ALARMS)
+# (the domain's batch.RECORD: an absent optional value travels as NaN, alarms as a bit set)
 FIX_RECORD = struct.Struct("<qdddddddBHd")
-ALARMS = tuple(a.value for a in Alarm)  # the domain's alarms, each a bit
-_ALARM_BIT = {name: 1 << i for i, name in enumerate(ALARMS)}
-ALARM_SETS = tuple(
-    frozenset(name for i, name in enumerate(ALARMS) if mask >> i & 1)
-    for mask in range(1 << len(ALARMS))
-)
+assert RECORD.itemsize == FIX_RECORD.size  # the records the main process reads as columns
 METRICS_EVERY_S = 0.25
 NAN = math.nan
 
@@ -76,9 +72,6 @@ def message(kind: bytes, payload: bytes) -> bytes:
 
 def pack_fix(f: Fix) -> bytes:
     """A fix as its record; ValueError for an alarm the channel does not know."""
-    mask = 0
-    for name in f.alarms:
-        mask |= _ALARM_BIT[name]  # KeyError -> refused by the caller
     return FIX_RECORD.pack(
         f.device_id,
         f.fix_time,
@@ -89,7 +82,7 @@ def pack_fix(f: Fix) -> bytes:
         NAN if f.heading_deg is None else f.heading_deg,
         NAN if f.battery_pct is None else f.battery_pct,
         1 if f.valid else 0,
-        mask,
+        alarm_mask(f.alarms),
         NAN if f.received_at is None else f.received_at,
     )
 
@@ -98,33 +91,21 @@ class ChannelError(Exception):
     """A message that breaks the channel's rules: the sender is not to be trusted."""
 
 
-def unpack_fixes(payload: bytes | memoryview, allowed: Callable[[int], bool]) -> list[Fix]:
-    """Fix records back into fixes, each checked again; ChannelError on the first bad one."""
+def unpack_fixes(payload: bytes | memoryview, allowed: Callable[[int], bool]) -> PackedFixes:
+    """Fix records, each checked again; ChannelError on the first bad one.
+
+    They stay packed: the batch they join is turned into columns at once.
+    """
     if len(payload) % FIX_RECORD.size:
         raise ChannelError("fix records of a wrong size")
-    out = []
-    for dev, t, lat, lon, acc, spd, hdg, bat, valid, mask, recv in FIX_RECORD.iter_unpack(payload):
+    sets = len(ALARM_SETS)
+    for dev, t, lat, lon, _, _, _, _, valid, mask, _ in FIX_RECORD.iter_unpack(payload):
         # NaN fails every comparison: a missing time or position is refused here too
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0 and 0.0 <= t < 1e11):
             raise ChannelError(f"fix of device {dev} out of range")
-        if mask >= len(ALARM_SETS) or valid > 1 or not allowed(dev):
+        if mask >= sets or valid > 1 or not allowed(dev):
             raise ChannelError(f"fix of device {dev} not confirmed to this worker")
-        out.append(
-            Fix(
-                dev,
-                t,
-                lat,
-                lon,
-                acc if acc == acc else None,
-                spd if spd == spd else None,
-                hdg if hdg == hdg else None,
-                bat if bat == bat else None,
-                valid == 1,
-                ALARM_SETS[mask],
-                recv if recv == recv else None,
-            )
-        )
-    return out
+    return PackedFixes(bytes(payload))
 
 
 class MessageReader(asyncio.Protocol):
@@ -239,7 +220,7 @@ class WorkerGateway:
         for fixes, fut in pending:
             try:
                 records.append(b"".join(pack_fix(f) for f in fixes))
-            except (KeyError, struct.error) as exc:
+            except (ValueError, struct.error) as exc:
                 fut.set_exception(ValueError(f"a fix the channel cannot carry: {exc!r}"))
                 continue
             futures.append(fut)

@@ -78,8 +78,13 @@ class ResponseStore(StoreBase):
 
     # -- incidents ---------------------------------------------------------------------
 
-    def unacknowledged_incidents(self, priority: str = "critical") -> list[Unacknowledged]:
-        """Incidents still ``open`` (nobody acknowledged them) at this priority, oldest first."""
+    def unacknowledged_incidents(
+        self, priority: str = "critical", opened_by: float | None = None
+    ) -> list[Unacknowledged]:
+        """Incidents still ``open`` (nobody acknowledged them) at this priority, oldest first.
+
+        ``opened_by``: only those opened at or before then.
+        """
         i, e = s.incidents, s.incident_entries
         pages = (
             select(e.c.incident_id, func.count().label("pages"), func.max(e.c.at).label("last"))
@@ -93,6 +98,8 @@ class ResponseStore(StoreBase):
             .where(and_(i.c.status == "open", i.c.priority == priority))
             .order_by(i.c.opened_at, i.c.id)
         )
+        if opened_by is not None:
+            q = q.where(i.c.opened_at <= opened_by)
         with self._read() as c:
             rows = c.execute(q).all()
         return [

@@ -59,6 +59,7 @@ from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.response import ResponseStore
 from bangpae.adapters.store.retention import RetentionStore
 from bangpae.adapters.store.sealed import SealedFields
+from bangpae.domain.batch import ALARM_TEXT, FixBatch
 from bangpae.domain.model import (
     Device,
     DeviceKind,
@@ -91,16 +92,11 @@ _LOCK_MIGRATE = 0x62616E6770610001
 _LOCK_INCIDENTS = 0x62616E6770610002
 _LOCK_AUDIT = 0x62616E6770610003
 
-_FIX_COLUMNS = "device_id, fix_time, received_at, lat, lon, accuracy_m, valid, alarms, late, hold"
-_SQLITE_FIX_COLUMNS_INSERT = (
-    f"INSERT INTO fixes ({_FIX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, '', 0, 0)"
-)
 _SQLITE_FIX_INSERT = (
     "INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, accuracy_m, speed_mps,"
     " heading_deg, battery_pct, valid, alarms, late, hold)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 )
-_PG_FIX_COLUMNS_COPY = f"COPY fixes ({_FIX_COLUMNS}) FROM STDIN"
 
 # Events and incident grouping run on the single writer for every event of every batch:
 # their statements are built once, so an event only binds parameters (building a
@@ -279,6 +275,63 @@ def _fits(column: Column[Any], value: str | None) -> None:
     length = getattr(column.type, "length", None)
     if value is not None and length is not None and len(value) > length:
         raise Invalid(f"{column.name} is longer than {length} characters")
+
+
+# a fix row's columns, in the order of _SQLITE_FIX_INSERT's parameters
+_FIX_ROW = (
+    "device_id",
+    "fix_time",
+    "received_at",
+    "lat",
+    "lon",
+    "accuracy_m",
+    "speed_mps",
+    "heading_deg",
+    "battery_pct",
+    "valid",
+    "alarms",
+    "late",
+)
+
+
+def _batch_of(fixes: Sequence[Fix]) -> FixBatch:
+    try:
+        return FixBatch.of(fixes)
+    except ValueError as exc:  # an alarm the store does not know
+        raise Invalid(str(exc)) from exc
+
+
+def _or_none(column: npt.NDArray[np.float64]) -> list[float | None]:
+    """A column's values with None for NaN (an unknown value is NULL)."""
+    missing = np.isnan(column)
+    if not missing.any():
+        return column.tolist()  # type: ignore[no-any-return]
+    values = column.astype(object)
+    values[missing] = None
+    return values.tolist()  # type: ignore[no-any-return]
+
+
+def _fix_rows(batch: FixBatch, late: npt.NDArray[np.bool_]) -> list[tuple[Any, ...]]:
+    """The batch's rows as the driver binds them, columns in the order of _FIX_ROW."""
+    alarms = batch.alarms
+    text = [ALARM_TEXT[m] for m in alarms.tolist()] if alarms.any() else [""] * len(batch)
+    return list(
+        zip(
+            batch.device.tolist(),
+            batch.t.tolist(),
+            batch.received_or_fix_time().tolist(),
+            batch.lat.tolist(),
+            batch.lon.tolist(),
+            _or_none(batch.acc),
+            _or_none(batch.speed),
+            _or_none(batch.heading),
+            _or_none(batch.battery),
+            batch.valid.tolist(),
+            text,
+            late.tolist(),
+            strict=True,
+        )
+    )
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -583,69 +636,37 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
 
     # -- fixes -------------------------------------------------------------------------
 
-    @staticmethod
-    def _fix_row(f: Fix, late: bool) -> dict[str, Any]:
-        return {
-            "device_id": f.device_id,
-            "fix_time": f.fix_time,
-            "received_at": f.received_at if f.received_at is not None else f.fix_time,
-            "lat": f.lat,
-            "lon": f.lon,
-            "accuracy_m": f.accuracy_m,
-            "speed_mps": f.speed_mps,
-            "heading_deg": f.heading_deg,
-            "battery_pct": f.battery_pct,
-            "valid": bool(f.valid),
-            "alarms": ",".join(sorted(f.alarms)),
-            "late": bool(late),
-            "hold": False,
-        }
-
     def _insert_fixes(
-        self, c: Connection, fixes: Sequence[Fix], late: Sequence[bool] | None
+        self,
+        c: Connection,
+        fixes: Sequence[Fix] | FixBatch,
+        late: Sequence[bool] | npt.NDArray[np.bool_] | None,
     ) -> list[int]:
-        if not fixes:
+        batch = fixes if isinstance(fixes, FixBatch) else _batch_of(fixes)
+        n = len(batch)
+        if not n:
             return []
-        flags = [False] * len(fixes) if late is None else list(late)
-        if len(flags) != len(fixes):
-            raise Invalid(f"{len(fixes)} fixes but {len(flags)} late flags")
+        flags = np.zeros(n, dtype=np.bool_) if late is None else np.asarray(late, dtype=np.bool_)
+        if len(flags) != n:
+            raise Invalid(f"{n} fixes but {len(flags)} late flags")
+        rows = _fix_rows(batch, flags)
         if self.dialect == "sqlite":
-            return self._insert_fixes_sqlite(c, fixes, flags)
-        rows = [self._fix_row(f, x) for f, x in zip(fixes, flags, strict=True)]
-        for row in rows:
-            _fits(s.fixes.c.alarms, row["alarms"])
+            return self._insert_fixes_sqlite(c, rows)
         stmt = s.fixes.insert().returning(s.fixes.c.id, sort_by_parameter_order=True)
         try:
-            return [int(x) for x in c.execute(stmt, rows).scalars()]
+            return [
+                int(x)
+                for x in c.execute(
+                    stmt, [dict(zip(_FIX_ROW, r, strict=True)) for r in rows]
+                ).scalars()
+            ]
         except IntegrityError as exc:  # the only constraint a fix can break: its device
             raise NotFound("a fix refers to a device that does not exist") from exc
 
     @staticmethod
-    def _insert_fixes_sqlite(c: Connection, fixes: Sequence[Fix], late: list[bool]) -> list[int]:
+    def _insert_fixes_sqlite(c: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
         # The driver's executemany on plain tuples: building and compiling a parameter dict
         # per row cost the single writer more than SQLite's own work.
-        rows = []
-        for f, x in zip(fixes, late, strict=True):
-            alarms = ",".join(sorted(f.alarms)) if f.alarms else ""
-            if alarms:
-                _fits(s.fixes.c.alarms, alarms)
-            received = f.received_at if f.received_at is not None else f.fix_time
-            rows.append(
-                (
-                    f.device_id,
-                    f.fix_time,
-                    received,
-                    f.lat,
-                    f.lon,
-                    f.accuracy_m,
-                    f.speed_mps,
-                    f.heading_deg,
-                    f.battery_pct,
-                    bool(f.valid),
-                    alarms,
-                    bool(x),
-                )
-            )
         raw = c.connection.dbapi_connection
         if raw is None:  # pragma: no cover - a checked-out connection always has one
             raise RuntimeError("no database connection")
@@ -665,52 +686,14 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             raise RuntimeError("fix ids were not assigned in sequence")
         return list(range(first, last + 1))
 
-    def append_fixes(self, fixes: Sequence[Fix], late: Sequence[bool] | None = None) -> list[int]:
+    def append_fixes(
+        self, fixes: Sequence[Fix] | FixBatch, late: Sequence[bool] | None = None
+    ) -> list[int]:
         """Append fixes in one transaction; committed (durable) when this returns."""
-        if not fixes:
+        if not len(fixes):
             return []
         with self._write() as c:
             return self._insert_fixes(c, fixes, late)
-
-    def append_fix_columns(
-        self,
-        device_id: npt.ArrayLike,
-        fix_time: npt.ArrayLike,
-        lat: npt.ArrayLike,
-        lon: npt.ArrayLike,
-        accuracy: npt.ArrayLike,
-        received_at: npt.ArrayLike,
-    ) -> None:
-        """Bulk-append valid, live fixes given as numpy columns (NaN accuracy: unknown)."""
-        acc = np.asarray(accuracy, dtype=np.float64)
-        acc_or_none = acc.astype(object)
-        acc_or_none[np.isnan(acc)] = None
-        columns = [
-            np.asarray(device_id, dtype=np.int64).tolist(),
-            np.asarray(fix_time, dtype=np.float64).tolist(),
-            np.asarray(received_at, dtype=np.float64).tolist(),
-            np.asarray(lat, dtype=np.float64).tolist(),
-            np.asarray(lon, dtype=np.float64).tolist(),
-            acc_or_none.tolist(),
-        ]
-        if len({len(col) for col in columns}) != 1:
-            raise Invalid("fix columns differ in length")
-        if not columns[0]:
-            return
-        with self._write() as c:
-            raw = c.connection.dbapi_connection
-            if raw is None:  # pragma: no cover - a checked-out connection always has one
-                raise RuntimeError("no database connection")
-            cur: Any = raw.cursor()  # the driver's own cursor: sqlite3 or psycopg
-            try:
-                if self.dialect == "sqlite":
-                    cur.executemany(_SQLITE_FIX_COLUMNS_INSERT, zip(*columns, strict=True))
-                else:
-                    with cur.copy(_PG_FIX_COLUMNS_COPY) as copy:
-                        for row in zip(*columns, strict=True):
-                            copy.write_row((*row, True, "", False, False))
-            finally:
-                cur.close()
 
     @staticmethod
     def _stored(r: Row[Any]) -> StoredFix:
@@ -943,8 +926,8 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
 
     def record_batch(
         self,
-        fixes: Sequence[Fix],
-        late: Sequence[bool],
+        fixes: Sequence[Fix] | FixBatch,
+        late: Sequence[bool] | npt.NDArray[np.bool_],
         plans: Sequence[tuple[Event, str | None, str | None]],
     ) -> tuple[list[int], list[Event]]:
         """One transaction: fixes, new events, and the incidents they open or join.
@@ -955,7 +938,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         its kind when there is one, so its timeline shows how it ended.
         Returns the fixes' ids and the events that were new.
         """
-        if not fixes and not plans:
+        if not len(fixes) and not plans:
             return [], []
         with self._write() as c:
             ids = self._insert_fixes(c, fixes, late)
