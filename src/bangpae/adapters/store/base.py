@@ -1,16 +1,18 @@
-"""What the store's mixins share: the timeline entry of a person's action, and what they
-may use of :class:`~bangpae.adapters.store.store.Store`, declared once for type checkers
-(``Store`` itself provides each of those).
+"""What the store's mixins share: the timeline entry of a person's action, bulk inserts
+that keep SQLAlchemy's per-row work off the single writer, and what they may use of
+:class:`~bangpae.adapters.store.store.Store`, declared once for type checkers (``Store``
+itself provides each of those).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection, Row
+from sqlalchemy import JSON, Column, Connection, Row, Table
 
 from bangpae.adapters.store import schema as s
 
@@ -38,8 +40,61 @@ def insert_action_entry(
     )
 
 
+def sqlite_insert(
+    c: Connection, table: str | None, sql: str, rows: Sequence[tuple[Any, ...]]
+) -> list[int]:
+    """Run an INSERT for each row on the driver's cursor; the rows' ids in ``table``, in
+    order (none when no table is named)."""
+    raw = c.connection.dbapi_connection
+    if raw is None:  # pragma: no cover - a checked-out connection always has one
+        raise RuntimeError("no database connection")
+    cur: Any = raw.cursor()
+    if table is None:
+        try:
+            cur.executemany(sql, rows)
+        finally:
+            cur.close()
+        return []
+    try:
+        # Under BEGIN IMMEDIATE this is the only writer and SQLite gives each new row
+        # max(rowid) + 1: the rows' ids are the next len(rows) after the largest.
+        first = int(cur.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]) + 1
+        cur.executemany(sql, rows)
+        last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
+    finally:
+        cur.close()
+    if last - first + 1 != len(rows):  # pragma: no cover - only at the end of the rowid range
+        raise RuntimeError(f"{table} ids were not assigned in sequence")
+    return list(range(first, last + 1))
+
+
 class StoreBase:
     """The base of every store mixin."""
+
+    def _insert_rows(
+        self, c: Connection, table: Table, rows: list[dict[str, Any]], ids: bool = True
+    ) -> list[int]:
+        """Insert rows (all with the same keys) in order; their generated ids, in that order
+        (none unless ``ids``: for a table whose key is not generated).
+
+        On SQLite through the driver's executemany on plain tuples: building and compiling
+        a parameter set per row cost the single writer more than SQLite's own work.
+        """
+        if not rows:
+            return []
+        if self.dialect != "sqlite":
+            if not ids:
+                c.execute(table.insert(), rows)
+                return []
+            stmt = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+            return [int(x) for x in c.execute(stmt, rows).scalars()]
+        names = list(rows[0])
+        json_cols = {k for k in names if isinstance(table.c[k].type, JSON)}
+        params = [tuple(json.dumps(r[k]) if k in json_cols else r[k] for k in names) for r in rows]
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        )
+        return sqlite_insert(c, table.name if ids else None, sql, params)
 
     if TYPE_CHECKING:  # provided by Store
         _audit_lock: threading.Lock

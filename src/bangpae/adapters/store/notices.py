@@ -101,9 +101,8 @@ class NoticeStore(StoreBase):
             }
             for notice, delivery in sent
         ]
-        stmt = insert(s.notices).returning(s.notices.c.id, sort_by_parameter_order=True)
         with self._write() as c:
-            return [int(x) for x in c.execute(stmt, rows).scalars()]
+            return self._insert_rows(c, s.notices, rows)
 
     def notices(
         self,

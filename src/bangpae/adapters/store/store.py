@@ -52,7 +52,7 @@ from sqlalchemy.pool import StaticPool
 from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.auth import AuthStore
-from bangpae.adapters.store.base import insert_action_entry
+from bangpae.adapters.store.base import insert_action_entry, sqlite_insert
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
@@ -107,6 +107,7 @@ _EVENT_INSERT = {
     .returning(s.events.c.id)
     for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", pg_dialect))
 }
+_EVENT_IDS = select(s.events.c.id).where(s.events.c.id.in_(bindparam("ids", expanding=True)))
 # Which of these event ids have a timeline entry at all (most have none: no lookup each).
 _ENTRY_EVENT_IDS = (
     select(s.incident_entries.c.event_id)
@@ -133,25 +134,34 @@ def _open_incident_query(scope: ColumnElement[bool]) -> Select[Any]:
     final: list[BindParameter[str]] = [
         bindparam(f"final_{k}", status) for k, status in enumerate(FINAL)
     ]
-    return (
-        select(i.c.id, i.c.updated_at)
-        .where(and_(scope, i.c.kind == bindparam("kind"), i.c.status.not_in(final)))
-        .order_by(i.c.id)
-        .limit(1)
+    return select(i.c.id, i.c.updated_at, i.c.order_id, i.c.person_id, i.c.kind).where(
+        and_(scope, i.c.status.not_in(final))
     )
 
 
-# The open incident of a kind for an order; for a person (events of no order); or, for
-# events of neither, the one of neither (``== None`` would never match: IS NULL).
-_OPEN_OF_ORDER = _open_incident_query(s.incidents.c.order_id == bindparam("order_id"))
-_OPEN_OF_PERSON = _open_incident_query(
-    and_(s.incidents.c.order_id.is_(None), s.incidents.c.person_id == bindparam("person_id"))
+# The open incidents of some orders; of some people (events of no order); and, for events
+# of neither, those of neither (``== None`` would never match: IS NULL).
+_OPEN_OF_ORDERS = _open_incident_query(s.incidents.c.order_id.in_(bindparam("ids", expanding=True)))
+_OPEN_OF_PEOPLE = _open_incident_query(
+    and_(
+        s.incidents.c.order_id.is_(None),
+        s.incidents.c.person_id.in_(bindparam("ids", expanding=True)),
+    )
 )
 _OPEN_OF_NOBODY = _open_incident_query(
     and_(s.incidents.c.order_id.is_(None), s.incidents.c.person_id.is_(None))
 )
-_INCIDENT_INSERT = s.incidents.insert()
-_ENTRY_INSERT = s.incident_entries.insert()
+
+
+def _scope(order_id: int | None, person_id: int | None) -> tuple[str, int | None]:
+    """Whose incidents an event joins: its order's, else its person's, else nobody's."""
+    if order_id is not None:
+        return ("order", int(order_id))
+    if person_id is not None:
+        return ("person", int(person_id))
+    return ("nobody", None)
+
+
 _TOUCH_INCIDENT = (
     s.incidents.update()
     .where(s.incidents.c.id == bindparam("incident_id"))
@@ -651,7 +661,10 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             raise Invalid(f"{n} fixes but {len(flags)} late flags")
         rows = _fix_rows(batch, flags)
         if self.dialect == "sqlite":
-            return self._insert_fixes_sqlite(c, rows)
+            try:
+                return sqlite_insert(c, "fixes", _SQLITE_FIX_INSERT, rows)
+            except sqlite3.IntegrityError as exc:  # the only constraint a fix can break
+                raise NotFound("a fix refers to a device that does not exist") from exc
         stmt = s.fixes.insert().returning(s.fixes.c.id, sort_by_parameter_order=True)
         try:
             return [
@@ -662,29 +675,6 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             ]
         except IntegrityError as exc:  # the only constraint a fix can break: its device
             raise NotFound("a fix refers to a device that does not exist") from exc
-
-    @staticmethod
-    def _insert_fixes_sqlite(c: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
-        # The driver's executemany on plain tuples: building and compiling a parameter dict
-        # per row cost the single writer more than SQLite's own work.
-        raw = c.connection.dbapi_connection
-        if raw is None:  # pragma: no cover - a checked-out connection always has one
-            raise RuntimeError("no database connection")
-        cur: Any = raw.cursor()
-        try:
-            # Under BEGIN IMMEDIATE this is the only writer and SQLite gives each new row
-            # max(rowid) + 1: the batch's ids are the next len(rows) after the largest.
-            first = int(cur.execute("SELECT coalesce(max(id), 0) FROM fixes").fetchone()[0]) + 1
-            try:
-                cur.executemany(_SQLITE_FIX_INSERT, rows)
-            except sqlite3.IntegrityError as exc:  # the only constraint a fix can break
-                raise NotFound("a fix refers to a device that does not exist") from exc
-            last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
-        finally:
-            cur.close()
-        if last - first + 1 != len(rows):  # pragma: no cover - only at the end of the rowid range
-            raise RuntimeError("fix ids were not assigned in sequence")
-        return list(range(first, last + 1))
 
     def append_fixes(
         self, fixes: Sequence[Fix] | FixBatch, late: Sequence[bool] | None = None
@@ -819,7 +809,15 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         if not events:
             return []
         unique = list({e.id: e for e in events}.values())
-        stmt = _EVENT_INSERT["postgresql" if self.dialect == "postgresql" else "sqlite"]
+        if self.dialect == "sqlite":  # the only writer: the ids not stored yet are the new ones
+            ids = [e.id for e in unique]
+            stored: set[str] = set()
+            for k in range(0, len(ids), _IN_CHUNK):
+                stored.update(c.execute(_EVENT_IDS, {"ids": ids[k : k + _IN_CHUNK]}).scalars())
+            new = [e for e in unique if e.id not in stored]
+            self._insert_rows(c, s.events, [self._event_row(e) for e in new], ids=False)
+            return new
+        stmt = _EVENT_INSERT["postgresql"]
         inserted = set(c.execute(stmt, [self._event_row(e) for e in unique]).scalars())
         return [e for e in unique if e.id in inserted]
 
@@ -848,17 +846,24 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         whether it was opened, or None when an event that opens nothing found no open
         incident of its kind to join.
         """
-        results: list[tuple[int, bool] | None] = []
-        entries: list[dict[str, Any]] = []
-        added: dict[tuple[str, str], int] = {}  # (event id, kind) -> incident, this call
-        with_entries: set[str] | None = None
-        for e, kind, priority in plans:
+        if not plans:
+            return []
+        for _, kind, priority in plans:
             if priority is not None and priority not in PRIORITIES:
                 raise Invalid(f"unknown priority {priority!r}")
             _fits(s.incidents.c.kind, kind)
-            if with_entries is None:  # the lock is held to the commit: take it once
-                self._pg_lock(c, _LOCK_INCIDENTS)
-                with_entries = self._event_ids_with_entries(c, [x.id for x, _, _ in plans])
+        self._pg_lock(c, _LOCK_INCIDENTS)  # held to the commit
+        with_entries = self._event_ids_with_entries(c, [x.id for x, _, _ in plans])
+        # The open incidents of the events' orders, people and of nobody, read at once:
+        # scope -> [id, updated_at] of the oldest open one of each kind. An incident opened
+        # here is known by a placeholder, -1 for the first, until the rows are inserted.
+        open_now = self._open_incidents(c, [e for e, _, _ in plans])
+        new_rows: list[dict[str, Any]] = []
+        touched: dict[int, float] = {}
+        results: list[tuple[int, bool] | None] = []
+        entries: list[dict[str, Any]] = []
+        added: dict[tuple[str, str], int] = {}  # (event id, kind) -> incident, this call
+        for e, kind, priority in plans:
             # A replayed event never opens a second incident, even after the first was
             # closed. The entries of this call are inserted at its end: look them up here.
             if e.id in with_entries:
@@ -869,37 +874,35 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             if (e.id, kind) in added:
                 results.append((added[e.id, kind], False))
                 continue
-            if e.order_id is not None:
-                query, scope = _OPEN_OF_ORDER, {"order_id": e.order_id}
-            elif e.person_id is not None:
-                query, scope = _OPEN_OF_PERSON, {"person_id": e.person_id}
-            else:
-                query, scope = _OPEN_OF_NOBODY, {}
-            row = c.execute(query, {**scope, "kind": kind}).first()
-            created = row is None
-            if row is None:
+            key = (_scope(e.order_id, e.person_id), kind)
+            found = open_now.get(key)
+            created = found is None
+            if found is None:
                 if priority is None:
                     results.append(None)
                     continue
-                iid = _new_id(
-                    c.execute(
-                        _INCIDENT_INSERT,
-                        {
-                            "kind": kind,
-                            "priority": priority,
-                            "status": "open",
-                            "order_id": e.order_id,
-                            "person_id": e.person_id,
-                            "opened_at": e.at,
-                            "updated_at": e.at,
-                            "late": bool(e.late),
-                        },
-                    )
+                new_rows.append(
+                    {
+                        "kind": kind,
+                        "priority": priority,
+                        "status": "open",
+                        "order_id": e.order_id,
+                        "person_id": e.person_id,
+                        "opened_at": e.at,
+                        "updated_at": e.at,
+                        "late": bool(e.late),
+                    }
                 )
+                iid = -len(new_rows)
+                open_now[key] = [iid, e.at]
             else:
-                iid = int(row.id)
-                if e.at > row.updated_at:
-                    c.execute(_TOUCH_INCIDENT, {"incident_id": iid, "new_updated_at": e.at})
+                iid = int(found[0])
+                if e.at > found[1]:
+                    found[1] = e.at
+                    if iid < 0:
+                        new_rows[-iid - 1]["updated_at"] = e.at
+                    else:
+                        touched[iid] = e.at
             entries.append(
                 {
                     "incident_id": iid,
@@ -913,9 +916,40 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             )
             added[e.id, kind] = iid
             results.append((iid, created))
-        if entries:  # in the order of the events, as if added one by one
-            c.execute(_ENTRY_INSERT, entries)
-        return results
+        new_ids = self._insert_rows(c, s.incidents, new_rows)
+
+        def real(iid: int) -> int:
+            return iid if iid >= 0 else new_ids[-iid - 1]
+
+        if touched:
+            c.execute(
+                _TOUCH_INCIDENT,
+                [{"incident_id": i, "new_updated_at": at} for i, at in touched.items()],
+            )
+        for entry in entries:  # in the order of the events, as if added one by one
+            entry["incident_id"] = real(entry["incident_id"])
+        self._insert_rows(c, s.incident_entries, entries)
+        return [None if r is None else (real(r[0]), r[1]) for r in results]
+
+    def _open_incidents(
+        self, c: Connection, events: Sequence[Event]
+    ) -> dict[tuple[tuple[str, int | None], str], list[Any]]:
+        """(scope, kind) -> [id, updated_at] of the oldest open incident, for these events."""
+        orders = sorted({e.order_id for e in events if e.order_id is not None})
+        people = sorted(
+            {e.person_id for e in events if e.order_id is None and e.person_id is not None}
+        )
+        nobody = any(e.order_id is None and e.person_id is None for e in events)
+        rows: list[Row[Any]] = []
+        for scope, values in ((_OPEN_OF_ORDERS, orders), (_OPEN_OF_PEOPLE, people)):
+            for k in range(0, len(values), _IN_CHUNK):
+                rows += c.execute(scope, {"ids": values[k : k + _IN_CHUNK]}).all()
+        if nobody:
+            rows += c.execute(_OPEN_OF_NOBODY).all()
+        out: dict[tuple[tuple[str, int | None], str], list[Any]] = {}
+        for r in sorted(rows, key=lambda r: int(r.id)):
+            out.setdefault((_scope(r.order_id, r.person_id), r.kind), [int(r.id), r.updated_at])
+        return out
 
     def record_incident(self, kind: str, priority: str, event: Event) -> tuple[int, bool]:
         """Join the open incident of this kind for the event's order (or person), or open one."""
