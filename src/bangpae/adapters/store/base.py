@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Column, Connection, Row, Table
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from bangpae.adapters.store import schema as s
 
@@ -38,6 +52,29 @@ def insert_action_entry(
             data=data,
         )
     )
+
+
+def one_of(column: Column[Any], name: str) -> dict[str, ColumnElement[bool]]:
+    """``column`` is one of the values bound as the single parameter ``name``, per dialect
+    (bind them with :func:`bound_list`).
+
+    An IN list with a parameter per value is rendered into the SQL again at every execution
+    and needs splitting under the driver's parameter limit; one parameter (a JSON array that
+    SQLite's ``json_each`` reads, a PostgreSQL array) keeps the statement compiled once,
+    whatever the number of values.
+    """
+    values: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(bindparam(name))
+    )
+    return {
+        "sqlite": column.in_(values),
+        "postgresql": column == any_(bindparam(name, type_=ARRAY(column.type))),
+    }
+
+
+def bound_list(dialect: str, values: Iterable[Any]) -> Any:
+    """The values for a parameter of :func:`one_of` on this dialect."""
+    return json.dumps(list(values)) if dialect == "sqlite" else list(values)
 
 
 def sqlite_insert(

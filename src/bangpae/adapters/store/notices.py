@@ -13,9 +13,17 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
+from bangpae.adapters.store.base import StoreBase, bound_list, one_of
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.domain.notices import Notice
+
+# When a notice with each of some dedup keys was last sent (the notifier asks per round).
+_LAST_NOTICE_AT = {
+    name: select(s.notices.c.dedup_key, func.max(s.notices.c.at))
+    .where(clause)
+    .group_by(s.notices.c.dedup_key)
+    for name, clause in one_of(s.notices.c.dedup_key, "keys").items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +76,15 @@ class NoticeStore(StoreBase):
 
     def last_notices_at(self, dedup_keys: Iterable[str]) -> dict[str, float | None]:
         """When a notice with each key was last sent (None: never)."""
-        n = s.notices
         keys = sorted(set(dedup_keys))
         out: dict[str, float | None] = dict.fromkeys(keys)
+        if not keys:
+            return out
         with self._read() as c:
-            for i in range(0, len(keys), 500):  # well inside every driver's parameter limit
-                rows = c.execute(
-                    select(n.c.dedup_key, func.max(n.c.at))
-                    .where(n.c.dedup_key.in_(keys[i : i + 500]))
-                    .group_by(n.c.dedup_key)
-                )
-                for key, at in rows:
-                    out[key] = None if at is None else float(at)
+            bound = {"keys": bound_list(self.dialect, keys)}
+            rows = c.execute(_LAST_NOTICE_AT[self.dialect], bound)
+            for key, at in rows:
+                out[key] = None if at is None else float(at)
         return out
 
     def add_notices(self, sent: Sequence[tuple[Notice, dict[str, str]]]) -> list[int]:

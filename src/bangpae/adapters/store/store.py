@@ -52,7 +52,7 @@ from sqlalchemy.pool import StaticPool
 from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.auth import AuthStore
-from bangpae.adapters.store.base import insert_action_entry, sqlite_insert
+from bangpae.adapters.store.base import bound_list, insert_action_entry, one_of, sqlite_insert
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
@@ -107,13 +107,15 @@ _EVENT_INSERT = {
     .returning(s.events.c.id)
     for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", pg_dialect))
 }
-_EVENT_IDS = select(s.events.c.id).where(s.events.c.id.in_(bindparam("ids", expanding=True)))
+_EVENT_IDS = {
+    name: select(s.events.c.id).where(clause)
+    for name, clause in one_of(s.events.c.id, "ids").items()
+}
 # Which of these event ids have a timeline entry at all (most have none: no lookup each).
-_ENTRY_EVENT_IDS = (
-    select(s.incident_entries.c.event_id)
-    .where(s.incident_entries.c.event_id.in_(bindparam("event_ids", expanding=True)))
-    .distinct()
-)
+_ENTRY_EVENT_IDS = {
+    name: select(s.incident_entries.c.event_id).where(clause).distinct()
+    for name, clause in one_of(s.incident_entries.c.event_id, "event_ids").items()
+}
 _SEEN_IN_KIND = (
     select(s.incident_entries.c.incident_id)
     .join(s.incidents, s.incidents.c.id == s.incident_entries.c.incident_id)
@@ -141,13 +143,17 @@ def _open_incident_query(scope: ColumnElement[bool]) -> Select[Any]:
 
 # The open incidents of some orders; of some people (events of no order); and, for events
 # of neither, those of neither (``== None`` would never match: IS NULL).
-_OPEN_OF_ORDERS = _open_incident_query(s.incidents.c.order_id.in_(bindparam("ids", expanding=True)))
-_OPEN_OF_PEOPLE = _open_incident_query(
-    and_(
-        s.incidents.c.order_id.is_(None),
-        s.incidents.c.person_id.in_(bindparam("ids", expanding=True)),
-    )
-)
+_OPEN_OF_ORDERS = {
+    name: _open_incident_query(clause)
+    for name, clause in one_of(s.incidents.c.order_id, "ids").items()
+}
+_OPEN_OF_PEOPLE = {
+    name: _open_incident_query(and_(s.incidents.c.order_id.is_(None), clause))
+    for name, clause in one_of(s.incidents.c.person_id, "ids").items()
+}
+_ORDERS_BY_ID = {
+    name: select(s.orders).where(clause) for name, clause in one_of(s.orders.c.id, "ids").items()
+}
 _OPEN_OF_NOBODY = _open_incident_query(
     and_(s.incidents.c.order_id.is_(None), s.incidents.c.person_id.is_(None))
 )
@@ -167,8 +173,6 @@ _TOUCH_INCIDENT = (
     .where(s.incidents.c.id == bindparam("incident_id"))
     .values(updated_at=bindparam("new_updated_at"))
 )
-# How many event ids one IN list carries (well under SQLite's bound-parameter limit).
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,14 +615,11 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         return None if r is None else self._order(r)
 
     def get_orders(self, order_ids: Iterable[int]) -> dict[int, Order]:
-        """Orders by id, in one query per 500 (an id not found is left out)."""
-        ids = sorted(set(order_ids))
-        out: dict[int, Order] = {}
+        """Orders by id, in one query (an id not found is left out)."""
+        ids = bound_list(self.dialect, sorted(set(order_ids)))
         with self._read() as c:
-            for i in range(0, len(ids), 500):
-                rows = c.execute(select(s.orders).where(s.orders.c.id.in_(ids[i : i + 500])))
-                out.update((int(r.id), self._order(r)) for r in rows)
-        return out
+            rows = c.execute(_ORDERS_BY_ID[self.dialect], {"ids": ids})
+            return {int(r.id): self._order(r) for r in rows}
 
     def orders_for_person(self, person_id: int) -> list[Order]:
         """Orders in which a person is the offender or the victim."""
@@ -810,10 +811,8 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             return []
         unique = list({e.id: e for e in events}.values())
         if self.dialect == "sqlite":  # the only writer: the ids not stored yet are the new ones
-            ids = [e.id for e in unique]
-            stored: set[str] = set()
-            for k in range(0, len(ids), _IN_CHUNK):
-                stored.update(c.execute(_EVENT_IDS, {"ids": ids[k : k + _IN_CHUNK]}).scalars())
+            ids = bound_list(self.dialect, [e.id for e in unique])
+            stored = set(c.execute(_EVENT_IDS[self.dialect], {"ids": ids}).scalars())
             new = [e for e in unique if e.id not in stored]
             self._insert_rows(c, s.events, [self._event_row(e) for e in new], ids=False)
             return new
@@ -828,14 +827,10 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         with self._write() as c:
             return self._insert_events(c, events)
 
-    @staticmethod
-    def _event_ids_with_entries(c: Connection, event_ids: Sequence[str]) -> set[str]:
+    def _event_ids_with_entries(self, c: Connection, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids some timeline entry already carries."""
-        out: set[str] = set()
-        for k in range(0, len(event_ids), _IN_CHUNK):
-            chunk = list(event_ids[k : k + _IN_CHUNK])
-            out.update(c.execute(_ENTRY_EVENT_IDS, {"event_ids": chunk}).scalars())
-        return out
+        ids = bound_list(self.dialect, event_ids)
+        return set(c.execute(_ENTRY_EVENT_IDS[self.dialect], {"event_ids": ids}).scalars())
 
     def _record_incidents(
         self, c: Connection, plans: Sequence[tuple[Event, str, str | None]]
@@ -942,8 +937,9 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         nobody = any(e.order_id is None and e.person_id is None for e in events)
         rows: list[Row[Any]] = []
         for scope, values in ((_OPEN_OF_ORDERS, orders), (_OPEN_OF_PEOPLE, people)):
-            for k in range(0, len(values), _IN_CHUNK):
-                rows += c.execute(scope, {"ids": values[k : k + _IN_CHUNK]}).all()
+            if values:
+                ids = bound_list(self.dialect, values)
+                rows += c.execute(scope[self.dialect], {"ids": ids}).all()
         if nobody:
             rows += c.execute(_OPEN_OF_NOBODY).all()
         out: dict[tuple[tuple[str, int | None], str], list[Any]] = {}
