@@ -118,6 +118,7 @@ class MessageReader(asyncio.Protocol):
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport for writing."""
@@ -148,9 +149,21 @@ class MessageReader(asyncio.Protocol):
         self.on_lost()
 
     def send(self, data: bytes) -> None:
-        """Write a message, if the channel is still open."""
+        """Write a message, if the channel is still open.
+
+        The messages of one turn of the event loop go out in one write: a storm of
+        acknowledgements or commands costs a system call per turn, not per message.
+        """
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(b"".join(out))
 
 
 # -- the worker process ------------------------------------------------------------------
