@@ -103,3 +103,23 @@ async def test_a_buffered_tamper_alarm_arriving_late_is_kept_as_late_evidence(ca
     assert ingest.engine.order_view(order).tier.label == "clear"
     tamper = [x for x in store.incidents(status="open") if x.kind == "tamper"]
     assert len(tamper) == 1 and tamper[0].priority == "critical"
+
+
+async def test_a_batch_wakes_only_the_streams_that_follow_an_order_it_touched(case) -> None:
+    store, ingest, _clock, _bus, ankle, phone, order = case
+    off2 = store.add_person("offender", "O2")
+    vic2 = store.add_person("victim", "V2")
+    ankle2 = store.add_device("ANKLE2", "ankle_monitor", "osmand", off2)
+    other = store.add_order(Order(id=0, offender_id=off2, victim_id=vic2))
+    await ingest.reload_registry()
+    mine, theirs, both = ingest.watch([order]), ingest.watch([other]), ingest.watch([order, other])
+    await ingest.submit([fix(ankle, 0, 3000)])
+    assert mine.get_nowait() == {order} and both.get_nowait() == {order}
+    assert theirs.empty()
+    ingest.unwatch(mine)
+    await ingest.submit([fix(ankle2, 1, 3000), fix(phone, 1, 0)])
+    assert mine.empty() and theirs.get_nowait() == {other}
+    assert both.get_nowait() == {order, other}
+    ingest.unwatch(theirs)
+    ingest.unwatch(both)
+    assert not ingest._watchers

@@ -82,7 +82,7 @@ async def victim_stream(ws: WebSocket) -> None:
         if o.victim_id == who.person_id
     ]
     mine = {o.id for o in orders}
-    q = ctx.ingest.watch()
+    q = ctx.ingest.watch(mine)
     lock = asyncio.Lock()  # the stream loop and the notices task both send
 
     async def send(message: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -78,7 +78,8 @@ class Ingest:
         self._worker: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._watchers: set[asyncio.Queue[set[int]]] = set()
+        # live streams, by the orders each follows: a batch wakes only those it touched
+        self._watchers: dict[int, set[asyncio.Queue[set[int]]]] = {}
         self._stale_engine = False
         # orders whose profile changes which incidents events open (kr, the default, does not)
         self._profiles: dict[int, str] = {}
@@ -214,23 +215,30 @@ class Ingest:
         if self._watchers:
             self._announce(self.engine.orders_touched(fixes.device))
 
-    def watch(self) -> asyncio.Queue[set[int]]:
-        """A queue of the order ids each committed batch touched (for live streams)."""
+    def watch(self, order_ids: Iterable[int]) -> asyncio.Queue[set[int]]:
+        """A queue that gets, after each committed batch touching some of these orders,
+        the ones it touched (for live streams)."""
         q: asyncio.Queue[set[int]] = asyncio.Queue(1000)
-        self._watchers.add(q)
+        for oid in set(order_ids):
+            self._watchers.setdefault(oid, set()).add(q)
         return q
 
     def unwatch(self, q: asyncio.Queue[set[int]]) -> None:
         """Stop announcing to a queue."""
-        self._watchers.discard(q)
+        for oid in [oid for oid, qs in self._watchers.items() if q in qs]:
+            self._watchers[oid].discard(q)
+            if not self._watchers[oid]:
+                del self._watchers[oid]
 
     def _announce(self, touched: set[int]) -> None:
-        if not touched:
-            return
-        for q in list(self._watchers):
+        found: dict[asyncio.Queue[set[int]], set[int]] = {}
+        for oid in touched & self._watchers.keys():
+            for q in self._watchers[oid]:
+                found.setdefault(q, set()).add(oid)
+        for q, mine in found.items():
             if q.full():  # a slow reader loses detail, never the fact that something changed
                 q.get_nowait()
-            q.put_nowait(touched)
+            q.put_nowait(mine)
 
     def _commit(
         self, fixes: FixBatch, late_flags: Any, events: list[Event], late: list[Fix]
