@@ -301,7 +301,7 @@ def test_fixes_page_newest_first_with_a_cursor(store: Store, case: Case) -> None
 
 
 def test_a_batch_of_columns_stores_nan_as_unknown(store: Store, case: Case) -> None:
-    n = 1000
+    n = 6000  # more rows than one INSERT statement carries on SQLite
     devices = np.where(np.arange(n) % 2 == 0, case.ankle, case.phone)
     times = 5000.0 + np.arange(n, dtype=np.float64)
     acc = np.full(n, 12.0)
@@ -311,9 +311,10 @@ def test_a_batch_of_columns_stores_nan_as_unknown(store: Store, case: Case) -> N
     assert ids == list(range(ids[0], ids[0] + n))
     assert store.append_fixes(FixBatch.empty()) == [] and store.count_fixes() == n
     newest = store.fixes_for_device(case.phone, limit=2)
-    assert [x.fix.fix_time for x in newest] == [5999.0, 5997.0]
-    assert newest[0].fix == Fix(case.phone, 5999.0, 37.5, 127.25, None, received_at=5999.0)
-    assert newest[1].fix.accuracy_m == 12.0 and not newest[1].late
+    assert [x.fix.fix_time for x in newest] == [10999.0, 10997.0]
+    assert [x.id for x in newest] == [ids[-1], ids[-3]]
+    assert newest[0].fix == Fix(case.phone, 10999.0, 37.5, 127.25, 12.0, received_at=10999.0)
+    assert newest[1].fix.accuracy_m is None and not newest[1].late
     with pytest.raises(ValueError):
         FixBatch.positions([case.ankle], [1.0, 2.0], [37.0], [127.0], [5.0])
 

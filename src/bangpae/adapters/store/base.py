@@ -7,6 +7,7 @@ itself provides each of those).
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -78,31 +79,43 @@ def bound_list(dialect: str, values: Iterable[Any]) -> Any:
 
 
 def sqlite_insert(
-    c: Connection, table: str | None, sql: str, rows: Sequence[tuple[Any, ...]]
+    c: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    ids: bool = True,
 ) -> list[int]:
-    """Run an INSERT for each row on the driver's cursor; the rows' ids in ``table``, in
-    order (none when no table is named)."""
+    """Insert rows with one multi-row INSERT on the driver's cursor (per few thousand
+    rows); the rows' ids in ``table``, in order (none unless ``ids``).
+
+    One statement, not one per row: each call into SQLite hands the interpreter to the
+    other threads and back, and with the event loop busy every hand-back waited for its
+    switch interval, so the single writer's transaction took several times its work.
+    """
+    if not rows:
+        return []
     raw = c.connection.dbapi_connection
     if raw is None:  # pragma: no cover - a checked-out connection always has one
         raise RuntimeError("no database connection")
+    width = len(columns)
+    limit = min(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766)
+    per = max(1, limit // width)
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    one = "(" + ", ".join("?" * width) + ")"
     cur: Any = raw.cursor()
-    if table is None:
-        try:
-            cur.executemany(sql, rows)
-        finally:
-            cur.close()
-        return []
     try:
-        # Under BEGIN IMMEDIATE this is the only writer and SQLite gives each new row
-        # max(rowid) + 1: the rows' ids are the next len(rows) after the largest.
-        first = int(cur.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]) + 1
-        cur.executemany(sql, rows)
+        for k in range(0, len(rows), per):
+            chunk = rows[k : k + per]
+            cur.execute(head + ", ".join([one] * len(chunk)), [v for r in chunk for v in r])
+        if not ids:
+            return []
+        # Under BEGIN IMMEDIATE this is the only writer, and SQLite gives each new row
+        # max(rowid) + 1 in the order of VALUES (it would pick at random only once a
+        # rowid reached 2**63 - 1): the rows' ids are the len(rows) up to the last one.
         last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
     finally:
         cur.close()
-    if last - first + 1 != len(rows):  # pragma: no cover - only at the end of the rowid range
-        raise RuntimeError(f"{table} ids were not assigned in sequence")
-    return list(range(first, last + 1))
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 class StoreBase:
@@ -114,8 +127,8 @@ class StoreBase:
         """Insert rows (all with the same keys) in order; their generated ids, in that order
         (none unless ``ids``: for a table whose key is not generated).
 
-        On SQLite through the driver's executemany on plain tuples: building and compiling
-        a parameter set per row cost the single writer more than SQLite's own work.
+        On SQLite through :func:`sqlite_insert` on plain tuples: building and compiling a
+        parameter set per row cost the single writer more than SQLite's own work.
         """
         if not rows:
             return []
@@ -128,10 +141,7 @@ class StoreBase:
         names = list(rows[0])
         json_cols = {k for k in names if isinstance(table.c[k].type, JSON)}
         params = [tuple(json.dumps(r[k]) if k in json_cols else r[k] for k in names) for r in rows]
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-        )
-        return sqlite_insert(c, table.name if ids else None, sql, params)
+        return sqlite_insert(c, table.name, names, params, ids)
 
     if TYPE_CHECKING:  # provided by Store
         _audit_lock: threading.Lock

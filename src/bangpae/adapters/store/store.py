@@ -92,12 +92,6 @@ _LOCK_MIGRATE = 0x62616E6770610001
 _LOCK_INCIDENTS = 0x62616E6770610002
 _LOCK_AUDIT = 0x62616E6770610003
 
-_SQLITE_FIX_INSERT = (
-    "INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, accuracy_m, speed_mps,"
-    " heading_deg, battery_pct, valid, alarms, late, hold)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
-)
-
 # Events and incident grouping run on the single writer for every event of every batch:
 # their statements are built once, so an event only binds parameters (building a
 # statement and its cache key per event cost more than the SQL itself).
@@ -305,6 +299,7 @@ _FIX_ROW = (
     "valid",
     "alarms",
     "late",
+    "hold",
 )
 
 
@@ -343,6 +338,7 @@ def _fix_rows(batch: FixBatch, late: npt.NDArray[np.bool_]) -> list[tuple[Any, .
             batch.valid.tolist(),
             text,
             late.tolist(),
+            [False] * len(batch),  # not under a legal hold
             strict=True,
         )
     )
@@ -663,7 +659,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         rows = _fix_rows(batch, flags)
         if self.dialect == "sqlite":
             try:
-                return sqlite_insert(c, "fixes", _SQLITE_FIX_INSERT, rows)
+                return sqlite_insert(c, "fixes", _FIX_ROW, rows)
             except sqlite3.IntegrityError as exc:  # the only constraint a fix can break
                 raise NotFound("a fix refers to a device that does not exist") from exc
         stmt = s.fixes.insert().returning(s.fixes.c.id, sort_by_parameter_order=True)
@@ -923,7 +919,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             )
         for entry in entries:  # in the order of the events, as if added one by one
             entry["incident_id"] = real(entry["incident_id"])
-        self._insert_rows(c, s.incident_entries, entries)
+        self._insert_rows(c, s.incident_entries, entries, ids=False)
         return [None if r is None else (real(r[0]), r[1]) for r in results]
 
     def _open_incidents(
