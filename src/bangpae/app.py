@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bangpae")
 THREADS = 32  # for blocking store calls from the event loop
+SWITCH_INTERVAL_S = 0.001  # how long a thread may hold the interpreter while another waits
 
 
 class _IngestCollector(Collector):
@@ -312,4 +314,9 @@ def run_serve(ctx: AppContext) -> None:
     """Serve until SIGINT or SIGTERM (on uvloop where it is installed)."""
     from bangpae.adapters.loop import run as run_loop
 
+    # The single writer and the pool threads make many short calls into SQLite, each
+    # handing the interpreter over and waiting to get it back; with the event loop busy,
+    # every wait lasted the switch interval (5 ms by default), so a storm of fixes took
+    # several times its work to commit. 1 ms bounds those waits.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     run_loop(serve(ctx))
