@@ -123,3 +123,46 @@ async def test_a_batch_wakes_only_the_streams_that_follow_an_order_it_touched(ca
     ingest.unwatch(theirs)
     ingest.unwatch(both)
     assert not ingest._watchers
+
+
+async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_audited(
+    case,
+) -> None:
+    store, ingest, _clock, _bus, ankle, phone, order = case
+    subject = f"order:{order}/offender"
+
+    def view(now: float) -> tuple[dict, list[dict]]:
+        tier = ingest.engine.order_view(order, now).tier.label
+        reads = [
+            {
+                "actor": "user:7:victim",
+                "role": "victim",
+                "action": "read_position",
+                "subject": subject,
+                "purpose": "victim_safety",
+                "fields": ["lat", "lon"],
+                "at": now,
+                "request_id": None,
+            }
+        ]
+        return {"tier": tier}, reads if tier in ("reveal", "breach") else []
+
+    q = ingest.watch([order], view)
+    await ingest.submit([fix(phone, 0, 0), fix(ankle, 0, 1500)])
+    assert q.get_nowait() == {"tier": "notify"}
+    assert store.audit_records(subject=subject) == []
+    await ingest.submit([fix(ankle, 1, 400)])
+    assert q.get_nowait() == {"tier": "reveal"}
+    (record,) = store.audit_records(subject=subject)
+    assert record["actor"] == "user:7:victim" and record["fields"] == ["lat", "lon"]
+    assert store.audit_verify().ok
+
+    def broken(now: float) -> tuple[dict, list[dict]]:
+        status, reads = view(now)
+        return status, [{**r, "actor": "x" * 10_000} for r in reads]
+
+    other = ingest.watch([order], broken)  # a record the audit log cannot hold
+    await ingest.submit([fix(ankle, 2, 300)])  # the fixes are stored all the same
+    assert other.get_nowait() == {order}  # that stream reads and audits its status itself
+    assert q.get_nowait() == {"tier": "reveal"} and store.count_fixes() == 4
+    assert len(store.audit_records(subject=subject)) == 2

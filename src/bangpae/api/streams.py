@@ -82,7 +82,12 @@ async def victim_stream(ws: WebSocket) -> None:
         if o.victim_id == who.person_id
     ]
     mine = {o.id for o in orders}
-    q = ctx.ingest.watch(mine)
+
+    def view(now: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        status, reads = queries.victim_view(ctx.engine, who, now, orders)
+        return status, queries.victim_reads(who, reads, now)
+
+    q = ctx.ingest.watch(mine, view)
     lock = asyncio.Lock()  # the stream loop and the notices task both send
 
     async def send(message: dict[str, Any]) -> None:
@@ -101,10 +106,12 @@ async def victim_stream(ws: WebSocket) -> None:
     last: Any = None
     session = _Session(ctx, who)
     try:
+        status: dict[str, Any] | None = None  # given by a batch, its reads already audited
         while not await session.ended(ws):
-            status = await asyncio.to_thread(
-                queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None, orders
-            )
+            if status is None:
+                status = await asyncio.to_thread(
+                    queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None, orders
+                )
             # the age of a fix changes every second; send when anything else changed
             shape = [
                 {k: v for k, v in o.items() if k != "offender"}
@@ -114,14 +121,20 @@ async def victim_stream(ws: WebSocket) -> None:
             if shape != last:
                 await send({"type": "status", **status})
                 last = shape
+            status = None
             while True:  # a heartbeat when quiet, so the app can tell a live link from a dead one
                 try:
-                    if await asyncio.wait_for(q.get(), HEARTBEAT_S) & mine:
-                        break
+                    update = await asyncio.wait_for(q.get(), HEARTBEAT_S)
                 except TimeoutError:
                     if await session.ended(ws):
                         return
                     await send({"type": "heartbeat"})
+                    continue
+                if isinstance(update, dict):
+                    status = update
+                    break
+                if update & mine:
+                    break
     except WebSocketDisconnect:
         pass
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,6 +62,20 @@ class _Pending:
     future: asyncio.Future[list[int]]
 
 
+# What a live stream gets: the status a batch showed it (already audited), or the orders
+# a batch or a timer touched (it reads its status itself).
+Update = dict[str, Any] | set[int]
+# A stream's view of the engine: its status now and the audit records of the positions it
+# shows, written in the transaction of the batch that changed it.
+View = Callable[[float], tuple[dict[str, Any], list[dict[str, Any]]]]
+
+
+@dataclass(eq=False)
+class _Watch:
+    queue: asyncio.Queue[Update]
+    view: View | None
+
+
 class Ingest:
     """The single writer: group commit of fixes with the events they cause."""
 
@@ -79,7 +93,7 @@ class Ingest:
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # live streams, by the orders each follows: a batch wakes only those it touched
-        self._watchers: dict[int, set[asyncio.Queue[set[int]]]] = {}
+        self._watchers: dict[int, set[_Watch]] = {}
         self._stale_engine = False
         # orders whose profile changes which incidents events open (kr, the default, does not)
         self._profiles: dict[int, str] = {}
@@ -197,8 +211,10 @@ class Ingest:
         async with self._lock:
             events, late_flags = self.engine.ingest_batch(fixes, now)
             late = self.engine.drain_late()
+            touched = self.engine.orders_touched(fixes.device) if self._watchers else set()
+            views, audits = self._views(touched, now)
         ids, new_events = await asyncio.get_running_loop().run_in_executor(
-            self._writer, self._commit, fixes, late_flags, events, late
+            self._writer, self._commit, fixes, late_flags, events, late, audits
         )
         pos = 0
         for p in batch:
@@ -212,40 +228,76 @@ class Ingest:
         self.stats.events += len(new_events)
         if new_events:
             await self.bus.publish(new_events)
-        if self._watchers:
-            self._announce(self.engine.orders_touched(fixes.device))
+        self._announce(touched, views)
 
-    def watch(self, order_ids: Iterable[int]) -> asyncio.Queue[set[int]]:
-        """A queue that gets, after each committed batch touching some of these orders,
-        the ones it touched (for live streams)."""
-        q: asyncio.Queue[set[int]] = asyncio.Queue(1000)
+    def watch(self, order_ids: Iterable[int], view: View | None = None) -> asyncio.Queue[Update]:
+        """A queue for a live stream following these orders: after each committed batch
+        that touched some of them, the status ``view`` gives (its audit records were
+        committed with the batch), or without a view the orders touched.
+
+        A view runs on the event loop right after the engine took the batch, so the
+        status is the one the batch made and its reads are audited before it is sent.
+        """
+        w = _Watch(asyncio.Queue(1000), view)
         for oid in set(order_ids):
-            self._watchers.setdefault(oid, set()).add(q)
-        return q
+            self._watchers.setdefault(oid, set()).add(w)
+        return w.queue
 
-    def unwatch(self, q: asyncio.Queue[set[int]]) -> None:
+    def unwatch(self, q: asyncio.Queue[Update]) -> None:
         """Stop announcing to a queue."""
-        for oid in [oid for oid, qs in self._watchers.items() if q in qs]:
-            self._watchers[oid].discard(q)
+        for oid in list(self._watchers):
+            self._watchers[oid] = {w for w in self._watchers[oid] if w.queue is not q}
             if not self._watchers[oid]:
                 del self._watchers[oid]
 
-    def _announce(self, touched: set[int]) -> None:
-        found: dict[asyncio.Queue[set[int]], set[int]] = {}
+    def _following(self, touched: set[int]) -> dict[_Watch, set[int]]:
+        found: dict[_Watch, set[int]] = {}
         for oid in touched & self._watchers.keys():
-            for q in self._watchers[oid]:
-                found.setdefault(q, set()).add(oid)
-        for q, mine in found.items():
+            for w in self._watchers[oid]:
+                found.setdefault(w, set()).add(oid)
+        return found
+
+    def _views(
+        self, touched: set[int], now: float
+    ) -> tuple[dict[_Watch, dict[str, Any]], list[dict[str, Any]]]:
+        """The status of each stream with a view that the batch touched, and the audit
+        records of the positions they show."""
+        views: dict[_Watch, dict[str, Any]] = {}
+        audits: list[dict[str, Any]] = []
+        for w in self._following(touched):
+            if w.view is None:
+                continue
+            try:
+                status, reads = w.view(now)
+                for r in reads:
+                    self.store.check_audit(**r)
+            except Exception:  # that stream reads (and audits) its status itself
+                log.exception("a live view failed")
+                continue
+            views[w] = status
+            audits.extend(reads)
+        return views, audits
+
+    def _announce(
+        self, touched: set[int], views: dict[_Watch, dict[str, Any]] | None = None
+    ) -> None:
+        for w, mine in self._following(touched).items():
+            q = w.queue
             if q.full():  # a slow reader loses detail, never the fact that something changed
                 q.get_nowait()
-            q.put_nowait(mine)
+            q.put_nowait(views[w] if views and w in views else mine)
 
     def _commit(
-        self, fixes: FixBatch, late_flags: Any, events: list[Event], late: list[Fix]
+        self,
+        fixes: FixBatch,
+        late_flags: Any,
+        events: list[Event],
+        late: list[Fix],
+        audits: list[dict[str, Any]],
     ) -> tuple[list[int], list[Event]]:
         """Runs in a worker thread: retro evaluation of late fixes, then one transaction."""
         events = events + self._retro(late)
-        return self.store.record_batch(fixes, late_flags, self._plans(events))  # type: ignore[no-any-return]
+        return self.store.record_batch(fixes, late_flags, self._plans(events), audits)  # type: ignore[no-any-return]
 
     def _plans(self, events: list[Event]) -> list[tuple[Event, str, incidents.Priority | None]]:
         """Each event with the incident kind it opens or joins, and at which priority."""

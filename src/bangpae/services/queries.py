@@ -41,8 +41,14 @@ def _audit(
     now: float,
     request_id: str | None,
 ) -> None:
-    actor = f"user:{who.user_id}:{who.username}"
-    audit_read(store, actor, who.role, subject, purpose, fields, now, request_id)
+    audit_read(store, _actor(who), who.role, subject, purpose, fields, now, request_id)
+
+
+def _actor(who: Principal) -> str:
+    return f"user:{who.user_id}:{who.username}"
+
+
+VICTIM_READ_FIELDS = ("lat", "lon", "accuracy_m", "heading_deg", "speed_mps")
 
 
 def victim_status(
@@ -57,10 +63,42 @@ def victim_status(
 
     ``orders`` may carry her orders already read (a live stream reads them once).
     """
-    out = []
     if who.person_id is None:
         return {"orders": []}
-    for order in orders if orders is not None else store.orders_for_person(who.person_id):
+    mine = orders if orders is not None else store.orders_for_person(who.person_id)
+    status, reads = victim_view(engine, who, now, mine)
+    for subject in reads:
+        _audit(store, who, subject, "victim_safety", list(VICTIM_READ_FIELDS), now, request_id)
+    return status
+
+
+def victim_reads(who: Principal, subjects: list[str], now: float) -> list[dict[str, Any]]:
+    """The audit records of her reading these subjects' positions (for the store)."""
+    return [
+        {
+            "actor": _actor(who),
+            "role": who.role,
+            "action": "read_position",
+            "subject": subject,
+            "purpose": "victim_safety",
+            "fields": list(VICTIM_READ_FIELDS),
+            "at": now,
+            "request_id": None,
+        }
+        for subject in subjects
+    ]
+
+
+def victim_view(
+    engine: Any, who: Principal, now: float, orders: list[Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Her status from her orders and the engine's live state, and the subjects whose
+    position it shows (each such read must be audited before she gets it)."""
+    out = []
+    reads: list[str] = []
+    if who.person_id is None:
+        return {"orders": []}, reads
+    for order in orders:
         if order.victim_id != who.person_id or not order.active(now):
             continue
         view = engine.order_view(order.id, now)
@@ -87,19 +125,11 @@ def victim_status(
             ),
         }
         if entry["offender"] is not None:
-            _audit(
-                store,
-                who,
-                f"order:{order.id}/offender:{order.offender_id}",
-                "victim_safety",
-                ["lat", "lon", "accuracy_m", "heading_deg", "speed_mps"],
-                now,
-                request_id,
-            )
+            reads.append(f"order:{order.id}/offender:{order.offender_id}")
         if shown == Tier.CLEAR:
             entry["distance_m"] = None
         out.append(entry)
-    return {"orders": out}
+    return {"orders": out}, reads
 
 
 def device_fixes(

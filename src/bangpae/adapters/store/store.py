@@ -955,17 +955,22 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         fixes: Sequence[Fix] | FixBatch,
         late: Sequence[bool] | npt.NDArray[np.bool_],
         plans: Sequence[tuple[Event, str | None, str | None]],
+        audits: Sequence[dict[str, Any]] = (),
     ) -> tuple[list[int], list[Event]]:
-        """One transaction: fixes, new events, and the incidents they open or join.
+        """One transaction: fixes, new events, the incidents they open or join, and the
+        audit records of the reads the batch's news will be shown in (live streams).
 
         ``plans`` pairs each event with its incident kind and priority. An event with a
         priority opens an incident of its kind or joins the open one; an event without
         (a zone exit, a step out of breach, the signal back) joins the open incident of
-        its kind when there is one, so its timeline shows how it ended.
+        its kind when there is one, so its timeline shows how it ended. ``audits`` hold
+        the keyword arguments of :meth:`audit_append`, checked with :meth:`check_audit`.
         Returns the fixes' ids and the events that were new.
         """
-        if not len(fixes) and not plans:
+        if not len(fixes) and not plans and not audits:
             return [], []
+        for a in audits:
+            self.check_audit(**a)
         with self._write() as c:
             ids = self._insert_fixes(c, fixes, late)
             new = self._insert_events(c, [e for e, _, _ in plans])
@@ -977,6 +982,8 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
                     fresh.discard(e.id)
             if grouped:
                 self._record_incidents(c, grouped)
+            for a in audits:
+                self._audit_insert(c, **a)
             return ids, new
 
     def latest_tiers(self) -> dict[int, tuple[Tier, Tier, float]]:
@@ -1200,6 +1207,21 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         assert mine.id is not None
         return mine.id
 
+    @staticmethod
+    def check_audit(
+        actor: str,
+        role: str,
+        action: str,
+        subject: str,
+        purpose: str,
+        fields: Sequence[str] = (),
+        *,
+        at: float,
+        request_id: str | None = None,
+    ) -> None:
+        """Invalid unless :meth:`audit_append` would take this record."""
+        _audit_fits(actor, role, action, subject, purpose, request_id)
+
     def _audit_insert(
         self,
         c: Connection,
@@ -1213,7 +1235,8 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         at: float,
         request_id: str | None = None,
     ) -> int:
-        """Append inside the caller's write transaction; the caller holds ``_audit_lock``."""
+        """Append inside the caller's write transaction (the chain stays linear: SQLite
+        has one writer at a time, and on PostgreSQL the audit lock is taken here)."""
         a = s.audit
         _audit_fits(actor, role, action, subject, purpose, request_id)
         names = [str(x) for x in fields]
