@@ -166,3 +166,5 @@ async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_a
     assert other.get_nowait() == {order}  # that stream reads and audits its status itself
     assert q.get_nowait() == {"tier": "reveal"} and store.count_fixes() == 4
     assert len(store.audit_records(subject=subject)) == 2
+    with pytest.raises(TypeError):  # a record missing what audit_append needs
+        store.check_audit({"actor": "user:7:victim", "role": "victim"})

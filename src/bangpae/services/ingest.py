@@ -270,7 +270,7 @@ class Ingest:
             try:
                 status, reads = w.view(now)
                 for r in reads:
-                    self.store.check_audit(**r)
+                    self.store.check_audit(r)
             except Exception:  # that stream reads (and audits) its status itself
                 log.exception("a live view failed")
                 continue

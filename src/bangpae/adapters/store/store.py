@@ -14,6 +14,7 @@ advisory locks, and incident actions lock their row.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import sqlite3
 import threading
@@ -970,7 +971,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         if not len(fixes) and not plans and not audits:
             return [], []
         for a in audits:
-            self.check_audit(**a)
+            self.check_audit(a)
         with self._write() as c:
             ids = self._insert_fixes(c, fixes, late)
             new = self._insert_events(c, [e for e, _, _ in plans])
@@ -1207,20 +1208,13 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         assert mine.id is not None
         return mine.id
 
-    @staticmethod
-    def check_audit(
-        actor: str,
-        role: str,
-        action: str,
-        subject: str,
-        purpose: str,
-        fields: Sequence[str] = (),
-        *,
-        at: float,
-        request_id: str | None = None,
-    ) -> None:
-        """Invalid unless :meth:`audit_append` would take this record."""
-        _audit_fits(actor, role, action, subject, purpose, request_id)
+    def check_audit(self, record: dict[str, Any]) -> None:
+        """Invalid (TypeError for a wrong set of keys) unless :meth:`audit_append` would
+        take this record as its keyword arguments."""
+        a = inspect.signature(self.audit_append).bind(**record).arguments
+        _audit_fits(
+            a["actor"], a["role"], a["action"], a["subject"], a["purpose"], a.get("request_id")
+        )
 
     def _audit_insert(
         self,
