@@ -212,7 +212,8 @@ class Ingest:
             events, late_flags = self.engine.ingest_batch(fixes, now)
             late = self.engine.drain_late()
             touched = self.engine.orders_touched(fixes.device) if self._watchers else set()
-            views, audits = self._views(touched, now)
+            following = self._following(touched)
+            views, audits = self._views(following, now)
         ids, new_events = await asyncio.get_running_loop().run_in_executor(
             self._writer, self._commit, fixes, late_flags, events, late, audits
         )
@@ -228,7 +229,7 @@ class Ingest:
         self.stats.events += len(new_events)
         if new_events:
             await self.bus.publish(new_events)
-        self._announce(touched, views)
+        self._announce(following, views)
 
     def watch(self, order_ids: Iterable[int], view: View | None = None) -> asyncio.Queue[Update]:
         """A queue for a live stream following these orders: after each committed batch
@@ -258,13 +259,13 @@ class Ingest:
         return found
 
     def _views(
-        self, touched: set[int], now: float
+        self, following: dict[_Watch, set[int]], now: float
     ) -> tuple[dict[_Watch, dict[str, Any]], list[dict[str, Any]]]:
         """The status of each stream with a view that the batch touched, and the audit
         records of the positions they show."""
         views: dict[_Watch, dict[str, Any]] = {}
         audits: list[dict[str, Any]] = []
-        for w in self._following(touched):
+        for w in following:
             if w.view is None:
                 continue
             try:
@@ -279,9 +280,10 @@ class Ingest:
         return views, audits
 
     def _announce(
-        self, touched: set[int], views: dict[_Watch, dict[str, Any]] | None = None
+        self, following: dict[_Watch, set[int]], views: dict[_Watch, dict[str, Any]] | None = None
     ) -> None:
-        for w, mine in self._following(touched).items():
+        """Hand each stream its view, or the orders of its that were touched."""
+        for w, mine in following.items():
             q = w.queue
             if q.full():  # a slow reader loses detail, never the fact that something changed
                 q.get_nowait()
@@ -353,7 +355,7 @@ class Ingest:
         )
         if new_events:
             await self.bus.publish(new_events)
-        self._announce({e.order_id for e in events if e.order_id is not None})
+        self._announce(self._following({e.order_id for e in events if e.order_id is not None}))
         return list(new_events)
 
     async def _tick_loop(self, tick_s: float) -> None:

@@ -67,13 +67,16 @@ def victim_status(
         return {"orders": []}
     mine = orders if orders is not None else store.orders_for_person(who.person_id)
     status, reads = victim_view(engine, who, now, mine)
-    for subject in reads:
-        _audit(store, who, subject, "victim_safety", list(VICTIM_READ_FIELDS), now, request_id)
+    for record in victim_reads(who, reads, now, request_id):
+        store.audit_append(**record)
     return status
 
 
-def victim_reads(who: Principal, subjects: list[str], now: float) -> list[dict[str, Any]]:
-    """The audit records of her reading these subjects' positions (for the store)."""
+def victim_reads(
+    who: Principal, subjects: list[str], now: float, request_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The audit records of her reading these subjects' positions: the keyword arguments
+    of the store's ``audit_append`` (a live stream's go in with the batch instead)."""
     return [
         {
             "actor": _actor(who),
@@ -83,7 +86,7 @@ def victim_reads(who: Principal, subjects: list[str], now: float) -> list[dict[s
             "purpose": "victim_safety",
             "fields": list(VICTIM_READ_FIELDS),
             "at": now,
-            "request_id": None,
+            "request_id": request_id,
         }
         for subject in subjects
     ]

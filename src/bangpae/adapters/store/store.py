@@ -13,6 +13,7 @@ advisory locks, and incident actions lock their row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -261,6 +262,11 @@ class _AuditAppend:
     done: bool = False
     id: int | None = None
     error: BaseException | None = None
+
+
+@functools.cache
+def _signature(fn: Any) -> inspect.Signature:
+    return inspect.signature(fn)
 
 
 def _audit_fits(
@@ -1211,7 +1217,7 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
     def check_audit(self, record: dict[str, Any]) -> None:
         """Invalid (TypeError for a wrong set of keys) unless :meth:`audit_append` would
         take this record as its keyword arguments."""
-        a = inspect.signature(self.audit_append).bind(**record).arguments
+        a = _signature(type(self).audit_append).bind(self, **record).arguments
         _audit_fits(
             a["actor"], a["role"], a["action"], a["subject"], a["purpose"], a.get("request_id")
         )
