@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
+import hmac
 import logging
 import os
 import signal
@@ -31,6 +33,7 @@ from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
+from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
 
 if TYPE_CHECKING:
@@ -65,6 +68,11 @@ class _IngestCollector(Collector):
             )
 
 
+# Her app reports every 15 s while he is near, every 60 s otherwise; this leaves room
+# for retries and a second device, and caps what a prober holding her phone can send.
+OWN_REPORTS_PER_MINUTE = 12
+
+
 @dataclass
 class AppContext:
     """Everything a route or listener may use, built once per process."""
@@ -77,6 +85,10 @@ class AppContext:
     secret: bytes
     metrics: CollectorRegistry
     commands: CommandHub = field(default_factory=CommandHub)
+    # Her own reports from the app, per person (docs/disclosure.md): a prober's budget.
+    own_reports: RateLimiter = field(
+        default_factory=lambda: RateLimiter(OWN_REPORTS_PER_MINUTE, 60.0)
+    )
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
@@ -134,12 +146,15 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     store = open_store(settings, create=True)
     clock = clock or SystemClock()
     bus = InProcessBus()
-    ingest = Ingest(store, Engine(), clock, bus)
     secret = (
         settings.secret_key.encode()
         if settings.secret_key
         else load_or_create_secret(settings.data_dir / "secret.key")
     )
+    # The told grid's secret offsets (docs/disclosure.md) come from the server's secret:
+    # the same across restarts, since a new grid each time would let her intersect them.
+    grid_key = hmac.new(secret, b"bangpae told grid", hashlib.sha256).digest()
+    ingest = Ingest(store, Engine(grid_key), clock, bus)
     ctx = AppContext(settings, store, ingest, clock, bus, secret, CollectorRegistry())
     ctx.escalation = Escalation(store, bus, settings.escalate_after_s, settings.escalate_every_s)
     ctx.handoffs = Handoffs(

@@ -11,7 +11,6 @@ from typing import Any
 from bangpae.app import AppContext, build, serve
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.model import Order
-from bangpae.domain.tiers import notify_distance_m
 from bangpae.services.auth import WeakPassword, hash_password, new_password_hash
 from bangpae.simulate import run_devices, seoul_scenario
 
@@ -79,13 +78,10 @@ async def _readout(ctx: AppContext, orders: list[int], every_s: float = 2.0) -> 
             if view is None:
                 continue
             tier = view.tier.label
-            if view.distance_m is None:
-                dist = "—"
-            else:
-                dist = f"{view.distance_m:,.0f} m"
-                if tier == "notify":  # what the protected person is told, beside the truth
-                    dist += f" (told ≤{notify_distance_m(view.distance_m)} m)"
-            parts.append(f"order {oid}: {tier:<9} {TIER_KO[tier]:<8} {dist:>9}")
+            dist = "—" if view.distance_m is None else f"{view.distance_m:,.0f} m"
+            # what the protected person is shown, beside the truth (docs/disclosure.md)
+            shown = view.shown_tier.label
+            parts.append(f"order {oid}: {tier:<9} {TIER_KO[tier]:<8} {dist:>9} (shown {shown})")
         print(time.strftime("%H:%M:%S"), " | ".join(parts), flush=True)
 
 

@@ -80,6 +80,7 @@ def send(srv: Server, ident: str, distance_m: float, t: float, acc: float = 5.0)
 def test_tiers_over_osmand_read_through_the_victim_api(server: Server) -> None:
     staff, victim, order_id = seed_case(server)
     t = time.time() - 60
+    send(server, "PHONE-1", 0.0, t - 10)  # her track: two agreeing reports
     send(server, "PHONE-1", 0.0, t)
     seen = []
     for i, d in enumerate((2500, 1301, 700, 655, 599, 640, 661, 95)):
@@ -87,14 +88,16 @@ def test_tiers_over_osmand_read_through_the_victim_api(server: Server) -> None:
         status = httpx.get(f"{server.api}/api/v1/victim/status", headers=victim).json()
         (entry,) = status["orders"]
         seen.append((d, entry["tier"], entry["distance_m"], entry["offender"] is not None))
-    assert seen[0] == (2500, "clear", None, False)
-    # notify: rounded up to 100 m and no position; 1301 - 10 m doubt -> about 1,300 m
-    assert seen[1][1:] == ("notify", 1300, False)
-    assert seen[2][1:] == ("notify", 700, False)  # 700 - 10 = 690 > 600: not yet revealed
-    assert seen[3][1:3] == ("notify", 700) and not seen[3][3]  # 655 - 10 = 645 > 600
+    # Beyond 600 m she is told only what his 1 km cell on a secret grid allows
+    # (docs/disclosure.md): coarse distances, never his position.
+    coarse = [x for x in seen if x[0] > 600]
+    assert all(not shown and (dist is None or dist % 500 == 0) for _, _, dist, shown in coarse)
+    assert seen[0][1] in ("clear", "notify") and seen[1][1] in ("notify", "reveal")
+    # within about 700 m his cell is always near enough for "close", position withheld
+    assert [x[1] for x in seen[2:4]] == ["reveal", "reveal"]
     assert seen[4][1] == "reveal" and seen[4][3] and abs(seen[4][2] - 599) < 1
-    assert seen[5][1] == "reveal"  # 640 - 10 = 630 <= 650: hysteresis holds reveal
-    assert seen[6][1:] == ("notify", 700, False)  # 661 - 10 = 651 > 650: left
+    assert seen[5][1:] == ("reveal", seen[5][2], False)  # 640 m: warned, not shown
+    assert seen[6][1:] == ("reveal", seen[6][2], False)
     assert seen[7][1] == "breach" and seen[7][3]
     incidents = httpx.get(
         f"{server.api}/api/v1/incidents", params={"status": "open"}, headers=staff

@@ -134,11 +134,12 @@ async def test_validation_errors_are_problem_json_without_internals(env) -> None
 async def test_a_victim_sees_only_her_own_order_and_his_position_only_in_reveal(env) -> None:
     ctx, api, osm, token, order, clock = env
     lat, lon = at(0)
-    assert (
-        await osm.get(
-            "/", params={"id": "PHONE", "lat": lat, "lon": lon, "timestamp": int(T0), "accuracy": 5}
-        )
-    ).status_code == 200
+    for ts in (int(T0) - 10, int(T0)):  # her phone's track: two reports agree
+        assert (
+            await osm.get(
+                "/", params={"id": "PHONE", "lat": lat, "lon": lon, "timestamp": ts, "accuracy": 5}
+            )
+        ).status_code == 200
     lat, lon = at(1500)
     assert (
         await osm.get(
@@ -148,9 +149,10 @@ async def test_a_victim_sees_only_her_own_order_and_his_position_only_in_reveal(
     ).status_code == 200
     vic = await token("vic")
     body = (await api.get("/api/v1/victim/status", headers=vic)).json()
-    assert body == {
-        "orders": [{"order_id": order, "tier": "notify", "distance_m": 1500, "offender": None}]
-    }
+    [told] = body["orders"]
+    assert (told["order_id"], told["tier"], told["offender"]) == (order, "notify", None)
+    # coarse, from his cell (docs/disclosure.md), never more than he really is away
+    assert told["distance_m"] in (500, 1000, 1500)
     assert (await api.get("/api/v1/victim/status", headers=await token("vic2"))).json()["orders"][
         0
     ]["order_id"] != order

@@ -220,6 +220,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     # Offender 1 comes within 50 m of victim 1 (breach, his position shown to her);
     # offender 2 stays 1.5 km from victim 2 (notify) and cuts his strap (a tamper incident).
     far = at(5000, 0.0)
+    await ctx.ingest.submit(  # the victims' tracks: two agreeing reports each
+        [Fix(phone1, T0 - 30, *HOME, 5.0), Fix(phone2, T0 - 30, *at(3500, 0.0), 5.0)]
+    )
     await ctx.ingest.submit(
         [
             Fix(phone1, T0 - 20, *HOME, 5.0),
@@ -288,6 +291,15 @@ Build = Callable[[World, str, str], Awaitable[Call]]  # (world, caller, variant)
 def get(path: str) -> Build:
     async def build(w: World, who: str, variant: str) -> Call:
         return Call("GET", path)
+
+    return build
+
+
+def on_order(method: str, path: str, body: Any = None, order: str = "other") -> Build:
+    """A call on one of the world's orders (``{o}`` in the path)."""
+
+    async def build(w: World, who: str, variant: str) -> Call:
+        return Call(method, path.format(o=w.orders[order]), body)
 
     return build
 
@@ -587,6 +599,18 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/incidents/{incident_id}/handoffs/{handoff_id}/close"): Rule(
         fresh_close, roles=STAFF
     ),
+    # the misuse guard's pause: the control centre keeps or lifts it, with a reason
+    ("GET", "/api/v1/orders/{order_id}/disclosure"): Rule(
+        on_order("GET", "/api/v1/orders/{o}/disclosure"), roles=STAFF
+    ),
+    ("POST", "/api/v1/orders/{order_id}/disclosure"): Rule(
+        on_order(
+            "POST",
+            "/api/v1/orders/{o}/disclosure",
+            {"paused": True, "reason": "reviewing a report of misuse"},
+        ),
+        roles=STAFF,
+    ),
     ("GET", "/api/v1/notices"): Rule(get("/api/v1/notices"), roles=STAFF | {"auditor"}),
     ("WS", "/api/v1/ops/stream"): Rule(get("/api/v1/ops/stream"), roles=STAFF, ws_first="hello"),
     # the police: the live link of an open hand-off, and nothing else
@@ -876,7 +900,9 @@ async def test_another_officer_and_another_victim_see_only_their_own(world: Worl
     assert {d["id"] for d in r.json()["dispatches"]} == {world.incidents["theirs"]}
     r = await world.api.get("/api/v1/victim/status", headers=world.headers["victim-2"])
     assert [o["order_id"] for o in r.json()["orders"]] == [world.orders["other"]]
-    assert r.json()["orders"][0]["tier"] == "notify" and r.json()["orders"][0]["offender"] is None
+    # 1.5 km away: warned from his cell (docs/disclosure.md), never shown his position
+    [entry] = r.json()["orders"]
+    assert entry["tier"] in ("notify", "reveal") and entry["offender"] is None
     r = await world.api.get("/api/v1/victim/notices", headers=world.headers["victim-2"])
     assert r.json() and {n["person_id"] for n in r.json()} == {world.person["victim-2"]}
 

@@ -291,9 +291,10 @@ async def test_a_thousand_fixes_jittering_at_the_notify_boundary_buzz_her_phone_
         flips += decided.get_nowait().kind == EventKind.TIER_CHANGED
     assert flips >= 20, "the walk must cross the boundary again and again"
     told = [n.kind for n in env.ctx.store.notices(audience="victim")]
-    # once "caution", once "safe" within the de-duplication windows: not one per flip
-    assert told == ["tier_notify", "tier_clear"]
-    assert env.ctx.notifier is not None and env.ctx.notifier.stats.suppressed >= flips - 2
+    # once "caution", at most once "safe" within the de-duplication windows: not one per
+    # flip (she is told from his 1 km cell, so the exact flips need not reach her at all)
+    assert told[0] == "tier_notify" and told[1:] in ([], ["tier_clear"])
+    assert env.ctx.notifier is not None and env.ctx.notifier.stats.sent <= 2
 
 
 async def test_she_is_told_within_ten_minutes_when_his_device_stops_reporting(env: Env) -> None:
@@ -343,7 +344,7 @@ async def test_urgent_notices_reach_her_phone_number_through_the_sms_gateway(
     await env.walk(600, 1800)  # notify: high
     await env.walk(1000, 50)  # breach: critical
     await env.walk(1100, 700)
-    await env.walk(1200, 2500)  # clear: normal, not texted
+    await env.walk(1200, 5000)  # clear (beyond any cell within 2 km): normal, not texted
     await env.settled()
     sms = [(n.kind, n.delivery["sms"]) for n in env.ctx.store.notices(audience="victim")]
     assert sms == [

@@ -219,15 +219,27 @@ def integer_parameters(definition: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def minimal_value(prop: dict[str, Any]) -> Any:
+    """The smallest valid value of a required field: an enum's first, else by its type."""
+    if "enum" in prop:
+        return prop["enum"][0]
+    kind = prop.get("type")
+    if kind == "boolean":
+        return False
+    if kind == "string":
+        return "x" * int(prop.get("minLength", 1))
+    raise AssertionError(f"no minimal value for {prop}")
+
+
 def minimal_body(spec: dict[str, Any], definition: dict[str, Any]) -> Any:
-    """The smallest valid JSON body of an operation (required fields are enums here)."""
+    """The smallest valid JSON body of an operation."""
     content = definition.get("requestBody", {}).get("content", {}).get("application/json")
     if content is None:
         return NOT_SET
     schema = content["schema"]
     if "$ref" in schema:
         schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    return {name: schema["properties"][name]["enum"][0] for name in schema.get("required", [])}
+    return {name: minimal_value(schema["properties"][name]) for name in schema.get("required", [])}
 
 
 def test_ids_beyond_what_the_database_holds_are_refused_not_crashed(

@@ -26,6 +26,9 @@ EXPECTED: dict[EventKind, tuple[str, str | None]] = {
     EventKind.NO_FIX: ("no_fix", "normal"),
     EventKind.VICTIM_LOCATION_STALE: ("victim_location", None),
     EventKind.INCIDENT_ESCALATED: ("incident_escalated", None),
+    EventKind.DISCLOSURE_DECIDED: ("disclosure_misuse", None),
+    EventKind.SHOWN_TIER_CHANGED: ("shown_tier", None),
+    EventKind.POSITION_IMPLAUSIBLE: ("victim_location", None),
 }
 
 

@@ -14,9 +14,15 @@ T = 1_800_000_000.0
 ORDER = Order(7, offender_id=1, victim_id=2)
 
 
-def change(a: Tier, b: Tier, order: Order = ORDER, at: float = T) -> Event:
+def change(
+    a: Tier,
+    b: Tier,
+    order: Order = ORDER,
+    at: float = T,
+    kind: EventKind = EventKind.SHOWN_TIER_CHANGED,
+) -> Event:
     return make_event(
-        EventKind.TIER_CHANGED,
+        kind,
         at,
         order.id,
         a,
@@ -26,6 +32,13 @@ def change(a: Tier, b: Tier, order: Order = ORDER, at: float = T) -> Event:
         tier_from=a,
         tier_to=b,
     )
+
+
+def test_she_is_never_told_of_the_exact_tier_only_of_what_she_is_shown() -> None:
+    # the exact tier's moments would trace the radii around him (docs/disclosure.md)
+    for a, b in ((Tier.CLEAR, Tier.NOTIFY), (Tier.NOTIFY, Tier.REVEAL), (Tier.REVEAL, Tier.CLEAR)):
+        assert victim_notices(change(a, b, kind=EventKind.TIER_CHANGED), [ORDER]) == []
+        assert victim_notices(change(a, b), [ORDER])
 
 
 @pytest.mark.parametrize("kind", sorted(TEXTS))
@@ -106,10 +119,12 @@ def test_an_sos_is_never_confirmed_on_her_lock_screen() -> None:
 
 
 def test_staff_phones_get_critical_incidents_and_the_supervisor_each_page() -> None:
-    [n] = staff_notices(change(Tier.NOTIFY, Tier.BREACH))
+    exact = EventKind.TIER_CHANGED
+    [n] = staff_notices(change(Tier.NOTIFY, Tier.BREACH, kind=exact))
     assert (n.audience, n.role, n.priority) == ("staff", "operator", "critical")
     assert "breach" in n.text.en and "order 7" in n.text.en
-    assert staff_notices(change(Tier.CLEAR, Tier.NOTIFY)) == []  # the console shows it
+    assert staff_notices(change(Tier.CLEAR, Tier.NOTIFY, kind=exact)) == []  # the console has it
+    assert staff_notices(change(Tier.NOTIFY, Tier.BREACH)) == []  # what she is shown: hers
     page = make_event(
         EventKind.INCIDENT_ESCALATED, T, 4, 2, order_id=7, data={"incident_id": 4, "page": 2}
     )

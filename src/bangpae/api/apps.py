@@ -81,6 +81,12 @@ def _own_fix(body: OwnLocation, device_id: int, now: float, alarms: frozenset[st
 async def victim_location(body: OwnLocation, ctx: Ctx, who: Victim) -> dict[str, Any]:
     """Her own position from the app; stored and evaluated before the reply."""
     now = ctx.clock.now()
+    key = f"person:{who.person_id}"
+    if not ctx.own_reports.allow(key, now):  # per person, whatever device or session
+        wait = max(1, int(ctx.own_reports.retry_after(key, now)) + 1)
+        raise HTTPException(
+            429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
+        )
     n = await _submit_own(
         ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
     )
@@ -242,6 +248,12 @@ async def field_outcome(
 async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str, Any]:
     """The officer's own position while on duty (for dispatch suggestions)."""
     now = ctx.clock.now()
+    key = f"person:{who.person_id}"
+    if not ctx.own_reports.allow(key, now):  # per person, whatever device or session
+        wait = max(1, int(ctx.own_reports.retry_after(key, now)) + 1)
+        raise HTTPException(
+            429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
+        )
     n = await _submit_own(
         ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
     )

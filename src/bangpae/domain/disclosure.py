@@ -7,18 +7,22 @@ Two questions, both pure:
   role of DESIGN §1; anything not in it is refused. Every read also needs a
   stated purpose, because every read is audited with it.
 - :func:`victim_view`: what the protected person sees of one of her orders
-  (DESIGN §4 ``GET /api/v1/victim/status``, without ``order_id``).
+  (``GET /api/v1/victim/status``, without ``order_id``): his position only under the
+  disclosure rule, otherwise at most what his cell tells (``docs/disclosure.md``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
+from bangpae.domain import coarse, geodesy, tiers
 from bangpae.domain.model import Fix, Tier
-from bangpae.domain.tiers import notify_distance_m
 
 
 class Relation(StrEnum):
@@ -109,47 +113,124 @@ def offender_position(fix: Fix, now: float) -> dict[str, Any]:
 SHOWS_POSITION = frozenset({Tier.REVEAL, Tier.BREACH, Tier.UNCERTAIN})
 
 
-def victim_view(
+def disclosed_distance_m(
     tier: Tier,
-    distance_m: float | None,
     offender_fix: Fix | None,
+    victim_fix: Fix | None,
+    confirmed: bool,
+    reveal_radius_m: float,
+    stale_after_s: float,
     now: float,
-    misuse_paused: bool = False,
     *,
-    margin_m: float | None = None,
-    signal_lost_at: float | None = None,
-) -> dict[str, Any]:
-    """One order as the protected person may see it (DESIGN §4 ``victim/status``, no order_id).
+    his_age_counts: bool = True,
+) -> float | None:
+    """The best estimate of the distance when his position may be shown to her, else None.
+
+    The disclosure rule (``docs/disclosure.md``): the exact tier is reveal or breach (or
+    uncertain, for his last fix), her trusted track is confirmed and fresh, and the
+    geodesic distance from his fix to her trusted point, without any accuracy, is
+    within the reveal radius. Her claimed accuracy cannot widen it.
+    """
+    if tier not in SHOWS_POSITION or offender_fix is None or victim_fix is None:
+        return None
+    if not confirmed or now - victim_fix.fix_time > stale_after_s:
+        return None
+    if his_age_counts and now - offender_fix.fix_time > stale_after_s:
+        return None
+    d = geodesy.geodesic_distance_m(
+        offender_fix.lat, offender_fix.lon, victim_fix.lat, victim_fix.lon
+    )
+    return d if d <= reveal_radius_m else None
+
+
+def told_distance(
+    offender_fix: Fix | None,
+    victim_fix: Fix | None,
+    grid: tuple[float, float],
+    notify_radius_m: float,
+) -> int | None:
+    """The coarse distance she is told while his position is not disclosed (from his cell)."""
+    if offender_fix is None or victim_fix is None:
+        return None
+    acc, _poor = tiers.effective_accuracy(victim_fix.accuracy_m)
+
+    def one(x: float) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.array([x], dtype=np.float64)
+
+    margin = coarse.told_margins(
+        one(victim_fix.lat),
+        one(victim_fix.lon),
+        one(acc),
+        one(offender_fix.lat),
+        one(offender_fix.lon),
+        one(grid[0]),
+        one(grid[1]),
+    )
+    return coarse.told_distance_m(float(margin[0]), notify_radius_m)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """What the engine knows of one order that bears on what she is shown."""
+
+    shown: Tier  # what she is shown (the engine's decision, docs/disclosure.md)
+    tier: Tier  # the exact tier (warnings)
+    offender_fix: Fix | None
+    victim_fix: Fix | None  # the newest point of her trusted track
+    confirmed: bool
+    paused: bool
+    grid: tuple[float, float]
+    reveal_radius_m: float
+    notify_radius_m: float
+    stale_after_s: float
+    signal_lost_at: float | None = None
+
+
+def victim_view(state: OrderState, now: float) -> dict[str, Any]:
+    """One order as the protected person may see it (``victim/status``, no order_id).
 
     - clear: tier only; ``distance_m`` and ``offender`` null.
-    - notify: "within about N m", N rounded up to 100 m, from ``margin_m`` (distance
-      minus both accuracies, the figure the tier was entered on) when given, else
-      from the distance; no position, no direction.
-    - reveal, breach: the distance to the metre and his live position.
-    - uncertain: his last fix with its age, the last known distance, and
-      ``signal_lost_at`` (given, else the last fix's time).
-    - a misuse pause (reveal and uncertain) hides his position and coarsens the
-      distance as in notify, since an exact distance refreshed fix by fix is
-      enough to home in on him; the tier stays visible. In breach his position is
-      always shown: her getting away comes first.
+    - notify, and reveal or breach while his position is not disclosed: the coarse
+      distance from his cell (:func:`told_distance`), no position, no direction.
+    - reveal, breach while disclosed (:func:`disclosed_distance_m`): the distance to the
+      metre and his live position.
+    - uncertain: ``signal_lost_at``, and his last fix with its age while the disclosure
+      rule holds for it.
+    - a misuse pause hides his position in reveal and uncertain (``position_paused``);
+      in breach his position is always shown: her getting away comes first.
     """
-    view: dict[str, Any] = {"tier": tier.label, "distance_m": None, "offender": None}
-    paused = misuse_paused and tier in (Tier.REVEAL, Tier.UNCERTAIN)
-    if tier == Tier.NOTIFY or (paused and distance_m is not None):
-        told = margin_m if margin_m is not None else distance_m
-        if told is not None:
-            # "within about 0 m" means nothing: the least she is told is 100 m
-            view["distance_m"] = max(notify_distance_m(max(told, 0.0)), 100)
-    elif tier in SHOWS_POSITION and distance_m is not None:
-        view["distance_m"] = int(round(distance_m))
-    if tier in SHOWS_POSITION and offender_fix is not None:
-        if paused:
-            view["position_paused"] = True
-        else:
-            view["offender"] = offender_position(offender_fix, now)
-    if tier == Tier.UNCERTAIN:
-        lost = signal_lost_at
-        if lost is None and offender_fix is not None:
-            lost = offender_fix.fix_time
+    shown = state.shown
+    view: dict[str, Any] = {"tier": shown.label, "distance_m": None, "offender": None}
+    if shown == Tier.CLEAR:
+        return view
+    if shown not in SHOWS_POSITION:  # notify: his cell only
+        view["distance_m"] = told_distance(
+            state.offender_fix, state.victim_fix, state.grid, state.notify_radius_m
+        )
+        return view
+    held = state.paused and shown != Tier.BREACH
+    d = disclosed_distance_m(
+        state.tier if shown != Tier.UNCERTAIN else Tier.UNCERTAIN,
+        state.offender_fix,
+        state.victim_fix,
+        state.confirmed,
+        state.reveal_radius_m,
+        state.stale_after_s,
+        now,
+        his_age_counts=shown != Tier.UNCERTAIN,
+    )
+    if d is not None and not held and state.offender_fix is not None:
+        view["distance_m"] = int(round(d))
+        view["offender"] = offender_position(state.offender_fix, now)
+    elif shown != Tier.UNCERTAIN:
+        view["distance_m"] = told_distance(
+            state.offender_fix, state.victim_fix, state.grid, state.notify_radius_m
+        )
+    if held and d is not None:  # said only where she would otherwise see him
+        view["position_paused"] = True
+    if shown == Tier.UNCERTAIN:
+        lost = state.signal_lost_at
+        if lost is None and state.offender_fix is not None:
+            lost = state.offender_fix.fix_time
         view["signal_lost_at"] = None if lost is None else iso(lost)
     return view

@@ -46,6 +46,11 @@ _BY_KIND: dict[EventKind, tuple[str, Priority | None]] = {
     EventKind.OFFLINE: ("offline", NORMAL),
     EventKind.NO_FIX: ("no_fix", NORMAL),
     EventKind.VICTIM_LOCATION_STALE: ("victim_location", None),
+    # what she is shown follows from the tier; her implausible fixes are evidence, and
+    # the misuse guard raises the incident when they matter (docs/disclosure.md)
+    EventKind.DISCLOSURE_DECIDED: ("disclosure_misuse", None),
+    EventKind.SHOWN_TIER_CHANGED: ("shown_tier", None),
+    EventKind.POSITION_IMPLAUSIBLE: ("victim_location", None),
 }
 
 

@@ -66,9 +66,15 @@ class EventKind(StrEnum):
     """Every event the core can raise (past-tense facts)."""
 
     TIER_CHANGED = "tier_changed"
+    # what the protected person is shown changed (docs/disclosure.md): her notices follow it
+    SHOWN_TIER_CHANGED = "shown_tier_changed"
+    # a fix of hers did not fit her trusted track: kept as evidence, never used to disclose
+    POSITION_IMPLAUSIBLE = "position_implausible"
     RETRO_BREACH = "retro_breach"
     APPROACH_FAST = "approach_fast"
     DISCLOSURE_MISUSE = "disclosure_misuse"
+    # an operator kept or lifted the pause of an order's disclosure, with a reason
+    DISCLOSURE_DECIDED = "disclosure_decided"
     VICTIM_LOCATION_STALE = "victim_location_stale"
     ZONE_ENTER = "zone_enter"
     ZONE_EXIT = "zone_exit"

@@ -142,6 +142,8 @@ def _tier_notice(order: Order, event: Event) -> Notice | None:
 def victim_notices(event: Event, orders: Iterable[Order]) -> list[Notice]:
     """What the protected people of ``orders`` are told of ``event``.
 
+    She is told of changes of what she is *shown* (``shown_tier_changed``), never of the
+    exact tier's: its moments would trace the radii around him (``docs/disclosure.md``).
     ``orders`` are the orders the event concerns: its own order for a tier change,
     the orders of the offender for a device event. Events about the victim's own
     devices and everything else tell her nothing (an SOS is confirmed in her app,
@@ -151,7 +153,7 @@ def victim_notices(event: Event, orders: Iterable[Order]) -> list[Notice]:
     for order in orders:
         if not order.active(event.at):
             continue
-        if event.kind == EventKind.TIER_CHANGED and event.order_id == order.id:
+        if event.kind == EventKind.SHOWN_TIER_CHANGED and event.order_id == order.id:
             notice = _tier_notice(order, event)
             if notice is not None:
                 out.append(notice)

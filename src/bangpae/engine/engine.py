@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bangpae.domain import geodesy, tiers
+from bangpae.domain import coarse, geodesy, tiers, track
 from bangpae.domain.batch import FixBatch
 from bangpae.domain.health import HealthState, HealthThresholds, step_health
 from bangpae.domain.model import (
@@ -49,6 +49,11 @@ _HEALTH = HealthThresholds(jump_speed_mps=math.inf)
 APPROACH_HORIZON_S = 120.0
 APPROACH_REARM_S = 180.0
 UNCERTAIN = int(Tier.UNCERTAIN)
+REVEAL = int(Tier.REVEAL)
+BREACH = int(Tier.BREACH)
+# The grid key of an engine built without one (tests, benchmarks): the server passes a
+# key derived from its secret, so that the grid's lines are not known to anyone.
+TEST_GRID_KEY = b"bangpae-test-grid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,12 @@ class OrderView:
     victim_stale: bool
     misuse_paused: bool
     since: float | None
+    shown_tier: Tier = Tier.CLEAR  # what she is shown (docs/disclosure.md)
+    victim_trusted: Fix | None = None  # the newest fix of her trusted track
+    victim_confirmed: bool = False  # whether that track may disclose
+    grid: tuple[float, float] = (0.0, 0.0)  # his grid's secret offset, in cells
+    reveal_radius_m: float = 600.0
+    notify_radius_m: float = 2000.0
 
 
 def _grow(a: npt.NDArray[np.generic], n: int, fill: object) -> npt.NDArray[np.generic]:
@@ -109,6 +120,9 @@ PERSON_COLUMNS: dict[str, tuple[type, object]] = {
     "speed": (np.float64, _NAN),
     "heading": (np.float64, _NAN),
     "device": (np.int64, -1),  # device id of the latest fix
+    "victim": (np.bool_, False),  # protected by some order: her track is kept
+    "flagged": (np.bool_, False),  # her latest fix was implausible (flag raised once a run)
+    **{f"tr_{k}": spec for k, spec in track.COLUMNS.items()},  # her trusted track
 }
 
 DEVICE_COLUMNS: dict[str, tuple[type, object]] = {
@@ -146,7 +160,47 @@ ORDER_COLUMNS: dict[str, tuple[type, object]] = {
     "misuse_count": (np.int8, 0),
     "misuse_flag": (np.bool_, False),
     "misuse_paused": (np.bool_, False),
+    "misuse_close": (np.float32, 0.0),  # metres her own fixes closed on him while near
+    "gy": (np.float32, 0.0),  # secret offset of his told grid, in cells (row, column)
+    "gx": (np.float32, 0.0),
+    "told": (np.int8, 0),  # her tier from his cell (never above reveal)
+    "shown": (np.int8, 0),  # what she is shown: the exact tier only while disclosed
 }
+
+
+class _Her:
+    """Per fix of a batch: the protected person's trusted track as it stands after it."""
+
+    def __init__(self, k: int) -> None:
+        self.lat = np.full(k, _NAN)
+        self.lon = np.full(k, _NAN)
+        self.acc = np.full(k, _NAN)
+        self.t = np.full(k, -math.inf)
+        self.confirmed = np.zeros(k, dtype=np.bool_)
+        self.own = np.zeros(k, dtype=np.bool_)  # a valid fix of a protected person
+        self.plausible = np.ones(k, dtype=np.bool_)
+        self.burst = np.zeros(k, dtype=np.bool_)
+        self.flag_now = np.zeros(k, dtype=np.bool_)
+        self.persons: I64 = np.zeros(0, dtype=np.int64)
+        self.state: track.State = {}
+        self.flagged = np.zeros(0, dtype=np.bool_)
+
+    @classmethod
+    def blank(cls, k: int) -> _Her:
+        """No fix stepped yet."""
+        return cls(k)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """Per evaluation: what she may be told (``docs/disclosure.md``)."""
+
+    told_margin: F64  # distance from her trusted point to his cell, less every doubt
+    told_ok: npt.NDArray[np.bool_]  # both her trusted point and his fix are fresh
+    disclosable: npt.NDArray[np.bool_]  # confirmed track, best estimate within reveal
+    own: npt.NDArray[np.bool_]  # the evaluation is of her own valid fix
+    plausible: npt.NDArray[np.bool_]
+    burst: npt.NDArray[np.bool_]
 
 
 def _effective(acc: F64) -> F64:
@@ -165,7 +219,8 @@ def _local_vector(lat0: F64, lon0: F64, lat1: F64, lon1: F64) -> tuple[F64, F64]
 class Engine:
     """Per-person and per-order proximity state, with the tier machine of DESIGN §2."""
 
-    def __init__(self) -> None:
+    def __init__(self, grid_key: bytes = TEST_GRID_KEY) -> None:
+        self.grid_key = grid_key
         self.persons = _Columns(PERSON_COLUMNS)
         self.devices = _Columns(DEVICE_COLUMNS)
         self.orders = _Columns(ORDER_COLUMNS)
@@ -230,6 +285,8 @@ class Engine:
             self._order_slot[order.id] = slot
             off, vic = self._person(order.offender_id), self._person(order.victim_id)
             o.off[slot], o.vic[slot] = off, vic
+            self.persons.victim[vic] = True
+            o.gy[slot], o.gx[slot] = coarse.grid_offset(self.grid_key, order.offender_id)
             self._orders_of_person[off].append(slot)
             self._orders_of_person[vic].append(slot)
             self._csr = None
@@ -509,15 +566,30 @@ class Engine:
             keep = np.isfinite(d.invalid_since[ds[li]])
             d.invalid_since[ds[li]] = np.where(keep, d.invalid_since[ds[li]], received[li])
 
+        # Her trusted track, fix by fix (docs/disclosure.md); written back after evaluation.
+        her = self._track(person, t, lat, lon, acc, valid)
+        for j in np.flatnonzero(her.flag_now).tolist():
+            dev = int(c["device"][idx[j]])
+            events.append(
+                make_event(
+                    EventKind.POSITION_IMPLAUSIBLE,
+                    float(t[j]),
+                    dev,
+                    person_id=self._person_id(int(person[j])),
+                    device_id=dev,
+                )
+            )
+
         # Evaluations: every fix re-evaluates each order of its person, in arrival order.
         start, flat = self._orders_csr()
         deg = start[person + 1] - start[person]
         if deg.sum() > 0:
             events.extend(
                 self._evaluate(
-                    person, deg, start, flat, t, lat, lon, acc, valid, vx, vy, idx, c, now
+                    person, deg, start, flat, t, lat, lon, acc, valid, vx, vy, idx, c, now, her
                 )
             )
+        self._track_store(her)
 
         # Zones and curfews of offenders who have them (few): fix by fix, in order.
         if self._zoned:
@@ -549,6 +621,71 @@ class Engine:
         ps.speed[pv], ps.heading[pv] = speed[jv], heading[jv]
         return events
 
+    def _track(
+        self, person: I64, t: F64, lat: F64, lon: F64, acc: F64, valid: npt.NDArray[np.bool_]
+    ) -> _Her:
+        """Step the trusted tracks of the protected people in a batch, in arrival order.
+
+        Returns, for every fix, the track as it stands after it (others' fixes: their
+        stored track), and whether it was plausible; the new state is written back by
+        :meth:`_track_store` once the batch has been evaluated against the old one.
+        """
+        ps = self.persons
+        k = len(person)
+        up, row = np.unique(person, return_inverse=True)
+        state = {n: getattr(ps, f"tr_{n}")[up].copy() for n in track.COLUMNS}
+        order = np.lexsort((np.arange(k), row))
+        first = np.ones(k, dtype=np.bool_)
+        first[1:] = row[order][1:] != row[order][:-1]
+        rank = np.empty(k, dtype=np.int64)
+        rank[order] = np.arange(k) - np.maximum.accumulate(np.where(first, np.arange(k), 0))
+        mine = valid & ps.victim[person]
+        prev_t = ps.t[up].copy()
+        her = _Her.blank(k)
+        for r in range(int(rank.max()) + 1 if k else 0):
+            sel = np.flatnonzero(rank == r)
+            v = sel[mine[sel]]
+            if len(v):
+                rows = row[v]
+                new, ok = track.step(
+                    {n: a[rows] for n, a in state.items()},
+                    prev_t[rows],
+                    lat[v],
+                    lon[v],
+                    acc[v],
+                    t[v],
+                )
+                for n, a in new.items():
+                    state[n][rows] = a
+                prev_t[rows] = t[v]
+                her.plausible[v] = ok
+                her.own[v] = True
+            rows = row[sel]
+            her.lat[sel], her.lon[sel] = state["lat"][rows], state["lon"][rows]
+            her.acc[sel], her.t[sel] = state["acc"][rows], state["t"][rows]
+            her.confirmed[sel] = track.confirmed({n: state[n][rows] for n in ("n", "span")})
+            her.burst[sel] = track.bursting({"burst_n": state["burst_n"][rows]})
+        # Flag the first implausible fix of a run (each one is kept with the fixes anyway).
+        flagged = ps.flagged[up].copy()
+        ow = order[her.own[order]]
+        if len(ow):
+            r_ow = row[ow]
+            bad = ~her.plausible[ow]
+            before = flagged[r_ow].copy()
+            same = r_ow[1:] == r_ow[:-1]
+            before[1:] = np.where(same, bad[:-1], before[1:])
+            her.flag_now[ow] = bad & ~before
+            last = self._group_ends(r_ow)
+            flagged[r_ow[last]] = bad[last]
+        her.persons, her.state, her.flagged = up, state, flagged
+        return her
+
+    def _track_store(self, her: _Her) -> None:
+        ps = self.persons
+        for n, a in her.state.items():
+            getattr(ps, f"tr_{n}")[her.persons] = a
+        ps.flagged[her.persons] = her.flagged
+
     @staticmethod
     def _group_ends(sorted_keys: I64) -> I64:
         end = np.ones(len(sorted_keys), dtype=np.bool_)
@@ -579,6 +716,7 @@ class Engine:
         idx: I64,
         c: dict[str, npt.NDArray[np.generic]],
         now: float,
+        her: _Her,
     ) -> list[Event]:
         o, ps = self.orders, self.persons
         k = len(person)
@@ -638,6 +776,22 @@ class Engine:
                 off_lat[both], off_lon[both], vic_lat[both], vic_lon[both], thresholds[both]
             )
         margin = dist - u
+        seen = self._seen(
+            eo,
+            ej,
+            self_is_off,
+            partner,
+            pj,
+            her,
+            off_lat,
+            off_lon,
+            off_fresh,
+            vic_lat,
+            vic_lon,
+            both,
+            dist,
+            now,
+        )
 
         # Closing speed toward keep-away, for approach prediction.
         ex, ny = _local_vector(vic_lat, vic_lon, off_lat, off_lon)
@@ -674,9 +828,75 @@ class Engine:
                     idx,
                     c,
                     now,
+                    seen,
                 )
             )
         return events
+
+    def _seen(
+        self,
+        eo: I64,
+        ej: I64,
+        self_is_off: npt.NDArray[np.bool_],
+        partner: I64,
+        pj: I64,
+        her: _Her,
+        off_lat: F64,
+        off_lon: F64,
+        off_fresh: npt.NDArray[np.bool_],
+        vic_lat: F64,
+        vic_lon: F64,
+        both: npt.NDArray[np.bool_],
+        dist: F64,
+        now: float,
+    ) -> _Seen:
+        """Per evaluation: her trusted point, the margin to his cell, and disclosure."""
+        o, ps = self.orders, self.persons
+        mine = ~self_is_off
+        b = pj >= 0
+        at = np.where(mine, ej, np.maximum(pj, 0))
+        in_batch = mine | b
+
+        def pick(batch: npt.NDArray[np.generic], stored: npt.NDArray[np.generic]) -> F64:
+            return np.where(in_batch, batch[at], stored[partner])  # type: ignore[no-any-return]
+
+        h_lat, h_lon = pick(her.lat, ps.tr_lat), pick(her.lon, ps.tr_lon)
+        h_acc, h_t = pick(her.acc, ps.tr_acc), pick(her.t, ps.tr_t)
+        stored_conf = track.confirmed({"n": ps.tr_n[partner], "span": ps.tr_span[partner]})
+        conf = np.where(in_batch, her.confirmed[at], stored_conf)
+        her_fresh = np.isfinite(h_t) & (now - h_t <= o.stale[eo]) & ~np.isnan(h_lat)
+        told_ok = off_fresh & her_fresh
+        margin = np.full(len(eo), _NAN)
+        if told_ok.any():
+            # 1 m for the local-ellipsoid distance's error: doubt counts toward danger
+            margin[told_ok] = (
+                coarse.told_margins(
+                    h_lat[told_ok],
+                    h_lon[told_ok],
+                    _effective(h_acc[told_ok]),
+                    off_lat[told_ok],
+                    off_lon[told_ok],
+                    o.gy[eo[told_ok]].astype(np.float64),
+                    o.gx[eo[told_ok]].astype(np.float64),
+                )
+                - 1.0
+            )
+        # The best estimate of the distance: his fix to her trusted point, no accuracy.
+        reveal = o.reveal[eo]
+        best = np.full(len(eo), _NAN)
+        same = both & told_ok & (h_lat == vic_lat) & (h_lon == vic_lon)
+        same &= np.abs(dist - reveal) > geodesy.FAST_ERROR_BOUND_M
+        best[same] = dist[same]
+        other = told_ok & ~same
+        if other.any():
+            best[other] = geodesy.distances_m(
+                off_lat[other], off_lon[other], h_lat[other], h_lon[other], reveal[other, None]
+            )
+        disclosable = told_ok & conf & (best <= reveal)
+        own = mine & her.own[ej]
+        return _Seen(
+            margin, told_ok, disclosable, own, her.plausible[ej] | ~own, her.burst[ej] & own
+        )
 
     def _round(
         self,
@@ -694,6 +914,7 @@ class Engine:
         idx: I64,
         c: dict[str, npt.NDArray[np.generic]],
         now: float,
+        seen: _Seen,
     ) -> list[Event]:
         o = self.orders
         os_ = eo[sel]
@@ -795,53 +1016,135 @@ class Engine:
         rearm = ok & ((tt > APPROACH_REARM_S) | (new < int(Tier.NOTIFY)))
         o.approach_armed[os_[rearm]] = True
 
-        # Misuse guard: the victim repeatedly closing in on a revealed offender.
-        in_reveal = ok & (new == int(Tier.REVEAL)) & ~self_is_off[sel]
-        if in_reveal.any():
-            events.extend(self._misuse(sel, os_, in_reveal, before, dist, ej, t, idx, c))
-        o.misuse_count[os_[ok & (new != int(Tier.REVEAL))]] = 0
-        o.misuse_flag[os_[ok & (new < int(Tier.REVEAL))]] = False
+        # What she is told from his cell (never above reveal), with its own hysteresis.
+        tok = seen.told_ok[sel]
+        told_cur = o.told[os_].astype(np.int8)
+        told_new = told_cur.copy()
+        if tok.any():
+            s_t = sel[tok]
+            told_new[tok] = np.minimum(
+                tiers.next_tiers(
+                    told_cur[tok],
+                    seen.told_margin[s_t],
+                    o.notify[os_[tok]],
+                    o.reveal[os_[tok]],
+                    np.full(len(s_t), -math.inf),
+                    o.hyst[os_[tok]],
+                ),
+                REVEAL,
+            )
+        o.told[os_] = told_new
+
+        events.extend(
+            self._misuse(sel, os_, ok, new, told_cur, told_new, before, dist, seen, ej, t, idx, c)
+        )
+
+        # What she is shown: the exact tier while his position may be disclosed, else the
+        # told one; his signal lost while she saw him is shown as such.
+        shown_cur = o.shown[os_].astype(np.int8)
+        close = (new == REVEAL) | (new == BREACH)
+        held = o.misuse_paused[os_] & (new != BREACH)  # in breach, her getting away comes first
+        shown_new = np.where(close & seen.disclosable[sel] & ~held, new, told_new)
+        was_seeing = (shown_cur == REVEAL) | (shown_cur == BREACH) | (shown_cur == UNCERTAIN)
+        shown_new = np.where((new == UNCERTAIN) & was_seeing, UNCERTAIN, shown_new).astype(np.int8)
+        for i in np.flatnonzero(shown_new != shown_cur).tolist():
+            slot, j = int(os_[i]), int(ej[sel[i]])
+            dev = int(c["device"][idx[j]])
+            events.append(self._shown_event(slot, float(t[j]), dev, shown_cur[i], shown_new[i]))
+        o.shown[os_] = shown_new
         return events
+
+    def _shown_event(self, slot: int, at: float, cause: object, old: int, new: int) -> Event:
+        o = self.orders
+        return make_event(
+            EventKind.SHOWN_TIER_CHANGED,
+            at,
+            int(o.id[slot]),
+            cause,
+            int(old),
+            int(new),
+            order_id=int(o.id[slot]),
+            person_id=self._person_id(int(o.vic[slot])),
+            tier_from=Tier(int(old)),
+            tier_to=Tier(int(new)),
+        )
 
     def _misuse(
         self,
         sel: I64,
         os_: I64,
-        mask: npt.NDArray[np.bool_],
+        ok: npt.NDArray[np.bool_],
+        new: npt.NDArray[np.int8],
+        told_cur: npt.NDArray[np.int8],
+        told_new: npt.NDArray[np.int8],
         before: F64,
         dist: F64,
+        seen: _Seen,
         ej: I64,
         t: F64,
         idx: I64,
         c: dict[str, npt.NDArray[np.generic]],
     ) -> list[Event]:
+        """The misuse guard (docs/disclosure.md): her reports closing on him, bursts, jumps.
+
+        On detection the disclosure of that order is paused at once and the control centre
+        gets ``disclosure_misuse`` with the evidence; an operator keeps or lifts the pause.
+        """
         o = self.orders
+        own = seen.own[sel]
+        near = (told_cur >= int(Tier.NOTIFY)) | (told_new >= int(Tier.NOTIFY))
+        # Closing steps while revealed: her own plausible fix shrank the distance.
+        step = own & ok & seen.plausible[sel] & (new == REVEAL)
+        closing = np.where(step & np.isfinite(before), before - dist[sel], 0.0)
+        counts = o.misuse_count[os_].astype(np.int64)
+        counts = np.where(step, np.where(closing > MISUSE_STEP_M, counts + 1, counts - 1), counts)
+        counts = np.clip(counts, 0, 100)
+        counts = np.where(ok & (new != REVEAL), 0, counts)
+        o.misuse_count[os_] = counts
+        # Closing by her own movement while near (notify included): metres, net.
+        walk = own & ok & seen.plausible[sel] & np.isfinite(before)
+        gained = np.where(walk, before - dist[sel], 0.0)
+        closed = np.where(near, np.maximum(o.misuse_close[os_] + gained, 0.0), 0.0)
+        o.misuse_close[os_] = closed
+        reasons = (
+            ("approach", (counts >= MISUSE_STEPS) | (closed >= MISUSE_CLOSE_M)),
+            ("jump", own & ~seen.plausible[sel] & (near | (new == REVEAL) | (new == BREACH))),
+            ("burst", own & seen.burst[sel] & near),
+        )
         events: list[Event] = []
-        for i in np.flatnonzero(mask).tolist():
-            slot, e = int(os_[i]), int(sel[i])
-            prev_d = float(before[i])  # distance after the previous evaluation
-            now_d = float(dist[e])
-            # Her own fix shrank the distance by more than GPS noise.
-            if math.isfinite(prev_d) and prev_d - now_d > MISUSE_STEP_M:
-                o.misuse_count[slot] = min(int(o.misuse_count[slot]) + 1, 100)
-            else:
-                o.misuse_count[slot] = max(int(o.misuse_count[slot]) - 1, 0)
-            if o.misuse_count[slot] >= MISUSE_STEPS and not o.misuse_flag[slot]:
-                o.misuse_flag[slot] = True
+        fired = np.zeros(len(sel), dtype=np.bool_)
+        for reason, hit in reasons:
+            for i in np.flatnonzero(hit & ~fired & ~o.misuse_flag[os_]).tolist():
+                slot, e = int(os_[i]), int(sel[i])
                 j = int(ej[e])
                 dev = int(c["device"][idx[j]])
+                fired[i] = True
                 events.append(
                     make_event(
                         EventKind.DISCLOSURE_MISUSE,
                         float(t[j]),
                         int(o.id[slot]),
                         dev,
+                        reason,
                         order_id=int(o.id[slot]),
                         person_id=self._person_id(int(o.vic[slot])),
                         device_id=dev,
-                        distance_m=round(now_d, 2),
+                        distance_m=round(float(dist[e]), 2) if ok[i] else None,
+                        data={
+                            "reason": reason,
+                            "closing_steps": int(counts[i]),
+                            "closed_m": round(float(closed[i]), 1),
+                            "tier": Tier(int(new[i])).label,
+                            "plausible": bool(seen.plausible[e]),
+                            "paused": True,
+                        },
                     )
                 )
+        o.misuse_flag[os_[fired]] = True
+        o.misuse_paused[os_[fired]] = True
+        # The episode ends when she is told nothing is near any more.
+        calm = ok & (new == int(Tier.CLEAR)) & (told_new == int(Tier.CLEAR))
+        o.misuse_flag[os_[calm]] = False
         return events
 
     def _zones_for(
@@ -928,6 +1231,11 @@ class Engine:
                 o.base[slot] = tier[slot]
                 o.tier[slot] = UNCERTAIN
                 o.since[slot] = deadline
+                if o.shown[slot] in (REVEAL, BREACH):  # she saw him: she is told it is lost
+                    events.append(
+                        self._shown_event(slot, deadline, "stale", int(o.shown[slot]), UNCERTAIN)
+                    )
+                    o.shown[slot] = UNCERTAIN
         m = d.n
         if m:
             last = d.last_msg[:m]
@@ -999,6 +1307,18 @@ class Engine:
         o, ps = self.orders, self.persons
         off, vic = int(o.off[slot]), int(o.vic[slot])
         stale = float(o.stale[slot])
+        trusted = None
+        if math.isfinite(ps.tr_t[vic]) and not math.isnan(ps.tr_lat[vic]):
+            trusted = Fix(
+                device_id=-1,
+                fix_time=float(ps.tr_t[vic]),
+                lat=float(ps.tr_lat[vic]),
+                lon=float(ps.tr_lon[vic]),
+                accuracy_m=None if math.isnan(ps.tr_acc[vic]) else float(ps.tr_acc[vic]),
+            )
+        confirmed = bool(
+            track.confirmed({"n": ps.tr_n[vic : vic + 1], "span": ps.tr_span[vic : vic + 1]})[0]
+        )
         at = now if now is not None else -math.inf
         dist = float(o.distance[slot])
         return OrderView(
@@ -1012,6 +1332,12 @@ class Engine:
             victim_stale=not (ps.valid[vic] and at - ps.t[vic] <= stale),
             misuse_paused=bool(o.misuse_paused[slot]),
             since=None if math.isnan(o.since[slot]) else float(o.since[slot]),
+            shown_tier=Tier(int(o.shown[slot])),
+            victim_trusted=trusted,
+            victim_confirmed=confirmed,
+            grid=(float(o.gy[slot]), float(o.gx[slot])),
+            reveal_radius_m=float(o.reveal[slot]),
+            notify_radius_m=float(o.notify[slot]),
         )
 
     def tier_of(self, order_id: int) -> Tier | None:
@@ -1059,10 +1385,22 @@ class Engine:
         return set(self.orders.id[flat[np.repeat(start[person], deg) + offs]].tolist())
 
     def set_misuse_pause(self, order_id: int, paused: bool) -> None:
-        """Pause (or resume) the victim's live view of an order after a misuse review."""
+        """Pause (or resume) the disclosure of an order: the guard's decision, or an operator's.
+
+        A pause takes effect at once (a revealed position is shown as told from his cell);
+        a lifted pause at her or his next fix.
+        """
         slot = self._order_slot.get(order_id)
-        if slot is not None:
-            self.orders.misuse_paused[slot] = paused
+        if slot is None:
+            return
+        o = self.orders
+        o.misuse_paused[slot] = paused
+        if paused and o.shown[slot] == REVEAL:
+            o.shown[slot] = o.told[slot]
+        if not paused:
+            o.misuse_flag[slot] = False
+            o.misuse_count[slot] = 0
+            o.misuse_close[slot] = 0.0
 
     def bytes_per_pair(self) -> float:
         """Memory held per order for its state (columns plus registry), in bytes."""
@@ -1088,6 +1426,8 @@ class Engine:
         return (columns + registry) / n
 
 
-# Misuse guard: her own fixes shrank the distance by more than this, on balance this many times.
+# Misuse guard: her own fixes shrank the distance by more than this, on balance this many
+# times while revealed; or her own movement closed this far on him, net, while near.
 MISUSE_STEP_M = 10.0
 MISUSE_STEPS = 3
+MISUSE_CLOSE_M = 1000.0

@@ -127,12 +127,15 @@ class Ingest:
         self._profiles = {o.id: o.profile for o in orders if o.profile != "kr"}
         async with self._lock:
             if restore:
-                self.engine = Engine()
+                self.engine = Engine(self.engine.grid_key)
             self.engine.load(people, devices, orders)
             if restore:
                 latest = await asyncio.to_thread(self.store.latest_fixes)
                 tiers = await asyncio.to_thread(self.store.latest_tiers)
                 self.engine.restore(latest, tiers)
+                pauses = await asyncio.to_thread(self.store.disclosure_pauses)
+                for order_id, paused in pauses.items():
+                    self.engine.set_misuse_pause(order_id, paused)
 
     def degraded(self, now: float, window_s: float = 60.0) -> str | None:
         """Why the service cannot be trusted right now (None: it can).

@@ -181,11 +181,11 @@ class Notifier:
         tier_orders = self.store.get_orders(
             e.order_id
             for e in events
-            if e.kind == EventKind.TIER_CHANGED and e.order_id is not None
+            if e.kind == EventKind.SHOWN_TIER_CHANGED and e.order_id is not None
         )
         out: list[list[Any]] = []
         for event in events:
-            if event.kind == EventKind.TIER_CHANGED and event.order_id is not None:
+            if event.kind == EventKind.SHOWN_TIER_CHANGED and event.order_id is not None:
                 order = tier_orders.get(event.order_id)
                 out.append([] if order is None else [order])
             elif event.kind in _SILENT and event.person_id is not None:

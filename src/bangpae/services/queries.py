@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bangpae.domain import disclosure, incidents, notices, tiers
-from bangpae.domain.model import Tier
+from bangpae.domain import disclosure, incidents, notices
 from bangpae.services.auth import Principal
 
 
@@ -107,30 +106,22 @@ def victim_view(
         view = engine.order_view(order.id, now)
         if view is None:
             continue
-        margin = None
-        if view.distance_m is not None and view.offender and view.victim:
-            u = (
-                tiers.effective_accuracy(view.offender.accuracy_m)[0]
-                + tiers.effective_accuracy(view.victim.accuracy_m)[0]
-            )
-            margin = view.distance_m - u
-        # a profile may withhold a tier from her (fr: the pre-alert); she is shown clear
-        shown = notices.victim_tier(order.profile, view.tier)
-        entry = {
-            "order_id": order.id,
-            **disclosure.victim_view(
-                shown,
-                view.distance_m,
-                view.offender,
-                now,
-                view.misuse_paused,
-                margin_m=margin,
-            ),
-        }
+        state = disclosure.OrderState(
+            # a profile may withhold a tier from her (fr: the pre-alert); she is shown clear
+            shown=notices.victim_tier(order.profile, view.shown_tier),
+            tier=view.tier,
+            offender_fix=view.offender,
+            victim_fix=view.victim_trusted,
+            confirmed=view.victim_confirmed,
+            paused=view.misuse_paused,
+            grid=view.grid,
+            reveal_radius_m=view.reveal_radius_m,
+            notify_radius_m=view.notify_radius_m,
+            stale_after_s=order.stale_after_s,
+        )
+        entry = {"order_id": order.id, **disclosure.victim_view(state, now)}
         if entry["offender"] is not None:
             reads.append(f"order:{order.id}/offender:{order.offender_id}")
-        if shown == Tier.CLEAR:
-            entry["distance_m"] = None
         out.append(entry)
     return {"orders": out}, reads
 

@@ -47,6 +47,24 @@ class FailureLimiter:
         q.append(now)
 
 
+class RateLimiter(FailureLimiter):
+    """Sliding-window count of requests per key: at most ``max_failures`` per ``window_s``."""
+
+    def allow(self, key: str, now: float) -> bool:
+        """Count one request for ``key``; False (and not counted) when over the limit."""
+        if self.blocked(key, now):
+            return False
+        self.failed(key, now)
+        return True
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may send again (0 when it may now)."""
+        q = self._recent(key, now)
+        if q is None or len(q) < self.max_failures:
+            return 0.0
+        return max(q[0] + self.window_s - now, 0.0)
+
+
 def source_allowed(source: str, networks: list[Any]) -> bool:
     """Whether a device may connect from this address (no networks: any address)."""
     if not networks:

@@ -1017,6 +1017,47 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             out[int(r.order_id)] = (tier, base, float(r.at))
         return out
 
+    def disclosure_pauses(self) -> dict[int, bool]:
+        """Each order's disclosure pause, from its last guard detection or operator decision."""
+        ev = s.events
+        kinds = (EventKind.DISCLOSURE_MISUSE.value, EventKind.DISCLOSURE_DECIDED.value)
+        with self._read() as c:
+            rows = c.execute(
+                select(ev.c.order_id, ev.c.kind, ev.c.data)
+                .where(and_(ev.c.kind.in_(kinds), ev.c.order_id.is_not(None)))
+                .order_by(ev.c.at, ev.c.id)
+            ).all()
+        out: dict[int, bool] = {}
+        for r in rows:
+            decided = r.kind == EventKind.DISCLOSURE_DECIDED.value
+            out[int(r.order_id)] = bool(r.data.get("paused")) if decided else True
+        return out
+
+    def disclosure_history(self, order_id: int, limit: int = 100) -> list[Event]:
+        """An order's guard detections and operator decisions, newest first."""
+        ev = s.events
+        kinds = (EventKind.DISCLOSURE_MISUSE.value, EventKind.DISCLOSURE_DECIDED.value)
+        with self._read() as c:
+            rows = c.execute(
+                select(ev)
+                .where(and_(ev.c.kind.in_(kinds), ev.c.order_id == order_id))
+                .order_by(ev.c.at.desc(), ev.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            Event(
+                id=r.id,
+                kind=EventKind(r.kind),
+                at=r.at,
+                order_id=r.order_id,
+                person_id=r.person_id,
+                device_id=r.device_id,
+                distance_m=r.distance_m,
+                data=r.data,
+            )
+            for r in rows
+        ]
+
     def _incident(self, c: Connection, r: Row[Any], timeline: bool) -> IncidentRecord:
         entries: tuple[dict[str, Any], ...] = ()
         if timeline:
