@@ -133,9 +133,12 @@ def disclosed_distance_m(
     """
     if tier not in SHOWS_POSITION or offender_fix is None or victim_fix is None:
         return None
-    if not confirmed or now - victim_fix.fix_time > stale_after_s:
+    if not confirmed:
         return None
-    if his_age_counts and now - offender_fix.fix_time > stale_after_s:
+    # his last fix after his signal was lost: judged against where she was last trusted
+    if his_age_counts and (
+        now - victim_fix.fix_time > stale_after_s or now - offender_fix.fix_time > stale_after_s
+    ):
         return None
     d = geodesy.geodesic_distance_m(
         offender_fix.lat, offender_fix.lon, victim_fix.lat, victim_fix.lon

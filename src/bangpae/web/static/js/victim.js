@@ -28,6 +28,9 @@ const state = {
   tier: null,
   me: null, // her latest position from the phone
   interval: 60, // seconds between her location reports (15 while he is near)
+  sent: 0, // reports sent since sharing started
+  lastFixSent: 0, // the reading time of the last report sent
+  confirmPending: false, // the next reading confirms her track
   lastSent: 0,
   watch: null,
   refresh: null,
@@ -77,6 +80,8 @@ function detail(o) {
   if (o.tier === "notify") return t("tier_notify_detail", { distance: km(o.distance_m) });
   if (o.tier === "reveal" || o.tier === "breach") {
     if (o.position_paused) return t("position_paused", { distance: km(o.distance_m) });
+    // near, but beyond what may be disclosed: only a coarse distance (docs/disclosure.md)
+    if (!o.offender) return t("tier_close_detail", { distance: km(o.distance_m) });
     return t("tier_reveal_detail", { distance: km(o.distance_m) });
   }
   if (o.tier === "uncertain") {
@@ -336,11 +341,25 @@ async function shareNow(force = false) {
       },
     });
     $("share-state").textContent = t("share_sent", { time: clock(new Date().toISOString()) });
+    state.sent += 1;
+    state.lastFixSent = state.me.at;
+    // Her first report starts her track; a second a few seconds later confirms it, so
+    // that his position can be shown at once if he is near (docs/disclosure.md).
+    if (state.sent === 1) setTimeout(confirmTrack, CONFIRM_AFTER_MS);
   } catch (e) {
     state.lastSent = 0;
     $("share-state").textContent = t("share_failed");
     if (e instanceof ApiError && e.status === 401) signOut("session_expired");
   }
+}
+
+const CONFIRM_AFTER_MS = 6000;
+
+// A few seconds after her first report, the next reading of her phone is sent too.
+function confirmTrack() {
+  if (!$("share").checked) return;
+  if (state.me && state.me.at > state.lastFixSent) shareNow(true);
+  else state.confirmPending = true;
 }
 
 function takePosition(p) {
@@ -350,7 +369,12 @@ function takePosition(p) {
     accuracy_m: p.coords.accuracy,
     at: p.timestamp,
   };
-  shareNow(state.lastSent === 0);
+  if (state.confirmPending && state.me.at > state.lastFixSent) {
+    state.confirmPending = false;
+    shareNow(true);
+  } else {
+    shareNow(state.lastSent === 0);
+  }
   render();
 }
 
@@ -384,6 +408,8 @@ function stopSharing() {
   clearInterval(state.refresh);
   state.watch = null;
   state.lastSent = 0;
+  state.sent = 0;
+  state.confirmPending = false;
   $("share-state").textContent = t("share_off");
 }
 
