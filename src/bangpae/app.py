@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bangpae.adapters.auditkey import AuditKeyError, open_audit_key
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
@@ -164,6 +165,15 @@ def data_cipher(settings: Settings, *, create: bool) -> FieldCipher | None:
         raise SystemExit(f"data keys: {exc}") from None
 
 
+def audit_key(settings: Settings, *, create: bool) -> bytes | None:
+    """The audit key: ``BANGPAE_AUDIT_KEY``, else the data dir's key file (``create``: made)."""
+    env = settings.audit_key.get_secret_value() if settings.audit_key else None
+    try:
+        return open_audit_key(settings.data_dir, env, create=create)
+    except AuditKeyError as exc:
+        raise SystemExit(f"audit key: {exc}") from None
+
+
 def open_store(settings: Settings, *, create: bool) -> Store:
     """The migrated store with the data keys, once they are known to open its sealed values.
 
@@ -171,7 +181,11 @@ def open_store(settings: Settings, *, create: bool) -> Store:
     first start). Without it, a command run where no keys are found gets a store without
     a cipher, which writes plaintext and refuses (DataKeyError) any sealed value it reads.
     """
-    store = Store(settings.resolved_database_url(), cipher=data_cipher(settings, create=False))
+    store = Store(
+        settings.resolved_database_url(),
+        cipher=data_cipher(settings, create=False),
+        audit_key=audit_key(settings, create=create),
+    )
     store.migrate()
     try:
         store.check_keys()  # without keys: refused if anything is sealed (keys lost)

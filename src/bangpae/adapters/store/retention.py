@@ -468,6 +468,14 @@ class RetentionStore(StoreBase):
             value = c.execute(select(a.c.hash).where(a.c.id == record_id)).scalar()
         return None if value is None else str(value)
 
+    def audit_link(self, record_id: int) -> tuple[str, bool] | None:
+        """The stored hash of one audit record and whether it carries a MAC (None: no such
+        record)."""
+        a = s.audit
+        with self._read() as c:
+            r = c.execute(select(a.c.hash, a.c.mac).where(a.c.id == record_id)).first()
+        return None if r is None else (str(r.hash), r.mac is not None)
+
     def audit_base(self) -> tuple[int, str] | None:
         """Where the chain starts after purges: (id, hash) of the last record purged."""
         with self._read() as c:
