@@ -193,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from bangpae.adapters.store import AuditKeyMissing
+
+        if not isinstance(exc, AuditKeyMissing):
+            raise
+        print(f"audit key: {exc}", file=sys.stderr)
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -235,7 +242,7 @@ def _create_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(settings: Settings, create: bool = False) -> Any:
+def _open_store(settings: Settings, create: bool = False, check_audit_key: bool = True) -> Any:
     """The migrated store these settings name, with its data keys (``create``: make the
     data dir, and the key file when there are no keys, first)."""
     from bangpae.app import open_store
@@ -244,7 +251,7 @@ def _open_store(settings: Settings, create: bool = False) -> Any:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     elif settings.database_url is None and not settings.data_dir.is_dir():
         raise SystemExit(f"no data directory at {settings.data_dir}: no database to work on")
-    return open_store(settings, create=create)
+    return open_store(settings, create=create, check_audit_key=check_audit_key)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -257,7 +264,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if witness is None and settings.audit_witness not in ("", "syslog"):
         witness = Path(settings.audit_witness)
     days = args.audit_retention_days or settings.retention_audit_days
-    store = _open_store(settings)
+    store = _open_store(settings, check_audit_key=False)
     try:
         marks = anchor_marks(path, store.audit_key)
         if witness is not None:

@@ -538,3 +538,60 @@ def test_the_audit_key_is_made_once_with_mode_0600_or_taken_from_the_environment
     assert open_audit_key(tmp_path, "ab" * 32, create=True) == bytes.fromhex("ab" * 32)
     with pytest.raises(AuditKeyError, match="64 hex digits"):
         open_audit_key(tmp_path, "not a key", create=False)
+
+
+def test_a_second_host_without_the_key_refuses_to_start_rather_than_make_its_own(
+    inst: Instance, tmp_path: Path
+) -> None:
+    from bangpae.app import open_store
+    from bangpae.config import Settings
+
+    _a_recent_log(inst)
+    other = tmp_path / "other-host"
+    settings = Settings(data_dir=other, database_url=inst.url)
+    with pytest.raises(SystemExit, match="no audit key here"):
+        open_store(settings, create=True)
+    assert not (other / "audit-key").exists()
+    wrong = Settings(data_dir=other, database_url=inst.url, audit_key="cd" * 32)
+    with pytest.raises(SystemExit, match="does not confirm record 20"):
+        open_store(wrong, create=True)
+    right = Settings(data_dir=other, database_url=inst.url, audit_key=inst.store.audit_key.hex())  # type: ignore[union-attr]
+    open_store(right, create=True).close()
+
+
+def test_a_command_without_the_key_says_so_and_writes_nothing(
+    inst: Instance, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _a_recent_log(inst)
+    person = inst.store.add_person("victim", "V")
+    other = tmp_path / "other-host"
+    other.mkdir()
+    argv = ["hold", "add", "--person", str(person), "--reason", "court 2026-1", "--data-dir", str(other)]
+    capsys.readouterr()
+    assert main([*argv, "--database-url", inst.url]) == 1
+    assert "no audit key" in capsys.readouterr().err
+    assert len(inst.store.audit_records(limit=100)) == 20
+
+
+def test_a_witness_file_gets_every_anchor_line_and_verify_checks_it(
+    inst: Instance, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    witness = tmp_path / "elsewhere" / "witness.log"
+    keeper = Housekeeping(
+        inst.store, Policy(), inst.anchors, purge_every_s=0, anchor_every_s=5, witness=str(witness)
+    )
+    inst.append(3, NOW - 30)
+    keeper.step(NOW - 20)
+    inst.append(3, NOW - 10)
+    keeper.step(NOW - 5)
+    assert witness.read_text() == inst.anchors.read_text()
+    assert len(witness.read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert inst.cli("verify", "--witness", str(witness)) == 0
+    assert "checked against 4 anchors" in capsys.readouterr().out
+    # the anchor file lost (or cut back) by someone who could reach it: the witness still tells
+    inst.anchors.unlink()
+    with inst.store.engine.begin() as c:
+        c.execute(text("DELETE FROM audit WHERE id > 4"))
+    assert inst.cli("verify") == 0  # nothing left to tell by
+    assert inst.cli("verify", "--witness", str(witness)) == 1

@@ -1397,6 +1397,33 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             ).first()
         return None if r is None else (int(r.id), str(r.hash), r.mac is not None)
 
+    def check_audit_key(self) -> None:
+        """AuditKeyMissing unless this store's key (or its lack) fits the chain: a keyed
+        chain needs the key, and the key must confirm the newest keyed record's MAC (a
+        second host with a key of its own would otherwise write records nobody can
+        verify). Reads one record."""
+        a = s.audit
+        with self._read() as c:
+            r = c.execute(
+                select(a.c.id, a.c.hash, a.c.mac)
+                .where(a.c.mac.is_not(None))
+                .order_by(a.c.id.desc())
+                .limit(1)
+            ).first()
+        if r is None:
+            return
+        if self.audit_key is None:
+            raise AuditKeyMissing(
+                f"the audit chain is keyed (record {r.id}) and there is no audit key here: "
+                "copy the audit-key file of the first host, or set BANGPAE_AUDIT_KEY"
+            )
+        if not hmac.compare_digest(str(r.mac), audit_mac(self.audit_key, str(r.hash))):
+            raise AuditKeyMissing(
+                f"the audit key does not confirm record {r.id}, the newest keyed one: it is "
+                "not the key the chain was written with, or the record was forged (run "
+                "bangpae audit verify)"
+            )
+
     def audit_verify(
         self,
         anchor: tuple[int, str] | None = None,
