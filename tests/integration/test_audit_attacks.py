@@ -566,7 +566,16 @@ def test_a_command_without_the_key_says_so_and_writes_nothing(
     person = inst.store.add_person("victim", "V")
     other = tmp_path / "other-host"
     other.mkdir()
-    argv = ["hold", "add", "--person", str(person), "--reason", "court 2026-1", "--data-dir", str(other)]
+    argv = [
+        "hold",
+        "add",
+        "--person",
+        str(person),
+        "--reason",
+        "court 2026-1",
+        "--data-dir",
+        str(other),
+    ]
     capsys.readouterr()
     assert main([*argv, "--database-url", inst.url]) == 1
     assert "no audit key" in capsys.readouterr().err
