@@ -555,7 +555,9 @@ def test_a_second_host_without_the_key_refuses_to_start_rather_than_make_its_own
     wrong = Settings(data_dir=other, database_url=inst.url, audit_key="cd" * 32)
     with pytest.raises(SystemExit, match="does not confirm record 20"):
         open_store(wrong, create=True)
-    right = Settings(data_dir=other, database_url=inst.url, audit_key=inst.store.audit_key.hex())  # type: ignore[union-attr]
+    key = inst.store.audit_key
+    assert key is not None
+    right = Settings(data_dir=other, database_url=inst.url, audit_key=key.hex())
     open_store(right, create=True).close()
 
 
