@@ -263,6 +263,28 @@ def test_a_forged_purge_of_a_log_from_before_the_key_is_caught_by_the_anchors_it
     assert "purged before their time" in reason
 
 
+def test_a_forged_checkpoint_cutting_younger_records_than_the_retention_is_caught(
+    inst: Instance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log from before the key and no anchor file: the forged checkpoint's own cut-off
+    (ten days back) is checked against the retention in force (five years)."""
+    plain = Store(inst.url)
+    Instance(plain, inst.url, inst.data_dir).append(20, NOW - 30 * DAY_S, step=DAY_S)
+    with plain.engine.begin() as c:
+        forged = _forge_purge(c, 15)
+        fields = json.loads(
+            c.execute(text("SELECT fields FROM audit WHERE id = :k"), {"k": forged}).scalar_one()
+        )
+        fields[0] = f"before={_iso(NOW - 10 * DAY_S)}"
+        c.execute(
+            text("UPDATE audit SET fields = :f WHERE id = :k"),
+            {"f": json.dumps(fields), "k": forged},
+        )
+        _rechain(c, forged)
+    plain.close()
+    assert "retention of 1825 days" in _broken(inst, forged, capsys)
+
+
 def test_a_keyed_purge_after_recent_records_were_backdated_is_refused(inst: Instance) -> None:
     """The attacker cannot forge a checkpoint, so makes the service write one: the times
     of recent records are rewritten six years back before the daily purge runs."""
@@ -479,11 +501,10 @@ def test_a_legitimate_purge_by_retention_verifies_intact(
     capsys.readouterr()
     assert inst.cli("verify") == 0
     assert "records up to 10 purged by retention" in capsys.readouterr().out
-    # a checkpoint that respects the retention, but is later than the anchors allow
-    verdict = inst.store.audit_verify(
-        anchors=anchor_marks(inst.anchors, inst.store.audit_key), audit_days=10_000, now=NOW
-    )
-    assert not verdict.ok and "retention of 10000 days" in verdict.reason
+    assert "days=1825" in inst.store.audit_records(subject="audit", limit=100)[-1]["fields"]
+    # a retention lengthened since does not make the past purge look early
+    marks = anchor_marks(inst.anchors, inst.store.audit_key)
+    assert inst.store.audit_verify(anchors=marks, audit_days=10_000, now=NOW).ok
 
 
 def test_records_from_before_the_key_verify_as_a_legacy_prefix(

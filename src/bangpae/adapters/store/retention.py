@@ -14,6 +14,8 @@ Purging audit records cuts a prefix of the chain. In the same transaction it app
 checkpoint (action ``purge``, subject ``audit``) naming the last record deleted and its
 hash (``through_id=``, ``through_hash=``); ``audit_verify`` starts from the newest
 checkpoint, so the chain still verifies, and deleting anything beyond it still shows.
+The checkpoint also records the audit retention in force (``days=``), which
+``audit_verify`` checks its cut-off against (docs/audit-log.md).
 """
 
 from __future__ import annotations
@@ -427,7 +429,8 @@ class RetentionStore(StoreBase):
             if not dry_run:
                 if n:
                     c.execute(a.delete().where(a.c.id <= last))
-                record(c, "audit", n, [f"through_id={last}", f"through_hash={digest}"])
+                days = f"days={(p.now - p.audit_before) / 86400:g}"  # the retention in force
+                record(c, "audit", n, [f"through_id={last}", f"through_hash={digest}", days])
         return PurgeReport(p.now, dry_run, counts, dict(p.cutoffs), details)
 
     def _signins(self, c: Connection, before: float, dry_run: bool) -> int:

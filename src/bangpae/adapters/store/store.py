@@ -1507,7 +1507,9 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
                     return bad(cp, f"purge checkpoint is dated after the record {rid} after it")
                 after_checkpoint = None
                 if r.action == "purge" and r.subject == "audit":
-                    problem = self._checkpoint_problem(r, prev_at, checkpoints, audit_days, now)
+                    problem = self._checkpoint_problem(
+                        r, prev_at, checkpoints, audit_days, now, keyed=r.mac is not None
+                    )
                     if problem is not None:
                         return bad(rid, f"purge checkpoint: {problem}")
                     after_checkpoint = (rid, at)
@@ -1546,9 +1548,16 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         checkpoints: list[tuple[int, int, float]],
         audit_days: float | None,
         now: float | None,
+        *,
+        keyed: bool,
     ) -> str | None:
         """Why a purge checkpoint (already checked as a record) cannot be right, if it
-        cannot; a good one is added to ``checkpoints``."""
+        cannot; a good one is added to ``checkpoints``.
+
+        A keyed checkpoint's cut-off is checked against the retention it records, the one
+        in force when it was written (the key vouches for it; a retention lengthened
+        since must not make past purges look early); any other against ``audit_days``.
+        """
         notes = {}
         for item in json.loads(r.fields):
             name, sep, value = str(item).partition("=")
@@ -1558,6 +1567,11 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         if not through_s.isdigit() or before is None:
             return "no cut-off or last record purged in its fields"
         through, at = int(through_s), float(r.at)
+        if keyed and notes.get("days"):
+            try:
+                audit_days = float(notes["days"])
+            except ValueError:
+                return f"retention days {notes['days']!r} unreadable"
         if through >= int(r.id):
             return f"claims to have purged records up to {through}, at or after itself"
         if checkpoints and through < checkpoints[-1][1]:
