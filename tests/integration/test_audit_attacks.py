@@ -9,6 +9,7 @@ hashes, which anyone can compute (docs/audit-log.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import threading
@@ -417,6 +418,28 @@ def test_a_tail_older_than_the_anchor_interval_is_caught(
     assert f"anchored record {anchored}" in _broken(inst, anchored, capsys)
 
 
+def test_the_writer_logs_at_its_next_append_when_its_unanchored_records_were_cut(
+    inst: Instance, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Within the unanchored window the anchors cannot tell, but the process that wrote
+    the records can: its next append finds its newest record gone, and says so in the
+    log (kept outside the database)."""
+    _a_recent_log(inst)
+    other = Store(inst.url, audit_key=inst.store.audit_key)  # another process writing too
+    with caplog.at_level(logging.CRITICAL, logger="bangpae.audit"):
+        inst.append(2, NOW - 3)
+        other.audit_append("cli", "admin", "create_user", "user:2", "administration", at=NOW)
+        inst.append(1, NOW - 2)  # 24, after the other process's 23: nothing lost
+        assert caplog.text == "" and inst.store.audit_tail_losses == 0
+        with inst.store.engine.begin() as c:
+            c.execute(text("DELETE FROM audit WHERE id > 20"))
+        assert inst.verify().ok  # the anchors cannot tell
+        inst.append(1, NOW - 1)  # the next read of a position
+    assert "audit record 24" in caplog.text and "gone" in caplog.text
+    assert inst.store.audit_tail_losses == 1
+    other.close()
+
+
 def test_the_service_anchors_while_records_are_written_and_the_window_stays_bounded(
     inst: Instance,
 ) -> None:
@@ -492,13 +515,18 @@ def test_a_legitimate_purge_by_retention_verifies_intact(
     old = NOW - YEARS_6
     inst.append(10, old, step=60)  # six years old: past the five years' retention
     inst.anchor(old + 600)
-    inst.append(5, NOW - 600, step=60)
+    other = Store(inst.url, audit_key=inst.store.audit_key)  # the recent ones: another process
+    Instance(other, inst.url, inst.data_dir).append(5, NOW - 600, step=60)
+    other.close()
     inst.anchor(NOW - 300)
     report = run_purge(inst.store, Policy(), NOW - 120, anchor_path=inst.anchors)
     assert report.counts["audit"] == 10
+    inst.append(1, NOW - 60)  # the newest record this process wrote was purged: no alarm
+    assert inst.store.audit_tail_losses == 0
     verdict = inst.verify()
     assert verdict.ok and verdict.base == 10 and verdict.legacy == 0, verdict
     capsys.readouterr()
+    inst.anchor(NOW - 50)
     assert inst.cli("verify") == 0
     assert "records up to 10 purged by retention" in capsys.readouterr().out
     assert "days=1825" in inst.store.audit_records(subject="audit", limit=100)[-1]["fields"]

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -90,6 +91,8 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "false_alarm": (("open", "acknowledged", "dispatched", "on_scene"), "false_alarm"),
 }
 GENESIS = "0" * 64
+
+log = logging.getLogger("bangpae.audit")
 
 # PostgreSQL advisory lock keys (transaction-scoped, so a crash never leaves one held).
 _LOCK_MIGRATE = 0x62616E6770610001
@@ -458,6 +461,10 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         self._audit_lock = threading.Lock()
         self._audit_pending: list[_AuditAppend] = []  # appends waiting for a group commit
         self._audit_queue = threading.Lock()
+        # (id, hash) of the newest record this process's group commit wrote: checked at the
+        # next one, so records cut from the tail before they were anchored still show
+        self._audit_written: tuple[int, str] | None = None
+        self.audit_tail_losses = 0
         # SQLite has one writer at a time, and a writer that finds the lock taken polls for
         # it with sleeps growing to 100 ms, so it may start tens of milliseconds after the
         # lock is free (the group commit of fixes behind an audit record, or the reverse).
@@ -1251,10 +1258,16 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
                     batch, self._audit_pending = self._audit_pending, []
                 try:
                     with self._write() as c:
+                        self._check_own_tail(c)
                         for a in batch:
                             a.id = self._audit_insert(
                                 c, *a.args[:5], a.args[5], at=a.at, request_id=a.request_id
                             )
+                        last = batch[-1].id
+                        digest = c.execute(
+                            select(s.audit.c.hash).where(s.audit.c.id == last)
+                        ).scalar_one()
+                    self._audit_written = (int(last or 0), str(digest))
                 except BaseException as exc:
                     for a in batch:
                         a.id, a.error = None, exc
@@ -1266,6 +1279,28 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             raise mine.error
         assert mine.id is not None
         return mine.id
+
+    def _check_own_tail(self, c: Connection) -> None:
+        """Log (critical) when the newest record this process wrote is gone or changed:
+        the log was cut or rewritten since, perhaps before an anchor could name it."""
+        mine = self._audit_written
+        if mine is None:
+            return
+        stored = c.execute(select(s.audit.c.hash).where(s.audit.c.id == mine[0])).scalar()
+        if stored == mine[1]:
+            return
+        if stored is None:
+            base = self._audit_base(c)
+            if base is not None and mine[0] <= base[0]:
+                return  # purged by retention
+        self.audit_tail_losses += 1
+        log.critical(
+            "audit record %d (hash %s) written by this process is %s: the audit log was "
+            "cut or rewritten since; run bangpae audit verify",
+            mine[0],
+            mine[1],
+            "gone" if stored is None else "changed",
+        )
 
     def check_audit(self, record: dict[str, Any]) -> None:
         """Invalid (TypeError for a wrong set of keys) unless :meth:`audit_append` would
