@@ -250,6 +250,7 @@ class AuditKeyMissing(Exception):
 # checked against the records around it and against anchors within this slack.
 CLOCK_SLACK_S = 300.0
 _MAC_CONTEXT = b"bangpae-audit-mac-1 "
+_SEEN, _WRITTEN = "bangpae_audit_seen", "bangpae_audit_written"  # keys of Connection.info
 
 
 def _zone_to_json(z: Zone) -> dict[str, Any]:
@@ -1258,16 +1259,14 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
                     batch, self._audit_pending = self._audit_pending, []
                 try:
                     with self._write() as c:
-                        self._check_own_tail(c)
+                        c.info.pop(_SEEN, None)
                         for a in batch:
                             a.id = self._audit_insert(
                                 c, *a.args[:5], a.args[5], at=a.at, request_id=a.request_id
                             )
-                        last = batch[-1].id
-                        digest = c.execute(
-                            select(s.audit.c.hash).where(s.audit.c.id == last)
-                        ).scalar_one()
-                    self._audit_written = (int(last or 0), str(digest))
+                        self._check_own_tail(c, c.info.pop(_SEEN))
+                        written = c.info.pop(_WRITTEN)
+                    self._audit_written = written
                 except BaseException as exc:
                     for a in batch:
                         a.id, a.error = None, exc
@@ -1280,11 +1279,13 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         assert mine.id is not None
         return mine.id
 
-    def _check_own_tail(self, c: Connection) -> None:
+    def _check_own_tail(self, c: Connection, head: tuple[int, str] | None) -> None:
         """Log (critical) when the newest record this process wrote is gone or changed:
-        the log was cut or rewritten since, perhaps before an anchor could name it."""
+        the log was cut or rewritten since, perhaps before an anchor could name it.
+        ``head``: the chain's head this transaction found (usually that very record, and
+        then nothing more is read)."""
         mine = self._audit_written
-        if mine is None:
+        if mine is None or head == mine:
             return
         stored = c.execute(select(s.audit.c.hash).where(s.audit.c.id == mine[0])).scalar()
         if stored == mine[1]:
@@ -1350,6 +1351,10 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             "request_id": request_id,
         }
         digest = audit_hash(prev, record)
+        # for audit_append's check of its own tail: the head the transaction found first,
+        # and the record written last (on the connection: other threads write too)
+        c.info.setdefault(_SEEN, None if head is None else (int(head.id), str(head.hash)))
+        c.info[_WRITTEN] = (new_id, digest)
         c.execute(
             a.insert().values(
                 **{**record, "fields": json.dumps(names)},
