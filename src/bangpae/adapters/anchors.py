@@ -160,20 +160,23 @@ def _append_line(path: Path, line: str) -> None:
 
 
 def anchor_problem(store: Store, anchor: Anchor) -> str | None:
-    """Why the chain no longer holds the anchored record (None: it does). A quick check."""
+    """Why the chain no longer holds the anchored record (None: it does). A quick check:
+    one lookup by id while the record is there (it runs every few seconds)."""
+    link = store.audit_link(anchor.id)
+    if link is not None:
+        if link[0] != anchor.hash:
+            return (
+                f"the anchored record {anchor.id} differs from the anchor: the chain was rewritten"
+            )
+        if anchor.keyed and not link[1]:
+            return f"the anchored record {anchor.id} has lost its MAC: the chain was rewritten"
+        return None
     base = store.audit_base()
     if base is not None and anchor.id <= base[0]:
         if (anchor.id, anchor.hash) == base:
             return None
         return f"the anchored record {anchor.id} was purged (the chain now starts after {base[0]})"
-    link = store.audit_link(anchor.id)
-    if link is None:
-        return f"the anchored record {anchor.id} is missing: the chain was cut short"
-    if link[0] != anchor.hash:
-        return f"the anchored record {anchor.id} differs from the anchor: the chain was rewritten"
-    if anchor.keyed and not link[1]:
-        return f"the anchored record {anchor.id} has lost its MAC: the chain was rewritten"
-    return None
+    return f"the anchored record {anchor.id} is missing: the chain was cut short"
 
 
 def anchor_head(
@@ -184,7 +187,7 @@ def anchor_head(
     Refuses (AnchorError) when the chain no longer matches the newest anchor: anchoring
     then would bless the tampered chain. ``checked``: the caller has just checked it
     (a purge does, before it may delete the anchored record). When the head is the one
-    anchored last, this costs a read of the file's end and three small queries.
+    anchored last, this costs a read of the file's end and two lookups by id.
     """
     latest = latest_anchor(path, store.audit_key)
     if latest is not None and not checked:
