@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bangpae.adapters.auditkey import AuditKeyError, open_audit_key
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
 from bangpae.adapters.housekeeping import run_housekeeping
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
-from bangpae.adapters.store import Store
+from bangpae.adapters.store import AuditKeyMissing, Store
 from bangpae.config import Settings, parse_listen
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
@@ -179,22 +180,44 @@ def data_cipher(settings: Settings, *, create: bool) -> FieldCipher | None:
         raise SystemExit(f"data keys: {exc}") from None
 
 
-def open_store(settings: Settings, *, create: bool) -> Store:
+def audit_key(settings: Settings, *, create: bool) -> bytes | None:
+    """The audit key: ``BANGPAE_AUDIT_KEY``, else the data dir's key file (``create``: made)."""
+    env = settings.audit_key.get_secret_value() if settings.audit_key else None
+    try:
+        return open_audit_key(settings.data_dir, env, create=create)
+    except AuditKeyError as exc:
+        raise SystemExit(f"audit key: {exc}") from None
+
+
+def open_store(settings: Settings, *, create: bool, check_audit_key: bool = True) -> Store:
     """The migrated store with the data keys, once they are known to open its sealed values.
 
     ``create``: make the key file when there are no keys and nothing is sealed yet (a
     first start). Without it, a command run where no keys are found gets a store without
     a cipher, which writes plaintext and refuses (DataKeyError) any sealed value it reads.
+    Likewise the audit key (docs/audit-log.md): made only while the chain has no keyed
+    record, and with ``check_audit_key`` a key that does not confirm the newest keyed
+    record stops here (``audit verify`` reports that itself, record by record).
     """
-    store = Store(settings.resolved_database_url(), cipher=data_cipher(settings, create=False))
+    store = Store(
+        settings.resolved_database_url(),
+        cipher=data_cipher(settings, create=False),
+        audit_key=audit_key(settings, create=False),
+    )
     store.migrate()
     try:
         store.check_keys()  # without keys: refused if anything is sealed (keys lost)
-    except DataKeyError as exc:
+        # a keyed chain and no key: never make a new one (records nobody could verify)
+        if check_audit_key and (store.audit_key is not None or create):
+            store.check_audit_key()
+    except (DataKeyError, AuditKeyMissing) as exc:
         store.close()
-        raise SystemExit(f"data keys: {exc}") from None
+        kind = "data keys" if isinstance(exc, DataKeyError) else "audit key"
+        raise SystemExit(f"{kind}: {exc}") from None
     if store.cipher is None and create:
         store.cipher = data_cipher(settings, create=True)
+    if store.audit_key is None and create:
+        store.audit_key = audit_key(settings, create=True)
     return store
 
 

@@ -93,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     av = ausub.add_parser("verify", help="check the hash chain (exit 0 only when intact)")
     _common(av)
     av.add_argument("--anchor-path", type=Path, help="anchor file (BANGPAE_AUDIT_ANCHOR_PATH)")
+    av.add_argument(
+        "--witness",
+        type=Path,
+        help="a witness file of anchor lines to check as well (BANGPAE_AUDIT_WITNESS)",
+    )
+    av.add_argument(
+        "--audit-retention-days",
+        type=float,
+        help="the audit retention purges are checked against (BANGPAE_RETENTION_AUDIT_DAYS)",
+    )
     aa = ausub.add_parser("anchor", help="append the chain's head to the anchor file")
     _common(aa)
     aa.add_argument("--anchor-path", type=Path, help="anchor file (BANGPAE_AUDIT_ANCHOR_PATH)")
@@ -183,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from bangpae.adapters.store import AuditKeyMissing
+
+        if not isinstance(exc, AuditKeyMissing):
+            raise
+        print(f"audit key: {exc}", file=sys.stderr)
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -225,7 +242,7 @@ def _create_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(settings: Settings, create: bool = False) -> Any:
+def _open_store(settings: Settings, create: bool = False, check_audit_key: bool = True) -> Any:
     """The migrated store these settings name, with its data keys (``create``: make the
     data dir, and the key file when there are no keys, first)."""
     from bangpae.app import open_store
@@ -234,30 +251,42 @@ def _open_store(settings: Settings, create: bool = False) -> Any:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     elif settings.database_url is None and not settings.data_dir.is_dir():
         raise SystemExit(f"no data directory at {settings.data_dir}: no database to work on")
-    return open_store(settings, create=create)
+    return open_store(settings, create=create, check_audit_key=check_audit_key)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from bangpae.adapters.anchors import AnchorError, latest_anchor
+    from bangpae.adapters.anchors import AnchorError, anchor_marks
+    from bangpae.adapters.clock import SystemClock
 
     settings = _settings(args)
     path = settings.resolved_anchor_path()
+    witness = args.witness
+    if witness is None and settings.audit_witness not in ("", "syslog"):
+        witness = Path(settings.audit_witness)
+    days = args.audit_retention_days or settings.retention_audit_days
+    store = _open_store(settings, check_audit_key=False)
     try:
-        anchor = latest_anchor(path)
-    except AnchorError as exc:
-        print(f"audit anchor file unreadable: {exc}", file=sys.stderr)
+        marks = anchor_marks(path, store.audit_key)
+        if witness is not None:
+            marks = sorted([*marks, *anchor_marks(witness, store.audit_key)], key=lambda m: m.id)
+    except (AnchorError, OSError) as exc:
+        store.close()
+        print(f"audit anchors unreadable: {exc}", file=sys.stderr)
         return 1
-    store = _open_store(settings)
-    report = store.audit_verify(anchor=None if anchor is None else (anchor.id, anchor.hash))
-    base = store.audit_base()
+    report = store.audit_verify(anchors=marks, audit_days=days, now=SystemClock().now())
     store.close()
-    where = (
-        "" if anchor is None else f" (checked against the anchor on line {anchor.line} of {path})"
+    where = f" (checked against {report.anchors} anchors in {path}" + (
+        f" and {witness})" if witness is not None else ")"
     )
     if report.ok:
-        since = "" if base is None else f", records up to {base[0]} purged by retention"
+        notes = []
+        if report.base is not None:
+            notes.append(f"records up to {report.base} purged by retention")
+        if report.legacy:
+            notes.append(f"the first {report.legacy} written before the audit key (unkeyed)")
+        since = "".join(f", {x}" for x in notes)
         print(f"audit chain intact: {report.records} records{since}{where}")
-        if anchor is None:
+        if not marks:
             print(
                 f"no anchor in {path}: a chain cut short at its end cannot be told", file=sys.stderr
             )
@@ -277,7 +306,7 @@ def _audit_anchor(args: argparse.Namespace) -> int:
     path = settings.resolved_anchor_path()
     store = _open_store(settings)
     try:
-        head = anchor_head(store, path, SystemClock().now())
+        head = anchor_head(store, path, SystemClock().now(), witness=settings.audit_witness)
     except AnchorError as exc:
         print(f"not anchored: {exc}", file=sys.stderr)
         return 1
@@ -311,6 +340,7 @@ def _purge(args: argparse.Namespace) -> int:
             SystemClock().now(),
             dry_run=args.dry_run,
             anchor_path=settings.resolved_anchor_path(),
+            witness=settings.audit_witness,
             actor="cli",
             role="admin",
         )

@@ -112,7 +112,22 @@ class Settings(BaseSettings):
         "audit-anchors.log in the data dir.",
     )
     audit_anchor_interval_s: float = Field(
-        3600.0, ge=0, description="How often serve anchors the audit chain's head (0: never)."
+        5.0,
+        ge=0,
+        description="How often serve anchors the audit chain's head when it changed (0: "
+        "never): records written since the last anchor could be deleted unseen.",
+    )
+    audit_key: SecretStr | None = Field(
+        None,
+        description="64 hex digits keying the audit chain and its anchors (HMAC-SHA256); "
+        "default the audit-key file in the data dir (made on first start). Keep it where "
+        "the database's users cannot read it.",
+    )
+    audit_witness: str = Field(
+        "",
+        max_length=1000,
+        description="Where each anchor line is also sent: syslog, or a file path outside "
+        "the data dir (empty: nowhere).",
     )
 
     def resolved_anchor_path(self) -> Path:

@@ -83,8 +83,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
-    """A migrated store on each backend."""
-    s = Store(database_url)
+    """A migrated store on each backend, with an audit key of its own."""
+    s = Store(database_url, audit_key=secrets.token_bytes(32))
     s.migrate()
     yield s
     s.close()

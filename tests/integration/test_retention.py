@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from bangpae.adapters.anchors import AnchorError, anchor_head, latest_anchor, read_anchors
+from bangpae.adapters.anchors import (
+    AnchorError,
+    anchor_head,
+    anchor_tag,
+    latest_anchor,
+    read_anchors,
+)
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.housekeeping import Housekeeping, run_housekeeping, run_purge
 from bangpae.adapters.store import Store
@@ -264,7 +270,9 @@ def test_an_anchor_line_names_the_head_and_is_written_once_per_head(
     assert head == store.audit_head()
     anchor_head(store, path, T0 + 1)
     lines = path.read_text().splitlines()
-    assert lines == [f"3 {head[1]} 2023-11-14T22:13:20Z"]  # type: ignore[index]
+    body = f"3 {head[1]} 2023-11-14T22:13:20Z k"  # type: ignore[index]
+    assert store.audit_key is not None
+    assert lines == [f"{body} {anchor_tag(store.audit_key, body)}"]
     assert path.stat().st_mode & 0o777 == 0o600
 
 

@@ -6,7 +6,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from bangpae.adapters.anchors import AnchorError, anchor_head, anchor_problem, latest_anchor
+from bangpae.adapters.anchors import (
+    AnchorError,
+    anchor_head,
+    anchor_marks,
+    anchor_problem,
+    latest_anchor,
+)
 from bangpae.adapters.store import Store
 from bangpae.adapters.store.retention import PurgeReport
 from bangpae.config import Settings
@@ -25,24 +31,33 @@ def run_purge(
     anchor_path: Path | None = None,
     actor: str = "system",
     role: str = "system",
+    witness: str = "",
 ) -> PurgeReport:
     """Decide what is due under the policy and the holds in force, and delete it (audited).
 
-    With an anchor file, a real run first checks the chain still holds the newest anchor
-    (AnchorError otherwise: purging then could destroy the evidence of tampering) and
-    anchors the new head afterwards, so the anchor never points at a purged record.
+    A real run first verifies the whole audit chain, against every anchor when there is
+    an anchor file (AnchorError otherwise: purging then could destroy the evidence of
+    tampering, or cut records whose times were rewritten to look old), and anchors the
+    new head afterwards, so the newest anchor never points at a purged record.
     """
-    if anchor_path is not None and not dry_run:
-        latest = latest_anchor(anchor_path)
-        problem = None if latest is None else anchor_problem(store, latest)
-        if problem is not None and latest is not None:
-            raise AnchorError(f"{problem} (anchor at {anchor_path} line {latest.line})")
+    if not dry_run:
+        if anchor_path is not None:
+            latest = latest_anchor(anchor_path, store.audit_key)
+            problem = None if latest is None else anchor_problem(store, latest)
+            if problem is not None:
+                raise AnchorError(f"{problem} (anchor on the last line of {anchor_path})")
+        marks = [] if anchor_path is None else anchor_marks(anchor_path, store.audit_key)
+        verdict = store.audit_verify(anchors=marks, audit_days=policy.audit_days, now=now)
+        if not verdict.ok:
+            raise AnchorError(
+                f"the audit chain is broken at record {verdict.first_bad_id}: {verdict.reason}"
+            )
     holds = store.legal_holds()
     orders, incidents, handoffs = store.retention_inputs(holds)
     due = retention.plan(now, policy, orders, incidents, handoffs, holds)
     report = store.purge(due, dry_run=dry_run, actor=actor, role=role)
     if anchor_path is not None and not dry_run:
-        anchor_head(store, anchor_path, now, checked=True)
+        anchor_head(store, anchor_path, now, checked=True, witness=witness)
     return report
 
 
@@ -56,9 +71,11 @@ class Housekeeping:
         anchor_path: Path,
         purge_every_s: float,
         anchor_every_s: float,
+        witness: str = "",
     ) -> None:
         self.store, self.policy, self.anchor_path = store, policy, anchor_path
         self.purge_every_s, self.anchor_every_s = purge_every_s, anchor_every_s
+        self.witness = witness
         self.next_purge_at: float | None = None
         self.next_anchor_at: float | None = None
         self.orders_checked_at = 0.0  # at start, every order that ended before it
@@ -72,6 +89,7 @@ class Housekeeping:
             settings.resolved_anchor_path(),
             settings.purge_interval_s,
             settings.audit_anchor_interval_s,
+            settings.audit_witness,
         )
 
     def step(self, now: float) -> None:
@@ -86,12 +104,14 @@ class Housekeeping:
             self.next_anchor_at = now
         if self.purge_every_s > 0 and now >= self.next_purge_at:
             self.next_purge_at = now + self.purge_every_s
-            report = run_purge(self.store, self.policy, now, anchor_path=self.anchor_path)
+            report = run_purge(
+                self.store, self.policy, now, anchor_path=self.anchor_path, witness=self.witness
+            )
             log.info("retention purge: %s", dict(report.counts))
         if self.anchor_every_s > 0 and self.next_anchor_at is not None:
             if now >= self.next_anchor_at:
                 self.next_anchor_at = now + self.anchor_every_s
-                anchor_head(self.store, self.anchor_path, now)
+                anchor_head(self.store, self.anchor_path, now, witness=self.witness)
 
     def end_sessions_of_ended_orders(self, now: float) -> int:
         """Revoke the sessions of the parties of orders that ended since the last check

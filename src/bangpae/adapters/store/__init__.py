@@ -1,5 +1,21 @@
 """The durable store: SQLAlchemy 2 on SQLite (WAL) or PostgreSQL, Alembic migrations."""
 
-from bangpae.adapters.store.store import AuditReport, IncidentRecord, Store, StoredFix, UserRecord
+from bangpae.adapters.store.store import (
+    AnchorMark,
+    AuditKeyMissing,
+    AuditReport,
+    IncidentRecord,
+    Store,
+    StoredFix,
+    UserRecord,
+)
 
-__all__ = ["AuditReport", "IncidentRecord", "Store", "StoredFix", "UserRecord"]
+__all__ = [
+    "AnchorMark",
+    "AuditKeyMissing",
+    "AuditReport",
+    "IncidentRecord",
+    "Store",
+    "StoredFix",
+    "UserRecord",
+]

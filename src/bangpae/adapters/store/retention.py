@@ -14,6 +14,8 @@ Purging audit records cuts a prefix of the chain. In the same transaction it app
 checkpoint (action ``purge``, subject ``audit``) naming the last record deleted and its
 hash (``through_id=``, ``through_hash=``); ``audit_verify`` starts from the newest
 checkpoint, so the chain still verifies, and deleting anything beyond it still shows.
+The checkpoint also records the audit retention in force (``days=``), which
+``audit_verify`` checks its cut-off against (docs/audit-log.md).
 """
 
 from __future__ import annotations
@@ -427,7 +429,8 @@ class RetentionStore(StoreBase):
             if not dry_run:
                 if n:
                     c.execute(a.delete().where(a.c.id <= last))
-                record(c, "audit", n, [f"through_id={last}", f"through_hash={digest}"])
+                days = f"days={(p.now - p.audit_before) / 86400:g}"  # the retention in force
+                record(c, "audit", n, [f"through_id={last}", f"through_hash={digest}", days])
         return PurgeReport(p.now, dry_run, counts, dict(p.cutoffs), details)
 
     def _signins(self, c: Connection, before: float, dry_run: bool) -> int:
@@ -467,6 +470,14 @@ class RetentionStore(StoreBase):
         with self._read() as c:
             value = c.execute(select(a.c.hash).where(a.c.id == record_id)).scalar()
         return None if value is None else str(value)
+
+    def audit_link(self, record_id: int) -> tuple[str, bool] | None:
+        """The stored hash of one audit record and whether it carries a MAC (None: no such
+        record)."""
+        a = s.audit
+        with self._read() as c:
+            r = c.execute(select(a.c.hash, a.c.mac).where(a.c.id == record_id)).first()
+        return None if r is None else (str(r.hash), r.mac is not None)
 
     def audit_base(self) -> tuple[int, str] | None:
         """Where the chain starts after purges: (id, hash) of the last record purged."""

@@ -173,6 +173,9 @@ audit = Table(
     Column("request_id", String(64)),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # HMAC-SHA256 of ``hash`` under the audit key (schema 0007); NULL for records written
+    # before the key existed (see docs/audit-log.md)
+    Column("mac", String(64)),
 )
 
 # -- police hand-off (schema 0004) ------------------------------------------------------

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import inspect
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,8 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "false_alarm": (("open", "acknowledged", "dispatched", "on_scene"), "false_alarm"),
 }
 GENESIS = "0" * 64
+
+log = logging.getLogger("bangpae.audit")
 
 # PostgreSQL advisory lock keys (transaction-scoped, so a crash never leaves one held).
 _LOCK_MIGRATE = 0x62616E6770610001
@@ -210,12 +215,42 @@ class IncidentRecord:
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
-    """The outcome of checking the audit hash chain."""
+    """The outcome of checking the audit hash chain (docs/audit-log.md)."""
 
     ok: bool
     records: int
     first_bad_id: int | None
     reason: str
+    legacy: int = 0  # records before the first keyed one: plain SHA-256, written without a key
+    base: int | None = None  # the last record purged by retention (the chain continues after it)
+    anchors: int = 0  # anchor lines checked against the chain
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorMark:
+    """An anchored head as :meth:`Store.audit_verify` checks it.
+
+    ``at``: when the anchor was written (None: unknown); ``keyed``: whether the record
+    carried a MAC then (None: unknown, a line from before the audit key); ``where``:
+    where the anchor was read, for messages.
+    """
+
+    id: int
+    hash: str
+    at: float | None = None
+    keyed: bool | None = None
+    where: str = ""
+
+
+class AuditKeyMissing(Exception):
+    """A keyed audit chain, and no audit key in this process to extend or check it."""
+
+
+# How far apart two clocks writing the chain may be: the time of a purge checkpoint is
+# checked against the records around it and against anchors within this slack.
+CLOCK_SLACK_S = 300.0
+_MAC_CONTEXT = b"bangpae-audit-mac-1 "
+_SEEN, _WRITTEN = "bangpae_audit_seen", "bangpae_audit_written"  # keys of Connection.info
 
 
 def _zone_to_json(z: Zone) -> dict[str, Any]:
@@ -242,6 +277,22 @@ def audit_hash(prev_hash: str, record: dict[str, Any]) -> str:
     """The chain hash of a record: SHA-256 over the previous hash and canonical JSON."""
     body = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def audit_mac(key: bytes, digest: str) -> str:
+    """A record's MAC: HMAC-SHA256 under the audit key over its chain hash.
+
+    The chain hash covers the record and, through ``prev_hash``, every record before it,
+    so the MAC vouches for the whole chain up to the record (docs/audit-log.md).
+    """
+    return hmac.new(key, _MAC_CONTEXT + digest.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _iso_time(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _new_id(result: CursorResult[Any]) -> int:
@@ -379,9 +430,15 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
     they are written in plaintext, for tools and tests that do not care.
     """
 
-    def __init__(self, url: str, cipher: FieldCipher | None = None) -> None:
+    def __init__(
+        self, url: str, cipher: FieldCipher | None = None, audit_key: bytes | None = None
+    ) -> None:
         self.url = url
         self.cipher = cipher
+        # Audit records get a MAC under this key (docs/audit-log.md); without it they are
+        # written as before the key existed, and a keyed chain is neither extended nor
+        # vouched for.
+        self.audit_key = audit_key
         u = make_url(url)
         if u.drivername == "postgresql":  # the driver this project ships with
             u = u.set(drivername="postgresql+psycopg")
@@ -405,6 +462,10 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         self._audit_lock = threading.Lock()
         self._audit_pending: list[_AuditAppend] = []  # appends waiting for a group commit
         self._audit_queue = threading.Lock()
+        # (id, hash) of the newest record this process's group commit wrote: checked at the
+        # next one, so records cut from the tail before they were anchored still show
+        self._audit_written: tuple[int, str] | None = None
+        self.audit_tail_losses = 0
         # SQLite has one writer at a time, and a writer that finds the lock taken polls for
         # it with sleeps growing to 100 ms, so it may start tens of milliseconds after the
         # lock is free (the group commit of fixes behind an audit record, or the reverse).
@@ -1239,10 +1300,14 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
                     batch, self._audit_pending = self._audit_pending, []
                 try:
                     with self._write() as c:
+                        c.info.pop(_SEEN, None)
                         for a in batch:
                             a.id = self._audit_insert(
                                 c, *a.args[:5], a.args[5], at=a.at, request_id=a.request_id
                             )
+                        self._check_own_tail(c, c.info.pop(_SEEN))
+                        written = c.info.pop(_WRITTEN)
+                    self._audit_written = written
                 except BaseException as exc:
                     for a in batch:
                         a.id, a.error = None, exc
@@ -1254,6 +1319,30 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             raise mine.error
         assert mine.id is not None
         return mine.id
+
+    def _check_own_tail(self, c: Connection, head: tuple[int, str] | None) -> None:
+        """Log (critical) when the newest record this process wrote is gone or changed:
+        the log was cut or rewritten since, perhaps before an anchor could name it.
+        ``head``: the chain's head this transaction found (usually that very record, and
+        then nothing more is read)."""
+        mine = self._audit_written
+        if mine is None or head == mine:
+            return
+        stored = c.execute(select(s.audit.c.hash).where(s.audit.c.id == mine[0])).scalar()
+        if stored == mine[1]:
+            return
+        if stored is None:
+            base = self._audit_base(c)
+            if base is not None and mine[0] <= base[0]:
+                return  # purged by retention
+        self.audit_tail_losses += 1
+        log.critical(
+            "audit record %d (hash %s) written by this process is %s: the audit log was "
+            "cut or rewritten since; run bangpae audit verify",
+            mine[0],
+            mine[1],
+            "gone" if stored is None else "changed",
+        )
 
     def check_audit(self, record: dict[str, Any]) -> None:
         """Invalid (TypeError for a wrong set of keys) unless :meth:`audit_append` would
@@ -1282,7 +1371,12 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         _audit_fits(actor, role, action, subject, purpose, request_id)
         names = [str(x) for x in fields]
         self._pg_lock(c, _LOCK_AUDIT)
-        head = c.execute(select(a.c.id, a.c.hash).order_by(a.c.id.desc()).limit(1)).first()
+        head = c.execute(select(a.c.id, a.c.hash, a.c.mac).order_by(a.c.id.desc()).limit(1)).first()
+        if self.audit_key is None and head is not None and head.mac is not None:
+            raise AuditKeyMissing(
+                "the audit chain is keyed and this process has no audit key "
+                "(BANGPAE_AUDIT_KEY, or audit-key in the data dir)"
+            )
         new_id = 1 if head is None else int(head.id) + 1
         prev = GENESIS if head is None else str(head.hash)
         # Hash exactly what the database will give back (a float time, a list of names).
@@ -1297,11 +1391,17 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
             "fields": names,
             "request_id": request_id,
         }
+        digest = audit_hash(prev, record)
+        # for audit_append's check of its own tail: the head the transaction found first,
+        # and the record written last (on the connection: other threads write too)
+        c.info.setdefault(_SEEN, None if head is None else (int(head.id), str(head.hash)))
+        c.info[_WRITTEN] = (new_id, digest)
         c.execute(
             a.insert().values(
                 **{**record, "fields": json.dumps(names)},
                 prev_hash=prev,
-                hash=audit_hash(prev, record),
+                hash=digest,
+                mac=None if self.audit_key is None else audit_mac(self.audit_key, digest),
             )
         )
         return new_id
@@ -1366,49 +1466,213 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
 
     def audit_head(self) -> tuple[int, str] | None:
         """The id and hash of the newest audit record (to anchor outside the database)."""
+        head = self.audit_tip()
+        return None if head is None else (head[0], head[1])
+
+    def audit_tip(self) -> tuple[int, str, bool] | None:
+        """The id and hash of the newest audit record, and whether it carries a MAC."""
         a = s.audit
         with self._read() as c:
-            r = c.execute(select(a.c.id, a.c.hash).order_by(a.c.id.desc()).limit(1)).first()
-        return None if r is None else (int(r.id), str(r.hash))
+            r = c.execute(
+                select(a.c.id, a.c.hash, a.c.mac).order_by(a.c.id.desc()).limit(1)
+            ).first()
+        return None if r is None else (int(r.id), str(r.hash), r.mac is not None)
 
-    def audit_verify(self, anchor: tuple[int, str] | None = None) -> AuditReport:
-        """Walk the chain: any edited, deleted, inserted or reordered record breaks it.
+    def check_audit_key(self) -> None:
+        """AuditKeyMissing unless this store's key (or its lack) fits the chain: a keyed
+        chain needs the key, and the key must confirm the newest keyed record's MAC (a
+        second host with a key of its own would otherwise write records nobody can
+        verify). Reads one record."""
+        a = s.audit
+        with self._read() as c:
+            r = c.execute(
+                select(a.c.id, a.c.hash, a.c.mac)
+                .where(a.c.mac.is_not(None))
+                .order_by(a.c.id.desc())
+                .limit(1)
+            ).first()
+        if r is None:
+            return
+        if self.audit_key is None:
+            raise AuditKeyMissing(
+                f"the audit chain is keyed (record {r.id}) and there is no audit key here: "
+                "copy the audit-key file of the first host, or set BANGPAE_AUDIT_KEY"
+            )
+        if not hmac.compare_digest(str(r.mac), audit_mac(self.audit_key, str(r.hash))):
+            raise AuditKeyMissing(
+                f"the audit key does not confirm record {r.id}, the newest keyed one: it is "
+                "not the key the chain was written with, or the record was forged (run "
+                "bangpae audit verify)"
+            )
 
-        A chain cut short at its end is only detectable against a head kept elsewhere:
-        pass an earlier ``audit_head()`` as ``anchor`` to check that record is still there.
-        After a purge the chain starts from the newest purge checkpoint (see retention).
+    def audit_verify(
+        self,
+        anchor: tuple[int, str] | None = None,
+        *,
+        anchors: Sequence[AnchorMark] = (),
+        audit_days: float | None = None,
+        now: float | None = None,
+    ) -> AuditReport:
+        """Walk the chain; any edited, deleted, inserted or reordered record breaks it.
+
+        The rules are those of docs/audit-log.md. Each record must link to the one before
+        and match its hash; from the first record with a MAC on, every record must carry
+        a MAC that the audit key confirms (the records before it are the legacy prefix,
+        written before the key existed). After a purge the chain starts where the newest
+        purge checkpoint says; each checkpoint must be a record like any other, cut no
+        record younger than ``audit_days`` before its time, and have a time consistent
+        with the records around it (and not after ``now``).
+
+        ``anchors`` are the anchored heads, oldest first: each one still in the chain
+        must match its record (and the record must still carry its MAC if it did); the
+        newest must still be in the chain (a tail cut short shows); one naming a
+        record purged since is accepted only if no purged record was written after the
+        cut-off of the purge. ``anchor``: one more anchored head, taken as the newest.
         """
-        prev, expected, n = GENESIS, 1, 0
-        anchored = anchor is None
+        marks = list(anchors)
+        if anchor is not None:
+            marks.append(AnchorMark(int(anchor[0]), str(anchor[1])))
+        key = self.audit_key
+        prev, expected, n, legacy = GENESIS, 1, 0, 0
+        last_keyed: int | None = None
+        prev_at: float | None = None
+        checkpoints: list[tuple[int, int, float]] = []  # (id, through, cut-off)
+        after_checkpoint: tuple[int, float] | None = None
         with self._read() as c:
             base = self._audit_base(c)
+            cut = 0 if base is None else base[0]
             if base is not None:  # records up to the checkpoint were purged on purpose
                 expected, prev = base[0] + 1, base[1]
-                if anchor is not None and anchor[0] <= base[0]:
-                    if tuple(anchor) != base:
-                        reason = (
-                            f"the anchored record {anchor[0]} was purged (the chain now starts "
-                            f"after {base[0]}); anchor the head again after a purge"
-                        )
-                        return AuditReport(False, 0, anchor[0], reason)
-                    anchored = True
+
+            def bad(rid: int | None, reason: str) -> AuditReport:
+                return AuditReport(False, n, rid, reason, legacy, cut or None, len(marks))
+
+            if marks and marks[-1].id < cut:
+                m = marks[-1]
+                return bad(
+                    m.id,
+                    f"the anchored record {m.id}{_at(m)} was purged (the chain now starts "
+                    f"after {cut}); anchor the head again after a purge",
+                )
+            pending = [m for m in marks if m.id > cut]
+            k = 0
             rows = c.execute(select(s.audit).order_by(s.audit.c.id)).yield_per(1000)
             for r in rows:
                 n += 1
                 rid = int(r.id)
                 if rid != expected:
-                    reason = f"record {expected} is missing (next is {rid})"
-                    return AuditReport(False, n, rid, reason)
+                    if rid > expected:
+                        return bad(rid, f"record {expected} is missing (next is {rid})")
+                    return bad(rid, f"record {rid} is out of place (expected {expected})")
                 if r.prev_hash != prev:
-                    return AuditReport(False, n, rid, "link to the previous record broken")
+                    return bad(rid, "link to the previous record broken")
                 if audit_hash(prev, self._audit_dict(r)) != r.hash:
-                    return AuditReport(False, n, rid, "record content does not match its hash")
-                if anchor is not None and rid == anchor[0]:
-                    if r.hash != anchor[1]:
-                        return AuditReport(False, n, rid, "record differs from the anchored head")
-                    anchored = True
-                prev, expected = r.hash, expected + 1
-        if not anchored and anchor is not None:
-            reason = f"chain ends at {expected - 1} before the anchored record {anchor[0]}"
-            return AuditReport(False, n, expected, reason)
-        return AuditReport(True, n, None, "intact")
+                    return bad(rid, "record content does not match its hash")
+                if r.mac is None:
+                    if last_keyed is not None:
+                        return bad(
+                            rid,
+                            f"record has no MAC but follows the keyed record {last_keyed}: "
+                            "written without the audit key",
+                        )
+                    legacy += 1
+                elif key is None:
+                    return bad(rid, "record is keyed and there is no audit key to check it")
+                elif not hmac.compare_digest(str(r.mac), audit_mac(key, str(r.hash))):
+                    return bad(rid, "MAC does not match: forged or rewritten without the audit key")
+                else:
+                    last_keyed = rid
+                at = float(r.at)
+                if after_checkpoint is not None and at < after_checkpoint[1] - CLOCK_SLACK_S:
+                    cp = after_checkpoint[0]
+                    return bad(cp, f"purge checkpoint is dated after the record {rid} after it")
+                after_checkpoint = None
+                if r.action == "purge" and r.subject == "audit":
+                    problem = self._checkpoint_problem(
+                        r, prev_at, checkpoints, audit_days, now, keyed=r.mac is not None
+                    )
+                    if problem is not None:
+                        return bad(rid, f"purge checkpoint: {problem}")
+                    after_checkpoint = (rid, at)
+                while k < len(pending) and pending[k].id == rid:
+                    m = pending[k]
+                    if m.hash != r.hash:
+                        return bad(rid, f"record differs from the anchored head{_at(m)}")
+                    if m.keyed and r.mac is None:
+                        return bad(rid, f"record had a MAC when anchored{_at(m)} and has none")
+                    k += 1
+                prev, expected, prev_at = r.hash, expected + 1, at
+        if k < len(pending):
+            m = pending[k]
+            return bad(
+                expected, f"chain ends at {expected - 1} before the anchored record {m.id}{_at(m)}"
+            )
+        for m in marks:
+            if m.id > cut:
+                break
+            if m.id == cut and base is not None and m.hash != base[1]:
+                return bad(m.id, f"the anchored record{_at(m)} differs from the purged one")
+            for cp, through, before in checkpoints:
+                if m.id < through and m.at is not None and m.at >= before + CLOCK_SLACK_S:
+                    return bad(
+                        cp,
+                        f"purge checkpoint cut records up to {through}, but the anchor naming "
+                        f"{m.id}{_at(m)} is later than its cut-off {_iso(before)}: records "
+                        "after it were purged before their time",
+                    )
+        return AuditReport(True, n, None, "intact", legacy, cut or None, len(marks))
+
+    @staticmethod
+    def _checkpoint_problem(
+        r: Row[Any],
+        prev_at: float | None,
+        checkpoints: list[tuple[int, int, float]],
+        audit_days: float | None,
+        now: float | None,
+        *,
+        keyed: bool,
+    ) -> str | None:
+        """Why a purge checkpoint (already checked as a record) cannot be right, if it
+        cannot; a good one is added to ``checkpoints``.
+
+        A keyed checkpoint's cut-off is checked against the retention it records, the one
+        in force when it was written (the key vouches for it; a retention lengthened
+        since must not make past purges look early); any other against ``audit_days``.
+        """
+        notes = {}
+        for item in json.loads(r.fields):
+            name, sep, value = str(item).partition("=")
+            if sep:
+                notes[name] = value
+        through_s, before = notes.get("through_id", ""), _iso_time(notes.get("before", ""))
+        if not through_s.isdigit() or before is None:
+            return "no cut-off or last record purged in its fields"
+        through, at = int(through_s), float(r.at)
+        if keyed and notes.get("days"):
+            try:
+                audit_days = float(notes["days"])
+            except ValueError:
+                return f"retention days {notes['days']!r} unreadable"
+        if through >= int(r.id):
+            return f"claims to have purged records up to {through}, at or after itself"
+        if checkpoints and through < checkpoints[-1][1]:
+            return f"cuts less ({through}) than the checkpoint {checkpoints[-1][0]} before it"
+        if audit_days is not None and before > at - audit_days * 86400 + 1e-3:
+            return (
+                f"cut-off {_iso(before)} is later than the retention of {audit_days:g} days "
+                f"allows at its time {_iso(at)}"
+            )
+        if prev_at is not None and at < prev_at - CLOCK_SLACK_S:
+            return f"dated {_iso(at)}, before the record ahead of it ({_iso(prev_at)})"
+        if now is not None and at > now + CLOCK_SLACK_S:
+            return f"dated {_iso(at)}, in the future"
+        checkpoints.append((int(r.id), through, before))
+        return None
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _at(m: AnchorMark) -> str:
+    return f" ({m.where})" if m.where else ""
