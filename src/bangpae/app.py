@@ -32,6 +32,7 @@ from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
+from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
     from bangpae.adapters.listeners.workers import WorkerPool
@@ -76,12 +77,16 @@ class AppContext:
     bus: InProcessBus
     secret: bytes
     metrics: CollectorRegistry
-    commands: CommandHub = field(default_factory=CommandHub)
+    commands: CommandHub = field(default_factory=CommandHub)  # her app's pursuit mode
+    trackers: TrackerSessions = field(init=False)  # tracker connections, clones among them
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
     push_key: str = ""  # the VAPID public key browsers subscribe with
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.trackers = TrackerSessions(self)
 
     @property
     def engine(self) -> Engine:
