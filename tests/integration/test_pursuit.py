@@ -62,4 +62,3 @@ async def test_her_app_goes_fast_while_he_is_near_and_his_h02_tracker_hears_one_
     finally:
         await stop(server)
         await ctx.stop()
-
