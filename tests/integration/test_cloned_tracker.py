@@ -167,3 +167,42 @@ async def test_a_monitor_reconnecting_while_its_dead_connection_lingers_is_no_in
     finally:
         await stop(server)
         await ctx.stop()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["main-process", "intake-worker"])
+async def test_a_clone_that_logged_in_first_is_found_when_it_speaks_after_his_monitor(
+    tmp_path: Path, database_url: str, workers: int
+) -> None:
+    """The clone holds the older connection (his monitor was off) and keeps sending."""
+    ctx, off, ankle, _ = await _case(tmp_path, database_url)
+    ctx.trackers.grace_s = 0.3
+    ctx.trackers.supersede_s = 60.0
+    await ctx.start()
+    port, server = await serve(ctx, "gt06", workers)
+    t0 = time.time() - 120
+    s = ctx.store
+    try:
+        clone = await Client.open("gt06", port)
+        await clone.login(IMEI["gt06"], *HOME, t0)
+        await until(lambda: clone.data == LOGIN_ACK + TIMER)  # alone: a login like any other
+        monitor = await Client.open("gt06", port)
+        await monitor.login(IMEI["gt06"], *HOME, t0)
+        await until(lambda: ctx.trackers.connections(ankle) == 2)
+        await monitor.position(IMEI["gt06"], *HOME, t0 + 1)
+        await asyncio.sleep(0.4)
+        await clone.position(IMEI["gt06"], *HOME, t0 + 2)
+        await until(lambda: any(i.kind == "device_cloned" for i in s.incidents(status="open")))
+        [incident] = s.incidents(status="open")
+        assert (incident.priority, incident.person_id) == ("critical", off)
+        await asyncio.sleep(0.2)
+        frames = _frames(monitor.data)  # the login's and the position's acknowledgements
+        assert frames[0] == LOGIN_ACK and [f[:6] for f in frames[1:]] == [b"xx\x05\x12\x00\x02"]
+        await clone.close()
+        await until(lambda: ctx.trackers.connections(ankle) == 1)
+        await asyncio.sleep(0.2)
+        # after a clone, the survivor is not commanded: it is told again at its next login
+        assert TIMER not in monitor.data
+        await monitor.close()
+    finally:
+        await stop(server)
+        await ctx.stop()

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 STOP_WAIT_S = 5.0
+MAX_ADDRESS = 64  # "[IPv6 address]:port" is at most 47 characters
 # What a worker may see of the environment: nothing that opens the database or signs.
 _WORKER_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "HOME", "BANGPAE_LOG_LEVEL")
 
@@ -131,6 +132,8 @@ class _Worker:
             if token in self.proxies:
                 raise ChannelError(f"connection token {token} bound twice")
             address = payload[intake.BOUND.size :].decode()
+            if len(address) > MAX_ADDRESS:  # evidence in an incident: a peer's address, no more
+                raise ChannelError("a peer address longer than any address")
             link = _RemoteLink(self, token, address)
             self.proxies[token] = (device_id, link)
             ctx.trackers.bind(device_id, link)
