@@ -135,7 +135,11 @@ class TrackerSessions:
         if not sessions:
             del self._sessions[device_id]
         ep = self._episodes.get(device_id)
-        if ep is None or len(sessions) > 1:
+        if ep is None:
+            return
+        if len(sessions) > 1:
+            if ep.newest is s:  # the others are judged against the newest still there
+                ep.newest = max(sessions, key=lambda x: x.logged_in)
             return
         # the episode is over: one connection left, or none
         if ep.timer is not None:
