@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,8 @@ from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order, Tier
 from bangpae.protocols import gt06, h02
+from bangpae.services import queries
+from bangpae.services.auth import Principal
 
 from .trackers import HOME, Client, at, serve, stop, until, without_server_clock
 
@@ -102,5 +105,83 @@ async def test_his_trackers_connection_hears_the_same_bytes_whether_she_is_near_
         for c in clients:
             await c.close()
     finally:
+        await stop(server)
+        await ctx.stop()
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return sorted(values)[int(q * (len(values) - 1))]
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["main-process", "intake-worker"])
+async def test_his_fixes_are_acknowledged_as_fast_whether_she_watches_him_or_not(
+    tmp_path: Path, workers: int
+) -> None:
+    """When she is within 600 m with her app open, each of his fixes is shown to her and
+    her read is audited in the fix's own transaction: more to commit before his
+    acknowledgement. The acknowledgement comes no sooner than a fixed delay after the
+    frame, so how long storing took does not show."""
+    delay = 0.1
+    now = time.time()
+    ctx = build(Settings(data_dir=tmp_path, tracker_ack_delay_s=delay))
+    s = ctx.store
+    cases = []
+    for ident in IDENTS["gt06"]:
+        off, vic = s.add_person("offender", "O"), s.add_person("victim", "V")
+        s.add_device(ident, "ankle_monitor", "gt06", off)
+        phone = s.add_device(f"PHONE-{ident}", "phone", "osmand", vic)
+        cases.append((ident, phone, s.add_order(Order(0, off, vic)), vic))
+    await ctx.start()
+    # her app's live stream, as api.streams opens it: each batch touching her order
+    # computes what she is shown and audits her reads in that batch's transaction
+    ident, phone, oid, vic = cases[0]
+    who = Principal(1, "v", "victim", vic)
+    orders = [s.get_order(oid)]
+
+    def view(at_: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        status, reads = queries.victim_view(ctx.engine, who, at_, orders)
+        return status, queries.victim_reads(who, reads, at_)
+
+    stream = ctx.ingest.watch({oid}, view)
+    port, server = await serve(ctx, "gt06", workers)
+    n = 40
+    t0 = now - n - 10
+    try:
+        await ctx.ingest.submit(
+            [Fix(cases[0][1], t0, *HOME, 5.0), Fix(cases[1][1], t0, *HOME, 5.0)]
+        )
+        clients = []
+        for ident, _, _, _ in cases:
+            c = await Client.open("gt06", port)
+            await c.login(ident, *HOME, t0)
+            clients.append(c)
+        await until(lambda: all(len(c.data) == 10 + 24 for c in clients))
+        audited = s.audit_head()
+        latency: list[list[float]] = [[], []]
+        for i in range(n):
+            for k, (c, (ident, _, _, _)) in enumerate(zip(clients, cases, strict=True)):
+                # his fix: 300-320 m from her (she sees him), or 5 km from the other victim
+                d = (300.0 if k == 0 else 5000.0) + 20.0 * (i % 2)
+                before = len(c.data)
+                sent = time.monotonic()
+                await c.position(ident, *at(d), t0 + 1 + i)
+                await until(lambda c=c, before=before: len(c.data) == before + 10)  # type: ignore[misc]
+                latency[k].append(c.received[-1][0] - sent)
+                while not stream.empty():
+                    stream.get_nowait()
+        assert ctx.engine.tier_of(cases[0][2]) == Tier.REVEAL
+        assert ctx.engine.tier_of(cases[1][2]) == Tier.CLEAR
+        head = s.audit_head()
+        assert head is not None and head[0] >= (audited[0] if audited else 0) + n  # her reads
+        # never sooner than the delay, and as soon whether or not her read was committed
+        assert min(latency[0] + latency[1]) >= delay - 0.001  # the loop's clock resolution
+        watched, unwatched = latency
+        for q in (0.1, 0.25, 0.5):
+            difference = _quantile(watched, q) - _quantile(unwatched, q)
+            assert abs(difference) < 0.001, (q, difference)
+        for c in clients:
+            await c.close()
+    finally:
+        ctx.ingest.unwatch(stream)
         await stop(server)
         await ctx.stop()

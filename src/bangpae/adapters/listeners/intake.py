@@ -50,7 +50,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bangpae.adapters.clock import SystemClock
-from bangpae.adapters.listeners.tcp import BACKLOG, CODECS, TcpListener
+from bangpae.adapters.listeners.tcp import ACK_DELAY_S, BACKLOG, CODECS, TcpListener
 from bangpae.adapters.loop import run as run_loop
 from bangpae.domain.batch import ALARM_SETS, RECORD, PackedFixes, alarm_mask
 from bangpae.domain.model import Fix
@@ -188,9 +188,11 @@ class WorkerContext:
 
 @dataclass
 class _Networks:
-    """Stands in for Settings: the worker is told only the device networks."""
+    """Stands in for Settings: the worker is told only the device networks and the
+    acknowledgement delay."""
 
     device_networks: str
+    tracker_ack_delay_s: float
 
     def allowed_networks(self) -> list[Any]:
         from bangpae.config import Settings
@@ -336,7 +338,10 @@ async def _report_metrics(ctx: WorkerContext, channel: MessageReader) -> None:
 
 
 async def run_worker(
-    channel_fd: int, listeners: Iterable[tuple[str, int]], device_networks: str
+    channel_fd: int,
+    listeners: Iterable[tuple[str, int]],
+    device_networks: str,
+    ack_delay_s: float,
 ) -> None:
     """Serve the listeners on the inherited sockets until the main process goes away."""
     loop = asyncio.get_running_loop()
@@ -352,7 +357,7 @@ async def run_worker(
         lambda: MessageReader(on_message, lost.set), sock=chan_sock
     )
     gateway = WorkerGateway(channel)
-    ctx = WorkerContext(_Networks(device_networks))
+    ctx = WorkerContext(_Networks(device_networks, ack_delay_s))
     servers = []
     for name, fd in listeners:
         listener = TcpListener(ctx, CODECS[name], gateway)
@@ -375,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", action="append", default=[], help="PROTOCOL=FD, a listening socket")
     p.add_argument("--device-networks", default="")
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--ack-delay", type=float, default=ACK_DELAY_S, help="seconds, at least")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not fd.isdigit():
             p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
         listeners.append((name, int(fd)))
-    run_loop(run_worker(args.channel, listeners, args.device_networks))
+    run_loop(run_worker(args.channel, listeners, args.device_networks, args.ack_delay))
     return 0
 
 

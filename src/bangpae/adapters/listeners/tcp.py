@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
 BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once after an outage
+# A stored fix is acknowledged no sooner than this after its frames were taken up: what the
+# transaction held (events, audited reads of the other party's screen) must not show in when
+# the acknowledgement comes (docs/devices-and-commands.md). Settings.tracker_ack_delay_s.
+ACK_DELAY_S = 0.1
 
 
 class Decoded(NamedTuple):
@@ -202,6 +206,7 @@ class TcpListener:
         self.connections = 0
         self.limiter = FailureLimiter()
         self.networks = ctx.settings.allowed_networks()
+        self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
         self._tasks: set[asyncio.Task[None]] = set()  # lookups and submissions under way
 
     def connection(self) -> _Connection:
@@ -428,16 +433,26 @@ class _Connection(asyncio.Protocol):
             self._reply(replies, end)
             return
         self.busy = True
+        due = asyncio.get_running_loop().time() + lst.ack_delay_s
         stored = lst.gateway.enqueue(fixes)  # durable before the replies
-        stored.add_done_callback(functools.partial(self._stored, len(fixes), replies, end))
+        stored.add_done_callback(functools.partial(self._stored, len(fixes), replies, end, due))
 
-    def _stored(self, n: int, replies: list[bytes], end: bool, stored: asyncio.Future[Any]) -> None:
+    def _stored(
+        self, n: int, replies: list[bytes], end: bool, due: float, stored: asyncio.Future[Any]
+    ) -> None:
         if stored.cancelled() or stored.exception() is not None:
             log.warning("%s %s: fixes not stored, closing", self.listener.codec.name, self.peer)
             self.busy = False
             self._close()
             return
         self.listener._accepted.inc(n)
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:  # stored: acknowledged at the due time, however long it took
+            loop.call_at(due, self._release, replies, end)
+        else:
+            self._release(replies, end)
+
+    def _release(self, replies: list[bytes], end: bool) -> None:
         self._reply(replies, end)
         self._next()
 
@@ -489,6 +504,8 @@ class _Connection(asyncio.Protocol):
 
     async def _bind_then_handle(self, frames: list[bytes]) -> None:
         lst = self.listener
+        loop = asyncio.get_running_loop()
+        due = loop.time() + lst.ack_delay_s
         fixes: list[Fix] = []
         replies: list[bytes] = []
         end = False
@@ -506,6 +523,8 @@ class _Connection(asyncio.Protocol):
         if fixes:
             await lst.gateway.enqueue(fixes)  # durable before the replies
             lst._accepted.inc(len(fixes))
+            if loop.time() < due:
+                await asyncio.sleep(due - loop.time())
         self._reply(replies, end)
         if not end and self.bound is not None and self._open():
             # after the login is acknowledged: registering may send the command at once

@@ -83,6 +83,8 @@ class _Worker:
             str(theirs.fileno()),
             "--device-networks",
             self.pool.device_networks,
+            "--ack-delay",
+            str(self.pool.ack_delay_s),
             "--index",
             str(self.index),
         ]
@@ -222,6 +224,7 @@ class WorkerPool:
         self.n = n
         self.listeners = listeners
         self.device_networks = ctx.settings.device_networks
+        self.ack_delay_s = float(ctx.settings.tracker_ack_delay_s)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.workers: list[_Worker] = []
         self.ports: dict[str, int] = {}
