@@ -206,3 +206,37 @@ async def test_a_clone_that_logged_in_first_is_found_when_it_speaks_after_his_mo
     finally:
         await stop(server)
         await ctx.stop()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["main-process", "intake-worker"])
+async def test_an_h02_clone_is_found_the_same_way(
+    tmp_path: Path, database_url: str, workers: int
+) -> None:
+    """H02 has no login: a connection is bound by its first frame, then the same rules."""
+    now = time.time()
+    ctx = build(Settings(data_dir=tmp_path, database_url=database_url), clock=ManualClock(now))
+    s = ctx.store
+    off = s.add_person("offender", "O")
+    watch = s.add_device(IMEI["h02"], "ankle_monitor", "h02", off)
+    ctx.trackers.grace_s = 0.3
+    await ctx.start()
+    port, server = await serve(ctx, "h02", workers)
+    t0 = now - 120
+    try:
+        monitor = await Client.open("h02", port)
+        await monitor.login(IMEI["h02"], *HOME, t0)
+        await until(lambda: b",22,15#" in monitor.data)
+        clone = await Client.open("h02", port)
+        await clone.login(IMEI["h02"], *HOME, t0 + 1)
+        await until(lambda: ctx.trackers.connections(watch) == 2)
+        await asyncio.sleep(0.4)
+        await monitor.position(IMEI["h02"], *HOME, t0 + 2)
+        await until(lambda: [i.kind for i in s.incidents(status="open")] == ["device_cloned"])
+        await until(lambda: monitor.data.count(b",V4,V1,") == 2)
+        assert b",S71," not in clone.data and clone.data.count(b",V4,V1,") == 1
+        assert monitor.data.count(b",S71,") == 1
+        await monitor.close()
+        await clone.close()
+    finally:
+        await stop(server)
+        await ctx.stop()
