@@ -64,6 +64,7 @@ async def test_a_clone_listening_beside_his_monitor_opens_one_critical_incident(
     ctx.trackers.grace_s = 0.3
     ctx.trackers.supersede_s = 60.0
     await ctx.start()
+    ops = ctx.bus.subscribe()  # what the control centre's live stream is given
     port, server = await serve(ctx, "gt06", workers)
     t0 = time.time() - 120
     s = ctx.store
@@ -121,6 +122,10 @@ async def test_a_clone_listening_beside_his_monitor_opens_one_critical_incident(
         assert first["logged_in_at"] <= second["logged_in_at"] == evidence["episode_started_at"]
         assert first["heard_at"] is not None and second["heard_at"] is None
         assert evidence["identifier"] == IMEI["gt06"]
+        published = []
+        while not ops.empty():
+            published.append(ops.get_nowait())
+        assert [e.id for e in published if e.kind == "device_cloned"] == [timeline[0]["event_id"]]
 
         # only acknowledgements of their own frames: the monitor's interval came before
         assert _frames(monitor.data)[:2] == [LOGIN_ACK, TIMER]
