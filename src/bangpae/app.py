@@ -36,6 +36,7 @@ from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
 from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
+from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
     from bangpae.adapters.listeners.workers import WorkerPool
@@ -85,7 +86,8 @@ class AppContext:
     bus: InProcessBus
     secret: bytes
     metrics: CollectorRegistry
-    commands: CommandHub = field(default_factory=CommandHub)
+    commands: CommandHub = field(default_factory=CommandHub)  # her app's pursuit mode
+    trackers: TrackerSessions = field(init=False)  # tracker connections, clones among them
     # Her own reports from the app, per person (docs/disclosure.md): a prober's budget.
     own_reports: RateLimiter = field(
         default_factory=lambda: RateLimiter(OWN_REPORTS_PER_MINUTE, 60.0)
@@ -95,6 +97,9 @@ class AppContext:
     notifier: Notifier | None = None
     push_key: str = ""  # the VAPID public key browsers subscribe with
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.trackers = TrackerSessions(self)
 
     @property
     def engine(self) -> Engine:

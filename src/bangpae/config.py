@@ -214,6 +214,14 @@ class Settings(BaseSettings):
         description="Accept OsmAnd and OwnTracks fixes from devices registered without a key. "
         "Off: anyone who knew a device's identifier could move that person on the map.",
     )
+    tracker_ack_delay_s: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="A GT06 or H02 tracker's fix is acknowledged once stored and no sooner "
+        "than this after it arrived, so that how long storing took (which can depend on "
+        "the other party) does not show; 0: as soon as stored.",
+    )
     device_networks: str = Field(
         "",
         description="Comma-separated CIDRs devices may connect from (empty: any), "

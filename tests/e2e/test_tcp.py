@@ -10,8 +10,13 @@ import time
 import httpx
 import pytest
 
+from bangpae.protocols.gt06 import interval_command
+
 from .conftest import Server
 from .test_serve import PASSWORD
+
+LOGIN_ACK = bytes.fromhex("78780501000955940d0a")
+TIMER_15 = interval_command(15)  # every tracker is told this once, after its login's ack
 
 
 @pytest.fixture(params=[0, 2], ids=["main-process", "intake-workers"])
@@ -31,6 +36,31 @@ def _metrics_show(srv: Server, *lines: str) -> None:
             return
         assert time.monotonic() < deadline, f"not in /metrics: {missing}"
         time.sleep(0.1)
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        assert chunk, f"closed after {buf!r}"
+        buf += chunk
+    return buf
+
+
+def _recv_frame(s: socket.socket) -> bytes:
+    """One H02 reply, up to its '#'."""
+    buf = b""
+    while not buf.endswith(b"#"):
+        chunk = s.recv(1)
+        assert chunk, f"closed after {buf!r}"
+        buf += chunk
+    return buf
+
+
+def _logged_in(s: socket.socket, ack: bytes = LOGIN_ACK) -> None:
+    """A GT06 login's acknowledgement, then the one fixed interval command."""
+    assert _recv_exact(s, len(ack)) == ack
+    assert _recv_exact(s, len(TIMER_15)) == TIMER_15
 
 
 def _staff(srv: Server) -> dict[str, str]:
@@ -68,10 +98,12 @@ def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(tcp: Server) -> 
     stamp = time.strftime("%H%M%S,A,3733.9780,N,12658.6740,E,000.00,000,%d%m%y", time.gmtime())
     with socket.create_connection(("127.0.0.1", server.h02_port), timeout=10) as s:
         s.sendall(f"*HQ,4209951296,V1,{stamp},FFFFFBFF#".encode())
-        reply = s.recv(200)
+        reply = _recv_frame(s)
         assert reply.startswith(b"*HQ,4209951296,V4,V1,20") and reply.endswith(b"#")
+        command = _recv_frame(s)  # its first frame bound it: the one fixed interval follows
+        assert command.startswith(b"*HQ,4209951296,S71,") and command.endswith(b",22,15#")
         s.sendall(b"*HQ,4209951296,HTBT#")
-        assert s.recv(200) == b"*HQ,4209951296,HTBT#"
+        assert _recv_frame(s) == b"*HQ,4209951296,HTBT#"
     fixes = httpx.get(f"{api}/devices/4209951296/fixes", headers=staff).json()["fixes"]
     assert len(fixes) == 1 and abs(fixes[0]["lat"] - 37.56630) < 1e-5
     # an unknown tracker and a malformed frame are refused and close only their connection
@@ -116,10 +148,10 @@ def test_a_gt06_tracker_logs_in_and_each_position_is_acknowledged_after_storing(
         assert s.recv(64) == b""
     with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
         s.sendall(bytes.fromhex("78780d01086471700328358100093f040d0a"))  # login
-        assert s.recv(64) == bytes.fromhex("78780501000955940d0a")
+        _logged_in(s)
         s.sendall(_gt06_frame(0x12, gps, 3))
         ack = s.recv(64)
-        assert ack[:6] == bytes.fromhex("787805120003")
+        assert ack[:6] == bytes.fromhex("787805120003") and len(ack) == 10
     fixes = httpx.get(f"{api}/devices/864717003283581/fixes", headers=staff).json()["fixes"]
     assert len(fixes) == 1 and abs(fixes[0]["lat"] - 37.5663) < 1e-5
     assert abs(fixes[0]["speed_mps"] - 10.0) < 1e-9
@@ -133,7 +165,7 @@ def test_a_gt06_strap_cut_in_a_status_packet_opens_a_critical_incident(tcp: Serv
     _tracker(server, staff, "864717003283581", "gt06")
     with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
         s.sendall(bytes.fromhex("78780d01086471700328358100093f040d0a"))
-        s.recv(64)
+        _logged_in(s)
         s.sendall(_gt06_frame(0x13, bytes([0x7C, 0x04, 0x03, 0x00, 0x02]), 4))  # removal
         assert s.recv(64)[:6] == bytes.fromhex("787805130004")
     incidents = httpx.get(f"{api}/incidents", params={"status": "open"}, headers=staff).json()
@@ -168,7 +200,8 @@ def test_frames_with_a_wrong_crc_pass_only_for_devices_registered_as_lenient(tcp
         assert s.recv(64) == b""  # strict: refused
     with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
         s.sendall(bytes.fromhex(bad_crc["383714111810415"]))
-        assert s.recv(64)[:6] == bytes.fromhex("787805010002")  # lenient: logged in
+        assert _recv_exact(s, 10)[:6] == bytes.fromhex("787805010002")  # lenient: logged in
+        assert _recv_exact(s, len(TIMER_15)) == TIMER_15
     _metrics_show(server, 'bangpae_tcp_rejected_total{protocol="gt06",reason="malformed"} 1.0')
 
 
@@ -208,7 +241,7 @@ def test_an_intake_worker_that_dies_is_replaced_and_no_acknowledged_fix_is_lost(
     login = bytes.fromhex("78780d01086471700328358100093f040d0a")
     with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
         s.sendall(login)
-        assert s.recv(64) == bytes.fromhex("78780501000955940d0a")
+        _logged_in(s)
         for serial in range(2, 7):
             s.sendall(position(serial, 60 - serial))
             assert s.recv(64)[:6] == bytes.fromhex("78780512") + serial.to_bytes(2, "big")
@@ -225,7 +258,7 @@ def test_an_intake_worker_that_dies_is_replaced_and_no_acknowledged_fix_is_lost(
         try:
             with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
                 s.sendall(login)
-                assert s.recv(64) == bytes.fromhex("78780501000955940d0a")
+                _logged_in(s)
                 s.sendall(position(9, 30))
                 assert s.recv(64)[:6] == bytes.fromhex("787805120009")
                 acked += 1

@@ -13,6 +13,7 @@ EXPECTED: dict[EventKind, tuple[str, str | None]] = {
     EventKind.RETRO_BREACH: ("retro_breach", "critical"),
     EventKind.TAMPER: ("tamper", "critical"),
     EventKind.SOS: ("sos", "critical"),
+    EventKind.DEVICE_CLONED: ("device_cloned", "critical"),
     EventKind.ZONE_ENTER: ("zone", "high"),
     EventKind.ZONE_EXIT: ("zone", None),
     EventKind.CURFEW_VIOLATION: ("curfew", "high"),

@@ -6,7 +6,8 @@ timeline of an open incident of its kind: a ``zone_exit`` joins the ``zone``
 incident its ``zone_enter`` opened, a tier change out of breach joins the
 ``breach`` incident. The priority says whether the event opens one at all.
 
-- critical: tier changed into breach or uncertain, tamper, sos, retro_breach;
+- critical: tier changed into breach or uncertain, tamper, sos, retro_breach,
+  device_cloned (his positions can no longer be trusted: as grave as a cut strap);
 - high: zone_enter, curfew_violation, approach_fast, disclosure_misuse,
   case_open, power_cut, position_jump;
 - normal: low_battery, offline, no_fix;
@@ -34,6 +35,7 @@ _BY_KIND: dict[EventKind, tuple[str, Priority | None]] = {
     EventKind.RETRO_BREACH: ("retro_breach", CRITICAL),
     EventKind.TAMPER: ("tamper", CRITICAL),
     EventKind.SOS: ("sos", CRITICAL),
+    EventKind.DEVICE_CLONED: ("device_cloned", CRITICAL),
     EventKind.ZONE_ENTER: ("zone", HIGH),
     EventKind.ZONE_EXIT: ("zone", None),
     EventKind.CURFEW_VIOLATION: ("curfew", HIGH),

@@ -87,6 +87,9 @@ class EventKind(StrEnum):
     NO_FIX = "no_fix"
     POSITION_JUMP = "position_jump"
     SOS = "sos"
+    # two live connections log in as one tracker: someone runs a copy of it (raised by the
+    # tracker sessions, not by fixes; docs/devices-and-commands.md)
+    DEVICE_CLONED = "device_cloned"
     # raised by the control centre's timers, not by fixes: a critical incident nobody
     # acknowledged was escalated to the supervisor (published on the ops stream)
     INCIDENT_ESCALATED = "incident_escalated"

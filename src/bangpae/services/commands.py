@@ -1,9 +1,13 @@
-"""Commands back to devices; pursuit mode drives them from tier changes.
+"""Pursuit mode for the protected person's app: report faster while he is near.
 
-Each connected device registers how it can be told a reporting interval (a TCP
-tracker writes its protocol's command, the victim app gets a WebSocket message).
-The desired interval per device is remembered, so a device that connects later
-is told at once.
+Only her app's authenticated live stream registers here, for her devices: it is told
+a reporting interval over its WebSocket. No tracker connection ever registers (GT06
+and H02 trackers are told one fixed interval at login by
+:mod:`bangpae.services.trackers`), and the intervals are computed for the victims
+of orders only, from the orders protecting them: nothing that depends on her reaches
+his devices, nor anyone who logs in as them (docs/devices-and-commands.md).
+The desired interval per device is remembered, so her app is told at once when it
+connects.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ YIELD_EVERY = 100  # people set per turn of the event loop
 
 
 class CommandHub:
-    """Who can be told what, and what each device should currently be told."""
+    """Her app's streams, and what each of her devices should currently be told."""
 
     def __init__(self) -> None:
         self._senders: dict[int, set[Sender]] = {}
@@ -33,7 +37,7 @@ class CommandHub:
         self.sent: deque[tuple[int, int]] = deque(maxlen=1000)
 
     async def register(self, device_id: int, send: Sender) -> None:
-        """A device connected; tell it its interval if it should not use the default."""
+        """Her app's stream opened; tell it its interval if it should not use the default."""
         self._senders.setdefault(device_id, set()).add(send)
         wanted = self.desired.get(device_id)
         if wanted is not None and wanted != NORMAL_INTERVAL_S:
@@ -60,7 +64,13 @@ class CommandHub:
 
 
 async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
-    """Follow tier changes on the bus; set both parties' reporting interval accordingly.
+    """Follow tier changes on the bus; set the victims' reporting interval accordingly.
+
+    Only the protected person of each changed order is considered, and her interval
+    comes from the orders that protect her alone (a person protected by one order and
+    restrained by another is told nothing about the other's victim). The offender's
+    devices are never set: the hub has no way to reach them, and this leaves them out
+    besides.
 
     Takes whatever tier changes have queued up as one round, and reads who the
     parties are and which devices they carry from the engine, not the store: a storm
@@ -73,18 +83,20 @@ async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
             while not q.empty():
                 events.append(q.get_nowait())
             engine = ctx.engine
-            people: dict[int, None] = {}  # in order of the events
+            victims: dict[int, None] = {}  # in order of the events
             for e in events:
                 if e.kind != EventKind.TIER_CHANGED or e.order_id is None or e.late:
                     continue
                 parties = engine.parties(e.order_id)
                 if parties is not None:
-                    people.update(dict.fromkeys(parties))
-            for i, person in enumerate(people):
+                    victims[parties[1]] = None
+            for i, person in enumerate(victims):
                 tiers = [
                     tier
                     for oid in engine.orders_of_person(person)
-                    if (tier := engine.tier_of(oid)) is not None
+                    if (p := engine.parties(oid)) is not None
+                    and p[1] == person
+                    and (tier := engine.tier_of(oid)) is not None
                 ] or [Tier.CLEAR]
                 seconds = report_interval_s(tiers)
                 for device_id in engine.devices_of_person(person):

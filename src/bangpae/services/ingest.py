@@ -345,6 +345,17 @@ class Ingest:
     def _offender_devices(self, order: Any) -> set[int]:
         return set(self.store.device_ids_of_person(order.offender_id))
 
+    async def record(self, *events: Event) -> list[Event]:
+        """Store events raised outside the engine (a cloned tracker) by the one writer, with
+        the incidents they open, then publish them; return those that were new."""
+        _, new_events = await asyncio.get_running_loop().run_in_executor(
+            self._writer, self.store.record_batch, [], [], self._plans(list(events))
+        )
+        if new_events:
+            self.stats.events += len(new_events)
+            await self.bus.publish(new_events)
+        return list(new_events)
+
     # -- timers -------------------------------------------------------------------------
 
     async def tick(self) -> list[Event]:

@@ -16,12 +16,19 @@ The channel between them is a socketpair carrying messages of a 5-byte header
 
     worker -> main   F  fixes     u32 request id, then fix records (FIX_RECORD)
                      D  device    u32 request id, identifier (UTF-8)
-                     B  bound     u32 connection token, i64 device id
+                     B  bound     u32 connection token, i64 device id, peer address (UTF-8)
                      U  unbound   u32 connection token
+                     H  heard     u32 connection token: a frame arrived on a watched one
                      M  metrics   JSON: the worker's counters, whole
     main -> worker   A  stored    u32 request id, u8 1 (stored) or 0 (not stored)
                      R  device    u32 request id, i64 device id (-1: unknown), u8 lenient
                      C  command   u32 connection token, u32 reporting interval (s)
+                     W  watch     u32 connection token: report its next frame (H)
+                     X  drop      u32 connection token: close it
+
+The tracker sessions (:mod:`bangpae.services.trackers`) live in the main process
+alone, so connections of one tracker are seen together whichever worker holds
+each; a worker only carries out C, W and X for the connections it holds.
 """
 
 from __future__ import annotations
@@ -43,10 +50,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bangpae.adapters.clock import SystemClock
-from bangpae.adapters.listeners.tcp import BACKLOG, CODECS, Sender, TcpListener
+from bangpae.adapters.listeners.tcp import ACK_DELAY_S, BACKLOG, CODECS, TcpListener
 from bangpae.adapters.loop import run as run_loop
 from bangpae.domain.batch import ALARM_SETS, RECORD, PackedFixes, alarm_mask
 from bangpae.domain.model import Fix
+from bangpae.services.trackers import Link
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +188,11 @@ class WorkerContext:
 
 @dataclass
 class _Networks:
-    """Stands in for Settings: the worker is told only the device networks."""
+    """Stands in for Settings: the worker is told only the device networks and the
+    acknowledgement delay."""
 
     device_networks: str
+    tracker_ack_delay_s: float
 
     def allowed_networks(self) -> list[Any]:
         from bangpae.config import Settings
@@ -204,8 +214,8 @@ class WorkerGateway:
         self._flush_scheduled = False
         self._stored: dict[int, list[asyncio.Future[Any]]] = {}
         self._devices: dict[int, asyncio.Future[tuple[int, bool] | None]] = {}
-        self._tokens: dict[Sender, int] = {}
-        self._senders: dict[int, Sender] = {}
+        self._tokens: dict[Link, int] = {}
+        self._links: dict[int, Link] = {}
 
     async def device(self, identifier: str) -> tuple[int, bool] | None:
         """Asked of the main process."""
@@ -243,19 +253,25 @@ class WorkerGateway:
         self._stored[req] = futures
         self.channel.send(message(b"F", U32.pack(req) + b"".join(records)))
 
-    async def register(self, device_id: int, send: Sender) -> None:
-        """The main process keeps the command hub; it is told which connection to use."""
+    def register(self, device_id: int, link: Link) -> None:
+        """The main process keeps the tracker sessions; it is told of the connection."""
         token = next(self._ids)
-        self._tokens[send] = token
-        self._senders[token] = send
-        self.channel.send(message(b"B", BOUND.pack(token, device_id)))
+        self._tokens[link] = token
+        self._links[token] = link
+        self.channel.send(message(b"B", BOUND.pack(token, device_id) + link.address.encode()))
 
-    def unregister(self, device_id: int, send: Sender) -> None:
+    def unregister(self, device_id: int, link: Link) -> None:
         """The connection closed."""
-        token = self._tokens.pop(send, None)
+        token = self._tokens.pop(link, None)
         if token is not None:
-            self._senders.pop(token, None)
+            self._links.pop(token, None)
             self.channel.send(message(b"U", U32.pack(token)))
+
+    def heard(self, device_id: int, link: Link) -> None:
+        """A watched connection received a frame."""
+        token = self._tokens.get(link)
+        if token is not None:
+            self.channel.send(message(b"H", U32.pack(token)))
 
     def on_message(self, kind: int, payload: bytes) -> None:
         """A reply or a command from the main process."""
@@ -275,9 +291,17 @@ class WorkerGateway:
                 dfut.set_result(None if device_id < 0 else (device_id, bool(lenient)))
         elif kind == ord("C"):
             token, seconds = COMMAND.unpack(payload)
-            send = self._senders.get(token)
-            if send is not None:
-                asyncio.ensure_future(send(seconds)).add_done_callback(_log_failure)
+            link = self._links.get(token)
+            if link is not None:
+                link.command(seconds)
+        elif kind in (ord("W"), ord("X")):
+            (token,) = U32.unpack(payload)
+            link = self._links.get(token)
+            if link is not None:
+                if kind == ord("W"):
+                    link.watch()
+                else:
+                    link.drop()
 
     def fail_all(self) -> None:
         """The main process is gone: nothing waiting will be stored."""
@@ -290,11 +314,6 @@ class WorkerGateway:
             if not dfut.done():
                 dfut.set_exception(ConnectionError("the main process is gone"))
         self._devices.clear()
-
-
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.info("command to a device failed: %s", task.exception())
 
 
 def counters(registry: CollectorRegistry) -> list[dict[str, Any]]:
@@ -319,7 +338,10 @@ async def _report_metrics(ctx: WorkerContext, channel: MessageReader) -> None:
 
 
 async def run_worker(
-    channel_fd: int, listeners: Iterable[tuple[str, int]], device_networks: str
+    channel_fd: int,
+    listeners: Iterable[tuple[str, int]],
+    device_networks: str,
+    ack_delay_s: float,
 ) -> None:
     """Serve the listeners on the inherited sockets until the main process goes away."""
     loop = asyncio.get_running_loop()
@@ -335,7 +357,7 @@ async def run_worker(
         lambda: MessageReader(on_message, lost.set), sock=chan_sock
     )
     gateway = WorkerGateway(channel)
-    ctx = WorkerContext(_Networks(device_networks))
+    ctx = WorkerContext(_Networks(device_networks, ack_delay_s))
     servers = []
     for name, fd in listeners:
         listener = TcpListener(ctx, CODECS[name], gateway)
@@ -358,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", action="append", default=[], help="PROTOCOL=FD, a listening socket")
     p.add_argument("--device-networks", default="")
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--ack-delay", type=float, default=ACK_DELAY_S, help="seconds, at least")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
@@ -369,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not fd.isdigit():
             p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
         listeners.append((name, int(fd)))
-    run_loop(run_worker(args.channel, listeners, args.device_networks))
+    run_loop(run_worker(args.channel, listeners, args.device_networks, args.ack_delay))
     return 0
 
 

@@ -4,6 +4,11 @@ One connection speaks for one device. The first frame that names a device binds
 the connection to it; a frame naming another device, an unknown device, or a
 malformed frame is counted, logged and closes that connection only. A position
 is acknowledged only after its fix is durably stored.
+
+A tracker connection is sent the acknowledgements of its own frames and, once
+logged in, the one fixed reporting-interval command the tracker sessions
+(:mod:`bangpae.services.trackers`) decide on: nothing that depends on anyone else
+(docs/devices-and-commands.md).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -21,11 +26,16 @@ from bangpae.domain.model import Fix
 from bangpae.protocols import gt06, h02
 from bangpae.protocols.errors import FrameError
 from bangpae.services.ratelimit import FailureLimiter, source_allowed
+from bangpae.services.trackers import Link
 
 log = logging.getLogger(__name__)
 BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
 BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once after an outage
+# A stored fix is acknowledged no sooner than this after its frames were taken up: what the
+# transaction held (events, audited reads of the other party's screen) must not show in when
+# the acknowledgement comes (docs/devices-and-commands.md). Settings.tracker_ack_delay_s.
+ACK_DELAY_S = 0.1
 
 
 class Decoded(NamedTuple):
@@ -118,7 +128,6 @@ GT06 = Codec(
     lambda _ident, seconds, _now: gt06.interval_command(seconds),
 )
 CODECS: dict[str, Codec] = {"h02": H02, "gt06": GT06}
-Sender = Callable[[int], Awaitable[None]]
 
 
 class Gateway(Protocol):
@@ -132,12 +141,16 @@ class Gateway(Protocol):
         """Submit fixes; the future is done once they are durably stored (failed: not stored)."""
         ...
 
-    async def register(self, device_id: int, send: Sender) -> None:
-        """A connected device can be told a reporting interval through ``send``."""
+    def register(self, device_id: int, link: Link) -> None:
+        """A connection logged in as the device (its login acknowledged)."""
         ...
 
-    def unregister(self, device_id: int, send: Sender) -> None:
+    def unregister(self, device_id: int, link: Link) -> None:
         """That connection is gone."""
+        ...
+
+    def heard(self, device_id: int, link: Link) -> None:
+        """A frame arrived on a connection the tracker sessions asked to watch."""
         ...
 
 
@@ -159,13 +172,17 @@ class LocalGateway:
         """Into the one writer's queue."""
         return self.ctx.ingest.enqueue(fixes)  # type: ignore[no-any-return]
 
-    async def register(self, device_id: int, send: Sender) -> None:
-        """With the process's command hub (pursuit mode)."""
-        await self.ctx.commands.register(device_id, send)
+    def register(self, device_id: int, link: Link) -> None:
+        """With the process's tracker sessions."""
+        self.ctx.trackers.bind(device_id, link)
 
-    def unregister(self, device_id: int, send: Sender) -> None:
-        """From the command hub."""
-        self.ctx.commands.unregister(device_id, send)
+    def unregister(self, device_id: int, link: Link) -> None:
+        """From the tracker sessions."""
+        self.ctx.trackers.unbind(device_id, link)
+
+    def heard(self, device_id: int, link: Link) -> None:
+        """To the tracker sessions."""
+        self.ctx.trackers.heard(device_id, link)
 
 
 class TcpListener:
@@ -189,21 +206,12 @@ class TcpListener:
         self.connections = 0
         self.limiter = FailureLimiter()
         self.networks = ctx.settings.allowed_networks()
+        self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
         self._tasks: set[asyncio.Task[None]] = set()  # lookups and submissions under way
 
     def connection(self) -> _Connection:
         """A protocol instance for one new connection."""
         return _Connection(self)
-
-    def _sender(self, identifier: str, transport: asyncio.Transport) -> Any:
-        interval = self.codec.interval
-        assert interval is not None
-
-        async def send(seconds: int) -> None:
-            if not transport.is_closing():
-                transport.write(interval(identifier, seconds, self.ctx.clock.now()))
-
-        return send
 
     async def _bind(self, frame: bytes, fixes: list[Fix], replies: list[bytes]) -> Bound | None:
         """The first frame: who the connection speaks for (None: refused)."""
@@ -263,7 +271,7 @@ class TcpListener:
 
 
 class _Connection(asyncio.Protocol):
-    """One device connection, until it closes, misbehaves or idles out.
+    """One device connection, until it closes, misbehaves or idles out (a :class:`Link`).
 
     A protocol rather than a stream task: a position costs one callback to read, one
     submission and one write, with no task switch. Frames are handled in order: while
@@ -276,9 +284,11 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.source = "?"
+        self.address = "?"
         self.buffer = b""
         self.bound: Bound | None = None
-        self.sender: Any = None
+        self.registered = False
+        self.watching = False  # report the next frame to the tracker sessions
         self.busy = False  # a submission or a lookup is under way
         self.read_paused = False
         self.write_paused = False
@@ -294,6 +304,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self.peer = transport.get_extra_info("peername")
         self.source = str(self.peer[0]) if self.peer else "?"
+        if self.peer:
+            host = f"[{self.source}]" if ":" in self.source else self.source
+            self.address = f"{host}:{self.peer[1]}"
         if not source_allowed(self.source, lst.networks):
             lst.rejected.labels(lst.codec.name, "source_not_allowed").inc()
             transport.close()
@@ -338,8 +351,28 @@ class _Connection(asyncio.Protocol):
         lst.connections -= 1
         if self.idle is not None:
             self.idle.cancel()
-        if self.sender is not None and self.bound is not None:
-            lst.gateway.unregister(self.bound.device_id, self.sender)
+        if self.registered and self.bound is not None:
+            self.registered = False
+            lst.gateway.unregister(self.bound.device_id, self)
+
+    # -- the tracker sessions' handle ----------------------------------------------------
+
+    def command(self, seconds: int) -> None:
+        """Write the protocol's reporting-interval command."""
+        interval = self.listener.codec.interval
+        if interval is not None and self.bound is not None and self._open():
+            assert self.transport is not None
+            self.transport.write(
+                interval(self.bound.identifier, seconds, self.listener.ctx.clock.now())
+            )
+
+    def watch(self) -> None:
+        """Report the next frame that arrives."""
+        self.watching = True
+
+    def drop(self) -> None:
+        """Close the connection (superseded by a newer login of its device)."""
+        self._close()
 
     # -- frames --------------------------------------------------------------------------
 
@@ -389,6 +422,9 @@ class _Connection(asyncio.Protocol):
             lst._tasks.add(task)
             task.add_done_callback(self._bound_done)
             return
+        if self.watching:
+            self.watching = False
+            lst.gateway.heard(self.bound.device_id, self)
         fixes: list[Fix] = []
         replies: list[bytes] = []
         end = self._bound_frames(frames, self.bound, fixes, replies)
@@ -397,16 +433,26 @@ class _Connection(asyncio.Protocol):
             self._reply(replies, end)
             return
         self.busy = True
+        due = asyncio.get_running_loop().time() + lst.ack_delay_s
         stored = lst.gateway.enqueue(fixes)  # durable before the replies
-        stored.add_done_callback(functools.partial(self._stored, len(fixes), replies, end))
+        stored.add_done_callback(functools.partial(self._stored, len(fixes), replies, end, due))
 
-    def _stored(self, n: int, replies: list[bytes], end: bool, stored: asyncio.Future[Any]) -> None:
+    def _stored(
+        self, n: int, replies: list[bytes], end: bool, due: float, stored: asyncio.Future[Any]
+    ) -> None:
         if stored.cancelled() or stored.exception() is not None:
             log.warning("%s %s: fixes not stored, closing", self.listener.codec.name, self.peer)
             self.busy = False
             self._close()
             return
         self.listener._accepted.inc(n)
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:  # stored: acknowledged at the due time, however long it took
+            loop.call_at(due, self._release, replies, end)
+        else:
+            self._release(replies, end)
+
+    def _release(self, replies: list[bytes], end: bool) -> None:
         self._reply(replies, end)
         self._next()
 
@@ -458,6 +504,8 @@ class _Connection(asyncio.Protocol):
 
     async def _bind_then_handle(self, frames: list[bytes]) -> None:
         lst = self.listener
+        loop = asyncio.get_running_loop()
+        due = loop.time() + lst.ack_delay_s
         fixes: list[Fix] = []
         replies: list[bytes] = []
         end = False
@@ -475,12 +523,13 @@ class _Connection(asyncio.Protocol):
         if fixes:
             await lst.gateway.enqueue(fixes)  # durable before the replies
             lst._accepted.inc(len(fixes))
+            if loop.time() < due:
+                await asyncio.sleep(due - loop.time())
         self._reply(replies, end)
-        if not end and self.bound is not None and lst.codec.interval is not None:
-            # after the login is acknowledged: registering may send a command at once
-            assert self.transport is not None
-            self.sender = lst._sender(self.bound.identifier, self.transport)
-            await lst.gateway.register(self.bound.device_id, self.sender)
+        if not end and self.bound is not None and self._open():
+            # after the login is acknowledged: registering may send the command at once
+            self.registered = True
+            lst.gateway.register(self.bound.device_id, self)
 
 
 class _IdleWatch:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 STOP_WAIT_S = 5.0
+MAX_ADDRESS = 64  # "[IPv6 address]:port" is at most 47 characters
 # What a worker may see of the environment: nothing that opens the database or signs.
 _WORKER_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "HOME", "BANGPAE_LOG_LEVEL")
 
@@ -66,7 +67,7 @@ class _Worker:
         self.channel: MessageReader | None = None
         self.lost = asyncio.Event()
         self.devices: set[int] = set()  # confirmed to this worker: the only fixes it may send
-        self.proxies: dict[int, tuple[int, Any]] = {}  # token -> (device id, sender)
+        self.proxies: dict[int, tuple[int, _RemoteLink]] = {}  # token -> (device id, link)
         self.counters: list[dict[str, Any]] = []
         self.started_at = 0.0
 
@@ -82,6 +83,8 @@ class _Worker:
             str(theirs.fileno()),
             "--device-networks",
             self.pool.device_networks,
+            "--ack-delay",
+            str(self.pool.ack_delay_s),
             "--index",
             str(self.index),
         ]
@@ -125,19 +128,27 @@ class _Worker:
             self.pool.tasks.add(task)
             task.add_done_callback(self.pool.tasks.discard)
         elif kind == ord("B"):
-            token, device_id = intake.BOUND.unpack(payload)
+            token, device_id = intake.BOUND.unpack_from(payload)
             if device_id not in self.devices:
                 raise ChannelError(f"bound to device {device_id} never confirmed")
-            sender = self._proxy(token)
-            self.proxies[token] = (device_id, sender)
-            task = asyncio.get_running_loop().create_task(ctx.commands.register(device_id, sender))
-            self.pool.tasks.add(task)
-            task.add_done_callback(self.pool.tasks.discard)
+            if token in self.proxies:
+                raise ChannelError(f"connection token {token} bound twice")
+            address = payload[intake.BOUND.size :].decode()
+            if len(address) > MAX_ADDRESS:  # evidence in an incident: a peer's address, no more
+                raise ChannelError("a peer address longer than any address")
+            link = _RemoteLink(self, token, address)
+            self.proxies[token] = (device_id, link)
+            ctx.trackers.bind(device_id, link)
         elif kind == ord("U"):
             (token,) = intake.U32.unpack(payload)
             entry = self.proxies.pop(token, None)
             if entry is not None:
-                ctx.commands.unregister(*entry)
+                ctx.trackers.unbind(*entry)
+        elif kind == ord("H"):
+            (token,) = intake.U32.unpack(payload)
+            entry = self.proxies.get(token)
+            if entry is not None:
+                ctx.trackers.heard(*entry)
         elif kind == ord("M"):
             counters = json.loads(payload)
             if not isinstance(counters, list):
@@ -166,18 +177,15 @@ class _Worker:
         if self.channel is not None:
             self.channel.send(message(b"R", reply))
 
-    def _proxy(self, token: int) -> Any:
-        async def send(seconds: int) -> None:
-            if self.channel is None or self.lost.is_set():
-                raise ConnectionError("the worker holding that connection is gone")
-            self.channel.send(message(b"C", intake.COMMAND.pack(token, seconds)))
-
-        return send
+    def send(self, data: bytes) -> None:
+        """A message to the worker, if it is still there."""
+        if self.channel is not None and not self.lost.is_set():
+            self.channel.send(data)
 
     def forget(self) -> None:
         """The worker is gone: its connections, commands and confirmations with it."""
-        for device_id, sender in self.proxies.values():
-            self.pool.ctx.commands.unregister(device_id, sender)
+        for device_id, link in self.proxies.values():
+            self.pool.ctx.trackers.unbind(device_id, link)
         self.proxies.clear()
         self.devices.clear()
         self.pool.retire(self.counters)
@@ -190,6 +198,24 @@ class _Worker:
                 self.proc.kill()
 
 
+class _RemoteLink:
+    """A tracker connection held by a worker, as the tracker sessions see it."""
+
+    def __init__(self, worker: _Worker, token: int, address: str) -> None:
+        self.worker = worker
+        self.token = token
+        self.address = address
+
+    def command(self, seconds: int) -> None:
+        self.worker.send(message(b"C", intake.COMMAND.pack(self.token, seconds)))
+
+    def watch(self) -> None:
+        self.worker.send(message(b"W", intake.U32.pack(self.token)))
+
+    def drop(self) -> None:
+        self.worker.send(message(b"X", intake.U32.pack(self.token)))
+
+
 class WorkerPool:
     """N intake workers serving the TCP listeners for this process's ingest."""
 
@@ -198,6 +224,7 @@ class WorkerPool:
         self.n = n
         self.listeners = listeners
         self.device_networks = ctx.settings.device_networks
+        self.ack_delay_s = float(ctx.settings.tracker_ack_delay_s)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.workers: list[_Worker] = []
         self.ports: dict[str, int] = {}
