@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         3600.0, ge=0, description="How often serve anchors the audit chain's head (0: never)."
     )
 
+    access_policy: Path | None = Field(
+        None,
+        description="The access policy file (TOML): who may read whose positions, for "
+        "which purpose, on which basis; default the one shipped with bangpae.",
+    )
+
     def resolved_anchor_path(self) -> Path:
         """Where the audit chain's head is anchored, defaulting to the data dir."""
         return self.audit_anchor_path or self.data_dir / "audit-anchors.log"

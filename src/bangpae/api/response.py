@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
-from bangpae.services import response
+from bangpae.services import access, response
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1")
@@ -70,7 +70,17 @@ async def mark_step(
 
 @router.get("/incidents/{incident_id}/suggestions", tags=["response"])
 async def suggestions(incident_id: IdPath, ctx: Ctx, who: Staff, rid: RequestId) -> dict[str, Any]:
-    """Field officers nearest the incident, with travel time; audited."""
+    """Field officers nearest the open incident, with travel time; audited."""
+    basis = await asyncio.to_thread(
+        access.incident_basis,
+        ctx.store,
+        ctx.access_policy,
+        who,
+        response.DISPATCH_PURPOSE,
+        incident_id,
+    )
+    if basis is None:
+        raise _missing(incident_id)
     out = await asyncio.to_thread(
         response.suggest_officers,
         ctx.store,

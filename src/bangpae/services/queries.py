@@ -144,15 +144,18 @@ def device_fixes(
     purpose: str,
     now: float,
     request_id: str | None = None,
+    basis: str | None = None,
 ) -> dict[str, Any]:
-    """A device's stored fixes for staff, newest first, with a cursor; audited."""
+    """A device's stored fixes for staff, newest first, with a cursor; audited with the
+    purpose and the basis of the read (see docs/access-policy.md)."""
     rows = store.fixes_for_device(device.id, limit=limit, before_id=before_id)
     _audit(
         store,
         who,
         f"device:{device.id}",
         purpose,
-        ["lat", "lon", "accuracy_m", "fix_time"] + ([f"count={len(rows)}"]),
+        ["lat", "lon", "accuracy_m", "fix_time", f"count={len(rows)}"]
+        + ([f"basis={basis}"] if basis else []),
         now,
         request_id,
     )

@@ -53,6 +53,7 @@ from sqlalchemy.pool import StaticPool
 
 from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.access import AccessStore
 from bangpae.adapters.store.auth import AuthStore
 from bangpae.adapters.store.base import bound_list, insert_action_entry, one_of, sqlite_insert
 from bangpae.adapters.store.case import CaseStore
@@ -372,7 +373,9 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore):
+class Store(
+    SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore, AccessStore
+):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``).
 
     ``cipher`` seals phone numbers and order zones at rest (see ``sealed``); without one
