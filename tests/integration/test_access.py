@@ -163,6 +163,9 @@ async def test_without_a_basis_or_on_a_false_one_he_is_not_read(env: Env) -> Non
         refused(await env.fixes("op", purpose="incident_response", **params), 403, code)
     refused(await env.fixes("op", purpose="court_order", hold=hold.id), 403, "hold_not_in_force")
     refused(await env.fixes("op", purpose="court_order", incident=theirs), 403)
+    # dispatch suggestions read the parties' positions: only while the incident is open
+    r = await env.api.get(f"/api/v1/incidents/{mine}/suggestions", headers=env.headers["op"])
+    refused(r, 403, "incident_not_open")
     # the auditor, judge and clerk never read a position, whatever they name
     for who in ("aud", "judge", "clerk"):
         refused(await env.fixes(who, purpose="incident_response", incident=theirs), 403)
@@ -273,7 +276,7 @@ async def test_the_policy_file_decides_and_a_broken_one_stops_the_start(
     narrow.write_text(
         DEFAULT_POLICY.read_text().replace(
             'purposes = ["incident_response", "dispatch", "police_handoff"]',
-            'purposes = ["dispatch", "police_handoff"]',
+            'purposes = ["dispatch"]',
         )
     )
     e = await make_env(database_url, tmp_path / "a", policy=narrow)
@@ -282,6 +285,8 @@ async def test_the_policy_file_decides_and_a_broken_one_stops_the_start(
         refused(await e.fixes("op", purpose="incident_response", incident=iid), 403)
         r = await e.fixes("op", purpose="dispatch", incident=iid)
         assert r.status_code == 200 and len(r.json()["fixes"]) == N_FIXES
+        url = f"/api/v1/incidents/{iid}/handoff"  # his positions to the police: not any more
+        refused(await e.api.post(url, json={"channel": "sms"}, headers=e.headers["op"]), 403)
     finally:
         await e.api.aclose()
         await e.ctx.stop()

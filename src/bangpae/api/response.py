@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
+from bangpae.domain.access import Basis, Relation
 from bangpae.services import access, response
 from bangpae.services.auth import Principal
 
@@ -103,6 +104,10 @@ async def create_handoff(
 
     The live-position link is in this reply and in what the police receive, never again.
     """
+    if Basis.INCIDENT not in ctx.access_policy.bases(
+        who.role, Relation.NONE, response.HANDOFF_PURPOSE
+    ):
+        raise HTTPException(403, f"role {who.role!r} may not hand positions to the police")
     try:
         out = await ctx.handoffs.create(incident_id, body.channel, body.note, who, rid)
     except response.HandoffError as exc:
