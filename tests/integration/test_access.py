@@ -183,6 +183,29 @@ async def test_a_legal_hold_on_him_is_the_basis_of_a_court_order_read(env: Env) 
     refused(await env.fixes("sup", purpose="court_order", hold=hold.id), 403, "hold_not_in_force")
 
 
+async def test_each_basis_shows_only_the_fix_times_it_covers(env: Env) -> None:
+    """An incident or a break-glass read shows an hour back (the policy's look-back), not
+    his past: the week-old fix stays hidden; the court's range shows exactly that range."""
+    old = T0 - 7 * 86400
+    env.ctx.store.append_fixes([Fix(env.ankle, old, 37.7, 127.2, 9.0, received_at=old)])
+
+    def times(r: httpx.Response) -> list[float]:
+        assert r.status_code == 200, r.text
+        return sorted(f["fix_time_epoch"] for f in r.json()["fixes"])
+
+    recent = [T0 - 600 + 60 * i for i in range(N_FIXES)]
+    iid = env.incident(env.offender, 1)  # opened at T0
+    assert times(await env.fixes("op", purpose="incident_response", incident=iid)) == recent
+    assert "from=2027-01-15T07:00:00.000Z" in env.reads()[-1]["fields"]
+    r = await env.fixes("op", purpose="incident_response", break_glass=REASON)
+    assert times(r) == recent
+    hold = env.ctx.store.place_hold(
+        "person", env.offender, old - 60, old + 60, "court 2027-3", actor="cli", role="admin", at=T0
+    )
+    assert times(await env.fixes("sup", purpose="court_order", hold=hold.id)) == [old]
+    assert "to=2027-01-08T08:01:00.000Z" in env.reads()[-1]["fields"]
+
+
 # -- a second person's approval ----------------------------------------------------------------
 
 

@@ -74,6 +74,7 @@ def test_the_shipped_break_glass_approval_and_report_rules() -> None:
     assert POLICY.approvers == {"supervisor"} and POLICY.approval_ttl_s == 3600
     assert POLICY.review_roles == {"auditor"}
     assert POLICY.subject_report_roles == {"judge", "clerk"}
+    assert POLICY.incident_look_back_s == POLICY.break_glass_look_back_s == 3600
     # the auditor, clerk, judge and admin never read a position; the offender never hers
     for role in ("auditor", "clerk", "judge", "admin"):
         assert role not in POLICY.readers()
@@ -120,6 +121,8 @@ def with_rule(**rule: Any) -> dict[str, Any]:
         ),
         (lambda d: d | {"reports": {"access_review": []}}, "missing key(s) subject_report"),
         (lambda d: d | {"extra": 1}, "unknown key(s) extra"),
+        (lambda d: d | {"look_back": d["look_back"] | {"incident_s": -1}}, "incident_s"),
+        (lambda d: d | {"look_back": {"incident_s": 60}}, "missing key(s) break_glass_s"),
         (lambda d: {k: v for k, v in d.items() if k != "break_glass"}, "missing key(s)"),
         (lambda d: d | {"version": 2}, "version 2"),
     ],

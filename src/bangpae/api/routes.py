@@ -381,6 +381,8 @@ async def device_fixes(
         now,
         rid,
         grant.basis,
+        grant.since,
+        grant.until,
     )
 
 

@@ -100,6 +100,8 @@ class Policy:
     alert_roles: frozenset[str]
     review_roles: frozenset[str]
     subject_report_roles: frozenset[str]
+    incident_look_back_s: float = 3600.0
+    break_glass_look_back_s: float = 3600.0
 
     def bases(self, role: str, relation: str, purpose: str) -> frozenset[Basis]:
         """The bases on which ``role`` may read a position in ``relation`` for ``purpose``."""
@@ -124,8 +126,9 @@ class Policy:
 
 # -- parsing ----------------------------------------------------------------------------
 
-_TOP = {"version", "approval", "break_glass", "reports", "rule"}
+_TOP = {"version", "approval", "break_glass", "reports", "look_back", "rule"}
 _SECTIONS = {
+    "look_back": {"incident_s", "break_glass_s"},
     "approval": {"ttl_s", "requesters", "approvers"},
     "break_glass": {"roles", "purposes", "min_reason_chars", "alert"},
     "reports": {"access_review", "subject_report"},
@@ -223,6 +226,11 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     approval = _keys("[approval]", top["approval"], _SECTIONS["approval"])
     glass = _keys("[break_glass]", top["break_glass"], _SECTIONS["break_glass"])
     reports = _keys("[reports]", top["reports"], _SECTIONS["reports"])
+    look_back = _keys("[look_back]", top["look_back"], _SECTIONS["look_back"])
+    for key in ("incident_s", "break_glass_s"):
+        v = look_back[key]
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= 30 * 86400:
+            raise PolicyError(f"[look_back].{key}: seconds between 0 and 2592000")
     ttl = approval["ttl_s"]
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 60 <= ttl <= 7 * 86400:
         raise PolicyError("[approval].ttl_s: seconds between 60 and 604800")
@@ -245,6 +253,8 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
         alert_roles=_roles("[break_glass].alert", glass["alert"]),
         review_roles=_roles("[reports].access_review", reports["access_review"]),
         subject_report_roles=_roles("[reports].subject_report", reports["subject_report"]),
+        incident_look_back_s=float(look_back["incident_s"]),
+        break_glass_look_back_s=float(look_back["break_glass_s"]),
     )
     uses_approval = any(Basis.APPROVAL in b for b in rules.values())
     if uses_approval and not policy.approvers:

@@ -50,11 +50,15 @@ class Claim:
 @dataclass(frozen=True, slots=True)
 class Grant:
     """A read allowed: the basis it is audited with (``incident:12``, ``hold:3``,
-    ``approval:5`` or ``break_glass``) and its purpose."""
+    ``approval:5`` or ``break_glass``), its purpose, and the fix times it shows: from the
+    policy's look-back before the incident opened or before a break-glass read, the
+    court's range of a legal hold, everything for an approval."""
 
     basis: str
     purpose: str
     reason: str | None = None  # a break-glass read's written reason
+    since: float | None = None  # the fix times the basis covers (None: unbounded)
+    until: float | None = None
 
     @property
     def break_glass(self) -> bool:
@@ -130,7 +134,7 @@ def authorize(
                 f"{policy.break_glass_min_reason} characters",
                 "reason_required",
             )
-        return Grant(BREAK_GLASS, purpose, reason)
+        return Grant(BREAK_GLASS, purpose, reason, since=now - policy.break_glass_look_back_s)
     bases = policy.bases(who.role, relation, purpose)
     kind = {"incident": Basis.INCIDENT, "hold": Basis.COURT_ORDER, "approval": Basis.APPROVAL}[
         named[0]
@@ -153,14 +157,15 @@ def authorize(
                 f"incident {claim.incident} is not an open incident concerning this person",
                 "incident_not_open",
             )
-        return Grant(f"incident:{incident.id}", purpose)
+        since = incident.opened_at - policy.incident_look_back_s
+        return Grant(f"incident:{incident.id}", purpose, since=since)
     if claim.hold is not None:
         hold = next((h for h in store.legal_holds() if h.id == claim.hold), None)
         if hold is None or not _covers(store, hold, person_id):
             raise AccessDenied(
                 f"legal hold {claim.hold} is not in force for this person", "hold_not_in_force"
             )
-        return Grant(f"hold:{hold.id}", purpose)
+        return Grant(f"hold:{hold.id}", purpose, since=hold.start, until=hold.end)
     assert claim.approval is not None
     approved = _approved(store, who, person_id, purpose, claim.approval, now)
     return Grant(f"approval:{approved}", purpose)

@@ -713,13 +713,23 @@ class Store(
         )
 
     def fixes_for_device(
-        self, device_id: int, limit: int = 100, before_id: int | None = None
+        self,
+        device_id: int,
+        limit: int = 100,
+        before_id: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredFix]:
-        """A device's fixes, newest first; ``before_id`` (the last id seen) continues a page."""
+        """A device's fixes, newest first; ``before_id`` (the last id seen) continues a page;
+        ``since`` / ``until`` bound the fix times (both included)."""
         f = s.fixes
         q = select(f).where(f.c.device_id == device_id)
         if before_id is not None:
             q = q.where(f.c.id < before_id)
+        if since is not None:
+            q = q.where(f.c.fix_time >= since)
+        if until is not None:
+            q = q.where(f.c.fix_time <= until)
         with self._read() as c:
             rows = c.execute(q.order_by(f.c.id.desc()).limit(max(0, limit))).all()
         return [self._stored(r) for r in rows]
