@@ -360,10 +360,8 @@ def _audit_review(args: argparse.Namespace) -> int:
         )
     for r in report["readers"]:
         bases = ", ".join(f"{k} x{n}" for k, n in r["bases"].items())
-        print(
-            f"{r['actor']} ({r['role']}): {r['reads']} reads of {len(r['subjects'])} "
-            f"subjects; {bases}"
-        )
+        people = ", ".join(f"{k} x{n}" for k, n in r["people"].items())
+        print(f"{r['actor']} ({r['role']}): {r['reads']} reads of {people}; {bases}")
     return 0
 
 

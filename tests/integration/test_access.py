@@ -370,6 +370,7 @@ async def test_the_access_review_counts_who_read_whom_on_which_basis(env: Env) -
     assert glass_reader["actor"].endswith(":op2") and glass_reader["break_glass"] == 1
     assert op["actor"].endswith(":op") and op["reads"] == 3
     assert op["subjects"] == {f"device:{env.ankle}": 3}
+    assert op["people"] == {f"person:{env.offender}": 3}  # whose positions, not which device
     assert op["purposes"] == {"incident_response": 2, "legal_defence": 1}
     [glass] = out["break_glass"]
     assert (glass["reason"], glass["at"]) == (REASON, "2027-01-15T08:01:00.000Z")
@@ -398,6 +399,7 @@ async def test_the_review_command_tells_the_same(
     text = capsys.readouterr().out
     assert "4 reads by 2 readers, 1 break-glass, 1 approvals of 1 requests" in text
     assert "BREAK-GLASS 2027-01-15T08:01:00.000Z" in text and REASON in text
+    assert f"(operator): 3 reads of person:{env.offender} x3; " in text
 
 
 # -- his right to know -------------------------------------------------------------------------

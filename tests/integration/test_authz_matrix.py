@@ -42,7 +42,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -1088,3 +1088,28 @@ async def test_every_role_purpose_and_basis_is_answered_as_the_policy_says(world
 
 def notes_of(record: dict[str, Any]) -> str:
     return next(f[7:] for f in record["fields"] if f.startswith("reason="))
+
+
+@in_world_loop
+async def test_the_relations_too_follow_the_policy_the_app_runs_with(world: World) -> None:
+    """A policy without the dispatched and handed-off rules: the officer's dispatch shows no
+    target and the police link no position, through the same routes."""
+    w = world
+    gone = (Relation.DISPATCHED, Relation.HANDED_OFF)
+    narrowed = replace(POLICY, rules={k: v for k, v in POLICY.rules.items() if k[1] not in gone})
+    officer, link = w.headers["field_officer"], f"/api/v1/police/live/{w.links['open']}"
+
+    async def shown() -> tuple[list[Any], int]:
+        r = await w.api.get("/api/v1/field/dispatches", headers=officer)
+        assert r.status_code == 200, r.text
+        police = await w.api.get(link)
+        return [d["target"] for d in r.json()["dispatches"]], police.status_code
+
+    targets, police = await shown()
+    assert any(t is not None for t in targets) and police == 200
+    w.ctx.access_policy = w.ctx.handoffs.policy = narrowed
+    try:
+        targets, police = await shown()
+        assert targets and all(t is None for t in targets) and police == 404
+    finally:
+        w.ctx.access_policy = w.ctx.handoffs.policy = POLICY

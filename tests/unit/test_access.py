@@ -199,7 +199,7 @@ RECORDS = [
 
 
 def test_the_access_review_counts_reads_per_reader_and_sets_out_glass_and_approvals() -> None:
-    out = access_review(RECORDS)
+    out = access_review(RECORDS, {"device:1": ["person:9"], "device:2": ["person:9"]})
     assert out["totals"] == {
         "reads": 5,
         "readers": 3,
@@ -211,6 +211,8 @@ def test_the_access_review_counts_reads_per_reader_and_sets_out_glass_and_approv
     first = out["readers"][0]  # break-glass readers first
     assert (first["actor"], first["reads"], first["break_glass"]) == (OP, 3, 1)
     assert first["subjects"] == {"device:1": 2, "device:2": 1}
+    assert first["people"] == {"person:9": 3}
+    assert out["readers"][1]["people"] == {"device:3": 1}  # not known: counted as itself
     assert first["bases"] == {"break_glass": 1, "incident:7": 2}
     assert [g["reason"] for g in out["break_glass"]] == ["she called"]
     [approval] = out["approvals"]

@@ -291,10 +291,17 @@ def basis_of(record: Mapping[str, Any]) -> str:
     return notes(record["fields"]).get("basis", Basis.RELATION.value)
 
 
-def access_review(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def access_review(
+    records: Sequence[Mapping[str, Any]], whose: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
     """Who read whose positions, how often, for which purposes and on which bases, with every
     break-glass read and every approval set out, from the audit records of a time range
-    (``read_position``, ``access_request``, ``access_approve`` and ``break_glass`` ones)."""
+    (``read_position``, ``access_request``, ``access_approve`` and ``break_glass`` ones).
+
+    ``whose`` names the people behind a subject (``device:3`` -> ``["person:7"]``; an
+    incident's parties); a subject it does not name counts as itself.
+    """
+    whose = whose or {}
     readers: dict[tuple[str, str], dict[str, Any]] = {}
     reads_by_basis: Counter[str] = Counter()
     glass: list[dict[str, Any]] = []
@@ -311,12 +318,15 @@ def access_review(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     "reads": 0,
                     "break_glass": 0,
                     "subjects": Counter(),
+                    "people": Counter(),
                     "purposes": Counter(),
                     "bases": Counter(),
                 },
             )
             entry["reads"] += 1
             entry["subjects"][r["subject"]] += 1
+            for person in whose.get(r["subject"], (r["subject"],)):
+                entry["people"][person] += 1
             entry["purposes"][r["purpose"]] += 1
             entry["bases"][basis] += 1
             if basis == BREAK_GLASS:
@@ -360,7 +370,13 @@ def access_review(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 requests[int(b[9:])]["reads"] += 1
     out_readers = sorted(
         (
-            {**e, **{k: dict(sorted(e[k].items())) for k in ("subjects", "purposes", "bases")}}
+            {
+                **e,
+                **{
+                    k: dict(sorted(e[k].items()))
+                    for k in ("subjects", "people", "purposes", "bases")
+                },
+            }
             for e in readers.values()
         ),
         key=lambda e: (-e["break_glass"], -e["reads"], e["actor"]),

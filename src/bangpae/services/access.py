@@ -367,12 +367,37 @@ def _iso_times(x: Any) -> Any:
 def access_review(store: Any, since: float | None, until: float | None) -> dict[str, Any]:
     """Who read whose positions in ``[since, until)``: the auditor's report."""
     records = store.audit_between(since, until, access.REVIEWED_ACTIONS)
-    out = access.access_review(records)
+    subjects = {r["subject"] for r in records if r["action"] == access.READ}
+    out = access.access_review(records, {x: people_of(store, x) for x in subjects})
     return {
         "since": None if since is None else iso(since),
         "until": None if until is None else iso(until),
         **_iso_times(out),
     }
+
+
+def people_of(store: Any, subject: str) -> list[str]:
+    """The people whose positions a read of ``subject`` showed (``person:<id>`` each)."""
+    head, _, tail = subject.partition("/")
+    kind, _, ref = head.partition(":")
+    last = tail.rpartition(":")[2]
+    if tail and last.isdigit():  # incident:12/person:7, order:3/offender:7
+        return [f"person:{last}"]
+    if not ref.isdigit():
+        return [subject]
+    if kind == "device":
+        device = store.get_device(int(ref))
+        return [subject] if device is None else [f"person:{device.person_id}"]
+    if kind == "incident":
+        incident = store.get_incident(int(ref))
+        if incident is None:
+            return [subject]
+        order = store.get_order(incident.order_id) if incident.order_id is not None else None
+        if order is not None:
+            return [f"person:{order.offender_id}", f"person:{order.victim_id}"]
+        if incident.person_id is not None:
+            return [f"person:{incident.person_id}"]
+    return [subject]
 
 
 def subjects_of(store: Any, person_id: int) -> list[str]:
