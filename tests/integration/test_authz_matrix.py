@@ -593,7 +593,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ),
     ("POST", "/api/v1/incidents/{incident_id}/{action}"): Rule(fresh_action, roles=STAFF),
     # a purpose from the list, on the basis of an open incident about him (the purposes
-    # and bases themselves: test_purpose_and_basis_matrix below)
+    # and bases themselves: test_every_role_purpose_and_basis_... below)
     ("GET", "/api/v1/devices/{ref}/fixes"): Rule(
         on("GET", "/api/v1/devices/ANKLE-1/fixes?purpose=incident_response&incident={i}"),
         roles=STAFF,
