@@ -454,3 +454,40 @@ async def test_his_report_lists_the_reads_of_his_positions_by_role_and_purpose(
     assert written["reads"] == report["reads"] and written["person_id"] == env.offender
     records = env.ctx.store.audit_records(limit=1000)
     assert [x["action"] for x in records[-2:]] == ["subject_report", "subject_report"]
+
+
+async def test_his_report_leaves_out_the_reads_of_her_position_on_their_incidents(
+    env: Env,
+) -> None:
+    store = env.ctx.store
+    officer = store.add_person("officer", "F")
+    env.headers |= signed_in(
+        store, env.ctx.secret, [("officer", "field_officer", officer)], T0, ttl_s=86400
+    )
+    phone = store.add_device("PHONE", "phone", "osmand", env.victim)
+    await env.ctx.ingest.submit([Fix(phone, T0 - 30, 37.50, 127.0, 5.0)])
+    order = store.orders_for_person(env.offender)[0].id
+    event = Event(event_id("access", 50), EventKind.SOS, T0, order_id=order, person_id=env.victim)
+    iid, _ = store.record_incident("sos", "critical", event)
+    r = await env.api.post(
+        f"/api/v1/incidents/{iid}/dispatch",
+        json={"note": "", "officer_id": officer},
+        headers=env.headers["op"],
+    )
+    assert r.status_code == 200, r.text
+    # the officer is sent to her: her position is read, not his
+    r = await env.api.get("/api/v1/field/dispatches", headers=env.headers["officer"])
+    assert r.json()["dispatches"][0]["target"]["whom"] == "victim"
+    # the suggestions read both parties' last positions
+    r = await env.api.get(f"/api/v1/incidents/{iid}/suggestions", headers=env.headers["op"])
+    assert r.status_code == 200
+
+    async def report(person: int) -> list[tuple[str, str]]:
+        r = await env.api.get(
+            f"/api/v1/people/{person}/position-reads", headers=env.headers["clerk"]
+        )
+        assert r.status_code == 200, r.text
+        return [(x["role"], x["purpose"]) for x in r.json()["reads"]]
+
+    assert await report(env.offender) == [("operator", "dispatch")]
+    assert await report(env.victim) == [("field_officer", "dispatch"), ("operator", "dispatch")]

@@ -401,15 +401,22 @@ def people_of(store: Any, subject: str) -> list[str]:
 
 
 def subjects_of(store: Any, person_id: int) -> list[str]:
-    """The audit subjects a read of this person's positions is recorded under."""
+    """The audit subjects a read of this person's positions is recorded under, or under
+    which with ``/<party>:<id>`` (see :func:`_about`)."""
     subjects = [f"device:{d}" for d in store.device_ids_of_person(person_id)]
     subjects += [f"incident:{i}" for i in store.incident_ids_about(person_id)]
-    subjects += [
-        f"order:{o.id}/offender:{person_id}"
-        for o in store.orders_for_person(person_id)
-        if o.offender_id == person_id
-    ]
+    subjects += [f"order:{o.id}" for o in store.orders_for_person(person_id)]
     return subjects
+
+
+def _about(subject: str, subjects: set[str], person_id: int) -> bool:
+    """Whether a read recorded under ``subject`` showed this person's position: a subject
+    naming one person (``incident:12/person:7``) is about that person alone; an incident
+    without one showed its parties'."""
+    head, sep, tail = subject.partition("/")
+    if sep:
+        return head in subjects and tail.rpartition(":")[2] == str(person_id)
+    return subject in subjects
 
 
 def subject_report(
@@ -424,9 +431,7 @@ def subject_report(
     records = [
         r
         for r in store.audit_between(since, until, (access.READ,))
-        if r["subject"] in subjects
-        or r["subject"].partition("/")[0] in subjects
-        or r["subject"].endswith(f"/person:{person_id}")
+        if _about(r["subject"], subjects, person_id)
     ]
     report = access.subject_report(records, store.actors_of_person(person_id))
     return {
