@@ -27,8 +27,10 @@ from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
 from bangpae.adapters.housekeeping import run_housekeeping
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
+from bangpae.adapters.policyfile import PolicyFileError, load_policy
 from bangpae.adapters.store import AuditKeyMissing, Store
 from bangpae.config import Settings, parse_listen
+from bangpae.domain.access import Policy
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, run_pursuit
@@ -86,6 +88,7 @@ class AppContext:
     bus: InProcessBus
     secret: bytes
     metrics: CollectorRegistry
+    access_policy: Policy = field(default_factory=lambda: access_policy(None))
     commands: CommandHub = field(default_factory=CommandHub)  # her app's pursuit mode
     trackers: TrackerSessions = field(init=False)  # tracker connections, clones among them
     # Her own reports from the app, per person (docs/disclosure.md): a prober's budget.
@@ -144,6 +147,7 @@ class AppContext:
 
 def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     """Make the store, engine, bus and ingest for these settings (nothing started)."""
+    policy = access_policy(settings)  # a broken policy file stops everything at once
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(settings.data_dir, 0o700)
@@ -161,7 +165,9 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     # the same across restarts, since a new grid each time would let her intersect them.
     grid_key = hmac.new(secret, b"bangpae told grid", hashlib.sha256).digest()
     ingest = Ingest(store, Engine(grid_key), clock, bus)
-    ctx = AppContext(settings, store, ingest, clock, bus, secret, CollectorRegistry())
+    ctx = AppContext(
+        settings, store, ingest, clock, bus, secret, CollectorRegistry(), access_policy=policy
+    )
     ctx.escalation = Escalation(store, bus, settings.escalate_after_s, settings.escalate_every_s)
     ctx.handoffs = Handoffs(
         store,
@@ -170,10 +176,20 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         settings.base_url(),
         settings.handoff_retry_base_s,
         settings.handoff_max_attempts,
+        policy=policy,
     )
     ctx.notifier, ctx.push_key = notifier(settings, store, clock)
     ctx.metrics.register(_IngestCollector(ctx))
     return ctx
+
+
+def access_policy(settings: Settings | None) -> Policy:
+    """The access policy of ``BANGPAE_ACCESS_POLICY`` (default: the shipped one); a file that
+    cannot be used stops the process with a message naming the file and the key."""
+    try:
+        return load_policy(settings.access_policy if settings is not None else None)
+    except PolicyFileError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def data_cipher(settings: Settings, *, create: bool) -> FieldCipher | None:

@@ -107,6 +107,24 @@ def _parser() -> argparse.ArgumentParser:
     _common(aa)
     aa.add_argument("--anchor-path", type=Path, help="anchor file (BANGPAE_AUDIT_ANCHOR_PATH)")
 
+    ar = ausub.add_parser(
+        "review", help="who read whose positions in a time range, for what, on which basis"
+    )
+    _common(ar)
+    ar.add_argument("--since", help="from (ISO 8601 with zone, or POSIX seconds)")
+    ar.add_argument("--until", help="until, not included (ISO 8601 with zone, or POSIX seconds)")
+    ar.add_argument("--json", action="store_true", help="the whole report as JSON")
+    asr = ausub.add_parser(
+        "subject-report",
+        help="the reads of one person's positions, by role and purpose (for the court and "
+        "the person's counsel)",
+    )
+    _common(asr)
+    asr.add_argument("--person", type=int, required=True)
+    asr.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    asr.add_argument("--since", help="from (ISO 8601 with zone, or POSIX seconds)")
+    asr.add_argument("--until", help="until, not included (ISO 8601 with zone, or POSIX seconds)")
+
     pu = sub.add_parser("purge", help="delete data past retention (legal holds kept), audited")
     _common(pu)
     pu.add_argument("--retention-days", type=int, help="override BANGPAE_RETENTION_DAYS")
@@ -316,6 +334,95 @@ def _audit_anchor(args: argparse.Namespace) -> int:
         print("audit chain is empty: nothing to anchor", file=sys.stderr)
         return 0
     print(json.dumps({"anchored": {"id": head[0], "hash": head[1]}, "path": str(path)}))
+    return 0
+
+
+def _audit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    start, end = _when(args.since), _when(args.until)
+    if start is not None and end is not None and end <= start:
+        raise ValueError("--until must come after --since")
+    return start, end
+
+
+def _audit_review(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.services.access import access_review
+
+    try:
+        start, end = _audit_range(args)
+    except ValueError as exc:
+        print(f"audit review: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store(_settings(args))
+    try:
+        report = access_review(store, start, end)
+        store.audit_append(
+            actor="cli",
+            role="auditor",
+            action="access_review",
+            subject="audit",
+            purpose="audit",
+            fields=[f"since={report['since'] or ''}", f"until={report['until'] or ''}"],
+            at=SystemClock().now(),
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    t = report["totals"]
+    print(
+        f"access review {report['since'] or 'start'} .. {report['until'] or 'now'}: "
+        f"{t['reads']} reads by {t['readers']} readers, {t['break_glass']} break-glass, "
+        f"{t['approvals']} approvals of {t['requests']} requests"
+    )
+    for g in report["break_glass"]:
+        print(
+            f"BREAK-GLASS {g['at']} {g['actor']} ({g['role']}) {g['subject']} "
+            f"{g['purpose']}: {g['reason']}"
+        )
+    for a in report["approvals"]:
+        print(
+            f"APPROVED #{a['request_id']} {a['requested_by']} by {a['approved_by']} "
+            f"person:{a['subject'].partition(':')[2]} {a['purpose']} until {a['until']}, "
+            f"{a['reads']} reads: {a['reason']}"
+        )
+    for r in report["readers"]:
+        bases = ", ".join(f"{k} x{n}" for k, n in r["bases"].items())
+        people = ", ".join(f"{k} x{n}" for k, n in r["people"].items())
+        print(f"{r['actor']} ({r['role']}): {r['reads']} reads of {people}; {bases}")
+    return 0
+
+
+def _audit_subject_report(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.services.access import subject_report
+
+    try:
+        start, end = _audit_range(args)
+    except ValueError as exc:
+        print(f"audit subject-report: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store(_settings(args))
+    try:
+        now = SystemClock().now()
+        report = subject_report(store, args.person, start, end, now)
+        if report is None:
+            print(f"audit subject-report: person {args.person} does not exist", file=sys.stderr)
+            return 1
+        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        store.audit_append(
+            actor="cli",
+            role="clerk",
+            action="subject_report",
+            subject=f"person:{args.person}",
+            purpose="subject_access",
+            fields=[f"reads={report['total']}"],
+            at=now,
+        )
+    finally:
+        store.close()
+    print(json.dumps({"out": str(args.out), "person_id": args.person, "reads": report["total"]}))
     return 0
 
 
@@ -588,6 +695,8 @@ COMMANDS: dict[str, Any] = {
     "admin.create-user": _create_user,
     "audit.verify": _audit_verify,
     "audit.anchor": _audit_anchor,
+    "audit.review": _audit_review,
+    "audit.subject-report": _audit_subject_report,
     "purge": _purge,
     "hold.add": _hold_add,
     "hold.list": _hold_list,

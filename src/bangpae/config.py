@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         "the data dir (empty: nowhere).",
     )
 
+    access_policy: Path | None = Field(
+        None,
+        description="The access policy file (TOML): who may read whose positions, for "
+        "which purpose, on which basis; default the one shipped with bangpae.",
+    )
+
     def resolved_anchor_path(self) -> Path:
         """Where the audit chain's head is anchored, defaulting to the data dir."""
         return self.audit_anchor_path or self.data_dir / "audit-anchors.log"

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -63,6 +64,17 @@ def _logged_in(s: socket.socket, ack: bytes = LOGIN_ACK) -> None:
     assert _recv_exact(s, len(TIMER_15)) == TIMER_15
 
 
+# reading back what a tracker sent, with no incident behind it: a break-glass read
+CHECK = {"purpose": "verification_task", "break_glass": "end-to-end check of the stored fixes"}
+
+
+def _fixes(api: str, device: str, staff: dict[str, str]) -> list[dict[str, Any]]:
+    r = httpx.get(f"{api}/devices/{device}/fixes", params=CHECK, headers=staff)
+    assert r.status_code == 200, r.text
+    fixes: list[dict[str, Any]] = r.json()["fixes"]
+    return fixes
+
+
 def _staff(srv: Server) -> dict[str, str]:
     r = srv.cli(
         "admin", "create-user", "--username", "sup1", "--password", PASSWORD, "--role", "supervisor"
@@ -104,7 +116,7 @@ def test_an_h02_tracker_is_acknowledged_only_for_what_is_stored(tcp: Server) -> 
         assert command.startswith(b"*HQ,4209951296,S71,") and command.endswith(b",22,15#")
         s.sendall(b"*HQ,4209951296,HTBT#")
         assert _recv_frame(s) == b"*HQ,4209951296,HTBT#"
-    fixes = httpx.get(f"{api}/devices/4209951296/fixes", headers=staff).json()["fixes"]
+    fixes = _fixes(api, "4209951296", staff)
     assert len(fixes) == 1 and abs(fixes[0]["lat"] - 37.56630) < 1e-5
     # an unknown tracker and a malformed frame are refused and close only their connection
     for payload in (
@@ -152,7 +164,7 @@ def test_a_gt06_tracker_logs_in_and_each_position_is_acknowledged_after_storing(
         s.sendall(_gt06_frame(0x12, gps, 3))
         ack = s.recv(64)
         assert ack[:6] == bytes.fromhex("787805120003") and len(ack) == 10
-    fixes = httpx.get(f"{api}/devices/864717003283581/fixes", headers=staff).json()["fixes"]
+    fixes = _fixes(api, "864717003283581", staff)
     assert len(fixes) == 1 and abs(fixes[0]["lat"] - 37.5663) < 1e-5
     assert abs(fixes[0]["speed_mps"] - 10.0) < 1e-9
 
@@ -266,6 +278,6 @@ def test_an_intake_worker_that_dies_is_replaced_and_no_acknowledged_fix_is_lost(
         except (ConnectionError, AssertionError):
             assert time.monotonic() < deadline, "no worker took the device back"
             time.sleep(0.2)
-    fixes = httpx.get(f"{api}/devices/864717003283581/fixes", headers=staff).json()["fixes"]
+    fixes = _fixes(api, "864717003283581", staff)
     assert len(fixes) == acked == 6
     _metrics_show(server, "bangpae_intake_restarts_total 2.0")

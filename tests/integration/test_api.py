@@ -19,6 +19,7 @@ from bangpae.services.auth import hash_password
 T0 = 1_800_000_000.0
 PW = "a-long-enough-password"
 HOME = (37.5663, 126.9779)
+CLI = {"actor": "cli", "role": "admin"}
 
 
 def at(d: float) -> tuple[float, float]:
@@ -108,7 +109,7 @@ async def test_a_valid_token_without_the_role_gets_403(env) -> None:
     for user, path in (
         ("vic", "/api/v1/incidents"),
         ("off", "/api/v1/victim/status"),
-        ("aud", "/api/v1/devices/ANKLE/fixes"),
+        ("aud", "/api/v1/devices/ANKLE/fixes?purpose=incident_response&incident=1"),
         ("op", "/api/v1/audit"),
     ):
         r = await api.get(path, headers=await token(user))
@@ -187,19 +188,27 @@ async def test_reading_a_devices_fixes_is_audited_and_paginated(env) -> None:
             "/", params={"id": "ANKLE", "lat": 37.5, "lon": 127.0, "timestamp": int(T0) - 100 + i}
         )
     op = await token("op")
-    r = await api.get("/api/v1/devices/ANKLE/fixes", params={"limit": 3}, headers=op)
+    # a court's request for his data: a legal hold on him is the basis of the read
+    off = ctx.store.get_device("ANKLE").person_id
+    hold = ctx.store.place_hold("person", off, None, None, "court 2027-77", **CLI, at=T0)
+    basis = {"purpose": "court_order", "hold": hold.id}
+    r = await api.get("/api/v1/devices/ANKLE/fixes", params={"limit": 3, **basis}, headers=op)
     assert r.status_code == 200 and len(r.json()["fixes"]) == 3
     r2 = await api.get(
         "/api/v1/devices/ANKLE/fixes",
-        params={"limit": 3, "cursor": r.json()["next_cursor"]},
+        params={"limit": 3, "cursor": r.json()["next_cursor"], **basis},
         headers=op,
     )
     assert len(r2.json()["fixes"]) == 2
-    assert (await api.get("/api/v1/devices/NOPE/fixes", headers=op)).status_code == 404
+    assert (
+        await api.get("/api/v1/devices/NOPE/fixes", params=basis, headers=op)
+    ).status_code == 404
     audit = (
         await api.get("/api/v1/audit", params={"subject": "device:1"}, headers=await token("aud"))
     ).json()["records"]
     assert len(audit) == 2 and all(a["action"] == "read_position" for a in audit)
+    assert all(a["purpose"] == "court_order" for a in audit)
+    assert all(f"basis=hold:{hold.id}" in a["fields"] for a in audit)
 
 
 async def test_the_osmand_listener_refuses_unknown_and_malformed_and_counts_them(env) -> None:

@@ -329,9 +329,11 @@ async def test_she_sees_who_read_her_position_by_role_and_purpose_never_by_name(
     assert r.status_code == 200 and r.json()["target"]["party"] == "victim"
     assert (await env.api.get("/api/v1/victim/status", headers=env.headers["vic"])).is_success
     # the operator reading his fixes is about him, not her: not in her list
+    basis = {"purpose": "incident_response", "incident": iid}
     r = await env.api.get(
-        f"/api/v1/devices/{env.ankle}/fixes", headers=env.headers["op"], params={"purpose": "x"}
+        f"/api/v1/devices/{env.ankle}/fixes", headers=env.headers["op"], params=basis
     )
+    assert r.status_code == 200, r.text
     r = await env.api.get("/api/v1/victim/accesses", headers=env.headers["vic"])
     assert r.status_code == 200
     assert r.json() == [
@@ -339,19 +341,19 @@ async def test_she_sees_who_read_her_position_by_role_and_purpose_never_by_name(
             "at": "2027-01-15T08:00:20.000Z",
             "role": "operator",
             "purpose": "dispatch",
-            "fields": ["lat", "lon", "officers", "count=2"],
+            "fields": ["lat", "lon", "officers", "count=2", f"basis=incident:{iid}"],
         }
     ]
     # her own device's fixes read by staff are hers
     r = await env.api.get(
         f"/api/v1/devices/{env.phone}/fixes",
         headers=env.headers["op"],
-        params={"purpose": "incident review"},
+        params=basis,
     )
     assert r.status_code == 200, r.text
     r = await env.api.get("/api/v1/victim/accesses", headers=env.headers["vic"])
     assert [(a["role"], a["purpose"]) for a in r.json()] == [
-        ("operator", "incident review"),
+        ("operator", "incident_response"),
         ("operator", "dispatch"),
     ]
     assert all("actor" not in a and "op" not in a.values() for a in r.json())

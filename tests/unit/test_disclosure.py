@@ -1,90 +1,21 @@
-"""The disclosure policy: who may read a position, and what the victim sees of him."""
+"""The disclosure policy: what the victim sees of him (who may read a position is the
+access policy's, tested in test_access)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bangpae.domain import geodesy
-from bangpae.domain.disclosure import (
-    POSITION_RULES,
-    ROLES,
-    VICTIM_SAFETY,
-    OrderState,
-    Relation,
-    can_read_position,
-    iso,
-    victim_view,
-)
+from bangpae.domain.disclosure import OrderState, iso, victim_view
 from bangpae.domain.model import Fix, Tier
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z, 20:06 in Seoul
 HIS_FIX = Fix(11, T0, 37.512345678, 127.023456789, 6.25, 1.337, 181.26, received_at=T0 + 2)
 KEYS = {"tier", "distance_m", "offender"}
 POSITION_KEYS = {"lat", "lon", "accuracy_m", "heading_deg", "speed_mps", "fix_time", "age_s"}
-
-# -- who may read a position ------------------------------------------------------------
-
-PURPOSES = (VICTIM_SAFETY, "monitoring", "incident 812: locate", "", "   ")
-R = Relation
-# Every (role, relation) allowed, and for which purposes ("*": any stated purpose).
-ALLOWED: dict[tuple[str, Relation], str | frozenset[str]] = {
-    ("victim", R.SELF): "*",
-    ("victim", R.OWN_ORDER): frozenset({VICTIM_SAFETY}),
-    ("offender", R.SELF): "*",
-    ("field_officer", R.DISPATCHED): "*",
-    ("field_officer", R.SELF): "*",
-    ("police", R.HANDED_OFF): "*",
-    **{(staff, r): "*" for staff in ("operator", "supervisor") for r in Relation},
-}
-
-
-def expected(role: str, relation: Relation, purpose: str) -> bool:
-    rule = ALLOWED.get((role, relation))
-    if rule is None or not purpose.strip():
-        return False
-    return rule == "*" or purpose in rule
-
-
-@pytest.mark.parametrize(
-    ("role", "relation", "purpose"), list(itertools.product(ROLES, Relation, PURPOSES))
-)
-def test_the_position_policy_table_holds_for_every_role_relation_and_purpose(
-    role: str, relation: Relation, purpose: str
-) -> None:
-    assert can_read_position(role, relation.value, purpose) is expected(role, relation, purpose)
-
-
-def test_the_table_covers_exactly_the_roles_of_the_design() -> None:
-    assert set(POSITION_RULES) == set(ROLES) and len(ROLES) == 10
-
-
-def test_an_offender_never_reads_a_victims_position_and_an_auditor_never_any() -> None:
-    for purpose in PURPOSES:
-        assert not can_read_position("offender", "protected_party", purpose)
-        assert not can_read_position("offender", "own_order", purpose)
-        for relation in Relation:
-            for role in ("auditor", "clerk", "judge", "admin"):
-                assert not can_read_position(role, relation.value, purpose)
-
-
-def test_field_staff_read_positions_only_while_dispatched_or_handed_off() -> None:
-    assert can_read_position("field_officer", "dispatched", "on the way")
-    assert not can_read_position("field_officer", "none", "on the way")
-    assert not can_read_position("field_officer", "handed_off", "on the way")
-    assert can_read_position("police", "handed_off", "arrest")
-    assert not can_read_position("police", "dispatched", "arrest")
-
-
-def test_unknown_roles_and_relations_are_refused() -> None:
-    assert not can_read_position("root", "self", "monitoring")
-    assert not can_read_position("operator", "neighbour", "monitoring")
-    assert not can_read_position("", "", "")
-
 
 # -- what the victim sees ---------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
-from bangpae.api import apps, auth, disclosure, notices, problems, response, streams
+from bangpae.api import access, apps, auth, disclosure, notices, problems, response, streams
 from bangpae.api.routes import api, root
 from bangpae.web import content_security_policy, mount_web
 
@@ -61,6 +61,7 @@ def create_app(ctx: Any) -> FastAPI:
     app.include_router(apps.router)
     app.include_router(notices.router)
     app.include_router(disclosure.router)
+    app.include_router(access.router)
     mount_web(app, ctx.settings)
     app.include_router(owntracks_router(ctx))
     return app

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import FieldOutcome, IdPath, IncidentAction, OwnLocation, SosRequest
 from bangpae.domain import disclosure
+from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, Fix
 from bangpae.services import queries
@@ -145,7 +146,7 @@ def _my_dispatches(ctx: Any, who: Principal) -> list[Any]:
 
 def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict[str, Any] | None:
     """Where the officer should go, read through the policy and audited."""
-    if not disclosure.can_read_position(who.role, "dispatched", "dispatch"):
+    if not ctx.access_policy.allows(who.role, Relation.DISPATCHED, Purpose.DISPATCH):
         return None
     person = record.person_id
     order = ctx.store.get_order(record.order_id) if record.order_id is not None else None
@@ -162,7 +163,7 @@ def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict
         f"user:{who.user_id}:{who.username}",
         who.role,
         f"incident:{record.id}/person:{person}",
-        "dispatch",
+        Purpose.DISPATCH.value,
         ["lat", "lon", "accuracy_m"],
         now,
         rid,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.services.access import AccessDenied
 
 log = logging.getLogger(__name__)
 TITLES = {
@@ -92,6 +93,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return problem(404, str(exc))
+
+    @app.exception_handler(AccessDenied)
+    async def _denied(_: Request, exc: AccessDenied) -> JSONResponse:
+        return problem(403, str(exc), code=exc.code)
 
     @app.exception_handler(Invalid)
     async def _invalid(_: Request, exc: Invalid) -> JSONResponse:

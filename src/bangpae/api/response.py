@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
-from bangpae.services import response
+from bangpae.domain.access import Basis, Relation
+from bangpae.services import access, response
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1")
@@ -70,7 +71,17 @@ async def mark_step(
 
 @router.get("/incidents/{incident_id}/suggestions", tags=["response"])
 async def suggestions(incident_id: IdPath, ctx: Ctx, who: Staff, rid: RequestId) -> dict[str, Any]:
-    """Field officers nearest the incident, with travel time; audited."""
+    """Field officers nearest the open incident, with travel time; audited."""
+    basis = await asyncio.to_thread(
+        access.incident_basis,
+        ctx.store,
+        ctx.access_policy,
+        who,
+        response.DISPATCH_PURPOSE,
+        incident_id,
+    )
+    if basis is None:
+        raise _missing(incident_id)
     out = await asyncio.to_thread(
         response.suggest_officers,
         ctx.store,
@@ -93,6 +104,10 @@ async def create_handoff(
 
     The live-position link is in this reply and in what the police receive, never again.
     """
+    if Basis.INCIDENT not in ctx.access_policy.bases(
+        who.role, Relation.NONE, response.HANDOFF_PURPOSE
+    ):
+        raise HTTPException(403, f"role {who.role!r} may not hand positions to the police")
     try:
         out = await ctx.handoffs.create(incident_id, body.channel, body.note, who, rid)
     except response.HandoffError as exc:

@@ -25,11 +25,12 @@ from bangpae.api.schemas import (
     PersonCreate,
     ZoneIn,
 )
+from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
 from bangpae.domain.response import response_times
 from bangpae.domain.zones import compile_zone
-from bangpae.services import queries
+from bangpae.services import access, queries
 from bangpae.services.auth import Principal, hash_password, verify_password
 
 api = APIRouter(prefix="/api/v1")
@@ -332,16 +333,43 @@ async def act_on_incident(
 async def device_fixes(
     ref: str,
     ctx: Ctx,
-    who: Staff,
+    who: Annotated[Principal, Depends(principal)],
     rid: RequestId,
+    purpose: Annotated[Purpose, Query(description="Why: one of the fixed purposes.")],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
-    purpose: Annotated[str, Query(min_length=3, max_length=200)] = "operations",
+    incident: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="An open incident about the person.")
+    ] = None,
+    hold: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="A legal hold in force (a court order).")
+    ] = None,
+    approval: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Your access request, approved.")
+    ] = None,
+    break_glass: Annotated[
+        str | None,
+        Query(max_length=500, description="No basis: the written reason (alerts at once)."),
+    ] = None,
 ) -> dict[str, Any]:
-    """A device's stored fixes (database id or identifier), newest first; audited."""
+    """A device's stored fixes (database id or identifier), newest first, for a purpose on
+    the basis named (docs/access-policy.md); audited with both."""
+    policy = ctx.access_policy
+    if not (
+        policy.allows(who.role, Relation.NONE, purpose) or policy.may_break_glass(who.role, purpose)
+    ):
+        raise HTTPException(403, f"role {who.role!r} may not read positions for {purpose.value!r}")
     device = await asyncio.to_thread(ctx.store.get_device, ref)
     if device is None:
         raise HTTPException(404, f"device {ref!r} does not exist")
+    now = ctx.clock.now()
+    claim = access.Claim(incident, hold, approval, break_glass)
+    grant = await asyncio.to_thread(
+        access.authorize, ctx.store, policy, who, device.person_id, purpose, claim, now
+    )
+    if grant.break_glass:  # recorded and told before anything is read
+        subject = f"device:{device.id}"
+        await access.broke_glass(ctx.store, ctx.notifier, policy, who, subject, grant, now, rid)
     return await asyncio.to_thread(
         queries.device_fixes,
         ctx.store,
@@ -349,9 +377,12 @@ async def device_fixes(
         device,
         limit,
         int(cursor) if cursor else None,
-        purpose,
-        ctx.clock.now(),
+        purpose.value,
+        now,
         rid,
+        grant.basis,
+        grant.since,
+        grant.until,
     )
 
 

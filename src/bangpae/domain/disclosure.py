@@ -1,11 +1,8 @@
 """The disclosure policy: what each role may see of a position, decided in one place.
 
-Two questions, both pure:
-
-- :func:`can_read_position`: may this role, standing in this relation to the
-  person whose position it is, read it for this purpose? A table, one row per
-  role of DESIGN §1; anything not in it is refused. Every read also needs a
-  stated purpose, because every read is audited with it.
+- Who may read a position, for which purpose and on which basis is the access
+  policy (:mod:`bangpae.domain.access`, data from a configuration file); its names
+  are re-exported here.
 - :func:`victim_view`: what the protected person sees of one of her orders
   (``GET /api/v1/victim/status``, without ``order_id``): his position only under the
   disclosure rule, otherwise at most what his cell tells (``docs/disclosure.md``).
@@ -13,79 +10,18 @@ Two questions, both pure:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from bangpae.domain import coarse, geodesy, tiers
+from bangpae.domain.access import ROLES as ROLES  # re-exported
+from bangpae.domain.access import VICTIM_SAFETY as VICTIM_SAFETY
+from bangpae.domain.access import Purpose as Purpose
+from bangpae.domain.access import Relation as Relation
 from bangpae.domain.model import Fix, Tier
-
-
-class Relation(StrEnum):
-    """How the reader stands to the person whose position is read."""
-
-    SELF = "self"  # the reader's own position
-    OWN_ORDER = "own_order"  # the offender of an active order protecting the reader
-    PROTECTED_PARTY = "protected_party"  # the victim of an order against the reader
-    DISPATCHED = "dispatched"  # subject of an incident the reader is dispatched to, still open
-    HANDED_OFF = "handed_off"  # subject of an incident handed to the reader, still open
-    NONE = "none"  # no relation
-
-
-VICTIM_SAFETY = "victim_safety"
-ROLES = (
-    "victim",
-    "offender",
-    "operator",
-    "supervisor",
-    "field_officer",
-    "police",
-    "clerk",
-    "judge",
-    "auditor",
-    "admin",
-)
-# The purposes a read is allowed for: None means any stated purpose.
-_ANY = None
-_STAFF: Mapping[Relation, frozenset[str] | None] = {r: _ANY for r in Relation}
-
-# role -> relation -> allowed purposes. Absent role or relation: never.
-# victim: her own position, and the offender of her own order only for her safety
-#   (and only as victim_view shapes it); offender: his own position, never a victim's;
-# operator, supervisor: any position, for any stated purpose;
-# field_officer: while dispatched (and his own, for the field app);
-# police: while the hand-off is open; clerk, judge, auditor, admin: never live positions.
-POSITION_RULES: Mapping[str, Mapping[Relation, frozenset[str] | None]] = {
-    "victim": {Relation.SELF: _ANY, Relation.OWN_ORDER: frozenset({VICTIM_SAFETY})},
-    "offender": {Relation.SELF: _ANY},
-    "operator": _STAFF,
-    "supervisor": _STAFF,
-    "field_officer": {Relation.DISPATCHED: _ANY, Relation.SELF: _ANY},
-    "police": {Relation.HANDED_OFF: _ANY},
-    "clerk": {},
-    "judge": {},
-    "auditor": {},
-    "admin": {},
-}
-
-
-def can_read_position(role: str, relation: str, purpose: str) -> bool:
-    """Whether ``role`` may read a position of someone in ``relation`` to it, for ``purpose``."""
-    if not purpose or not purpose.strip():
-        return False
-    try:
-        rel = Relation(relation)
-    except ValueError:
-        return False
-    rules = POSITION_RULES.get(role, {})
-    if rel not in rules:
-        return False
-    allowed = rules[rel]
-    return allowed is None or purpose in allowed
 
 
 def iso(t: float) -> str:

@@ -135,15 +135,27 @@ def device_fixes(
     purpose: str,
     now: float,
     request_id: str | None = None,
+    basis: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> dict[str, Any]:
-    """A device's stored fixes for staff, newest first, with a cursor; audited."""
-    rows = store.fixes_for_device(device.id, limit=limit, before_id=before_id)
+    """A device's stored fixes for staff, newest first, with a cursor, between ``since`` and
+    ``until`` (the times the basis covers); audited with the purpose, the basis and those
+    times (see docs/access-policy.md)."""
+    rows = store.fixes_for_device(
+        device.id, limit=limit, before_id=before_id, since=since, until=until
+    )
+    window = ([f"from={disclosure.iso(since)}"] if since is not None else []) + (
+        [f"to={disclosure.iso(until)}"] if until is not None else []
+    )
     _audit(
         store,
         who,
         f"device:{device.id}",
         purpose,
-        ["lat", "lon", "accuracy_m", "fix_time"] + ([f"count={len(rows)}"]),
+        ["lat", "lon", "accuracy_m", "fix_time", f"count={len(rows)}"]
+        + ([f"basis={basis}"] if basis else [])
+        + window,
         now,
         request_id,
     )

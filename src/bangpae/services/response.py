@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bangpae.domain import disclosure, incidents, playbooks
+from bangpae.domain.access import Policy, Purpose, Relation
 from bangpae.domain.geodesy import geodesic_distance_m
 from bangpae.domain.model import Event, EventKind, Fix, make_event
 from bangpae.domain.response import (
@@ -37,8 +38,8 @@ from bangpae.services.queries import audit_read
 
 log = logging.getLogger(__name__)
 
-HANDOFF_PURPOSE = "police_handoff"
-DISPATCH_PURPOSE = "dispatch"
+HANDOFF_PURPOSE = Purpose.POLICE_HANDOFF.value
+DISPATCH_PURPOSE = Purpose.DISPATCH.value
 VICTIM_CENTRED = incidents.VICTIM_CENTRED
 
 
@@ -269,7 +270,7 @@ def suggest_officers(
         who.role,
         f"incident:{incident_id}",
         DISPATCH_PURPOSE,
-        ["lat", "lon", "officers", f"count={len(officers)}"],
+        ["lat", "lon", "officers", f"count={len(officers)}", f"basis=incident:{incident_id}"],
         now,
         request_id,
     )
@@ -329,8 +330,10 @@ class Handoffs:
         retry_base_s: float = 1.0,
         max_attempts: int = 6,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        policy: Policy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy  # without one, the live link shows nothing
         self.clock = clock
         self.channels = dict(channels)
         self.base_url = base_url.rstrip("/")
@@ -396,7 +399,8 @@ class Handoffs:
             who.role,
             f"incident:{incident_id}",
             HANDOFF_PURPOSE,
-            ["lat", "lon", "accuracy_m", "fix_time", f"channel={channel}"],
+            ["lat", "lon", "accuracy_m", "fix_time", f"channel={channel}"]
+            + [f"basis=incident:{incident_id}"],
             now,
             request_id,
         )
@@ -514,7 +518,9 @@ class Handoffs:
         record = self.store.open_handoff_by_token(token_hash(token))
         if record is None:
             return None
-        if not disclosure.can_read_position("police", "handed_off", HANDOFF_PURPOSE):
+        if self.policy is None or not self.policy.allows(
+            "police", Relation.HANDED_OFF, HANDOFF_PURPOSE
+        ):
             return None
         incident = self.store.get_incident(record.incident_id)
         if incident is None:

@@ -56,6 +56,7 @@ from sqlalchemy.pool import StaticPool
 
 from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.access import AccessStore
 from bangpae.adapters.store.auth import AuthStore
 from bangpae.adapters.store.base import bound_list, insert_action_entry, one_of, sqlite_insert
 from bangpae.adapters.store.case import CaseStore
@@ -423,7 +424,9 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore):
+class Store(
+    SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore, AccessStore
+):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``).
 
     ``cipher`` seals phone numbers and order zones at rest (see ``sealed``); without one
@@ -771,13 +774,23 @@ class Store(SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore,
         )
 
     def fixes_for_device(
-        self, device_id: int, limit: int = 100, before_id: int | None = None
+        self,
+        device_id: int,
+        limit: int = 100,
+        before_id: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredFix]:
-        """A device's fixes, newest first; ``before_id`` (the last id seen) continues a page."""
+        """A device's fixes, newest first; ``before_id`` (the last id seen) continues a page;
+        ``since`` / ``until`` bound the fix times (both included)."""
         f = s.fixes
         q = select(f).where(f.c.device_id == device_id)
         if before_id is not None:
             q = q.where(f.c.id < before_id)
+        if since is not None:
+            q = q.where(f.c.fix_time >= since)
+        if until is not None:
+            q = q.where(f.c.fix_time <= until)
         with self._read() as c:
             rows = c.execute(q.order_by(f.c.id.desc()).limit(max(0, limit))).all()
         return [self._stored(r) for r in rows]
