@@ -1345,6 +1345,11 @@ class Engine:
         slot = self._order_slot.get(order_id)
         return None if slot is None else Tier(int(self.orders.tier[slot]))
 
+    def shown_of(self, order_id: int) -> Tier | None:
+        """What the protected person of an order is shown (None: unknown order)."""
+        slot = self._order_slot.get(order_id)
+        return None if slot is None else Tier(int(self.orders.shown[slot]))
+
     def parties(self, order_id: int) -> tuple[int, int] | None:
         """The person ids of an order's offender and victim (None: unknown order)."""
         slot = self._order_slot.get(order_id)

@@ -64,7 +64,7 @@ class CommandHub:
 
 
 async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
-    """Follow tier changes on the bus; set the victims' reporting interval accordingly.
+    """Follow what victims are shown; set their apps' reporting interval accordingly.
 
     Only the protected person of each changed order is considered, and her interval
     comes from the orders that protect her alone (a person protected by one order and
@@ -85,7 +85,9 @@ async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
             engine = ctx.engine
             victims: dict[int, None] = {}  # in order of the events
             for e in events:
-                if e.kind != EventKind.TIER_CHANGED or e.order_id is None or e.late:
+                # what she is shown, not the exact tier: her app's interval reaches her, and
+                # the exact tier's moments would trace the radii around him (docs/disclosure.md)
+                if e.kind != EventKind.SHOWN_TIER_CHANGED or e.order_id is None or e.late:
                     continue
                 parties = engine.parties(e.order_id)
                 if parties is not None:
@@ -96,7 +98,7 @@ async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
                     for oid in engine.orders_of_person(person)
                     if (p := engine.parties(oid)) is not None
                     and p[1] == person
-                    and (tier := engine.tier_of(oid)) is not None
+                    and (tier := engine.shown_of(oid)) is not None
                 ] or [Tier.CLEAR]
                 seconds = report_interval_s(tiers)
                 for device_id in engine.devices_of_person(person):
