@@ -9,30 +9,15 @@ request without it showing in the log. ``docs/access-policy.md`` sets out the ru
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
+from bangpae.adapters.store.base import StoreBase, audit_row
 from bangpae.adapters.store.errors import Conflict, NotFound
 from bangpae.domain.access import APPROVE, REQUEST, notes
-
-
-def _record(r: Any) -> dict[str, Any]:
-    return {
-        "id": int(r.id),
-        "at": float(r.at),
-        "actor": r.actor,
-        "role": r.role,
-        "action": r.action,
-        "subject": r.subject,
-        "purpose": r.purpose,
-        "fields": json.loads(r.fields),
-        "request_id": r.request_id,
-    }
 
 
 class AccessStore(StoreBase):
@@ -127,7 +112,7 @@ class AccessStore(StoreBase):
         ).all()
         if not rows or rows[0].action != REQUEST:
             return None
-        req, approvals = _record(rows[0]), [_record(r) for r in rows[1:]]
+        req, approvals = audit_row(rows[0]), [audit_row(r) for r in rows[1:]]
         person = req["subject"].partition(":")[2]
         out = {
             "id": req["id"],
@@ -160,7 +145,7 @@ class AccessStore(StoreBase):
         if until is not None:
             q = q.where(a.c.at < until)
         with self._read() as c:
-            return [_record(r) for r in c.execute(q.order_by(a.c.id)).all()]
+            return [audit_row(r) for r in c.execute(q.order_by(a.c.id)).all()]
 
     def incident_ids_about(self, person_id: int) -> list[int]:
         """The incidents concerning a person: theirs, and those of the orders they are party to."""

@@ -171,3 +171,18 @@ class StoreBase:
             at: float,
             request_id: str | None = None,
         ) -> int: ...
+
+
+def audit_row(r: Any) -> dict[str, Any]:
+    """An audit row as the record its hash covers (and as callers read it)."""
+    return {
+        "id": int(r.id),
+        "at": float(r.at),
+        "actor": r.actor,
+        "role": r.role,
+        "action": r.action,
+        "subject": r.subject,
+        "purpose": r.purpose,
+        "fields": json.loads(r.fields),
+        "request_id": r.request_id,
+    }

@@ -58,7 +58,13 @@ from bangpae.adapters.crypto import FieldCipher
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.access import AccessStore
 from bangpae.adapters.store.auth import AuthStore
-from bangpae.adapters.store.base import bound_list, insert_action_entry, one_of, sqlite_insert
+from bangpae.adapters.store.base import (
+    audit_row,
+    bound_list,
+    insert_action_entry,
+    one_of,
+    sqlite_insert,
+)
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
@@ -1419,19 +1425,7 @@ class Store(
         )
         return new_id
 
-    @staticmethod
-    def _audit_dict(r: Row[Any]) -> dict[str, Any]:
-        return {
-            "id": int(r.id),
-            "at": float(r.at),
-            "actor": r.actor,
-            "role": r.role,
-            "action": r.action,
-            "subject": r.subject,
-            "purpose": r.purpose,
-            "fields": json.loads(r.fields),
-            "request_id": r.request_id,
-        }
+    _audit_dict = staticmethod(audit_row)
 
     def audit_records(
         self,
