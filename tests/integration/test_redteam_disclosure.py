@@ -1,0 +1,38 @@
+"""Red-team attacks on the disclosure boundary over the real API (docs/disclosure.md).
+
+Tests marked ``LEAK`` currently FAIL: they assert the design's claim and the attack
+breaks it; the assertion message carries what the attacker learns.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bangpae.domain import geodesy
+from tests.integration.test_disclosure_guard import HIM, at, env, walk_tracker  # noqa: F401
+
+
+async def test_LEAK_one_future_dated_app_report_shows_his_live_position(env) -> None:  # noqa: F811
+    """LEAK (critical). POST /victim/location with fix_time = now + 299 s (the API allows
+    300 s): the trusted track takes it as reachable (299 s x 69.4 m/s), so a forged
+    position 500 m from him, while her watch says 1.4 km, discloses him at once."""
+    ctx, api, users, order, devices, clock, _ = env
+    await walk_tracker(ctx, devices, clock, 1400.0, n=4)  # her watch: 1.4 km, confirmed
+    clock.advance(1)
+    status = (await api.get("/api/v1/victim/status", headers=users["her"])).json()
+    assert status["orders"][0]["offender"] is None
+    ahead = datetime.fromtimestamp(clock.now() + 299.0, UTC).isoformat()
+    lat, lon = at(500.0)
+    body = {"lat": lat, "lon": lon, "accuracy_m": 5.0, "fix_time": ahead}
+    r = await api.post("/api/v1/victim/location", json=body, headers=users["her"])
+    assert r.status_code == 202
+    status = (await api.get("/api/v1/victim/status", headers=users["her"])).json()
+    [entry] = status["orders"]
+    seen = entry["offender"]
+    err = None if seen is None else geodesy.geodesic_distance_m(seen["lat"], seen["lon"], *HIM)
+    r = await api.get(f"/api/v1/orders/{order}/disclosure", headers=users["op"])
+    assert seen is None, (
+        f"1 API report (fix_time +299 s, 1 km nearer than her watch): his live position "
+        f"shown, error {err:.1f} m, distance_m={entry['distance_m']}, tier={entry['tier']}; "
+        f"order paused={r.json()['paused']}"
+    )
