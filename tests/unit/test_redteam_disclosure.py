@@ -11,7 +11,6 @@ issued tracker, and not his device.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -55,8 +54,9 @@ class Probe(Candidates):
             shown = {k: v for k, v in entry.items() if k != "order_id"}
             self.transcripts[entry["order_id"] - 1].append(shown)
 
-    def her_at(self, device: int, fix_time: float, now: float, pos: tuple[float, float],
-               acc: float | None) -> None:
+    def her_at(
+        self, device: int, fix_time: float, now: float, pos: tuple[float, float], acc: float | None
+    ) -> None:
         """A report of hers whose fix_time the app chose (``now`` is the server's clock)."""
         self._ingest([Fix(device, fix_time, pos[0], pos[1], acc)], fix_time, now)
 
@@ -77,8 +77,9 @@ class Probe(Candidates):
 def cell_of(p: tuple[float, float]) -> tuple[float, float, float, float]:
     s, n, w, e = (
         float(x[0])
-        for x in coarse.cells(np.array([p[0]]), np.array([p[1]]), np.array([GRID[0]]),
-                              np.array([GRID[1]]))
+        for x in coarse.cells(
+            np.array([p[0]]), np.array([p[1]]), np.array([GRID[0]]), np.array([GRID[1]])
+        )
     )
     return s, n, w, e
 
@@ -262,4 +263,123 @@ def test_LEAK_repeated_signal_losses_locate_him_well_inside_his_cell() -> None:
         f"after 8 signal losses: {len(same)}/{len(cands)} lattice points possible, "
         f"worst-case error of the centroid {worst:.0f} m, actual error {err:.0f} m; "
         f"(left, worst m) per loss: {history}"
+    )
+
+
+# -- 3. the misuse pause still answers 'within 600 m?' ------------------------------------------
+
+
+def test_LEAK_while_paused_the_position_paused_flag_traces_the_reveal_circle() -> None:
+    """LEAK (medium). Once the guard has paused the order, his position is withheld, but
+    ``position_paused: true`` appears exactly when the best estimate is within 600 m: a
+    600 m-circle oracle that needs no further closing on him (the guard has fired; it
+    does not fire again). A cyclist (10 m/s, a report every 5 s, the API budget) rides a
+    square 700 m outside his cell's centre on each side, never within 190 m of him."""
+    cands = points_in_cell(HIM, 9)
+    c = Probe(cands, GRID)
+    s, n, w, e = cell_of(HIM)
+    centre = ((s + n) / 2, (w + e) / 2)
+    t = T0
+    start = geodesy.offset_m(centre[0], centre[1], -1900.0, 0.0)
+    for _ in range(3):
+        t += 15.0
+        c.him(t)
+        c.her(TRACKER, t, start, 5.0)
+    c.her(APP, t + 1, centre, 5.0)  # one forged jump: the guard pauses every order
+    assert all(c.misuse(i + 1) == ["jump"] for i in range(len(cands)))
+    # ride in to the square (1.2 km at 10 m/s), then once round it
+    path = [geodesy.offset_m(centre[0], centre[1], -1900.0 + 50.0 * k, 0.0) for k in range(25)]
+    corners = [
+        (-700.0, 0.0),
+        (-700.0, 700.0),
+        (700.0, 700.0),
+        (700.0, -700.0),
+        (-700.0, -700.0),
+        (-700.0, 0.0),
+    ]
+    for (n0, e0), (n1, e1) in zip(corners, corners[1:], strict=False):
+        steps = int(max(abs(n1 - n0), abs(e1 - e0)) / 50.0)
+        for k in range(steps):
+            f = k / steps
+            path.append(
+                geodesy.offset_m(centre[0], centre[1], n0 + (n1 - n0) * f, e0 + (e1 - e0) * f)
+            )
+    for k, p in enumerate(path):
+        t += 5.0
+        if k % 6 == 0:
+            c.him(t)
+        c.her(TRACKER, t, p, 5.0)
+    shown = sum(
+        any(isinstance(v, dict) and v["offender"] is not None for v in tr) for tr in c.transcripts
+    )
+    same = [cands[i] for i, tr in enumerate(c.transcripts) if tr == c.transcripts[0]]
+    worst, err = spread(same)
+    assert worst >= coarse.BOUND_M, (
+        f"paused throughout ({shown} of {len(cands)} candidates ever shown): after "
+        f"{len(path)} reports ({5 * len(path)} s) {len(same)}/{len(cands)} lattice points "
+        f"possible, worst-case error {worst:.0f} m, actual error {err:.0f} m"
+    )
+
+
+# -- 4. the approach guard does not count closing while his signal is lost ---------------------
+
+
+def test_LEAK_closing_on_him_while_his_signal_is_lost_is_never_counted() -> None:
+    """LEAK (medium). The 'approach' guard counts her closing only on evaluations where
+    both fixes are fresh. She closes 1.4 km while his device is silent (>120 s: a
+    tunnel, indoors); when he is back she is 450 m from him and sees his live position,
+    and no misuse is raised. The same walk with his signal present is paused."""
+
+    def run(silent: bool) -> tuple[bool, list[str]]:
+        c = Probe([HIM], GRID)
+        t = T0
+        for _ in range(3):
+            t += 15.0
+            c.him(t)
+            c.her(TRACKER, t, at(1850.0, 30.0), 5.0)
+        for k, d in enumerate(range(1800, 440, -50)):
+            t += 10.0  # 5 m/s
+            if not silent and k % 3 == 0:
+                c.him(t)
+            c.her(TRACKER, t, at(float(d), 30.0), 5.0)
+        t += 10.0
+        c.him(t)  # his signal is back (or simply his next fix)
+        c.her(TRACKER, t + 1, at(450.0, 30.0), 5.0)
+        return c.last_view()["offender"] is not None, c.misuse()
+
+    assert run(silent=False) == (False, ["approach"])  # the guard, as designed
+    seen, misuse = run(silent=True)
+    assert misuse == ["approach"] and not seen, (
+        f"closed 1400 m while his signal was lost (280 s): his live position shown={seen}, "
+        f"misuse raised={misuse}"
+    )
+
+
+# -- 5. the fr profile's withheld pre-alert reaches her as her app's reporting interval --------
+
+
+def test_LEAK_fr_profile_withholds_notify_but_her_app_interval_tells_it() -> None:
+    """LEAK (low; profile, not position). ``fr`` shows her ``clear`` in notify and reveal
+    (the pre-alert is withheld), but ``run_pursuit`` sets her app's interval from the
+    engine's shown tier without the profile: the ``report_interval`` frame on her
+    WebSocket switches to the pursuit interval exactly when the withheld tier starts."""
+    from bangpae.domain.model import Order, Tier
+    from bangpae.domain.notices import victim_tier
+    from bangpae.domain.pursuit import NORMAL_INTERVAL_S, report_interval_s
+
+    c = Probe([HIM], GRID)
+    c.orders = [Order(id=1, offender_id=100, victim_id=1, profile="fr")]
+    t = T0
+    for _ in range(3):
+        t += 15.0
+        c.him(t)
+        c.her(TRACKER, t, at(1500.0, 0.0), 5.0)
+    shown = c.engine.shown_of(1)
+    assert shown in (Tier.NOTIFY, Tier.REVEAL)
+    assert c.last_view()["tier"] == "clear" and victim_tier("fr", shown) == Tier.CLEAR
+    # what run_pursuit computes for her (services/commands.py): from the engine's shown tier
+    interval = report_interval_s([shown])
+    assert interval == NORMAL_INTERVAL_S, (
+        f"fr: she is shown 'clear', yet her app is told to report every {interval} s "
+        f"instead of {NORMAL_INTERVAL_S} s: the withheld pre-alert, to the second"
     )
