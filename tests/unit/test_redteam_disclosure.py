@@ -11,6 +11,7 @@ issued tracker, and not his device.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -382,4 +383,62 @@ def test_LEAK_fr_profile_withholds_notify_but_her_app_interval_tells_it() -> Non
     assert interval == NORMAL_INTERVAL_S, (
         f"fr: she is shown 'clear', yet her app is told to report every {interval} s "
         f"instead of {NORMAL_INTERVAL_S} s: the withheld pre-alert, to the second"
+    )
+
+
+# -- 6. a paused order is unpaused by forged reports that put him in 'breach' -----------------
+
+
+def test_LEAK_forged_app_reports_in_breach_show_him_on_a_paused_order() -> None:
+    """LEAK (high). The order is paused (by an operator, or the guard). Her tracker is
+    really 580 m from him: his position is withheld. The exact tier is computed from her
+    raw last report, forged or not, and in breach the pause is ignored: a forged,
+    implausible app report within about 205 m of him (d - u <= 100 m, u = her claimed
+    100 m + his 5 m) shows his live position. The prober does not know where he is in
+    the 600 m disk around her: a lattice of forged reports 300 m apart covers it.
+    Measured over 37 candidate positions of his within 600 m of her."""
+    her_pos = at(580.0, 180.0)  # 580 m south of HIM
+    cands = [HIM] + [
+        geodesy.offset_m(her_pos[0], her_pos[1], north, east)
+        for north in np.arange(-500.0, 501.0, 166.0)
+        for east in np.arange(-500.0, 501.0, 166.0)
+        if 150.0 < math.hypot(north, east) <= 590.0
+    ]
+    c = Probe(cands, GRID)
+    t = T0
+    for k in range(len(cands)):
+        c.engine.set_misuse_pause(k + 1, True)  # paused by hand before anything
+    for _ in range(3):
+        t += 15.0
+        c.him(t)
+        c.her(TRACKER, t, her_pos, 5.0)
+    assert all(c.last_view(i)["offender"] is None for i in range(len(cands)))
+    lattice = [
+        geodesy.offset_m(her_pos[0], her_pos[1], north, east)
+        for north in np.arange(-450.0, 451.0, 300.0)
+        for east in np.arange(-450.0, 451.0, 300.0)
+    ]
+    found: dict[int, int] = {}
+    errs = []
+    for r, p in enumerate(lattice, start=1):
+        t += 5.0
+        if r % 3 == 0:
+            c.him(t)
+        c.her(TRACKER, t, her_pos, 5.0)  # her real track stays put
+        # 1 s later: reachable only within 119 m of it, so every forged report but the
+        # one on her own position is implausible, and the track never moves
+        c.her(APP, t + 1.0, p, 100.0)
+        assert dist((c.engine.persons.tr_lat[0], c.engine.persons.tr_lon[0]), her_pos) < 1.0
+        for i in range(len(cands)):
+            seen = c.last_view(i)["offender"]
+            if i not in found and seen is not None:
+                found[i] = r
+                errs.append(dist((seen["lat"], seen["lon"]), cands[i]))
+    flagged = sum(1 for e in c.events if e.kind == EventKind.POSITION_IMPLAUSIBLE)
+    # positions shown for a forged report that moved nothing of her track
+    assert not found, (
+        f"paused order: his live position shown for {len(found)}/{len(cands)} candidates "
+        f"within {max(found.values())} forged reports ({5 * max(found.values())} s), "
+        f"error {max(errs):.1f} m; her trusted track never moved; position_implausible "
+        f"events: {flagged}"
     )
