@@ -103,7 +103,7 @@ async def test_a_clone_listening_beside_his_monitor_opens_one_critical_incident(
         # she comes near him and goes away: neither connection is told anything
         await ctx.ingest.submit([Fix(phone, t0 + 10, *at(1000, 0.0), 5.0)])
         await until(lambda: ctx.commands.desired.get(phone) == 15)  # her app still is
-        await ctx.ingest.submit([Fix(phone, t0 + 100, *at(3000, 0.0), 5.0)])
+        await ctx.ingest.submit([Fix(phone, t0 + 100, *at(5000, 0.0), 5.0)])  # beyond any cell
         await until(lambda: ctx.commands.desired.get(phone) == 60)
         await asyncio.sleep(0.3)
 

@@ -1,7 +1,7 @@
 """Red-team attacks on the disclosure boundary over the real API (docs/disclosure.md).
 
-Tests marked ``LEAK`` currently FAIL: they assert the design's claim and the attack
-breaks it; the assertion message carries what the attacker learns.
+Each test asserts the design's claim against an attack that once broke it; a failing
+assertion's message carries what the attacker would learn.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from bangpae.domain import geodesy
 from tests.integration.test_disclosure_guard import HIM, at, env, walk_tracker  # noqa: F401
 
 
-async def test_LEAK_one_future_dated_app_report_shows_his_live_position(env) -> None:  # noqa: F811
-    """LEAK (critical). POST /victim/location with fix_time = now + 299 s (the API allows
-    300 s): the trusted track takes it as reachable (299 s x 69.4 m/s), so a forged
-    position 500 m from him, while her watch says 1.4 km, discloses him at once."""
+async def test_one_future_dated_app_report_does_not_show_his_live_position(env) -> None:  # noqa: F811
+    """Once a leak (critical). POST /victim/location with fix_time = now + 299 s (the API
+    allows 300 s) was taken by the trusted track as reachable (299 s x 69.4 m/s), so a
+    forged position 500 m from him, while her watch said 1.4 km, disclosed him at once."""
     ctx, api, users, order, devices, clock, _ = env
     await walk_tracker(ctx, devices, clock, 1400.0, n=4)  # her watch: 1.4 km, confirmed
     clock.advance(1)

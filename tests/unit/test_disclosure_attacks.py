@@ -195,9 +195,9 @@ def test_a_real_walk_in_reveals_him_and_her_tracker_and_app_agree_as_one_track()
         status, _ = victim_view(c.engine, HER, t, c.orders)
         shown.append((d, status["orders"][0]["offender"] is not None))
     assert not any(s for d, s in shown if d > 600)
-    # shown from the first report within 600 m; her third step closing in while he is
-    # revealed pauses it (the guard: following him is not what the view is for)
-    assert [d for d, s in shown if s] == [590]
+    # shown from the first report within 600 m; her third step closing in while she sees
+    # him pauses it (the guard: following him is not what the view is for)
+    assert [d for d, s in shown if s] == [590, 570, 550]
     misuse = [e for e in events if e.kind == EventKind.DISCLOSURE_MISUSE]
     assert [e.data["reason"] for e in misuse] == ["approach"]
     assert not [e for e in events if e.kind == EventKind.POSITION_IMPLAUSIBLE]

@@ -288,8 +288,10 @@ def test_a_victim_following_a_revealed_offender_raises_disclosure_misuse() -> No
     e = make_engine()
     e.ingest([off_fix(0, 0.0), vic_fix(0, 580)], T0)
     events = []
+    # her reports 10 s apart: her track is confirmed and he is shown from the second on;
+    # three steps closing in while she sees him are the pattern
     for i, d in enumerate((540, 500, 460, 420)):
-        events += e.ingest([vic_fix(i + 1, d)], T0 + i + 1)
+        events += e.ingest([vic_fix(10 * (i + 1), d)], T0 + 10 * (i + 1))
     assert [x.kind for x in events].count(EventKind.DISCLOSURE_MISUSE) == 1
 
 

@@ -1,8 +1,8 @@
 """Red-team attacks on the disclosure boundary (docs/disclosure.md), measured.
 
-Every test here that is marked ``LEAK`` currently FAILS: it asserts what the design
-claims, and the attack shows the claim does not hold. Each failing assertion message
-carries the figures (metres of error, seconds, reports) the attacker gets.
+Each test here asserts what the design claims against an attack that once broke it
+(the docstring says how, and what the attacker got then); a failing assertion's message
+carries the figures (metres of error, seconds, reports) the attacker would get.
 
 The attacker holds her phone: they control the app's reports (position, accuracy and
 ``fix_time``, which the API accepts up to ``FUTURE_S`` = 300 s in the future) but not her
@@ -105,8 +105,8 @@ def spread(pts: list[tuple[float, float]]) -> tuple[float, float]:
 # -- 1. fix_time in the future: a forged report is "plausible" from 20 km away ----------------
 
 
-def test_LEAK_a_future_dated_report_from_her_app_moves_her_trusted_track_and_reveals_him() -> None:
-    """LEAK (critical). Her trusted track judges reachability with ``fix_time - track.t``,
+def test_a_future_dated_report_from_her_app_neither_moves_her_track_nor_reveals_him() -> None:
+    """Once a leak (critical). Her trusted track judges reachability with ``fix_time - track.t``,
     and the API accepts a fix_time up to 300 s ahead: one forged report is reachable
     from up to 300 s x 69.4 m/s + 50 m = 20.9 km away. It moves the trusted track, is
     never flagged, the already-confirmed track stays confirmed and fresh (a future time
@@ -136,8 +136,8 @@ def test_LEAK_a_future_dated_report_from_her_app_moves_her_trusted_track_and_rev
     )
 
 
-def test_LEAK_future_dated_breach_scan_finds_him_inside_his_cell_despite_the_guard() -> None:
-    """LEAK (critical). Knowing only his cell (what the design concedes), the prober
+def test_a_future_dated_breach_scan_of_his_cell_finds_nothing() -> None:
+    """Once a leak (critical). Knowing only his cell (what the design concedes), the prober
     steps a lattice over it with future-dated reports (each one plausible: 5 s of
     fix_time buys 397 m), claiming 100 m accuracy. The guard pauses the order on
     'approach', but breach (d - u <= 100 m, u = her claimed 100 m + his accuracy) shows
@@ -181,8 +181,8 @@ def test_LEAK_future_dated_breach_scan_finds_him_inside_his_cell_despite_the_gua
 # -- 2. the exact tier leaks through 'signal lost' ---------------------------------------------
 
 
-def test_LEAK_signal_lost_tells_her_the_exact_tier_from_a_forged_point() -> None:
-    """LEAK (high). She is shown ``reveal`` from his cell (told), not from the exact rule.
+def test_signal_lost_does_not_tell_her_the_exact_tier_from_a_forged_point() -> None:
+    """Once a leak (high). She is shown ``reveal`` from his cell (told), not from the exact rule.
     When his signal is lost, the engine turns what she is shown into ``uncertain`` only
     if the EXACT tier was reveal or breach, and the exact tier is computed from her raw
     last report, forged or not (an implausible fix moves the tier, not the track). So
@@ -217,8 +217,8 @@ def test_LEAK_signal_lost_tells_her_the_exact_tier_from_a_forged_point() -> None
     )
 
 
-def test_LEAK_repeated_signal_losses_locate_him_well_inside_his_cell() -> None:
-    """LEAK (high), measured. He stands still and loses his signal now and then (indoors,
+def test_repeated_signal_losses_do_not_locate_him_inside_his_cell() -> None:
+    """Once a leak (high), measured. He stands still and loses his signal now and then (indoors,
     a tunnel, a flat battery). Before each loss the prober forges one report at the
     point whose disk (600 m + her claimed 100 m + his 5 m) best halves the positions
     still possible; the tier she is shown after the loss answers. Figures after 8 losses
@@ -270,8 +270,8 @@ def test_LEAK_repeated_signal_losses_locate_him_well_inside_his_cell() -> None:
 # -- 3. the misuse pause still answers 'within 600 m?' ------------------------------------------
 
 
-def test_LEAK_while_paused_the_position_paused_flag_traces_the_reveal_circle() -> None:
-    """LEAK (medium). Once the guard has paused the order, his position is withheld, but
+def test_while_paused_the_position_paused_flag_does_not_trace_the_reveal_circle() -> None:
+    """Once a leak (medium). Once the guard has paused the order, his position is withheld, but
     ``position_paused: true`` appears exactly when the best estimate is within 600 m: a
     600 m-circle oracle that needs no further closing on him (the guard has fired; it
     does not fire again). A cyclist (10 m/s, a report every 5 s, the API budget) rides a
@@ -325,8 +325,8 @@ def test_LEAK_while_paused_the_position_paused_flag_traces_the_reveal_circle() -
 # -- 4. the approach guard does not count closing while his signal is lost ---------------------
 
 
-def test_LEAK_closing_on_him_while_his_signal_is_lost_is_never_counted() -> None:
-    """LEAK (medium). The 'approach' guard counts her closing only on evaluations where
+def test_closing_on_him_while_his_signal_is_lost_is_counted() -> None:
+    """Once a leak (medium). The 'approach' guard counts her closing only on evaluations where
     both fixes are fresh. She closes 1.4 km while his device is silent (>120 s: a
     tunnel, indoors); when he is back she is 450 m from him and sees his live position,
     and no misuse is raised. The same walk with his signal present is paused."""
@@ -359,14 +359,15 @@ def test_LEAK_closing_on_him_while_his_signal_is_lost_is_never_counted() -> None
 # -- 5. the fr profile's withheld pre-alert reaches her as her app's reporting interval --------
 
 
-def test_LEAK_fr_profile_withholds_notify_but_her_app_interval_tells_it() -> None:
-    """LEAK (low; profile, not position). ``fr`` shows her ``clear`` in notify and reveal
+def test_the_fr_profile_withholds_notify_from_her_app_interval_too() -> None:
+    """Once a leak (low; profile, not position). ``fr`` shows her ``clear`` in notify and reveal
     (the pre-alert is withheld), but ``run_pursuit`` sets her app's interval from the
     engine's shown tier without the profile: the ``report_interval`` frame on her
     WebSocket switches to the pursuit interval exactly when the withheld tier starts."""
     from bangpae.domain.model import Order, Tier
     from bangpae.domain.notices import victim_tier
-    from bangpae.domain.pursuit import NORMAL_INTERVAL_S, report_interval_s
+    from bangpae.domain.pursuit import NORMAL_INTERVAL_S
+    from bangpae.services.commands import victim_interval_s
 
     c = Probe([HIM], GRID)
     c.orders = [Order(id=1, offender_id=100, victim_id=1, profile="fr")]
@@ -378,8 +379,8 @@ def test_LEAK_fr_profile_withholds_notify_but_her_app_interval_tells_it() -> Non
     shown = c.engine.shown_of(1)
     assert shown in (Tier.NOTIFY, Tier.REVEAL)
     assert c.last_view()["tier"] == "clear" and victim_tier("fr", shown) == Tier.CLEAR
-    # what run_pursuit computes for her (services/commands.py): from the engine's shown tier
-    interval = report_interval_s([shown])
+    # what run_pursuit computes for her (services/commands.py)
+    interval = victim_interval_s(c.engine, 1, lambda oid: "fr")
     assert interval == NORMAL_INTERVAL_S, (
         f"fr: she is shown 'clear', yet her app is told to report every {interval} s "
         f"instead of {NORMAL_INTERVAL_S} s: the withheld pre-alert, to the second"
@@ -389,8 +390,8 @@ def test_LEAK_fr_profile_withholds_notify_but_her_app_interval_tells_it() -> Non
 # -- 6. a paused order is unpaused by forged reports that put him in 'breach' -----------------
 
 
-def test_LEAK_forged_app_reports_in_breach_show_him_on_a_paused_order() -> None:
-    """LEAK (high). The order is paused (by an operator, or the guard). Her tracker is
+def test_forged_app_reports_in_breach_do_not_show_him_on_a_paused_order() -> None:
+    """Once a leak (high). The order is paused (by an operator, or the guard). Her tracker is
     really 580 m from him: his position is withheld. The exact tier is computed from her
     raw last report, forged or not, and in breach the pause is ignored: a forged,
     implausible app report within about 205 m of him (d - u <= 100 m, u = her claimed

@@ -165,7 +165,7 @@ def victim_view(state: OrderState, now: float) -> dict[str, Any]:
         view["distance_m"] = told_distance(
             state.offender_fix, state.victim_fix, state.grid, state.notify_radius_m
         )
-    if held and d is not None:  # said only where she would otherwise see him
+    if held:  # said whenever near, so that it does not trace the reveal radius
         view["position_paused"] = True
     if shown == Tier.UNCERTAIN:
         lost = state.signal_lost_at

@@ -31,6 +31,9 @@ B = npt.NDArray[np.bool_]
 MAX_SPEED_MPS = 250.0 / 3.6  # as the device jump rule: faster is a jump, not travel
 SLACK_M = 50.0  # fixed allowance for GPS noise; never her claimed accuracy
 MIN_DT_S = 1.0  # two fixes less than a second apart count as a second apart
+# A fix dated further ahead of the server's clock than this is not plausible: its time is a
+# claim too, and a future time would buy distance (300 s of it: 20 km) and never go stale.
+MAX_AHEAD_S = 5.0
 CONFIRM_FIXES = 2
 CONFIRM_S = 5.0
 # Report-rate guard: more fixes than this in one minute (of the clock), all her devices.
@@ -70,21 +73,27 @@ def reachable(lat0: F64, lon0: F64, t0: F64, lat: F64, lon: F64, t: F64) -> B:
     return np.asarray(~known | ((hop - SLACK_M) / dt <= MAX_SPEED_MPS), dtype=np.bool_)
 
 
-def step(state: State, prev_t: F64, lat: F64, lon: F64, acc: F64, t: F64) -> tuple[State, B]:
+def step(
+    state: State, prev_t: F64, lat: F64, lon: F64, acc: F64, t: F64, now: float
+) -> tuple[State, B]:
     """One valid fix for each of several people (state rows aligned with the fixes).
 
-    ``prev_t`` is the time of each person's previous report. Returns the new state rows
-    and whether each fix was plausible. One person must not appear twice in one call:
-    feed a person's fixes in order, one call per fix.
+    ``prev_t`` is the time of each person's previous report, ``now`` the server's clock:
+    a fix counts at its own time or now, whichever is earlier, and one dated more than
+    ``MAX_AHEAD_S`` ahead is not plausible. Returns the new state rows and whether each
+    fix was plausible. One person must not appear twice in one call: feed a person's
+    fixes in order, one call per fix.
 
     A track that a person has left (her phone really is elsewhere, or the track began
     on a glitch) is never stuck: the time since its newest point grows, and with it the
     distance reachable from there.
     """
     s = {k: v.copy() for k, v in state.items()}
+    ahead = t > now + MAX_AHEAD_S
+    t = np.minimum(t, now)
     same_minute = np.floor(t / BURST_WINDOW_S) == np.floor(prev_t / BURST_WINDOW_S)
     s["burst_n"] = np.where(same_minute, np.minimum(s["burst_n"] + 1, 10_000), 1)
-    ok = reachable(s["lat"], s["lon"], s["t"], lat, lon, t)
+    ok = reachable(s["lat"], s["lon"], s["t"], lat, lon, t) & ~ahead
     started = (s["n"] == 0) | ~np.isfinite(s["t"])
     grown = np.where(started, 0.0, s["span"] + (t - s["t"]))
     s["span"] = np.where(ok, grown, s["span"])

@@ -165,6 +165,8 @@ ORDER_COLUMNS: dict[str, tuple[type, object]] = {
     "gx": (np.float32, 0.0),
     "told": (np.int8, 0),  # her tier from his cell (never above reveal)
     "shown": (np.int8, 0),  # what she is shown: the exact tier only while disclosed
+    "disclosed": (np.bool_, False),  # his position was disclosed to her at the last decision
+    "near_margin": (np.float32, _NAN),  # the margin to his cell at the last decision
 }
 
 
@@ -196,8 +198,10 @@ class _Seen:
     """Per evaluation: what she may be told (``docs/disclosure.md``)."""
 
     told_margin: F64  # distance from her trusted point to his cell, less every doubt
+    near_margin: F64  # the same from his last known fix, fresh or not (NaN: unknown)
     told_ok: npt.NDArray[np.bool_]  # both her trusted point and his fix are fresh
     disclosable: npt.NDArray[np.bool_]  # confirmed track, best estimate within reveal
+    best: F64  # the best estimate of the distance: his fix to her trusted point
     own: npt.NDArray[np.bool_]  # the evaluation is of her own valid fix
     plausible: npt.NDArray[np.bool_]
     burst: npt.NDArray[np.bool_]
@@ -567,7 +571,7 @@ class Engine:
             d.invalid_since[ds[li]] = np.where(keep, d.invalid_since[ds[li]], received[li])
 
         # Her trusted track, fix by fix (docs/disclosure.md); written back after evaluation.
-        her = self._track(person, t, lat, lon, acc, valid)
+        her = self._track(person, t, lat, lon, acc, valid, now)
         for j in np.flatnonzero(her.flag_now).tolist():
             dev = int(c["device"][idx[j]])
             events.append(
@@ -622,7 +626,14 @@ class Engine:
         return events
 
     def _track(
-        self, person: I64, t: F64, lat: F64, lon: F64, acc: F64, valid: npt.NDArray[np.bool_]
+        self,
+        person: I64,
+        t: F64,
+        lat: F64,
+        lon: F64,
+        acc: F64,
+        valid: npt.NDArray[np.bool_],
+        now: float,
     ) -> _Her:
         """Step the trusted tracks of the protected people in a batch, in arrival order.
 
@@ -654,10 +665,11 @@ class Engine:
                     lon[v],
                     acc[v],
                     t[v],
+                    now,
                 )
                 for n, a in new.items():
                     state[n][rows] = a
-                prev_t[rows] = t[v]
+                prev_t[rows] = np.minimum(t[v], now)
                 her.plausible[v] = ok
                 her.own[v] = True
             rows = row[sel]
@@ -866,36 +878,47 @@ class Engine:
         conf = np.where(in_batch, her.confirmed[at], stored_conf)
         her_fresh = np.isfinite(h_t) & (now - h_t <= o.stale[eo]) & ~np.isnan(h_lat)
         told_ok = off_fresh & her_fresh
+        # The margin to his cell, also from his last known fix while his signal is lost
+        # (the misuse guard counts her closing in then too).
+        known = her_fresh & np.isfinite(off_lat)
         margin = np.full(len(eo), _NAN)
-        if told_ok.any():
+        if known.any():
             # 1 m for the local-ellipsoid distance's error: doubt counts toward danger
-            margin[told_ok] = (
+            margin[known] = (
                 coarse.told_margins(
-                    h_lat[told_ok],
-                    h_lon[told_ok],
-                    _effective(h_acc[told_ok]),
-                    off_lat[told_ok],
-                    off_lon[told_ok],
-                    o.gy[eo[told_ok]].astype(np.float64),
-                    o.gx[eo[told_ok]].astype(np.float64),
+                    h_lat[known],
+                    h_lon[known],
+                    _effective(h_acc[known]),
+                    off_lat[known],
+                    off_lon[known],
+                    o.gy[eo[known]].astype(np.float64),
+                    o.gx[eo[known]].astype(np.float64),
                 )
                 - 1.0
             )
         # The best estimate of the distance: his fix to her trusted point, no accuracy.
-        reveal = o.reveal[eo]
+        # Decisions on it (disclosure, and breach as she is shown it) are exact.
+        thresholds = np.stack([o.reveal[eo], o.keep[eo], o.keep[eo] + o.hyst[eo]], axis=1)
         best = np.full(len(eo), _NAN)
         same = both & told_ok & (h_lat == vic_lat) & (h_lon == vic_lon)
-        same &= np.abs(dist - reveal) > geodesy.FAST_ERROR_BOUND_M
+        same &= (np.abs(dist[:, None] - thresholds) > geodesy.FAST_ERROR_BOUND_M).all(axis=1)
         best[same] = dist[same]
         other = told_ok & ~same
         if other.any():
             best[other] = geodesy.distances_m(
-                off_lat[other], off_lon[other], h_lat[other], h_lon[other], reveal[other, None]
+                off_lat[other], off_lon[other], h_lat[other], h_lon[other], thresholds[other]
             )
-        disclosable = told_ok & conf & (best <= reveal)
+        disclosable = told_ok & conf & (best <= o.reveal[eo])
         own = mine & her.own[ej]
         return _Seen(
-            margin, told_ok, disclosable, own, her.plausible[ej] | ~own, her.burst[ej] & own
+            np.where(told_ok, margin, _NAN),
+            margin,
+            told_ok,
+            disclosable,
+            best,
+            own,
+            her.plausible[ej] | ~own,
+            her.burst[ej] & own,
         )
 
     def _round(
@@ -1039,14 +1062,21 @@ class Engine:
             self._misuse(sel, os_, ok, new, told_cur, told_new, before, dist, seen, ej, t, idx, c)
         )
 
-        # What she is shown: the exact tier while his position may be disclosed, else the
-        # told one; his signal lost while she saw him is shown as such.
+        # What she is shown: while his position may be disclosed, reveal or breach as her
+        # trusted point (not her last report, which may be forged) stands to his fix;
+        # else the told tier. His signal lost is shown as such only if she saw him.
         shown_cur = o.shown[os_].astype(np.int8)
         close = (new == REVEAL) | (new == BREACH)
-        held = o.misuse_paused[os_] & (new != BREACH)  # in breach, her getting away comes first
-        shown_new = np.where(close & seen.disclosable[sel] & ~held, new, told_new)
-        was_seeing = (shown_cur == REVEAL) | (shown_cur == BREACH) | (shown_cur == UNCERTAIN)
-        shown_new = np.where((new == UNCERTAIN) & was_seeing, UNCERTAIN, shown_new).astype(np.int8)
+        best = seen.best[sel]
+        was_breach = shown_cur == BREACH
+        in_breach = best <= o.keep[os_] + np.where(was_breach, o.hyst[os_], 0.0)
+        exact = np.where(in_breach, BREACH, REVEAL).astype(np.int8)
+        held = o.misuse_paused[os_] & ~in_breach  # in breach, her getting away comes first
+        disclosed = close & seen.disclosable[sel] & ~held
+        shown_new = np.where(disclosed, exact, told_new)
+        lost = (new == UNCERTAIN) & (o.disclosed[os_] | (shown_cur == UNCERTAIN))
+        shown_new = np.where(lost, UNCERTAIN, shown_new).astype(np.int8)
+        o.disclosed[os_] = np.where(new == UNCERTAIN, o.disclosed[os_], disclosed)
         for i in np.flatnonzero(shown_new != shown_cur).tolist():
             slot, j = int(os_[i]), int(ej[sel[i]])
             dev = int(c["device"][idx[j]])
@@ -1093,22 +1123,29 @@ class Engine:
         o = self.orders
         own = seen.own[sel]
         near = (told_cur >= int(Tier.NOTIFY)) | (told_new >= int(Tier.NOTIFY))
-        # Closing steps while revealed: her own plausible fix shrank the distance.
-        step = own & ok & seen.plausible[sel] & (new == REVEAL)
+        # Everything here but the closing steps is judged on what she is told (his cell),
+        # so that whether the guard fires tells her nothing finer than the cell.
+        # Closing steps while she sees him: her own plausible fix shrank the distance.
+        seeing = o.disclosed[os_] & (new == REVEAL)
+        step = own & ok & seen.plausible[sel] & seeing
         closing = np.where(step & np.isfinite(before), before - dist[sel], 0.0)
         counts = o.misuse_count[os_].astype(np.int64)
         counts = np.where(step, np.where(closing > MISUSE_STEP_M, counts + 1, counts - 1), counts)
         counts = np.clip(counts, 0, 100)
-        counts = np.where(ok & (new != REVEAL), 0, counts)
+        counts = np.where(ok & ~seeing, 0, counts)
         o.misuse_count[os_] = counts
-        # Closing by her own movement while near (notify included): metres, net.
-        walk = own & ok & seen.plausible[sel] & np.isfinite(before)
-        gained = np.where(walk, before - dist[sel], 0.0)
+        # Closing on his cell by her own movement while near (notify included), net; from
+        # his last known fix while his signal is lost, so silence does not reset it.
+        prev = o.near_margin[os_].astype(np.float64)
+        cur = seen.near_margin[sel]
+        walk = own & seen.plausible[sel] & np.isfinite(prev) & np.isfinite(cur)
+        gained = np.where(walk, prev - cur, 0.0)
         closed = np.where(near, np.maximum(o.misuse_close[os_] + gained, 0.0), 0.0)
         o.misuse_close[os_] = closed
+        o.near_margin[os_] = np.where(np.isfinite(cur), cur, prev)
         reasons = (
             ("approach", (counts >= MISUSE_STEPS) | (closed >= MISUSE_CLOSE_M)),
-            ("jump", own & ~seen.plausible[sel] & (near | (new == REVEAL) | (new == BREACH))),
+            ("jump", own & ~seen.plausible[sel] & near),
             ("burst", own & seen.burst[sel] & near),
         )
         events: list[Event] = []
@@ -1231,7 +1268,7 @@ class Engine:
                 o.base[slot] = tier[slot]
                 o.tier[slot] = UNCERTAIN
                 o.since[slot] = deadline
-                if o.shown[slot] in (REVEAL, BREACH):  # she saw him: she is told it is lost
+                if o.disclosed[slot]:  # she saw him: she is told it is lost
                     events.append(
                         self._shown_event(slot, deadline, "stale", int(o.shown[slot]), UNCERTAIN)
                     )

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bangpae.domain.model import Event, EventKind, Tier
+from bangpae.domain.notices import victim_tier
 from bangpae.domain.pursuit import NORMAL_INTERVAL_S, report_interval_s
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,22 @@ class CommandHub:
             log.info("command to device %d failed: %s", device_id, exc)
 
 
+def victim_interval_s(engine: Any, person: int, profile_of: Callable[[int], str]) -> int:
+    """Her app's reporting interval, from what she is shown of the orders protecting her.
+
+    Her profile's withheld tiers count as she is shown them (``fr``: clear), so that the
+    interval tells her nothing her screen does not.
+    """
+    shown = [
+        victim_tier(profile_of(oid), tier)
+        for oid in engine.orders_of_person(person)
+        if (p := engine.parties(oid)) is not None
+        and p[1] == person
+        and (tier := engine.shown_of(oid)) is not None
+    ] or [Tier.CLEAR]
+    return report_interval_s(shown)
+
+
 async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
     """Follow what victims are shown; set their apps' reporting interval accordingly.
 
@@ -93,14 +110,7 @@ async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
                 if parties is not None:
                     victims[parties[1]] = None
             for i, person in enumerate(victims):
-                tiers = [
-                    tier
-                    for oid in engine.orders_of_person(person)
-                    if (p := engine.parties(oid)) is not None
-                    and p[1] == person
-                    and (tier := engine.shown_of(oid)) is not None
-                ] or [Tier.CLEAR]
-                seconds = report_interval_s(tiers)
+                seconds = victim_interval_s(engine, person, ctx.ingest.profile_of)
                 for device_id in engine.devices_of_person(person):
                     await hub.set_interval(device_id, seconds)
                 if i % YIELD_EVERY == YIELD_EVERY - 1:

@@ -137,6 +137,10 @@ class Ingest:
                 for order_id, paused in pauses.items():
                     self.engine.set_misuse_pause(order_id, paused)
 
+    def profile_of(self, order_id: int) -> str:
+        """An order's response profile (``kr`` unless the registry says otherwise)."""
+        return self._profiles.get(order_id, "kr")
+
     def degraded(self, now: float, window_s: float = 60.0) -> str | None:
         """Why the service cannot be trusted right now (None: it can).
 
