@@ -202,6 +202,7 @@ class _Seen:
     told_ok: npt.NDArray[np.bool_]  # both her trusted point and his fix are fresh
     disclosable: npt.NDArray[np.bool_]  # confirmed track, best estimate within reveal
     best: F64  # the best estimate of the distance: his fix to her trusted point
+    best_margin: F64  # the same less both accuracies (breach as she is shown it)
     own: npt.NDArray[np.bool_]  # the evaluation is of her own valid fix
     plausible: npt.NDArray[np.bool_]
     burst: npt.NDArray[np.bool_]
@@ -797,6 +798,7 @@ class Engine:
             her,
             off_lat,
             off_lon,
+            np.where(self_is_off, s_acc, p_acc),
             off_fresh,
             vic_lat,
             vic_lon,
@@ -855,6 +857,7 @@ class Engine:
         her: _Her,
         off_lat: F64,
         off_lon: F64,
+        off_acc: F64,
         off_fresh: npt.NDArray[np.bool_],
         vic_lat: F64,
         vic_lon: F64,
@@ -898,7 +901,9 @@ class Engine:
             )
         # The best estimate of the distance: his fix to her trusted point, no accuracy.
         # Decisions on it (disclosure, and breach as she is shown it) are exact.
-        thresholds = np.stack([o.reveal[eo], o.keep[eo], o.keep[eo] + o.hyst[eo]], axis=1)
+        u_best = _effective(h_acc) + _effective(off_acc)
+        keep = o.keep[eo] + u_best
+        thresholds = np.stack([o.reveal[eo], keep, keep + o.hyst[eo]], axis=1)
         best = np.full(len(eo), _NAN)
         same = both & told_ok & (h_lat == vic_lat) & (h_lon == vic_lon)
         same &= (np.abs(dist[:, None] - thresholds) > geodesy.FAST_ERROR_BOUND_M).all(axis=1)
@@ -916,6 +921,7 @@ class Engine:
             told_ok,
             disclosable,
             best,
+            best - u_best,
             own,
             her.plausible[ej] | ~own,
             her.burst[ej] & own,
@@ -1067,9 +1073,9 @@ class Engine:
         # else the told tier. His signal lost is shown as such only if she saw him.
         shown_cur = o.shown[os_].astype(np.int8)
         close = (new == REVEAL) | (new == BREACH)
-        best = seen.best[sel]
         was_breach = shown_cur == BREACH
-        in_breach = best <= o.keep[os_] + np.where(was_breach, o.hyst[os_], 0.0)
+        # doubt counts toward danger here: inside the reveal radius, on her trusted point
+        in_breach = seen.best_margin[sel] <= o.keep[os_] + np.where(was_breach, o.hyst[os_], 0.0)
         exact = np.where(in_breach, BREACH, REVEAL).astype(np.int8)
         held = o.misuse_paused[os_] & ~in_breach  # in breach, her getting away comes first
         disclosed = close & seen.disclosable[sel] & ~held
