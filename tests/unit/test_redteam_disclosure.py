@@ -245,10 +245,12 @@ def test_repeated_signal_losses_do_not_locate_him_inside_his_cell() -> None:
         same = [i for i, tr in enumerate(c.transcripts) if tr == c.transcripts[0]]
         pts = [cands[i] for i in same]
         # the test point whose disk splits the remaining set most evenly
-        best = min(
-            tests,
-            key=lambda x: abs(sum(dist(x, p) <= radius for p in pts) - len(pts) / 2),
-        )
+        tl, pl = np.array(tests), np.array(pts)
+        inside = (
+            geodesy.fast_distances_m(tl[:, 0, None], tl[:, 1, None], pl[None, :, 0], pl[None, :, 1])
+            <= radius
+        ).sum(axis=1)
+        best = tests[int(np.argmin(np.abs(inside - len(pts) / 2)))]
         c.her(APP, t + 1, best, 100.0)
         c.tick(t + 1 + 121.0)  # his signal is lost
         t += 300.0
