@@ -208,11 +208,22 @@ def test_a_burst_of_reports_while_near_pauses_the_disclosure() -> None:
     t = T0
     c.him(t)
     found = []
-    for k in range(60):  # one a second, from 1.2 km
-        t += 1.0
-        found += c.engine.ingest([Fix(TRACKER, t, *at(1200.0 - k, 90.0), 5.0)], t)
+    for k in range(120):  # two a second, from 1.2 km: beyond any tracker's pace
+        t += 0.5
+        found += c.engine.ingest([Fix(TRACKER, t, *at(1200.0 - k * 0.5, 90.0), 5.0)], t)
     reasons = [e.data["reason"] for e in found if e.kind == EventKind.DISCLOSURE_MISUSE]
     assert reasons == ["burst"]
+
+
+def test_a_tracker_reporting_every_second_is_no_burst() -> None:
+    c = Candidates([HIM], GRID)
+    t = T0
+    c.him(t)
+    found = []
+    for k in range(120):
+        t += 1.0
+        found += c.engine.ingest([Fix(TRACKER, t, *at(1200.0 + (k % 2), 90.0), 5.0)], t)
+    assert [e for e in found if e.kind == EventKind.DISCLOSURE_MISUSE] == []
 
 
 def test_closing_on_him_by_her_own_movement_while_near_pauses_the_disclosure() -> None:

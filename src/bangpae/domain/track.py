@@ -37,8 +37,10 @@ MAX_AHEAD_S = 5.0
 CONFIRM_FIXES = 2
 CONFIRM_S = 5.0
 # Report-rate guard: more fixes than this in one minute (of the clock), all her devices.
+# Above one a second: a tracker or watch may report every second while he is near; her
+# app is budgeted far below this by the API (12 a minute).
 BURST_WINDOW_S = 60.0
-BURST_MAX = 40
+BURST_MAX = 90
 
 _NAN = math.nan
 # The state of a person's track, one numpy column each (the engine keeps them per person;

@@ -187,11 +187,6 @@ class _Her:
         self.state: track.State = {}
         self.flagged = np.zeros(0, dtype=np.bool_)
 
-    @classmethod
-    def blank(cls, k: int) -> _Her:
-        """No fix stepped yet."""
-        return cls(k)
-
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
@@ -643,57 +638,54 @@ class Engine:
         :meth:`_track_store` once the batch has been evaluated against the old one.
         """
         ps = self.persons
-        k = len(person)
-        up, row = np.unique(person, return_inverse=True)
-        state = {n: getattr(ps, f"tr_{n}")[up].copy() for n in track.COLUMNS}
-        order = np.lexsort((np.arange(k), row))
-        first = np.ones(k, dtype=np.bool_)
-        first[1:] = row[order][1:] != row[order][:-1]
-        rank = np.empty(k, dtype=np.int64)
-        rank[order] = np.arange(k) - np.maximum.accumulate(np.where(first, np.arange(k), 0))
-        mine = valid & ps.victim[person]
-        prev_t = ps.t[up].copy()
-        her = _Her.blank(k)
-        for r in range(int(rank.max()) + 1 if k else 0):
-            sel = np.flatnonzero(rank == r)
-            v = sel[mine[sel]]
+        her = _Her(len(person))
+        vi = np.flatnonzero(ps.victim[person])  # fixes of protected people, arrival order
+        if len(vi) == 0:
+            return her
+        up, row = np.unique(person[vi], return_inverse=True)
+        state = {n: getattr(ps, f"tr_{n}")[up] for n in track.COLUMNS}  # copies
+        prev_t, flagged = ps.t[up], ps.flagged[up]
+        if len(up) == len(vi):  # one fix each (the common case): one round
+            rounds = [np.arange(len(vi))]
+        else:  # the r-th fix of each person in round r
+            order = np.lexsort((np.arange(len(vi)), row))
+            first = np.ones(len(vi), dtype=np.bool_)
+            first[1:] = row[order][1:] != row[order][:-1]
+            rank = np.empty(len(vi), dtype=np.int64)
+            start = np.maximum.accumulate(np.where(first, np.arange(len(vi)), 0))
+            rank[order] = np.arange(len(vi)) - start
+            rounds = [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
+        for sel in rounds:
+            v = sel[valid[vi[sel]]]
             if len(v):
-                rows = row[v]
+                rows, j = row[v], vi[v]
                 new, ok = track.step(
                     {n: a[rows] for n, a in state.items()},
                     prev_t[rows],
-                    lat[v],
-                    lon[v],
-                    acc[v],
-                    t[v],
+                    lat[j],
+                    lon[j],
+                    acc[j],
+                    t[j],
                     now,
                 )
                 for n, a in new.items():
                     state[n][rows] = a
-                prev_t[rows] = np.minimum(t[v], now)
-                her.plausible[v] = ok
-                her.own[v] = True
-            rows = row[sel]
-            her.lat[sel], her.lon[sel] = state["lat"][rows], state["lon"][rows]
-            her.acc[sel], her.t[sel] = state["acc"][rows], state["t"][rows]
-            her.confirmed[sel] = track.confirmed({n: state[n][rows] for n in ("n", "span")})
-            her.burst[sel] = track.bursting({"burst_n": state["burst_n"][rows]})
-        # Flag the first implausible fix of a run (each one is kept with the fixes anyway).
-        flagged = ps.flagged[up].copy()
-        ow = order[her.own[order]]
-        if len(ow):
-            r_ow = row[ow]
-            bad = ~her.plausible[ow]
-            before = flagged[r_ow].copy()
-            same = r_ow[1:] == r_ow[:-1]
-            before[1:] = np.where(same, bad[:-1], before[1:])
-            her.flag_now[ow] = bad & ~before
-            last = self._group_ends(r_ow)
-            flagged[r_ow[last]] = bad[last]
+                prev_t[rows] = np.minimum(t[j], now)
+                her.plausible[j], her.own[j] = ok, True
+                # the first implausible fix of a run is flagged (each is kept anyway)
+                her.flag_now[j] = ~ok & ~flagged[rows]
+                flagged[rows] = ~ok
+            rows, j = row[sel], vi[sel]
+            her.lat[j], her.lon[j] = state["lat"][rows], state["lon"][rows]
+            her.acc[j], her.t[j] = state["acc"][rows], state["t"][rows]
+            her.confirmed[j] = track.confirmed({n: state[n][rows] for n in ("n", "span")})
+            her.burst[j] = track.bursting({"burst_n": state["burst_n"][rows]})
         her.persons, her.state, her.flagged = up, state, flagged
         return her
 
     def _track_store(self, her: _Her) -> None:
+        if not len(her.persons):
+            return
         ps = self.persons
         for n, a in her.state.items():
             getattr(ps, f"tr_{n}")[her.persons] = a
@@ -1129,29 +1121,41 @@ class Engine:
         o = self.orders
         own = seen.own[sel]
         near = (told_cur >= int(Tier.NOTIFY)) | (told_new >= int(Tier.NOTIFY))
+        plausible = seen.plausible[sel]
         # Everything here but the closing steps is judged on what she is told (his cell),
         # so that whether the guard fires tells her nothing finer than the cell.
         # Closing steps while she sees him: her own plausible fix shrank the distance.
         seeing = o.disclosed[os_] & (new == REVEAL)
-        step = own & ok & seen.plausible[sel] & seeing
-        closing = np.where(step & np.isfinite(before), before - dist[sel], 0.0)
-        counts = o.misuse_count[os_].astype(np.int64)
-        counts = np.where(step, np.where(closing > MISUSE_STEP_M, counts + 1, counts - 1), counts)
-        counts = np.clip(counts, 0, 100)
-        counts = np.where(ok & ~seeing, 0, counts)
-        o.misuse_count[os_] = counts
+        o.misuse_count[os_[ok & ~seeing]] = 0
+        step = np.flatnonzero(own & ok & plausible & seeing)
+        if len(step):
+            slots = os_[step]
+            closing = before[step] - dist[sel[step]]  # NaN (no distance before): no step
+            counts = o.misuse_count[slots].astype(np.int64)
+            counts = np.where(closing > MISUSE_STEP_M, counts + 1, counts - 1)
+            o.misuse_count[slots] = np.clip(counts, 0, 100)
         # Closing on his cell by her own movement while near (notify included), net; from
         # his last known fix while his signal is lost, so silence does not reset it.
-        prev = o.near_margin[os_].astype(np.float64)
         cur = seen.near_margin[sel]
-        walk = own & seen.plausible[sel] & np.isfinite(prev) & np.isfinite(cur)
-        gained = np.where(walk, prev - cur, 0.0)
-        closed = np.where(near, np.maximum(o.misuse_close[os_] + gained, 0.0), 0.0)
-        o.misuse_close[os_] = closed
-        o.near_margin[os_] = np.where(np.isfinite(cur), cur, prev)
+        known = ~np.isnan(cur)
+        walk = np.flatnonzero(own & plausible & near & known)
+        if len(walk):
+            slots = os_[walk]
+            prev = o.near_margin[slots].astype(np.float64)
+            gained = np.where(np.isnan(prev), 0.0, prev - cur[walk])
+            o.misuse_close[slots] = np.maximum(o.misuse_close[slots] + gained, 0.0)
+        o.misuse_close[os_[~near]] = 0.0
+        o.near_margin[os_[known]] = cur[known]
+        # The episode ends when she is told nothing is near any more.
+        calm = os_[ok & (new == int(Tier.CLEAR)) & (told_new == int(Tier.CLEAR))]
+        if not own.any():
+            o.misuse_flag[calm] = False
+            return []
+        counts = o.misuse_count[os_]
+        closed = o.misuse_close[os_]
         reasons = (
-            ("approach", (counts >= MISUSE_STEPS) | (closed >= MISUSE_CLOSE_M)),
-            ("jump", own & ~seen.plausible[sel] & near),
+            ("approach", own & ((counts >= MISUSE_STEPS) | (closed >= MISUSE_CLOSE_M))),
+            ("jump", own & ~plausible & near),
             ("burst", own & seen.burst[sel] & near),
         )
         events: list[Event] = []
@@ -1185,9 +1189,7 @@ class Engine:
                 )
         o.misuse_flag[os_[fired]] = True
         o.misuse_paused[os_[fired]] = True
-        # The episode ends when she is told nothing is near any more.
-        calm = ok & (new == int(Tier.CLEAR)) & (told_new == int(Tier.CLEAR))
-        o.misuse_flag[os_[calm]] = False
+        o.misuse_flag[calm] = False
         return events
 
     def _zones_for(
@@ -1445,6 +1447,7 @@ class Engine:
         o.misuse_paused[slot] = paused
         if paused and o.shown[slot] == REVEAL:
             o.shown[slot] = o.told[slot]
+            o.disclosed[slot] = False
         if not paused:
             o.misuse_flag[slot] = False
             o.misuse_count[slot] = 0
