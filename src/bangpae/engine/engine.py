@@ -258,6 +258,9 @@ class Engine:
             slot = self.persons.add()
             self._person_slot[person_id] = slot
             self._orders_of_person.append([])
+            # The orders-by-person index covers every slot: a new person (an officer going
+            # on duty) reporting in the next batch would otherwise index past its end.
+            self._csr = None
         return slot
 
     def add_device(self, device: Device) -> None:
