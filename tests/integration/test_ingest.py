@@ -168,3 +168,55 @@ async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_a
     assert len(store.audit_records(subject=subject)) == 2
     with pytest.raises(TypeError):  # a record missing what audit_append needs
         store.check_audit({"actor": "user:7:victim", "role": "victim"})
+
+
+def _poison(monkeypatch: pytest.MonkeyPatch, bad: set[int]) -> None:
+    """Fault injection: the engine fails on any batch holding a fix of these devices."""
+    real = Engine.ingest_batch
+
+    def failing(self: Engine, batch, now):  # type: ignore[no-untyped-def]
+        if bad & set(batch.device.tolist()):
+            raise IndexError("engine fault on a poisoned fix")
+        return real(self, batch, now)
+
+    monkeypatch.setattr(Engine, "ingest_batch", failing)
+
+
+async def test_a_failing_fix_takes_no_healthy_fix_down_with_it(
+    case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ingest, clock, bus, ankle, phone, order = case
+    other = store.add_device("OTHER", "ankle_monitor", "osmand", store.add_person("offender", "P"))
+    await ingest.reload_registry()
+    _poison(monkeypatch, {other})
+    q = bus.subscribe()
+    # three submissions that the writer takes as one batch
+    healthy = [ingest.enqueue([fix(phone, 0, 0)]), ingest.enqueue([fix(ankle, 0, 3000)])]
+    poisoned = ingest.enqueue([fix(other, 0, 100)])
+    ids = [await f for f in healthy]
+    assert [len(x) for x in ids] == [1, 1] and store.count_fixes() == 2
+    with pytest.raises(IndexError):
+        await poisoned
+    assert ingest.engine.order_view(order).tier.label == "clear"  # decided as usual
+    assert ingest.degraded(clock.now()) is None  # nobody is told the service failed
+    assert ingest.stats.refused == 1 and ingest.stats.failures == 0
+    refused = [i for i in store.incidents("open") if i.kind == "fix_refused"]
+    assert len(refused) == 1 and refused[0].priority == "high"
+    kinds = []
+    while not q.empty():
+        kinds.append(q.get_nowait().kind)
+    assert EventKind.FIX_REFUSED in kinds
+
+
+async def test_when_every_fix_fails_alone_the_service_itself_is_failing(
+    case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ingest, clock, _bus, ankle, phone, _ = case
+    _poison(monkeypatch, {ankle, phone})
+    futures = [ingest.enqueue([fix(phone, 0, 0)]), ingest.enqueue([fix(ankle, 0, 3000)])]
+    for f in futures:
+        with pytest.raises(IndexError):
+            await f
+    assert store.count_fixes() == 0
+    assert ingest.degraded(clock.now()) == "storing fixes failed"
+    assert [i for i in store.incidents("open") if i.kind == "fix_refused"] == []

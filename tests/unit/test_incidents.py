@@ -30,6 +30,7 @@ EXPECTED: dict[EventKind, tuple[str, str | None]] = {
     EventKind.DISCLOSURE_DECIDED: ("disclosure_misuse", None),
     EventKind.SHOWN_TIER_CHANGED: ("shown_tier", None),
     EventKind.POSITION_IMPLAUSIBLE: ("victim_location", None),
+    EventKind.FIX_REFUSED: ("fix_refused", "high"),
 }
 
 

@@ -53,6 +53,7 @@ _BY_KIND: dict[EventKind, tuple[str, Priority | None]] = {
     EventKind.DISCLOSURE_DECIDED: ("disclosure_misuse", None),
     EventKind.SHOWN_TIER_CHANGED: ("shown_tier", None),
     EventKind.POSITION_IMPLAUSIBLE: ("victim_location", None),
+    EventKind.FIX_REFUSED: ("fix_refused", HIGH),
 }
 
 

@@ -70,6 +70,9 @@ class EventKind(StrEnum):
     SHOWN_TIER_CHANGED = "shown_tier_changed"
     # a fix of hers did not fit her trusted track: kept as evidence, never used to disclose
     POSITION_IMPLAUSIBLE = "position_implausible"
+    # a device's fixes failed on their own, after a failed batch was taken apart: refused,
+    # while the healthy devices' fixes of that batch were stored
+    FIX_REFUSED = "fix_refused"
     RETRO_BREACH = "retro_breach"
     APPROACH_FAST = "approach_fast"
     DISCLOSURE_MISUSE = "disclosure_misuse"

@@ -1407,6 +1407,12 @@ class Engine:
             int(self.orders.vic[slot])
         )
 
+    def person_of_device(self, device_id: int) -> int | None:
+        """The person a registered device is bound to (None: unknown device)."""
+        if not self.knows_device(device_id):
+            return None
+        return self._person_id(int(self.devices.person[int(self._device_slot[device_id])]))
+
     def devices_of_person(self, person_id: int) -> list[int]:
         """Ids of the devices bound to a person, in registration order."""
         slot = self._person_slot.get(person_id)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from bangpae.domain import incidents, playbooks, retro
 from bangpae.domain.batch import FixBatch, PackedFixes
-from bangpae.domain.model import Event, Fix
+from bangpae.domain.model import Event, EventKind, Fix, make_event
 from bangpae.engine.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class IngestStats:
     late: int = 0
     events: int = 0
     failures: int = 0
+    refused: int = 0  # fixes of a submission that failed on its own (isolated)
     last_failure_at: float | None = None  # a batch or a timer tick that failed, on the app clock
 
 
@@ -197,20 +198,72 @@ class Ingest:
                 await self._process(batch)
             except Exception as exc:  # a failed batch must not stop the writer
                 log.exception("ingest batch of %d fixes failed", size)
-                self.stats.failures += 1
-                self.stats.last_failure_at = self.clock.now()
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                try:  # the engine must not run ahead of what was kept: rebuild it
-                    await self.reload_registry(restore=True)
-                    self._stale_engine = False
-                except Exception:  # the store is still failing: rebuild before the next batch
-                    log.exception("rebuilding the engine from the store failed")
-                    self._stale_engine = True
+                if not await self._rebuild() or len(batch) == 1:
+                    self._failed(batch, exc)
+                else:
+                    await self._isolate(batch)
             finally:
                 for _ in batch:
                     q.task_done()
+
+    async def _rebuild(self) -> bool:
+        """Rebuild the engine from the store (it must not run ahead of what was kept)."""
+        try:
+            await self.reload_registry(restore=True)
+            self._stale_engine = False
+            return True
+        except Exception:  # the store is still failing: rebuild before the next batch
+            log.exception("rebuilding the engine from the store failed")
+            self._stale_engine = True
+            return False
+
+    def _failed(self, batch: list[_Pending], exc: BaseException) -> None:
+        """Refuse these submissions: the service itself failed (the victims are told)."""
+        self.stats.failures += 1
+        self.stats.last_failure_at = self.clock.now()
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    async def _isolate(self, batch: list[_Pending]) -> None:
+        """After a batch failed, take its submissions one at a time: the healthy ones are
+        stored and acknowledged, a failing one alone is refused with an incident.
+
+        Only when every one fails alone is the service itself failing.
+        """
+        bad: list[tuple[_Pending, BaseException]] = []
+        for p in batch:
+            try:
+                await self._process([p])
+            except Exception as exc:
+                log.exception("a submission of %d fixes failed on its own", len(p.fixes))
+                bad.append((p, exc))
+                if not await self._rebuild():
+                    break
+        if len(bad) == len(batch) or self._stale_engine:
+            self._failed(batch, bad[-1][1] if bad else RuntimeError("ingest failed"))
+            return
+        now = self.clock.now()
+        for p, exc in bad:  # the incident is kept before the sender hears of the refusal
+            self.stats.refused += len(p.fixes)
+            fixes = p.fixes if isinstance(p.fixes, FixBatch) else FixBatch.concat([p.fixes])
+            refused = [
+                make_event(
+                    EventKind.FIX_REFUSED,
+                    now,
+                    device,
+                    type(exc).__name__,
+                    device_id=device,
+                    person_id=self.engine.person_of_device(device),
+                    data={"error": type(exc).__name__, "fixes": len(p.fixes)},
+                )
+                for device in sorted(set(fixes.device.tolist()))
+            ]
+            try:
+                await self.record(*refused)
+            except Exception:  # the writer goes on; the refusal is logged all the same
+                log.exception("recording a refused submission failed")
+            p.future.set_exception(exc)
 
     async def _process(self, batch: list[_Pending]) -> None:
         fixes = FixBatch.concat([p.fixes for p in batch])
