@@ -591,3 +591,25 @@ def test_the_store_ends_sessions_of_a_disabled_user_and_of_an_ended_order(store:
         store.revoke_order_sessions(999, T0)
     with pytest.raises(NotFound):
         store.revoke_session(999, T0, "x")
+
+
+async def test_a_token_whose_role_or_person_is_not_the_stored_users_is_refused(env: Env) -> None:
+    # Whoever can mint tokens (the signing key leaked, a bug in issuing) must still not get
+    # a role or a person the user does not have: the session's user is read with the token.
+    from bangpae.services.auth import Principal, issue_token, read_token
+
+    mine = await env.tokens("vic")
+    who = read_token(mine["access_token"], env.ctx.secret, T0)
+    assert who is not None and who.sid is not None
+    r = await env.api.get("/api/v1/victim/status", headers=bearer(mine))
+    assert r.status_code == 200
+    people = env.people
+    for role, pid, path in (
+        ("supervisor", None, "/api/v1/incidents"),  # a victim's session, a supervisor's role
+        ("victim", people["victim2"], "/api/v1/victim/status"),  # another victim's person
+    ):
+        forged = issue_token(
+            Principal(who.user_id, who.username, role, pid, who.sid), env.ctx.secret, T0
+        )
+        r = await env.api.get(path, headers={"Authorization": f"Bearer {forged}"})
+        assert r.status_code == 401, (role, pid, r.text)

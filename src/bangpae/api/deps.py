@@ -35,13 +35,15 @@ def authenticate(ctx: Any, token: str) -> Principal | None:
     """The principal of a valid token whose session is open and whose user is enabled.
 
     A signed, unexpired token is not enough: its session may have been revoked (logout,
-    refresh-token reuse, an admin) or its user disabled. One keyed lookup per request.
+    refresh-token reuse, an admin), its user disabled, or its role and person no longer
+    the stored user's. One keyed lookup per request.
     """
     now = ctx.clock.now()
     who = read_token(token, ctx.secret, now)
     if who is None or who.sid is None:
         return None
-    return who if ctx.store.session_active(who.sid, who.user_id, now) else None
+    active = ctx.store.session_active(who.sid, who.user_id, now, who.role, who.person_id)
+    return who if active else None
 
 
 def any_scope_principal(

@@ -224,16 +224,29 @@ class AuthStore(StoreBase):
             r = c.execute(self._session_query().where(s.sessions.c.id == session_id)).first()
         return None if r is None else self._session(r)
 
-    def session_active(self, session_id: int, user_id: int, at: float) -> bool:
-        """Whether a session is open at ``at`` and its user still enabled (one keyed lookup)."""
+    def session_active(
+        self,
+        session_id: int,
+        user_id: int,
+        at: float,
+        role: str | None = None,
+        person_id: int | None = None,
+    ) -> bool:
+        """Whether a session is open at ``at`` and its user still enabled (one keyed lookup).
+
+        With ``role``, the user must still hold that role and be that ``person_id``: a
+        token says who its bearer was when it was issued, the store says who they are.
+        """
         ss, u = s.sessions, s.users
         with self._read() as c:
             r = c.execute(
-                select(ss.c.expires_at, ss.c.revoked_at, u.c.disabled)
+                select(ss.c.expires_at, ss.c.revoked_at, u.c.disabled, u.c.role, u.c.person_id)
                 .join(u, u.c.id == ss.c.user_id)
                 .where(and_(ss.c.id == session_id, ss.c.user_id == user_id))
             ).first()
-        return r is not None and r.revoked_at is None and r.expires_at > at and not r.disabled
+        if r is None or r.revoked_at is not None or r.expires_at <= at or r.disabled:
+            return False
+        return role is None or (r.role == role and r.person_id == person_id)
 
     def active_sessions(self, at: float, limit: int = 1000) -> list[SessionRecord]:
         """Sessions open at ``at``, most recently used first."""
