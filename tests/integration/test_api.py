@@ -151,8 +151,11 @@ async def test_a_victim_sees_only_her_own_order_and_his_position_only_in_reveal(
     vic = await token("vic")
     body = (await api.get("/api/v1/victim/status", headers=vic)).json()
     [told] = body["orders"]
-    assert (told["order_id"], told["tier"], told["offender"]) == (order, "notify", None)
-    # coarse, from his cell (docs/disclosure.md), never more than he really is away
+    # 1.5 km: told from his 1 km cell on the server's secret grid (docs/disclosure.md), so
+    # "close" when the cell's nearest point is within the reveal radius; never his position
+    assert (told["order_id"], told["offender"]) == (order, None)
+    assert told["tier"] in ("notify", "reveal")
+    # coarse, from his cell, never more than he really is away
     assert told["distance_m"] in (500, 1000, 1500)
     assert (await api.get("/api/v1/victim/status", headers=await token("vic2"))).json()["orders"][
         0
