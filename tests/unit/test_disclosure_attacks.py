@@ -203,6 +203,25 @@ def test_a_real_walk_in_reveals_him_and_her_tracker_and_app_agree_as_one_track()
     assert not [e for e in events if e.kind == EventKind.POSITION_IMPLAUSIBLE]
 
 
+def test_an_operators_pause_hides_a_revealed_position_at_once_and_a_lift_shows_it_again() -> None:
+    c = Candidates([HIM], GRID)
+    t = T0
+    for _ in range(3):  # she stands 400 m from him: shown
+        t += 15.0
+        c.him(t)
+        c.her(TRACKER, t, at(400.0, 0.0), 5.0)
+    assert c.transcripts[0][-1]["offender"] is not None
+    c.engine.set_misuse_pause(1, True)  # no fix in between: the very next read
+    status, reads = victim_view(c.engine, HER, t, c.orders)
+    [entry] = status["orders"]
+    assert entry["offender"] is None and entry["position_paused"] and reads == []
+    assert entry["tier"] == "reveal" and entry["distance_m"] % 500 == 0
+    c.engine.set_misuse_pause(1, False)
+    t += 15.0
+    c.him(t)  # shown again from the next decision
+    assert c.transcripts[0][-1]["offender"] is not None
+
+
 def test_a_burst_of_reports_while_near_pauses_the_disclosure() -> None:
     c = Candidates([HIM], GRID)
     t = T0

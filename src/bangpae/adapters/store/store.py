@@ -137,6 +137,10 @@ _SEEN_IN_KIND = (
 )
 
 
+# The events that set an order's disclosure pause: the guard's detections, operators' decisions.
+_PAUSE_KINDS = (EventKind.DISCLOSURE_MISUSE.value, EventKind.DISCLOSURE_DECIDED.value)
+
+
 def _open_incident_query(scope: ColumnElement[bool]) -> Select[Any]:
     i = s.incidents
     # NOT IN (?, ?) with its values bound as usual: a list literal would be expanded into
@@ -1100,11 +1104,10 @@ class Store(
     def disclosure_pauses(self) -> dict[int, bool]:
         """Each order's disclosure pause, from its last guard detection or operator decision."""
         ev = s.events
-        kinds = (EventKind.DISCLOSURE_MISUSE.value, EventKind.DISCLOSURE_DECIDED.value)
         with self._read() as c:
             rows = c.execute(
                 select(ev.c.order_id, ev.c.kind, ev.c.data)
-                .where(and_(ev.c.kind.in_(kinds), ev.c.order_id.is_not(None)))
+                .where(and_(ev.c.kind.in_(_PAUSE_KINDS), ev.c.order_id.is_not(None)))
                 .order_by(ev.c.at, ev.c.id)
             ).all()
         out: dict[int, bool] = {}
@@ -1116,11 +1119,10 @@ class Store(
     def disclosure_history(self, order_id: int, limit: int = 100) -> list[Event]:
         """An order's guard detections and operator decisions, newest first."""
         ev = s.events
-        kinds = (EventKind.DISCLOSURE_MISUSE.value, EventKind.DISCLOSURE_DECIDED.value)
         with self._read() as c:
             rows = c.execute(
                 select(ev)
-                .where(and_(ev.c.kind.in_(kinds), ev.c.order_id == order_id))
+                .where(and_(ev.c.kind.in_(_PAUSE_KINDS), ev.c.order_id == order_id))
                 .order_by(ev.c.at.desc(), ev.c.id.desc())
                 .limit(limit)
             ).all()
