@@ -215,6 +215,7 @@ class Settings(BaseSettings):
         parse_listen(v)
         return v
 
+    api_docs: bool = Field(True, description="Serve the API explorer (Swagger UI) at /api/v1/docs.")
     allow_keyless_devices: bool = Field(
         False,
         description="Accept OsmAnd and OwnTracks fixes from devices registered without a key. "

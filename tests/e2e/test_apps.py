@@ -508,3 +508,22 @@ def test_a_web_push_message_becomes_a_discreet_notification(server: Server, brow
     ]
     assert not any(re.search(r"\d", n["body"]) for n in shown)
     ctx.close()
+
+
+def test_the_api_explorer_works_offline_under_the_same_policy(server: Server, browser: Any) -> None:
+    server.start()
+    page = browser.new_page()
+    blocked: list[str] = []
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith(server.api) else None,
+    )
+    r = page.goto(server.api + "/api/v1/docs")
+    assert r is not None and "script-src 'self'" in r.headers["content-security-policy"]
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "bangpae" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)  # the operations listed
+    assert outside == [] and blocked == []
+    page.close()

@@ -14,6 +14,7 @@ from bangpae.adapters.listeners.owntracks_http import owntracks_router
 from bangpae.api import access, apps, auth, disclosure, notices, problems, response, streams
 from bangpae.api.routes import api, root
 from bangpae.web import content_security_policy, mount_web
+from bangpae.web.docs import mount_docs
 
 MAX_BODY = 1_000_000
 
@@ -32,8 +33,7 @@ class _Hardening(BaseHTTPMiddleware):
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
-        if not request.url.path.startswith("/api/v1/docs"):  # the API explorer is not ours
-            response.headers.setdefault("Content-Security-Policy", self.csp)
+        response.headers.setdefault("Content-Security-Policy", self.csp)
         if request.url.scheme == "https":
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
@@ -45,7 +45,7 @@ def create_app(ctx: Any) -> FastAPI:
         title="bangpae",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served from the package under our policy (bangpae.web.docs)
         redoc_url=None,
         max_body_size=MAX_BODY,  # counted as it arrives: a chunked body has no length to check
         responses=problems.RESPONSES,  # every client error is problem+json
@@ -62,6 +62,8 @@ def create_app(ctx: Any) -> FastAPI:
     app.include_router(notices.router)
     app.include_router(disclosure.router)
     app.include_router(access.router)
+    if ctx.settings.api_docs:
+        mount_docs(app)
     mount_web(app, ctx.settings)
     app.include_router(owntracks_router(ctx))
     return app
