@@ -34,8 +34,10 @@ from bangpae.domain.access import Policy
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, run_pursuit
+from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
+from bangpae.services.passwords import PasswordPool
 from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
 from bangpae.services.trackers import TrackerSessions
@@ -95,6 +97,8 @@ class AppContext:
     own_reports: RateLimiter = field(
         default_factory=lambda: RateLimiter(OWN_REPORTS_PER_MINUTE, 60.0)
     )
+    passwords: PasswordPool = field(default_factory=PasswordPool)  # people's argon2 checks
+    device_keys: DeviceKeys = field(init=False)  # every device's credentials, in memory
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
@@ -103,6 +107,13 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.trackers = TrackerSessions(self)
+        self.device_keys = DeviceKeys(
+            self.store,
+            pepper_from(self.secret),
+            self.passwords.verify,
+            lambda: self.settings.allow_keyless_devices,
+        )
+        self.device_keys.load()
 
     @property
     def engine(self) -> Engine:
@@ -142,6 +153,7 @@ class AppContext:
         if self.handoffs is not None:
             await self.handoffs.stop()
         await self.ingest.stop()
+        self.passwords.close()
         self.store.close()
 
 

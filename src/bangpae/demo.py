@@ -11,7 +11,8 @@ from typing import Any
 from bangpae.app import AppContext, build, serve
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.model import Order
-from bangpae.services.auth import WeakPassword, hash_password, new_password_hash
+from bangpae.services.auth import WeakPassword, new_password_hash
+from bangpae.services.devicekeys import new_key
 from bangpae.simulate import run_devices, seoul_scenario
 
 TIER_KO = {
@@ -42,8 +43,9 @@ def seed(ctx: AppContext) -> dict[str, Any]:
     }
     keys = {}
     for identifier, (kind, who) in devices.items():
-        keys[identifier] = secrets.token_urlsafe(16)  # each simulated device proves itself
-        store.add_device(identifier, kind, "osmand", people[who], hash_password(keys[identifier]))
+        keys[identifier] = new_key()  # each simulated device proves itself
+        secret = ctx.device_keys.hash_new(keys[identifier])
+        store.add_device(identifier, kind, "osmand", people[who], secret)
     orders = [
         store.add_order(Order(id=0, offender_id=people["off1"], victim_id=people["vic1"])),
         store.add_order(Order(id=0, offender_id=people["off2"], victim_id=people["vic2"])),

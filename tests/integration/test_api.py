@@ -341,14 +341,21 @@ async def test_trackers_without_a_key_are_refused_unless_the_operator_allows_the
     r = await api.post("/owntracks", json=body, headers={"X-Limit-U": "kim", "X-Limit-D": "phone"})
     assert r.status_code == 401
     assert ctx.store.count_fixes() == before  # nothing from either was stored
-    # registering such a tracker without a key is refused; with one, it reports
+    # registering such a tracker without a key gets a random one, shown once; a short or
+    # repetitive key is refused
     sup = await token("sup")
     new = {"identifier": "NEW-K", "kind": "phone", "protocol": "osmand", "person_id": pid}
+    for weak in ("a-device-key-1", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"):
+        r = await api.post("/api/v1/devices", json={**new, "key": weak}, headers=sup)
+        assert r.status_code == 422, r.text
     r = await api.post("/api/v1/devices", json=new, headers=sup)
-    assert r.status_code == 422 and "needs a key" in r.json()["detail"]
-    r = await api.post("/api/v1/devices", json={**new, "key": "a-device-key-1"}, headers=sup)
     assert r.status_code == 201
-    r = await osm.get("/", params={**params, "id": "NEW-K", "key": "a-device-key-1"})
+    key = r.json()["key"]
+    assert len(key) >= 32  # 192 random bits
+    assert key not in ctx.store.device_secret_hash(r.json()["id"])
+    r = await osm.get("/", params={**params, "id": "NEW-K", "key": key[:-1]})
+    assert r.status_code == 403
+    r = await osm.get("/", params={**params, "id": "NEW-K", "key": key})
     assert r.status_code == 200, r.text
     assert ctx.store.count_fixes() == before + 1
 

@@ -5,7 +5,8 @@ view of sessions. Thin routes over :mod:`bangpae.services.sessions`.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
@@ -25,7 +26,10 @@ from bangpae.api.schemas import IdPath, LoginRequest, Strict, TokenPublic
 from bangpae.domain.disclosure import iso
 from bangpae.services import sessions
 from bangpae.services.auth import Principal, read_token
+from bangpae.services.passwords import PoolBusy
 from bangpae.services.sessions import AuthError, Issued
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/api/v1")
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -73,6 +77,15 @@ def _refusal(e: AuthError) -> JSONResponse:
     return response
 
 
+async def _in_password_pool(ctx: Any, fn: Callable[..., T], *args: Any) -> T:
+    """Work that checks or hashes a password, in the password pool (docs/robustness.md):
+    when it is full the caller is told to retry, and nothing else waits."""
+    try:
+        return await ctx.passwords.run(fn, *args)
+    except PoolBusy:
+        raise AuthError(503, "busy", "too many sign-ins at once: retry in a moment", 1) from None
+
+
 def _public(t: Issued) -> TokenPublic:
     return TokenPublic(
         access_token=t.access_token,
@@ -87,6 +100,7 @@ def _public(t: Issued) -> TokenPublic:
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Refused (problem+json with a `code`)"},
     429: {"description": "Locked after too many failures; see Retry-After"},
+    503: {"description": "Too many sign-ins at once; see Retry-After"},
 }
 
 
@@ -94,7 +108,8 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 async def login(body: LoginRequest, request: Request, ctx: Ctx) -> Any:
     """Exchange a username and password (and a TOTP code, once enrolled) for tokens."""
     try:
-        issued = await asyncio.to_thread(
+        issued = await _in_password_pool(
+            ctx,
             sessions.login,
             ctx.store,
             ctx.settings,
@@ -179,7 +194,8 @@ async def totp_confirm(body: TotpConfirm, ctx: Ctx, who: Enrolling, rid: Request
 async def change_password(body: PasswordChange, ctx: Ctx, who: Caller, rid: RequestId) -> Response:
     """Change one's own password; the user's other sessions end."""
     try:
-        await asyncio.to_thread(
+        await _in_password_pool(
+            ctx,
             sessions.change_password,
             ctx.store,
             who,
@@ -223,6 +239,21 @@ async def revoke_session(
     )
     audit_admin(ctx, who, "revoke_session", f"session:{session_id}", ["revoked_at"], rid)
     return {"id": session_id, "revoked": True, "was_open": was_open}
+
+
+ControlCentre = Annotated[Principal, Depends(require("admin", "supervisor", "operator"))]
+
+
+@router.post("/admin/users/{user_id}/unlock", tags=["admin"])
+async def unlock_user(user_id: IdPath, ctx: Ctx, who: ControlCentre, rid: RequestId) -> Any:
+    """End the sign-in locks on a user's name, from every address (a victim locked out by
+    someone who knows her user name); her sessions were never affected."""
+    user = await asyncio.to_thread(ctx.store.get_user, user_id)
+    if user is None:
+        raise HTTPException(404, f"user {user_id} does not exist")
+    await asyncio.to_thread(ctx.store.unlock_login, user.username, ctx.clock.now())
+    audit_admin(ctx, who, "user_unlock", f"user:{user_id}", ["login_locks"], rid)
+    return {"id": user_id, "action": "unlock"}
 
 
 @router.post("/admin/users/{user_id}/{action}", tags=["admin"])

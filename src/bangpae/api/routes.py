@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -29,9 +28,11 @@ from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
 from bangpae.domain.response import response_times
+from bangpae.domain.retention import fix_time_refusal
 from bangpae.domain.zones import compile_zone
-from bangpae.services import access, queries
-from bangpae.services.auth import Principal, hash_password, verify_password
+from bangpae.services import access, devicekeys, queries
+from bangpae.services.auth import Principal
+from bangpae.services.devicekeys import Known, WeakKey, check_key_strength, new_key
 
 api = APIRouter(prefix="/api/v1")
 root = APIRouter()
@@ -40,7 +41,7 @@ Staff = Annotated[Principal, Depends(require("operator", "supervisor"))]
 Admin = Annotated[Principal, Depends(require("admin", "supervisor"))]
 Registrar = Annotated[Principal, Depends(require("admin", "supervisor", "operator"))]
 Victim = Annotated[Principal, Depends(require("victim"))]
-KEYED = frozenset({"osmand", "owntracks"})  # protocols whose devices prove who they are by key
+KEYED = frozenset({"osmand", "owntracks", "api"})  # devices that prove who they are by key
 Auditor = Annotated[Principal, Depends(require("auditor"))]
 
 
@@ -67,13 +68,19 @@ async def create_person(body: PersonCreate, ctx: Ctx, who: Registrar, rid: Reque
 
 @api.post("/devices", status_code=201, response_model=Created, tags=["admin"])
 async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: RequestId) -> Created:
-    """Register a device for a person; OsmAnd and OwnTracks devices need a key (unless the
-    operator allows key-less ones), since their identifier alone would let anyone report."""
-    if body.protocol in KEYED and not body.key and not ctx.settings.allow_keyless_devices:
-        raise HTTPException(
-            422, f"a {body.protocol} device needs a key (BANGPAE_ALLOW_KEYLESS_DEVICES is off)"
-        )
-    secret = await asyncio.to_thread(hash_password, body.key) if body.key else None
+    """Register a device for a person. OsmAnd, OwnTracks and API devices prove who they are
+    with a key, since their identifier alone would let anyone report: a supplied key must
+    be long and random (at least 22 characters); without one the server makes a random key
+    and returns it in this reply only (unless the operator allows key-less devices)."""
+    key = body.key
+    if key is not None:
+        try:
+            check_key_strength(key)
+        except WeakKey as exc:
+            raise HTTPException(422, str(exc)) from None
+    elif body.protocol in KEYED and not ctx.settings.allow_keyless_devices:
+        key = new_key()  # shown once, in this reply
+    secret = ctx.device_keys.hash_new(key) if key else None
     did = ctx.store.add_device(
         body.identifier,
         body.kind,
@@ -91,8 +98,9 @@ async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: Reque
         ["identifier", "kind", "protocol", "person_id"],
         rid,
     )
+    ctx.device_keys.remember(Known(did, body.identifier, secret, body.lenient_crc))
     await ctx.ingest.reload_registry()
-    return Created(id=did)
+    return Created(id=did, key=key if body.key is None else None)
 
 
 def _minutes(hhmm: str) -> int:
@@ -175,10 +183,7 @@ async def create_order(body: OrderCreate, ctx: Ctx, who: Admin, rid: RequestId) 
     return Created(id=oid)
 
 
-_key_cache: dict[tuple[int, str], bool] = {}
-
-
-def _device_auth(ctx: Any, request: Request) -> Any:
+async def _device_auth(ctx: Any, request: Request) -> Any:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("basic "):
         raise HTTPException(401, "device credentials (HTTP Basic identifier:key) are required")
@@ -186,19 +191,21 @@ def _device_auth(ctx: Any, request: Request) -> Any:
         ident, _, key = base64.b64decode(header[6:]).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         raise HTTPException(401, "malformed Basic credentials") from None
-    device = ctx.store.get_device(ident)
-    secret = ctx.store.device_secret_hash(device.id) if device else None
-    cache_key = (device.id if device else -1, hashlib.sha256(key.encode()).hexdigest())
-    if secret is None or not (_key_cache.get(cache_key) or verify_password(secret, key)):
+    source = request.client.host if request.client else "?"
+    found = await ctx.device_keys.authenticate(ident, key, source, ctx.clock.now())
+    if found == devicekeys.LIMITED:
+        raise HTTPException(429, "too many failed identifications, slow down")
+    if isinstance(found, str) or found.secret is None:  # API devices always need their key
+        if not isinstance(found, str):
+            ctx.device_keys.guard.failed(source, ctx.clock.now())
         raise HTTPException(401, "unknown device or wrong key")
-    _key_cache[cache_key] = True
-    return device
+    return found
 
 
 @api.post("/fixes", status_code=202, tags=["devices"])
 async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, Any]:
     """Accept a batch of native fixes from an authenticated device (stored before the reply)."""
-    device = await asyncio.to_thread(_device_auth, ctx, request)
+    device = await _device_auth(ctx, request)
     now = ctx.clock.now()
     fixes = []
     for f in body.fixes:
@@ -208,9 +215,12 @@ async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, An
         assert t is not None
         if t > now + 300:
             raise HTTPException(422, "fix_time is more than 5 minutes in the future")
+        late = fix_time_refusal(t, now, device.registered_at, ctx.settings.retention_days)
+        if late is not None:
+            raise HTTPException(422, late)
         fixes.append(
             Fix(
-                device.id,
+                device.device_id,
                 t,
                 f.lat,
                 f.lon,

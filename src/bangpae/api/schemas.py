@@ -43,9 +43,12 @@ class TokenPublic(BaseModel):
 
 
 class Created(BaseModel):
-    """The id of what was created."""
+    """The id of what was created (and a device's key, when the server made it)."""
 
     id: int
+    key: str | None = Field(
+        None, description="A new device's key, made by the server: shown in this reply only."
+    )
 
 
 class PersonCreate(Strict):
@@ -67,9 +70,10 @@ class DeviceCreate(Strict):
     )
     key: str | None = Field(
         None,
-        min_length=12,
+        min_length=22,
         max_length=128,
-        description="Device secret for authenticated protocols.",
+        description="Device key for authenticated protocols: long and random (at least 22 "
+        "characters). Leave it out and the server makes one (returned once).",
     )
 
 

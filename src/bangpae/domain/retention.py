@@ -322,3 +322,23 @@ def plan(
         audit_before=cut["audit"],
         audit_keep_from_id=keep_from,
     )
+
+
+CLOCK_SKEW_S = 600.0  # a device's clock may run this far behind the server's
+
+
+def fix_time_refusal(
+    fix_time: float, now: float, registered_at: float | None, fixes_days: int
+) -> str | None:
+    """Why a fix's time cannot be taken (None: it can).
+
+    A fix older than the fixes' retention would be purged at the next run, and one from
+    before its device was registered cannot be about the order it now serves: either is a
+    broken clock (year 1, 1970, a GPS week rollover) or a replay, never a late fix that
+    could open a retroactive breach (docs/robustness.md).
+    """
+    if fix_time < now - fixes_days * 86400.0:
+        return f"fix time is older than the {fixes_days}-day retention window"
+    if registered_at is not None and fix_time < registered_at - CLOCK_SKEW_S:
+        return "fix time is before the device was registered"
+    return None

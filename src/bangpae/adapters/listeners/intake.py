@@ -188,11 +188,12 @@ class WorkerContext:
 
 @dataclass
 class _Networks:
-    """Stands in for Settings: the worker is told only the device networks and the
-    acknowledgement delay."""
+    """Stands in for Settings: the worker is told only the device networks, the
+    acknowledgement delay and how old a fix may be."""
 
     device_networks: str
     tracker_ack_delay_s: float
+    retention_days: int
 
     def allowed_networks(self) -> list[Any]:
         from bangpae.config import Settings
@@ -342,6 +343,7 @@ async def run_worker(
     listeners: Iterable[tuple[str, int]],
     device_networks: str,
     ack_delay_s: float,
+    retention_days: int = 90,
 ) -> None:
     """Serve the listeners on the inherited sockets until the main process goes away."""
     loop = asyncio.get_running_loop()
@@ -357,7 +359,7 @@ async def run_worker(
         lambda: MessageReader(on_message, lost.set), sock=chan_sock
     )
     gateway = WorkerGateway(channel)
-    ctx = WorkerContext(_Networks(device_networks, ack_delay_s))
+    ctx = WorkerContext(_Networks(device_networks, ack_delay_s, retention_days))
     servers = []
     for name, fd in listeners:
         listener = TcpListener(ctx, CODECS[name], gateway)
@@ -381,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device-networks", default="")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--ack-delay", type=float, default=ACK_DELAY_S, help="seconds, at least")
+    p.add_argument("--retention-days", type=int, default=90, help="older fixes are refused")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
@@ -392,7 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not fd.isdigit():
             p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
         listeners.append((name, int(fd)))
-    run_loop(run_worker(args.channel, listeners, args.device_networks, args.ack_delay))
+    run_loop(
+        run_worker(
+            args.channel, listeners, args.device_networks, args.ack_delay, args.retention_days
+        )
+    )
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -13,13 +12,20 @@ from starlette.routing import Route
 
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
+from bangpae.domain.retention import fix_time_refusal
 from bangpae.protocols import osmand
 from bangpae.protocols.errors import FrameError
-from bangpae.services.auth import verify_password
-from bangpae.services.ratelimit import FailureLimiter, source_allowed
+from bangpae.services import devicekeys
+from bangpae.services.ratelimit import source_allowed
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64_000
+REFUSALS = {
+    devicekeys.UNKNOWN: (403, devicekeys.UNKNOWN, "unknown device"),
+    devicekeys.NO_KEY: (403, devicekeys.NO_KEY, "this device has no key: register one"),
+    devicekeys.BAD_KEY: (403, devicekeys.BAD_KEY, "wrong or missing device key"),
+    devicekeys.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
+}
 
 
 class OsmAndListener:
@@ -31,30 +37,7 @@ class OsmAndListener:
             ctx, "bangpae_rejected", "Device messages refused", ["protocol", "reason"]
         )
         self.accepted = counter(ctx, "bangpae_accepted", "Device messages stored", ["protocol"])
-        self._devices: dict[str, tuple[int, str | None]] = {}
-        self._keys_ok: set[tuple[int, str]] = set()
-        self.limiter = FailureLimiter()
         self.networks = ctx.settings.allowed_networks()
-
-    def _device(self, identifier: str) -> tuple[int, str | None] | None:
-        hit = self._devices.get(identifier)
-        if hit is None:
-            device = self.ctx.store.get_device(identifier)
-            if device is None or device.identifier != identifier:
-                return None
-            hit = (device.id, self.ctx.store.device_secret_hash(device.id))
-            self._devices[identifier] = hit
-        return hit
-
-    def _key_ok(self, device_id: int, secret: str, key: str | None) -> bool:
-        if not key:
-            return False
-        if (device_id, key) in self._keys_ok:
-            return True
-        ok = verify_password(secret, key)
-        if ok:
-            self._keys_ok.add((device_id, key))
-        return ok
 
     def _refuse(self, status: int, reason: str, detail: str) -> PlainTextResponse:
         self.rejected.labels("osmand", reason).inc()
@@ -66,8 +49,6 @@ class OsmAndListener:
         source = request.client.host if request.client else "?"
         if not source_allowed(source, self.networks):
             return self._refuse(403, "source_not_allowed", "this network may not send fixes")
-        if self.limiter.blocked(source, now):
-            return self._refuse(429, "rate_limited", "too many failed identifications, slow down")
         body = await request.body()
         if len(body) > MAX_BODY:
             return self._refuse(413, "too_large", "body too large")
@@ -88,22 +69,19 @@ class OsmAndListener:
                 exc.reason,
             )
             return self._refuse(400, "malformed", f"malformed: {exc.reason}")
-        # Known devices and keys already verified are answered from memory, without a thread.
-        device = self._devices.get(decoded.identifier) or await asyncio.to_thread(
-            self._device, decoded.identifier
+        # A registered device with its key is answered from memory, whatever its address
+        # did; only unknown identifiers and wrong keys count against the source.
+        device = await self.ctx.device_keys.authenticate(
+            decoded.identifier, decoded.key, source, now
         )
-        if device is None:
-            self.limiter.failed(source, now)
-            return self._refuse(403, "unknown_device", f"unknown device {decoded.identifier!r}")
-        device_id, secret = device
-        if secret is None:  # known by its identifier alone: only where the operator allows it
-            if not self.ctx.settings.allow_keyless_devices:
-                self.limiter.failed(source, now)
-                return self._refuse(403, "no_key", "this device has no key: register one")
-        elif (device_id, decoded.key) not in self._keys_ok:
-            if not await asyncio.to_thread(self._key_ok, device_id, secret, decoded.key):
-                self.limiter.failed(source, now)
-                return self._refuse(403, "bad_key", "wrong or missing device key")
+        if isinstance(device, str):
+            return self._refuse(*REFUSALS[device])
+        device_id = device.device_id
+        late = fix_time_refusal(
+            decoded.fix_time, now, device.registered_at, self.ctx.settings.retention_days
+        )
+        if late is not None:
+            return self._refuse(400, "fix_time", late)
         fix = Fix(
             device_id,
             decoded.fix_time,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from typing import Any
@@ -12,12 +11,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
+from bangpae.domain.retention import fix_time_refusal
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
 from bangpae.protocols.osmand import DecodedFix
-from bangpae.services.auth import verify_password
+from bangpae.services import devicekeys
 
 log = logging.getLogger(__name__)
+REFUSALS = {
+    devicekeys.UNKNOWN: (403, devicekeys.UNKNOWN, "unknown device"),
+    devicekeys.NO_KEY: (401, devicekeys.NO_KEY, "this device has no password: register one"),
+    devicekeys.BAD_KEY: (401, devicekeys.BAD_KEY, "wrong or missing device password"),
+    devicekeys.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
+}
 
 
 def _basic(request: Request) -> tuple[str | None, str | None]:
@@ -37,25 +43,29 @@ async def resolve(
     password: str | None,
     now: float,
     check_password: bool = True,
+    source: str = "?",
 ) -> tuple[list[Fix], tuple[int, str, str] | None]:
-    """Fixes for known devices whose password (if they have one) matches; else why not."""
+    """Fixes for known devices whose password (if they have one) matches; else why not.
+
+    The password is checked from memory with the keyed hash (docs/robustness.md); only
+    unknown identifiers and wrong passwords count against the source. Without
+    ``check_password`` (MQTT: the broker authenticated the client) the device need only
+    be registered.
+    """
     fixes = []
     for d in decoded:
-        device = await asyncio.to_thread(ctx.store.get_device, d.identifier)
-        if device is None or device.identifier != d.identifier:
-            return [], (403, "unknown_device", f"unknown device {d.identifier!r}")
-        secret = await asyncio.to_thread(ctx.store.device_secret_hash, device.id)
-        if check_password and secret is None and not ctx.settings.allow_keyless_devices:
-            return [], (401, "no_key", "this device has no password: register one")
-        if (
-            check_password
-            and secret is not None
-            and not (password and await asyncio.to_thread(verify_password, secret, password))
-        ):
-            return [], (401, "bad_key", "wrong or missing device password")
+        if check_password:
+            device = await ctx.device_keys.authenticate(d.identifier, password, source, now)
+        else:
+            device = await ctx.device_keys.lookup(d.identifier, source, now) or devicekeys.UNKNOWN
+        if isinstance(device, str):
+            return [], REFUSALS[device]
+        late = fix_time_refusal(d.fix_time, now, device.registered_at, ctx.settings.retention_days)
+        if late is not None:
+            return [], (400, "fix_time", late)
         fixes.append(
             Fix(
-                device.id,
+                device.device_id,
                 d.fix_time,
                 d.lat,
                 d.lon,
@@ -97,7 +107,8 @@ def owntracks_router(ctx: Any) -> APIRouter:
             return refuse(400, "malformed", f"malformed: {exc.reason}")
         if decoded.ignored:
             log.info("owntracks: ignored message types %s (no position)", decoded.ignored)
-        fixes, refusal = await resolve(ctx, decoded.fixes, password, now)
+        source = request.client.host if request.client else "?"
+        fixes, refusal = await resolve(ctx, decoded.fixes, password, now, source=source)
         if refusal is not None:
             status, reason, detail = refusal
             return refuse(status, reason, detail)

@@ -25,11 +25,13 @@ from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import gt06, h02
 from bangpae.protocols.errors import FrameError
-from bangpae.services.ratelimit import FailureLimiter, source_allowed
+from bangpae.services.devicekeys import AuthGuard
+from bangpae.services.ratelimit import source_allowed
 from bangpae.services.trackers import Link
 
 log = logging.getLogger(__name__)
 BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
+KNOWN_MAX = 500_000  # identifiers a listener remembers as registered
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
 BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once after an outage
 # A stored fix is acknowledged no sooner than this after its frames were taken up: what the
@@ -161,12 +163,11 @@ class LocalGateway:
         self.ctx = ctx
 
     async def device(self, identifier: str) -> tuple[int, bool] | None:
-        """Looked up in the store (in a thread: the loop never waits on the database)."""
-        store = self.ctx.store
-        device = await asyncio.to_thread(store.get_device, identifier)
-        if device is None or device.identifier != identifier:
+        """From the registry in memory (the store only for a device registered elsewhere)."""
+        found = await self.ctx.device_keys.find(identifier)
+        if found is None:
             return None
-        return device.id, await asyncio.to_thread(store.device_lenient_crc, device.id)
+        return found.device_id, found.lenient_crc
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
         """Into the one writer's queue."""
@@ -204,7 +205,10 @@ class TcpListener:
         )
         self._accepted = self.accepted.labels(codec.name)
         self.connections = 0
-        self.limiter = FailureLimiter()
+        # fixes older than the retention window are refused (docs/robustness.md)
+        self.keep_s = ctx.settings.retention_days * 86400.0
+        self.limiter = AuthGuard()  # failed identifications, per source and in all
+        self._known: dict[str, tuple[int, bool]] = {}  # identifiers confirmed on this port
         self.networks = ctx.settings.allowed_networks()
         self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
         self._tasks: set[asyncio.Task[None]] = set()  # lookups and submissions under way
@@ -213,7 +217,14 @@ class TcpListener:
         """A protocol instance for one new connection."""
         return _Connection(self)
 
-    async def _bind(self, frame: bytes, fixes: list[Fix], replies: list[bytes]) -> Bound | None:
+    def _remember(self, identifier: str, found: tuple[int, bool]) -> None:
+        if len(self._known) >= KNOWN_MAX:  # bounded: forget the oldest
+            self._known.pop(next(iter(self._known)))
+        self._known[identifier] = found
+
+    async def _bind(
+        self, frame: bytes, fixes: list[Fix], replies: list[bytes], source: str = "?"
+    ) -> Bound | None:
         """The first frame: who the connection speaks for (None: refused)."""
         now = self.ctx.clock.now()
         bad_crc: FrameError | None = None
@@ -231,7 +242,17 @@ class TcpListener:
                 raise bad_crc
             self.rejected.labels(self.codec.name, "no_identity").inc()
             return None
-        found = await self.gateway.device(d.identifier)
+        found = self._known.get(d.identifier)
+        if found is None:
+            # Only an identifier not confirmed here before costs a lookup, and only that is
+            # refused from a source that failed too often: devices behind the same address
+            # (carrier-grade NAT) keep reporting (docs/robustness.md).
+            if self.limiter.blocked(source, now):
+                self.rejected.labels(self.codec.name, "rate_limited").inc()
+                return None
+            found = await self.gateway.device(d.identifier)
+            if found is not None:
+                self._remember(d.identifier, found)
         if bad_crc is not None and (found is None or not found[1]):
             raise bad_crc
         if found is None:
@@ -259,13 +280,17 @@ class TcpListener:
         self._collect(d, bound.device_id, fixes, replies)
         return True
 
-    @staticmethod
-    def _collect(d: Decoded, device_id: int, fixes: list[Fix], replies: list[bytes]) -> None:
+    def _collect(self, d: Decoded, device_id: int, fixes: list[Fix], replies: list[bytes]) -> None:
         f = d.fix
         if f is not None:
             if f.device_id != device_id:  # decoded before the connection was bound
                 f = dataclasses.replace(f, device_id=device_id)
-            fixes.append(f)
+            if f.received_at is not None and f.fix_time < f.received_at - self.keep_s:
+                # a broken clock (1970, a GPS week rollover): dropped, though its frame is
+                # acknowledged, or the tracker would send it again for ever
+                self.rejected.labels(self.codec.name, "fix_time").inc()
+            else:
+                fixes.append(f)
         if d.reply:
             replies.append(d.reply)
 
@@ -309,10 +334,6 @@ class _Connection(asyncio.Protocol):
             self.address = f"{host}:{self.peer[1]}"
         if not source_allowed(self.source, lst.networks):
             lst.rejected.labels(lst.codec.name, "source_not_allowed").inc()
-            transport.close()
-            return
-        if lst.limiter.blocked(self.source, lst.ctx.clock.now()):
-            lst.rejected.labels(lst.codec.name, "rate_limited").inc()
             transport.close()
             return
         self.idle = _IdleWatch(transport, IDLE_TIMEOUT_S)
@@ -510,7 +531,7 @@ class _Connection(asyncio.Protocol):
         replies: list[bytes] = []
         end = False
         try:
-            self.bound = await lst._bind(frames[0], fixes, replies)
+            self.bound = await lst._bind(frames[0], fixes, replies, self.source)
         except FrameError as exc:
             self._malformed(exc)
             end = True

@@ -85,6 +85,8 @@ class _Worker:
             self.pool.device_networks,
             "--ack-delay",
             str(self.pool.ack_delay_s),
+            "--retention-days",
+            str(self.pool.retention_days),
             "--index",
             str(self.index),
         ]
@@ -163,12 +165,11 @@ class _Worker:
             self.channel.send(message(b"A", intake.ACK.pack(req, 1 if ok else 0)))
 
     async def _lookup(self, req: int, identifier: str) -> None:
-        store = self.pool.ctx.store
         found = None
         try:
-            device = await asyncio.to_thread(store.get_device, identifier)
-            if device is not None and device.identifier == identifier:
-                found = (device.id, await asyncio.to_thread(store.device_lenient_crc, device.id))
+            known = await self.pool.ctx.device_keys.find(identifier)
+            if known is not None:
+                found = (known.device_id, known.lenient_crc)
         except Exception:
             log.exception("intake worker %d: looking up a device failed", self.index)
         if found is not None:
@@ -225,6 +226,7 @@ class WorkerPool:
         self.listeners = listeners
         self.device_networks = ctx.settings.device_networks
         self.ack_delay_s = float(ctx.settings.tracker_ack_delay_s)
+        self.retention_days = int(ctx.settings.retention_days)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.workers: list[_Worker] = []
         self.ports: dict[str, int] = {}

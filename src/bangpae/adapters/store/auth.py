@@ -20,6 +20,7 @@ from bangpae.services.auth import locked_until
 
 # PostgreSQL advisory lock: checking the recent failures and recording an attempt is one step.
 _LOCK_LOGIN = 0x62616E6770610010
+KNOWN_SOURCE_S = 30 * 86400.0  # a name that signed in from an address within this is known there
 RefreshStatus = Literal["rotated", "reused", "inactive", "unknown"]
 
 
@@ -99,13 +100,21 @@ class AuthStore(StoreBase):
         Returns the attempt's id and, when refused, when the lock ends. An admitted attempt
         is stored as ``failed`` until :meth:`finish_login_attempt` says otherwise, so
         attempts racing each other are all counted.
+
+        Locks are per source (docs/robustness.md): failures for a name lock that name from
+        that address only, so a stranger who knows her user name cannot keep her out from
+        her own phone; failures from an address lock that address, except for a name that
+        signed in from it before (a shared proxy or NAT does not lock out its known users).
+        A sign-in or an unlock by the control centre starts the name's count afresh.
         """
         a = s.login_attempts
         username, ip = username[:64], ip[:64]
         with self._write() as c:
             self._pg_lock(c, _LOCK_LOGIN)
             last_ok = c.execute(
-                select(func.max(a.c.at)).where(and_(a.c.username == username, a.c.outcome == "ok"))
+                select(func.max(a.c.at)).where(
+                    and_(a.c.username == username, a.c.outcome.in_(("ok", "unlocked")))
+                )
             ).scalar()
             # a successful sign-in starts the count afresh
             since_ok = a.c.at > last_ok if last_ok is not None else true()
@@ -113,20 +122,46 @@ class AuthStore(StoreBase):
                 float(x)
                 for x in c.execute(
                     select(a.c.at)
-                    .where(and_(a.c.username == username, a.c.outcome == "failed", since_ok))
+                    .where(
+                        and_(
+                            a.c.username == username,
+                            a.c.ip == ip,
+                            a.c.outcome == "failed",
+                            since_ok,
+                        )
+                    )
                     .order_by(a.c.at.desc())
                     .limit(max_failures)
                 ).scalars()
             ]
-            by_ip = [
-                float(x)
-                for x in c.execute(
-                    select(a.c.at)
-                    .where(and_(a.c.ip == ip, a.c.outcome == "failed"))
-                    .order_by(a.c.at.desc())
-                    .limit(ip_max_failures)
-                ).scalars()
-            ]
+            known_here = (
+                c.execute(
+                    select(a.c.id)
+                    .where(
+                        and_(
+                            a.c.username == username,
+                            a.c.ip == ip,
+                            a.c.outcome == "ok",
+                            a.c.at > at - KNOWN_SOURCE_S,
+                        )
+                    )
+                    .limit(1)
+                ).first()
+                is not None
+            )
+            by_ip = (
+                []
+                if known_here
+                else [
+                    float(x)
+                    for x in c.execute(
+                        select(a.c.at)
+                        .where(and_(a.c.ip == ip, a.c.outcome == "failed"))
+                        .order_by(a.c.at.desc())
+                        .limit(ip_max_failures)
+                    ).scalars()
+                ]
+            )
             until = max(
                 (
                     t
@@ -149,6 +184,12 @@ class AuthStore(StoreBase):
             key = r.inserted_primary_key
             assert key is not None
             return int(key[0]), until
+
+    def unlock_login(self, username: str, at: float) -> None:
+        """End every lock on a name's sign-ins (the control centre, for a locked-out user)."""
+        a = s.login_attempts
+        with self._write() as c:
+            c.execute(a.insert().values(at=at, username=username[:64], ip="-", outcome="unlocked"))
 
     def finish_login_attempt(self, attempt_id: int, outcome: str) -> None:
         """Set how an admitted attempt ended: ``ok``, ``failed`` or ``totp_required``."""

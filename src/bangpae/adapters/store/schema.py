@@ -289,7 +289,8 @@ login_attempts = Table(
     Column("at", Float, nullable=False),
     Column("username", String(64), nullable=False),  # as typed: unknown names lock alike
     Column("ip", String(64), nullable=False),
-    # ok, failed, locked (refused unchecked), totp_required (right password, no code yet)
+    # ok, failed, locked (refused unchecked), totp_required (right password, no code yet),
+    # unlocked (the control centre ended the locks on this name; ip "-")
     Column("outcome", String(16), nullable=False),
     Index("ix_login_attempts_username", "username", "at"),
     Index("ix_login_attempts_ip", "ip", "at"),

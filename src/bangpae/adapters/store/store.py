@@ -47,6 +47,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -434,6 +435,20 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+DeviceCredential = tuple[int, str, str | None, bool, float]
+_CREDENTIAL = (
+    s.devices.c.id,
+    s.devices.c.identifier,
+    s.devices.c.secret_hash,
+    s.devices.c.lenient_crc,
+    s.devices.c.created_at,
+)
+
+
+def _credential(r: Row[Any]) -> DeviceCredential:
+    return (int(r[0]), str(r[1]), r[2], bool(r[3]), float(r[4] or 0.0))
+
+
 class Store(
     SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore, AccessStore
 ):
@@ -617,6 +632,28 @@ class Store(
                 select(s.devices.c.secret_hash).where(s.devices.c.id == device_id)
             ).scalar()
         return None if value is None else str(value)
+
+    def device_credentials(self, after_id: int = 0) -> list[DeviceCredential]:
+        """Every device's id, identifier, key hash, CRC leniency and registration time (the
+        listeners' registry); ``after_id``: only devices registered after that one."""
+        with self._read() as c:
+            rows = c.execute(select(*_CREDENTIAL).where(s.devices.c.id > after_id))
+            return [_credential(r) for r in rows]
+
+    def device_credential(self, identifier: str) -> DeviceCredential | None:
+        """One device's credentials by its exact identifier."""
+        d = s.devices
+        with self._read() as c:
+            r = c.execute(select(*_CREDENTIAL).where(d.c.identifier == identifier)).first()
+        return None if r is None else _credential(r)
+
+    def set_device_secret_hash(self, device_id: int, secret_hash: str) -> None:
+        """Replace a device's stored key hash (a legacy hash upgraded after a good check)."""
+        _fits(s.devices.c.secret_hash, secret_hash)
+        with self._write() as c:
+            c.execute(
+                update(s.devices).where(s.devices.c.id == device_id).values(secret_hash=secret_hash)
+            )
 
     def device_ids_of_person(self, person_id: int) -> list[int]:
         """Ids of the devices bound to a person."""

@@ -1,0 +1,55 @@
+"""People's passwords are checked in a pool of their own (docs/robustness.md).
+
+An argon2id check takes about 0.4 s of both cores and 64 MiB by design. Run in the
+thread pool every store call uses, a handful of sign-in attempts would keep the
+victims' status reads waiting. Here they run in one small pool with a short queue:
+when it is full, the attempt is refused at once ("busy, retry") instead of queueing
+without end, and nothing else in the process waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from bangpae.services.auth import verify_password
+
+T = TypeVar("T")
+
+
+class PoolBusy(Exception):
+    """The password pool's queue is full: refuse and let the caller retry."""
+
+
+class PasswordPool:
+    """``workers`` threads and at most ``queue`` waiting calls."""
+
+    def __init__(self, workers: int = 1, queue: int = 8) -> None:
+        self.workers = workers
+        self.slots = workers + queue
+        self.in_flight = 0
+        self.refused = 0  # calls refused because the pool was full (for metrics)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bangpae-pw")
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in the pool; raises :class:`PoolBusy` when it is full."""
+        if self.in_flight >= self.slots:
+            self.refused += 1
+            raise PoolBusy("too many sign-ins at once: retry in a moment")
+        self.in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        finally:
+            self.in_flight -= 1
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """An argon2id check in the pool."""
+        return await self.run(verify_password, password_hash, password)
+
+    def close(self) -> None:
+        """Stop the threads (waiting calls finish first)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
