@@ -542,13 +542,17 @@ def test_the_store_rotates_a_refresh_token_once_and_revokes_on_reuse(store: Stor
     assert store.get_session(sid) is None and store.get_session(other) is None
 
 
-def test_the_store_locks_a_name_and_an_address_after_their_failures(store: Store) -> None:
+def test_the_store_locks_a_name_from_an_address_and_an_address_after_failures(
+    store: Store,
+) -> None:
     limits = {"max_failures": 3, "ip_max_failures": 5, "window_s": 100.0, "lockout_s": 50.0}
     for i in range(3):
         _, until = store.begin_login_attempt("op", "10.0.0.1", T0 + i, **limits)
         assert until is None
     _, until = store.begin_login_attempt("op", "10.0.0.2", T0 + 3, **limits)
-    assert until == T0 + 2 + 50  # from the last failure
+    assert until is None  # the name is locked from the address that failed, not everywhere
+    _, until = store.begin_login_attempt("op", "10.0.0.1", T0 + 3.5, **limits)
+    assert until == T0 + 2 + 50  # from the last failure there
     _, until = store.begin_login_attempt("kim", "10.0.0.1", T0 + 4, **limits)
     assert until is None  # the address has 3 failures so far, now 4
     attempt, until = store.begin_login_attempt("lee", "10.0.0.1", T0 + 5, **limits)
@@ -556,8 +560,13 @@ def test_the_store_locks_a_name_and_an_address_after_their_failures(store: Store
     store.finish_login_attempt(attempt, "ok")  # right password: not a failure
     _, until = store.begin_login_attempt("park", "10.0.0.1", T0 + 6, **limits)
     _, until = store.begin_login_attempt("choi", "10.0.0.1", T0 + 7, **limits)
-    assert until == T0 + 6 + 50
-    assert [a["outcome"] for a in store.login_attempts("op")] == ["failed"] * 3 + ["locked"]
+    assert until == T0 + 6 + 50  # the address is locked...
+    _, until = store.begin_login_attempt("lee", "10.0.0.1", T0 + 8, **limits)
+    assert until is None  # ...except for a name that signed in from it before
+    assert [a["outcome"] for a in store.login_attempts("op")] == ["failed"] * 4 + ["locked"]
+    store.unlock_login("op", T0 + 9)  # the control centre lifts the lock on the name
+    _, until = store.begin_login_attempt("op", "10.0.0.1", T0 + 10, **limits)
+    assert until is None
 
 
 def test_the_store_accepts_each_totp_step_once(store: Store) -> None:

@@ -176,8 +176,7 @@ class DeviceKeys:
         if self.guard.blocked(source, now):
             # a device registered by another process since: caught up at most once a
             # second, so a blocked prober's unknown identifiers cost no lookup each
-            await self.catch_up()
-            hit = self._by_identifier.get(identifier)
+            hit = await self.registered(identifier)
             if hit is not None:
                 return hit
             self.guard.refused += 1
@@ -186,6 +185,14 @@ class DeviceKeys:
         if found is None:
             self.guard.failed(source, now)
         return found
+
+    async def registered(self, identifier: str) -> Known | None:
+        """From memory (caught up at most once a second): no lookup per identifier."""
+        hit = self._by_identifier.get(identifier)
+        if hit is None:
+            await self.catch_up()
+            hit = self._by_identifier.get(identifier)
+        return hit
 
     async def find(self, identifier: str) -> Known | None:
         """From memory, else from the store (no limits: the caller applies its own)."""

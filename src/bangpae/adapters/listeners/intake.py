@@ -218,12 +218,15 @@ class WorkerGateway:
         self._tokens: dict[Link, int] = {}
         self._links: dict[int, Link] = {}
 
-    async def device(self, identifier: str) -> tuple[int, bool] | None:
-        """Asked of the main process."""
+    async def device(
+        self, identifier: str, registered_only: bool = False
+    ) -> tuple[int, bool] | None:
+        """Asked of the main process (``K``: from its registry in memory only)."""
         req = next(self._ids)
         fut: asyncio.Future[tuple[int, bool] | None] = asyncio.get_running_loop().create_future()
         self._devices[req] = fut
-        self.channel.send(message(b"D", U32.pack(req) + identifier.encode()))
+        kind = b"K" if registered_only else b"D"
+        self.channel.send(message(kind, U32.pack(req) + identifier.encode()))
         return await fut
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:

@@ -135,8 +135,13 @@ CODECS: dict[str, Codec] = {"h02": H02, "gt06": GT06}
 class Gateway(Protocol):
     """What a listener needs of the rest of bangpae: here, or in another process."""
 
-    async def device(self, identifier: str) -> tuple[int, bool] | None:
-        """The registered device's id and whether its CRC errors are tolerated (None: unknown)."""
+    async def device(
+        self, identifier: str, registered_only: bool = False
+    ) -> tuple[int, bool] | None:
+        """The registered device's id and whether its CRC errors are tolerated (None: unknown).
+
+        ``registered_only``: answered from the registry in memory, never by a lookup of
+        this identifier (the source is being refused for failures)."""
         ...
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
@@ -162,9 +167,12 @@ class LocalGateway:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 
-    async def device(self, identifier: str) -> tuple[int, bool] | None:
+    async def device(
+        self, identifier: str, registered_only: bool = False
+    ) -> tuple[int, bool] | None:
         """From the registry in memory (the store only for a device registered elsewhere)."""
-        found = await self.ctx.device_keys.find(identifier)
+        keys = self.ctx.device_keys
+        found = await (keys.registered if registered_only else keys.find)(identifier)
         if found is None:
             return None
         return found.device_id, found.lenient_crc
@@ -244,15 +252,16 @@ class TcpListener:
             return None
         found = self._known.get(d.identifier)
         if found is None:
-            # Only an identifier not confirmed here before costs a lookup, and only that is
-            # refused from a source that failed too often: devices behind the same address
-            # (carrier-grade NAT) keep reporting (docs/robustness.md).
-            if self.limiter.blocked(source, now):
-                self.rejected.labels(self.codec.name, "rate_limited").inc()
-                return None
-            found = await self.gateway.device(d.identifier)
+            # From a source that failed too often, only registered devices are looked for
+            # (in memory, no database lookup per identifier): devices behind the same
+            # address (carrier-grade NAT) keep reporting (docs/robustness.md).
+            blocked = self.limiter.blocked(source, now)
+            found = await self.gateway.device(d.identifier, registered_only=blocked)
             if found is not None:
                 self._remember(d.identifier, found)
+            elif blocked:
+                self.rejected.labels(self.codec.name, "rate_limited").inc()
+                return None
         if bad_crc is not None and (found is None or not found[1]):
             raise bad_crc
         if found is None:

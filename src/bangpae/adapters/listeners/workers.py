@@ -123,10 +123,12 @@ class _Worker:
             fixes = intake.unpack_fixes(memoryview(payload)[4:], self.devices.__contains__)
             stored = ctx.ingest.enqueue(fixes)
             stored.add_done_callback(lambda f: self._stored(req, f))
-        elif kind == ord("D"):
+        elif kind in (ord("D"), ord("K")):
             (req,) = intake.U32.unpack_from(payload)
             identifier = payload[4:].decode()
-            task = asyncio.get_running_loop().create_task(self._lookup(req, identifier))
+            task = asyncio.get_running_loop().create_task(
+                self._lookup(req, identifier, registered_only=kind == ord("K"))
+            )
             self.pool.tasks.add(task)
             task.add_done_callback(self.pool.tasks.discard)
         elif kind == ord("B"):
@@ -164,10 +166,11 @@ class _Worker:
         if self.channel is not None:
             self.channel.send(message(b"A", intake.ACK.pack(req, 1 if ok else 0)))
 
-    async def _lookup(self, req: int, identifier: str) -> None:
+    async def _lookup(self, req: int, identifier: str, registered_only: bool = False) -> None:
         found = None
+        keys = self.pool.ctx.device_keys
         try:
-            known = await self.pool.ctx.device_keys.find(identifier)
+            known = await (keys.registered if registered_only else keys.find)(identifier)
             if known is not None:
                 found = (known.device_id, known.lenient_crc)
         except Exception:

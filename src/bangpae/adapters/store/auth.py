@@ -21,6 +21,7 @@ from bangpae.services.auth import locked_until
 # PostgreSQL advisory lock: checking the recent failures and recording an attempt is one step.
 _LOCK_LOGIN = 0x62616E6770610010
 KNOWN_SOURCE_S = 30 * 86400.0  # a name that signed in from an address within this is known there
+UNLOCKED_S = 86400.0  # a name the control centre unlocked passes address locks this long
 RefreshStatus = Literal["rotated", "reused", "inactive", "unknown"]
 
 
@@ -104,8 +105,9 @@ class AuthStore(StoreBase):
         Locks are per source (docs/robustness.md): failures for a name lock that name from
         that address only, so a stranger who knows her user name cannot keep her out from
         her own phone; failures from an address lock that address, except for a name that
-        signed in from it before (a shared proxy or NAT does not lock out its known users).
-        A sign-in or an unlock by the control centre starts the name's count afresh.
+        signed in from it before (a shared proxy or NAT does not lock out its known users)
+        or that the control centre unlocked in the last day. A sign-in or an unlock starts
+        the name's count afresh.
         """
         a = s.login_attempts
         username, ip = username[:64], ip[:64]
@@ -138,12 +140,11 @@ class AuthStore(StoreBase):
                 c.execute(
                     select(a.c.id)
                     .where(
-                        and_(
-                            a.c.username == username,
-                            a.c.ip == ip,
-                            a.c.outcome == "ok",
-                            a.c.at > at - KNOWN_SOURCE_S,
-                        )
+                        a.c.username == username,
+                        or_(
+                            and_(a.c.ip == ip, a.c.outcome == "ok", a.c.at > at - KNOWN_SOURCE_S),
+                            and_(a.c.outcome == "unlocked", a.c.at > at - UNLOCKED_S),
+                        ),
                     )
                     .limit(1)
                 ).first()
