@@ -470,7 +470,9 @@ class Store(
         u = make_url(url)
         if u.drivername == "postgresql":  # the driver this project ships with
             u = u.set(drivername="postgresql+psycopg")
-        kwargs: dict[str, Any] = {}
+        # A failed statement's exception quotes its values (names, positions, phone
+        # numbers) and is logged: they are left out of it, and out of SQL echo.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
         memory = False
         if u.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
