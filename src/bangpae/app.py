@@ -26,6 +26,7 @@ from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
 from bangpae.adapters.housekeeping import run_housekeeping
+from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.policyfile import PolicyFileError, load_policy
 from bangpae.adapters.store import AuditKeyMissing, Store
@@ -159,6 +160,7 @@ class AppContext:
 
 def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     """Make the store, engine, bus and ingest for these settings (nothing started)."""
+    redact_logs()  # the second line: what libraries log of links and tokens is blanked
     policy = access_policy(settings)  # a broken policy file stops everything at once
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):

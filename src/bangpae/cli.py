@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.config import Settings
 from bangpae.services.auth import ROLES
 
@@ -200,8 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("alembic", "httpx", "httpcore"):
+    for noisy in ("alembic", "httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    redact_logs()
     handler = COMMANDS[
         args.command
         if args.command not in ("admin", "audit", "hold", "keys")
