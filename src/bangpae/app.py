@@ -25,7 +25,9 @@ from bangpae.adapters.auditkey import AuditKeyError, open_audit_key
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
+from bangpae.adapters.datadir import make_private_dir, private_umask
 from bangpae.adapters.housekeeping import run_housekeeping
+from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.policyfile import PolicyFileError, load_policy
 from bangpae.adapters.store import AuditKeyMissing, Store
@@ -159,8 +161,13 @@ class AppContext:
 
 def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     """Make the store, engine, bus and ingest for these settings (nothing started)."""
+    redact_logs()  # the second line: what libraries log of links and tokens is blanked
+    # Whatever this process writes from here on (SQLite's files, an export) is its user's
+    # alone, even if it was started with a loose umask; the files bangpae makes itself
+    # are made 0600 explicitly as well.
+    private_umask()
     policy = access_policy(settings)  # a broken policy file stops everything at once
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     with contextlib.suppress(OSError):
         os.chmod(settings.data_dir, 0o700)
     if settings.bus_url and not settings.bus_url.startswith("memory"):

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bangpae.adapters.datadir import make_private_dir, private_umask
+from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.config import Settings
 from bangpae.services.auth import ROLES
 
@@ -195,13 +197,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bangpae`` command."""
+    private_umask()  # what any command writes (database, keys, exports) is its user's alone
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("alembic", "httpx", "httpcore"):
+    for noisy in ("alembic", "httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    redact_logs()
     handler = COMMANDS[
         args.command
         if args.command not in ("admin", "audit", "hold", "keys")
@@ -221,9 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bangpae.adapters.datadir import loose_modes, refusal, sqlite_files
     from bangpae.app import build, run_serve
 
-    ctx = build(_settings(args))
+    settings = _settings(args)
+    # Refused, not quietly tightened: the operator learns the data was exposed.
+    loose = loose_modes(settings.data_dir, sqlite_files(settings.resolved_database_url()))
+    if loose:
+        print(f"bangpae serve: {refusal(settings.data_dir, loose)}", file=sys.stderr)
+        return 1
+    ctx = build(settings)
     run_serve(ctx)
     return 0
 
@@ -266,7 +277,7 @@ def _open_store(settings: Settings, create: bool = False, check_audit_key: bool 
     from bangpae.app import open_store
 
     if create:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
     elif settings.database_url is None and not settings.data_dir.is_dir():
         raise SystemExit(f"no data directory at {settings.data_dir}: no database to work on")
     return open_store(settings, create=create, check_audit_key=check_audit_key)
@@ -410,7 +421,7 @@ def _audit_subject_report(args: argparse.Namespace) -> int:
         if report is None:
             print(f"audit subject-report: person {args.person} does not exist", file=sys.stderr)
             return 1
-        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        _write_private(args.out, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
         store.audit_append(
             actor="cli",
             role="clerk",
@@ -458,6 +469,14 @@ def _purge(args: argparse.Namespace) -> int:
         store.close()
     print(json.dumps(report.as_dict()))
     return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user alone (an existing file too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise: not this one
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _when(value: str | None) -> float | None:

@@ -310,8 +310,9 @@ class Settings(BaseSettings):
     sms_gateway: str = Field(
         "log",
         pattern=r"^(log|off)$",
-        description="Where urgent notices to victims' phones go: log (the log sink a "
-        "gateway picks up) or off.",
+        description="Where urgent notices to victims' phones go: log (no gateway yet: "
+        "the log records that a text was due, masked number and length, never its "
+        "words) or off.",
     )
 
     def push_hosts(self) -> list[str]:

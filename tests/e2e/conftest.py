@@ -22,6 +22,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def private(path: str, flags: int) -> int:
+    """An opener making files 0600, as ``bangpae serve`` wants them in its data dir."""
+    return os.open(path, flags, 0o600)
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -81,7 +86,8 @@ class Server:
             ],
             env=self.env(),
             stdout=subprocess.DEVNULL,
-            stderr=open(self.data_dir / "serve.log", "ab"),
+            # in the data dir, so private like everything there: serve refuses it otherwise
+            stderr=open(self.data_dir / "serve.log", "ab", opener=private),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -111,6 +117,6 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "data", free_port(), free_port())
-    srv.data_dir.mkdir()
+    srv.data_dir.mkdir(mode=0o700)
     yield srv
     srv.kill(signal.SIGTERM)

@@ -61,7 +61,8 @@ def _create_key_file(path: Path) -> None:
     """Write a new key file (mode 0600) beside ``path``, then link it into place, so no
     reader sees it half written; FileExistsError when another process made it first."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a leftover keeps its own mode: the file is made anew
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(new_audit_key() + "\n")

@@ -95,7 +95,8 @@ def _put_key_file(path: Path, keys: Sequence[str], *, replace: bool) -> None:
     """
     _fernets(keys, str(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a leftover keeps its own mode: the file is made anew
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write("".join(f"{k}\n" for k in keys))

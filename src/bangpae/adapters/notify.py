@@ -1,4 +1,9 @@
-"""Outbound channels: a signed webhook, and log sinks standing in for e-mail, SMS and voice."""
+"""Outbound channels: a signed webhook, and log sinks standing in for e-mail, SMS and voice.
+
+A log sink records that a message was due and how long it was, never what it said:
+a case summary holds both parties' names and exact positions and the live link, and
+the log is read by many more people than the police (docs/robustness.md).
+"""
 
 from __future__ import annotations
 
@@ -51,14 +56,21 @@ class WebhookChannel:
 
 
 class LogChannel:
-    """Writes the hand-off to the log, where an e-mail or SMS gateway picks it up."""
+    """Records in the log that a hand-off was due on this channel (no gateway yet)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     async def send(self, handoff_id: int, attempt: int, body: bytes) -> Delivery:
-        """Log the summary; always ``logged``."""
-        log.warning("hand-off %d via %s: %s", handoff_id, self.name, body.decode())
+        """Log the hand-off id, the attempt and the summary's size; always ``logged``."""
+        log.warning(
+            "hand-off %d via %s (attempt %d): %d bytes, not sent: no %s gateway",
+            handoff_id,
+            self.name,
+            attempt,
+            len(body),
+            self.name,
+        )
         return Delivery("logged")
 
 
@@ -68,12 +80,14 @@ def mask_phone(phone: str) -> str:
 
 
 class LogGateway:
-    """The default SMS/voice gateway: writes each message to the log, for a gateway to pick up."""
+    """The default SMS/voice gateway: records in the log that a message was due."""
 
     def __init__(self, kind: str = "sms") -> None:
         self.kind = kind
 
     async def send(self, phone: str, text: str) -> str:
-        """Log the message (the number masked); always ``logged``."""
-        log.warning("%s to %s: %s", self.kind, mask_phone(phone), text)
+        """Log the number masked and the message's length; always ``logged``."""
+        log.warning(
+            "%s to %s: %d characters, not sent: no gateway", self.kind, mask_phone(phone), len(text)
+        )
         return "logged"

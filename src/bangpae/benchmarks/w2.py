@@ -365,7 +365,8 @@ def run_w2(
             str(tcp_workers),
         ],
         env=env,
-        stderr=open(data / "serve.log", "ab"),
+        # in the data dir, whose files serve wants its user's alone
+        stderr=open(data / "serve.log", "ab", opener=lambda p, f: os.open(p, f, 0o600)),
         stdout=subprocess.DEVNULL,
     )
     api, osmand = f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{osm_port}/"

@@ -96,7 +96,7 @@ def _coordinate(text: str, hemisphere: str) -> float:
         degrees = int(value // 100)
         minutes = value - degrees * 100
     if minutes >= 60:
-        raise FrameError(f"coordinate {text}: minutes out of range")
+        raise FrameError("coordinate: minutes out of range")  # logged: the value is not
     result = degrees + minutes / 60.0
     return -result if hemisphere in ("S", "W") else result
 

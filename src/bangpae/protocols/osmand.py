@@ -56,7 +56,7 @@ def _float(value: Any, name: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise FrameError(f"{name}: not a number: {str(value)[:40]!r}") from None
+        raise FrameError(f"{name}: not a number") from None  # a near-position, not quoted
     if not math.isfinite(x):
         raise FrameError(f"{name}: not finite")
     return x
@@ -93,9 +93,10 @@ def _validate(fix: DecodedFix, received_at: float) -> DecodedFix:
         raise FrameError("id: missing or longer than 64 characters")
     if fix.valid:
         if not -90.0 <= fix.lat <= 90.0:
-            raise FrameError(f"lat: {fix.lat} is out of range")
+            # not quoted: the reason is logged, and a lat out of range is often a lon
+            raise FrameError("lat: out of range")
         if not -180.0 <= fix.lon <= 180.0:
-            raise FrameError(f"lon: {fix.lon} is out of range")
+            raise FrameError("lon: out of range")
     if fix.fix_time > received_at + MAX_FUTURE_S:
         raise FrameError("timestamp: more than 5 minutes in the future")
     if fix.fix_time < 946684800.0:

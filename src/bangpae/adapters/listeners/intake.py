@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry
 
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.listeners.tcp import ACK_DELAY_S, BACKLOG, CODECS, TcpListener
+from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.loop import run as run_loop
 from bangpae.domain.batch import ALARM_SETS, RECORD, PackedFixes, alarm_mask
 from bangpae.domain.model import Fix
@@ -392,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("BANGPAE_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s %(levelname)s intake[{args.index}] %(name)s: %(message)s",
     )
+    redact_logs()
     listeners = []
     for item in args.listen:
         name, _, fd = item.partition("=")

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from bangpae.adapters.crypto import FieldCipher
+from bangpae.adapters.datadir import create_private_file, sqlite_file
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.access import AccessStore
 from bangpae.adapters.store.auth import AuthStore
@@ -470,13 +471,20 @@ class Store(
         u = make_url(url)
         if u.drivername == "postgresql":  # the driver this project ships with
             u = u.set(drivername="postgresql+psycopg")
-        kwargs: dict[str, Any] = {}
+        # A failed statement's exception quotes its values (names, positions, phone
+        # numbers) and is logged: they are left out of it, and out of SQL echo.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
         memory = False
         if u.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             memory = u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
             if memory:  # one shared connection, else every connection sees its own database
                 kwargs["poolclass"] = StaticPool
+            elif (db := sqlite_file(u)) is not None:
+                # Made here 0600 whatever the umask: SQLite gives its -wal and -shm files
+                # the database file's mode (a missing directory is SQLite's to report).
+                with suppress(FileNotFoundError, NotADirectoryError):
+                    create_private_file(db)
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(u, **kwargs)
