@@ -26,6 +26,7 @@ from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
 from bangpae.adapters.housekeeping import run_housekeeping
+from bangpae.adapters.listeners.budget import BudgetCollector, Budgeted
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.policyfile import PolicyFileError, load_policy
 from bangpae.adapters.store import AuditKeyMissing, Store
@@ -99,6 +100,8 @@ class AppContext:
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
     push_key: str = ""  # the VAPID public key browsers subscribe with
+    # each listener's connection budget (docs/robustness.md), by listener name
+    budgets: dict[str, Budgeted] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -180,6 +183,7 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     )
     ctx.notifier, ctx.push_key = notifier(settings, store, clock)
     ctx.metrics.register(_IngestCollector(ctx))
+    ctx.metrics.register(BudgetCollector(ctx.budgets))
     return ctx
 
 

@@ -97,3 +97,22 @@ def test_explicit_caps_that_cannot_fit_are_an_error() -> None:
     with pytest.raises(BudgetError, match="gt06"):
         fit({"api": 2000, "gt06": 30000}, ["gt06"], 15000)
 
+
+def test_a_workers_budget_report_is_taken_only_for_its_own_listeners_and_as_counts() -> None:
+    from bangpae.adapters.listeners.intake import ChannelError, budgets_payload, unpack_budgets
+
+    b = ConnectionBudget("gt06", 8, 3)
+    b.admit("192.0.2.1", 0.0)
+    b.expired("login")
+    (got,) = unpack_budgets(budgets_payload({"gt06": b}), ["gt06"]).values()
+    assert got.open == 1 and got.timed_out["login"] == 1 and got.refused["total"] == 0
+    for bad in (
+        b'{"h02": {"open": 1, "refused": {}, "timed_out": {}}}',  # not its listener
+        b'{"gt06": {"open": -1, "refused": {}, "timed_out": {}}}',
+        b'{"gt06": {"open": 1, "refused": {"because": 1}, "timed_out": {}}}',
+        b'{"gt06": {"open": true, "refused": {}, "timed_out": {}}}',
+        b'{"gt06": {"open": 1, "refused": {"total": 1.5}, "timed_out": {}}}',
+        b"[]",
+    ):
+        with pytest.raises(ChannelError):
+            unpack_budgets(bad, ["gt06"])
