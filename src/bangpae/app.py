@@ -27,6 +27,19 @@ from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, open_data_keys
 from bangpae.adapters.datadir import make_private_dir, private_umask
 from bangpae.adapters.housekeeping import run_housekeeping
+from bangpae.adapters.listeners.budget import (
+    HTTP_LISTENERS,
+    BudgetCollector,
+    Budgeted,
+    BudgetError,
+    ConnectionBudget,
+    budget_for,
+    caps,
+    exempt_networks,
+    fit,
+    raise_open_files_limit,
+    room,
+)
 from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.policyfile import PolicyFileError, load_policy
@@ -105,6 +118,8 @@ class AppContext:
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
     push_key: str = ""  # the VAPID public key browsers subscribe with
+    # each listener's connection budget (docs/robustness.md), by listener name
+    budgets: dict[str, Budgeted] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -199,6 +214,7 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
     )
     ctx.notifier, ctx.push_key = notifier(settings, store, clock)
     ctx.metrics.register(_IngestCollector(ctx))
+    ctx.metrics.register(BudgetCollector(ctx.budgets))
     return ctx
 
 
@@ -291,16 +307,33 @@ class _Server(uvicorn.Server):
 
 
 def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
-    """The listeners these settings enable, as uvicorn servers sharing one loop."""
+    """The listeners these settings enable, as uvicorn servers sharing one loop.
+
+    Each holds its connections within its budget and deadlines (http_guard). Forwarded
+    client addresses are believed only from ``trusted_proxies``: uvicorn would otherwise
+    believe any local client's X-Forwarded-For, letting it choose its address.
+    """
+    from bangpae.adapters.listeners.http_guard import guarded_protocols
     from bangpae.adapters.listeners.osmand_http import create_osmand_app
     from bangpae.api.app import create_app
 
-    def server(app: Any, addr: tuple[str, int]) -> _Server:
+    settings = ctx.settings
+    proxies = [str(net) for net in settings.trusted_proxy_networks()]
+
+    def server(app: Any, addr: tuple[str, int], listener: str, websockets: bool) -> _Server:
+        http, ws = guarded_protocols(
+            budget_for(ctx, listener), settings.http_header_timeout_s, settings.http_body_timeout_s
+        )
         return _Server(
             uvicorn.Config(
                 app,
                 host=addr[0],
                 port=addr[1],
+                http=http,
+                ws=ws if websockets else "none",
+                timeout_keep_alive=settings.http_idle_timeout_s,
+                proxy_headers=bool(proxies),
+                forwarded_allow_ips=proxies or None,
                 log_level="warning",
                 lifespan="off",
                 timeout_graceful_shutdown=3,
@@ -311,36 +344,93 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     out: list[tuple[str, _Server]] = []
     http = parse_listen(ctx.settings.http, "127.0.0.1")
     if http:
-        out.append((f"http://{http[0]}:{http[1]}", server(create_app(ctx), http)))
+        out.append((f"http://{http[0]}:{http[1]}", server(create_app(ctx), http, "api", True)))
     osm = parse_listen(ctx.settings.osmand)
     if osm:
-        out.append((f"osmand http://{osm[0]}:{osm[1]}", server(create_osmand_app(ctx), osm)))
+        osmand = server(create_osmand_app(ctx), osm, "osmand", False)
+        out.append((f"osmand http://{osm[0]}:{osm[1]}", osmand))
     return out
+
+
+def fit_budgets(
+    settings: Settings, listeners: list[str], limit: int, processes: int = 1
+) -> dict[str, tuple[int, int]]:
+    """Listeners' caps, (in all, per address), fitted to the open-files limit of the
+    ``processes`` sharing them equally (intake workers; each has that limit).
+
+    Default caps that together leave too little room shrink in proportion, and say so;
+    caps set explicitly that cannot fit stop the start rather than fail under attack.
+    """
+    wanted = {name: caps(settings, name)[0] for name in listeners}
+    explicit = [n for n in listeners if f"{n}_max_connections" in settings.model_fields_set]
+    space = room(limit) * processes
+    try:
+        fitted = fit(wanted, explicit, space)
+    except BudgetError as exc:
+        raise SystemExit(
+            f"connection caps: {exc} under the open-files limit of {limit}: lower them, "
+            "or raise the hard limit (LimitNOFILE, ulimit -Hn)"
+        ) from None
+    if fitted != wanted:
+        log.warning(
+            "open files: the limit of %d leaves %d descriptors for connections; default caps"
+            " lowered to %s (raise the hard limit, e.g. LimitNOFILE, to keep the defaults)",
+            limit,
+            space,
+            ", ".join(f"{n} {fitted[n]}" for n in listeners),
+        )
+    return {n: (fitted[n], caps(settings, n)[1]) for n in listeners}
+
+
+def open_budgets(ctx: AppContext, limit: int, tcp: list[str]) -> dict[str, tuple[int, int]]:
+    """Give each enabled listener of this process its budget; the caps of the ``tcp``
+    listeners when intake workers serve them (the pool shares those out)."""
+    settings = ctx.settings
+    http = [
+        name
+        for name, value in (("api", settings.http), ("osmand", settings.osmand))
+        if parse_listen(value) is not None
+    ]
+    workers = settings.tcp_workers
+    here = http + ([] if workers > 0 else tcp)
+    for name, (total, per_address) in fit_budgets(settings, here, limit).items():
+        exempt = exempt_networks(settings) if name in HTTP_LISTENERS else []
+        ctx.budgets[name] = ConnectionBudget(name, total, per_address, exempt)
+    return fit_budgets(settings, tcp, limit, workers) if workers > 0 else {}
 
 
 async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     """Run every enabled listener until SIGINT or SIGTERM."""
     from bangpae.adapters.listeners.tcp import CODECS, start_tcp
 
+    # Every connection holds a descriptor: as many as the hard limit allows, and each
+    # listener's budget fitted in them with a reserve (docs/robustness.md).
+    limit = raise_open_files_limit()
     # Store reads and writes run in threads. The default pool (six threads on two
     # cores) lets a storm of notices and their records, each waiting its turn at the
     # one writer, keep the victims' open apps waiting behind them.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="bangpae")
     )
-    await ctx.start()
-    servers = servers_for(ctx)
-    tcp: list[asyncio.Server] = []
     wanted = [
         (name, addr)
         for name in ("gt06", "h02")
         if (addr := parse_listen(getattr(ctx.settings, name))) is not None
     ]
+    worker_caps = open_budgets(ctx, limit, [name for name, _ in wanted])
+    await ctx.start()
+    servers = servers_for(ctx)
+    tcp: list[asyncio.Server] = []
     pool: WorkerPool | None = None
     if wanted and ctx.settings.tcp_workers > 0:
         from bangpae.adapters.listeners.workers import WorkerPool
 
-        pool = WorkerPool(ctx, ctx.settings.tcp_workers, [(n, a[0], a[1]) for n, a in wanted])
+        pool = WorkerPool(
+            ctx,
+            ctx.settings.tcp_workers,
+            [(n, a[0], a[1]) for n, a in wanted],
+            worker_caps,
+        )
         await pool.start()
         for name, addr in wanted:
             log.info(

@@ -250,6 +250,113 @@ class Settings(BaseSettings):
             if x.strip()
         ]
 
+    # -- connection budgets (docs/robustness.md) ----------------------------------------
+    # Each listener holds at most so many connections, and so many from one address (an
+    # IPv6 /64); one over either cap is closed as soon as it is accepted. serve fits the
+    # caps in the open-files limit (raised to the hard limit at start) with a quarter of
+    # it, at least 256, left for the database, logs and outgoing calls: defaults that do
+    # not fit shrink in proportion, explicit ones that do not fit stop the start. With
+    # intake workers, each worker holds an equal share (rounded up) of the GT06 and H02 caps.
+
+    api_max_connections: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="Connections the API listener holds at most: the victims' apps (a "
+        "stream and a few requests each), the consoles, OwnTracks phones, police links.",
+    )
+    api_max_per_address: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="API connections from one address at most: a browser opens up to six "
+        "and a stream, so about a dozen consoles of a control room behind one NAT.",
+    )
+    osmand_max_connections: int = Field(
+        2000, ge=1, le=1_000_000, description="Connections the OsmAnd listener holds at most."
+    )
+    osmand_max_per_address: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        description="OsmAnd connections from one address at most: phones and trackers on "
+        "mobile networks share an address behind the carrier's NAT.",
+    )
+    gt06_max_connections: int = Field(
+        8000,
+        ge=1,
+        le=1_000_000,
+        description="Connections the GT06 listener holds at most: one per tracker, and "
+        "for a while an older one too when a tracker reconnects without closing it.",
+    )
+    gt06_max_per_address: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        description="GT06 connections from one address at most (trackers behind one "
+        "carrier NAT: raise it to the fleet when all come through one gateway).",
+    )
+    h02_max_connections: int = Field(
+        8000, ge=1, le=1_000_000, description="Connections the H02 listener holds at most."
+    )
+    h02_max_per_address: int = Field(
+        500, ge=1, le=1_000_000, description="H02 connections from one address at most."
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="An HTTP connection that has not sent a whole request head this long "
+        "after connecting (or after the first byte of its next request) is closed.",
+    )
+    http_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="An HTTP request whose body has not all arrived this long after its "
+        "head is dropped with its connection.",
+    )
+    http_idle_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="An HTTP connection idle this long between requests is closed (keep-alive).",
+    )
+    tracker_login_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="A GT06 or H02 connection that has not named a registered tracker in "
+        "a valid first frame this long after connecting is closed; once bound it may stay "
+        "silent for ten minutes. Four times the 15 s reporting interval every tracker is "
+        "told at login and keeps across restarts.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        max_length=2000,
+        description="Comma-separated addresses or CIDRs of reverse proxies in front of the "
+        "HTTP listeners whose X-Forwarded-For and X-Forwarded-Proto are believed (empty: "
+        "none; the connecting address is the client's). Their connections are exempt from "
+        "the per-address caps: a proxy must hold each client to its own.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        for part in filter(None, (x.strip() for x in v.split(","))):
+            if part == "*":
+                raise ValueError("trusted_proxies: '*' would let any client choose its address")
+            ipaddress.ip_network(part, strict=False)
+        return v
+
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The trusted reverse proxies as parsed networks (empty: none)."""
+        return [
+            ipaddress.ip_network(x.strip(), strict=False)
+            for x in self.trusted_proxies.split(",")
+            if x.strip()
+        ]
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data dir."""
         if self.database_url:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bangpae.adapters.listeners.budget import report as connection_report
 from bangpae.api.deps import Ctx, RequestId, audit_admin, principal, require
 from bangpae.api.schemas import (
     MAX_ID,
@@ -47,13 +48,18 @@ Auditor = Annotated[Principal, Depends(require("auditor"))]
 
 @root.get("/healthz", tags=["ops"])
 async def healthz(ctx: Ctx) -> dict[str, Any]:
-    """Liveness and the engine's size."""
-    return {"status": "ok", "orders": ctx.engine.orders.n, "devices": ctx.engine.devices.n}
+    """Liveness, the engine's size, open files and each listener's connections."""
+    return {
+        "status": "ok",
+        "orders": ctx.engine.orders.n,
+        "devices": ctx.engine.devices.n,
+        **connection_report(ctx.budgets),
+    }
 
 
 @root.get("/metrics", tags=["ops"])
 async def metrics(ctx: Ctx) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics (with open files and each listener's connection budget)."""
     return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -340,12 +340,17 @@ def run_w2(
     password = "w2-bench-password"
     _seed(f"sqlite:///{data / 'bangpae.sqlite'}", pairs, watched, hash_password(password))
     http_port, osm_port, gt06_port = _free_port(), _free_port(), _free_port()
+    gt06_cap = 2 * pairs + 100 if tcp_workers == 0 else 4 * pairs
     env = {
         **os.environ,
         "BANGPAE_DATA_DIR": str(data),
         "BANGPAE_LOG_LEVEL": "WARNING",
         # the seeded trackers have no keys: the load measures the gateway, not key checks
         "BANGPAE_ALLOW_KEYLESS_DEVICES": "true",
+        # the whole fleet connects from one loopback address (docs/robustness.md); with
+        # workers each holds half the caps, and the kernel's split is only nearly even
+        "BANGPAE_GT06_MAX_CONNECTIONS": str(gt06_cap),
+        "BANGPAE_GT06_MAX_PER_ADDRESS": str(gt06_cap),
     }
     proc = subprocess.Popen(
         [

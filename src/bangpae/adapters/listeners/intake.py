@@ -20,6 +20,8 @@ The channel between them is a socketpair carrying messages of a 5-byte header
                      U  unbound   u32 connection token
                      H  heard     u32 connection token: a frame arrived on a watched one
                      M  metrics   JSON: the worker's counters, whole
+                     N  budgets   JSON: per listener, the connections it holds, refused
+                                  and timed out (docs/robustness.md)
     main -> worker   A  stored    u32 request id, u8 1 (stored) or 0 (not stored)
                      R  device    u32 request id, i64 device id (-1: unknown), u8 lenient
                      C  command   u32 connection token, u32 reporting interval (s)
@@ -50,7 +52,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bangpae.adapters.clock import SystemClock
-from bangpae.adapters.listeners.tcp import ACK_DELAY_S, BACKLOG, CODECS, TcpListener
+from bangpae.adapters.listeners.budget import REFUSED, TIMED_OUT, ConnectionBudget, Snapshot
+from bangpae.adapters.listeners.tcp import (
+    ACK_DELAY_S,
+    BACKLOG,
+    CODECS,
+    LOGIN_TIMEOUT_S,
+    TcpListener,
+)
 from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.loop import run as run_loop
 from bangpae.domain.batch import ALARM_SETS, RECORD, PackedFixes, alarm_mask
@@ -98,6 +107,43 @@ def pack_fix(f: Fix) -> bytes:
 
 class ChannelError(Exception):
     """A message that breaks the channel's rules: the sender is not to be trusted."""
+
+
+def budgets_payload(budgets: dict[str, ConnectionBudget]) -> bytes:
+    """The N message's payload: each listener's connections held, refused and timed out."""
+    return json.dumps(
+        {
+            name: {"open": b.open, "refused": b.refused, "timed_out": b.timed_out}
+            for name, b in budgets.items()
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def unpack_budgets(payload: bytes, listeners: Iterable[str]) -> dict[str, Snapshot]:
+    """An N message of a worker serving ``listeners`` (its caps are not its to say: 0);
+    ChannelError for anything else."""
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ChannelError("budgets are not an object")
+    out = {}
+    known = set(listeners)
+    for name, b in data.items():
+        if name not in known or not isinstance(b, dict):
+            raise ChannelError(f"a budget of a listener the worker does not serve: {name!r}")
+        held, refused, timed_out = b.get("open"), b.get("refused"), b.get("timed_out")
+        if not (_count(held) and _counts(refused, REFUSED) and _counts(timed_out, TIMED_OUT)):
+            raise ChannelError(f"a malformed budget of {name}")
+        out[name] = Snapshot(held, 0, 0, refused, timed_out)  # type: ignore[arg-type]
+    return out
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+
+def _counts(v: object, reasons: tuple[str, ...]) -> bool:
+    return isinstance(v, dict) and all(k in reasons and _count(n) for k, n in v.items())
 
 
 def unpack_fixes(payload: bytes | memoryview, allowed: Callable[[int], bool]) -> PackedFixes:
@@ -180,21 +226,24 @@ class MessageReader(asyncio.Protocol):
 
 @dataclass
 class WorkerContext:
-    """What a listener in a worker uses of a context: clock, metrics and settings."""
+    """What a listener in a worker uses of a context: clock, metrics, settings, budgets."""
 
     settings: Any
     clock: SystemClock = field(default_factory=SystemClock)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    budgets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class _Networks:
     """Stands in for Settings: the worker is told only the device networks, the
-    acknowledgement delay and how old a fix may be."""
+    acknowledgement delay, how long a connection may take to log in and how old a fix
+    may be."""
 
     device_networks: str
     tracker_ack_delay_s: float
-    retention_days: int
+    tracker_login_timeout_s: float = LOGIN_TIMEOUT_S
+    retention_days: int = 90
 
     def allowed_networks(self) -> list[Any]:
         from bangpae.config import Settings
@@ -334,11 +383,16 @@ def counters(registry: CollectorRegistry) -> list[dict[str, Any]]:
 
 async def _report_metrics(ctx: WorkerContext, channel: MessageReader) -> None:
     last = None
+    last_budgets = None
     while True:
         now = json.dumps(counters(ctx.metrics), sort_keys=True)
         if now != last:
             channel.send(message(b"M", now.encode()))
             last = now
+        budgets = budgets_payload(ctx.budgets)
+        if budgets != last_budgets:
+            channel.send(message(b"N", budgets))
+            last_budgets = budgets
         await asyncio.sleep(METRICS_EVERY_S)
 
 
@@ -347,9 +401,14 @@ async def run_worker(
     listeners: Iterable[tuple[str, int]],
     device_networks: str,
     ack_delay_s: float,
+    budgets: dict[str, tuple[int, int]] | None = None,
+    login_timeout_s: float = LOGIN_TIMEOUT_S,
     retention_days: int = 90,
 ) -> None:
-    """Serve the listeners on the inherited sockets until the main process goes away."""
+    """Serve the listeners on the inherited sockets until the main process goes away.
+
+    ``budgets``: this worker's share of each listener's caps, (in all, per address).
+    """
     loop = asyncio.get_running_loop()
     lost = asyncio.Event()
     gateway: WorkerGateway | None = None
@@ -363,7 +422,9 @@ async def run_worker(
         lambda: MessageReader(on_message, lost.set), sock=chan_sock
     )
     gateway = WorkerGateway(channel)
-    ctx = WorkerContext(_Networks(device_networks, ack_delay_s, retention_days))
+    ctx = WorkerContext(_Networks(device_networks, ack_delay_s, login_timeout_s, retention_days))
+    for name, (total, per_address) in (budgets or {}).items():
+        ctx.budgets[name] = ConnectionBudget(name, total, per_address)
     servers = []
     for name, fd in listeners:
         listener = TcpListener(ctx, CODECS[name], gateway)
@@ -387,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device-networks", default="")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--ack-delay", type=float, default=ACK_DELAY_S, help="seconds, at least")
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        help="PROTOCOL=TOTAL,PER_ADDRESS: this worker's share of a listener's caps",
+    )
+    p.add_argument("--login-timeout", type=float, default=LOGIN_TIMEOUT_S, help="seconds")
     p.add_argument("--retention-days", type=int, default=90, help="older fixes are refused")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -400,9 +468,22 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not fd.isdigit():
             p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
         listeners.append((name, int(fd)))
+    budgets = {}
+    for item in args.budget:
+        name, _, value = item.partition("=")
+        total, _, per_address = value.partition(",")
+        if name not in CODECS or not total.isdigit() or not per_address.isdigit():
+            p.error(f"--budget {item!r}: expected PROTOCOL=TOTAL,PER_ADDRESS")
+        budgets[name] = (max(1, int(total)), max(1, int(per_address)))
     run_loop(
         run_worker(
-            args.channel, listeners, args.device_networks, args.ack_delay, args.retention_days
+            args.channel,
+            listeners,
+            args.device_networks,
+            args.ack_delay,
+            budgets,
+            args.login_timeout,
+            args.retention_days,
         )
     )
     return 0

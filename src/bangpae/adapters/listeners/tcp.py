@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from bangpae.adapters.listeners.budget import IdleWatch, budget_for
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
 from bangpae.protocols import gt06, h02
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
 KNOWN_MAX = 500_000  # identifiers a listener remembers as registered
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
+# A connection that has not named a registered tracker this soon is dropped: trackers send
+# their login (GT06) or a position (H02) on connecting. Settings.tracker_login_timeout_s.
+LOGIN_TIMEOUT_S = 60.0
 BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once after an outage
 # A stored fix is acknowledged no sooner than this after its frames were taken up: what the
 # transaction held (events, audited reads of the other party's screen) must not show in when
@@ -219,6 +223,10 @@ class TcpListener:
         self._known: dict[str, tuple[int, bool]] = {}  # identifiers confirmed on this port
         self.networks = ctx.settings.allowed_networks()
         self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
+        self.budget = budget_for(ctx, codec.name)  # connections held, in all and per address
+        self.login_timeout_s = float(
+            getattr(ctx.settings, "tracker_login_timeout_s", LOGIN_TIMEOUT_S)
+        )
         self._tasks: set[asyncio.Task[None]] = set()  # lookups and submissions under way
 
     def connection(self) -> _Connection:
@@ -327,12 +335,13 @@ class _Connection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.eof = False
-        self.idle: _IdleWatch | None = None
+        self.idle: IdleWatch | None = None
+        self.budget_key: str | None = None  # its place in the listener's budget, if admitted
 
     # -- transport callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Check the source; start the idle watch."""
+        """Check the source and the budget; start the idle watch."""
         lst = self.listener
         lst.connections += 1
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -345,7 +354,18 @@ class _Connection(asyncio.Protocol):
             lst.rejected.labels(lst.codec.name, "source_not_allowed").inc()
             transport.close()
             return
-        self.idle = _IdleWatch(transport, IDLE_TIMEOUT_S)
+        loop = asyncio.get_running_loop()
+        self.budget_key = lst.budget.admit(self.source, loop.time())
+        if self.budget_key is None:  # over a cap: counted by the budget
+            transport.close()
+            return
+        self.idle = IdleWatch(
+            transport,
+            IDLE_TIMEOUT_S,
+            login_timeout_s=lst.login_timeout_s,
+            logged_in=lambda: self.bound is not None,
+            expired=lst.budget.expired,
+        )
 
     def data_received(self, data: bytes) -> None:
         """Buffer what came; handle it now unless earlier frames are still being stored."""
@@ -381,6 +401,9 @@ class _Connection(asyncio.Protocol):
         lst.connections -= 1
         if self.idle is not None:
             self.idle.cancel()
+        if self.budget_key is not None:
+            lst.budget.release(self.budget_key)
+            self.budget_key = None
         if self.registered and self.bound is not None:
             self.registered = False
             lst.gateway.unregister(self.bound.device_id, self)
@@ -560,36 +583,6 @@ class _Connection(asyncio.Protocol):
             # after the login is acknowledged: registering may send the command at once
             self.registered = True
             lst.gateway.register(self.bound.device_id, self)
-
-
-class _IdleWatch:
-    """Drops a connection that has said nothing for ``timeout_s``.
-
-    One timer per connection, re-armed only when it fires: far cheaper than a timeout
-    around every read.
-    """
-
-    def __init__(self, transport: asyncio.BaseTransport, timeout_s: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._transport = transport
-        self._timeout_s = timeout_s
-        self._last = self._loop.time()
-        self._timer = self._loop.call_later(timeout_s, self._check)
-
-    def touch(self) -> None:
-        """Something was heard."""
-        self._last = self._loop.time()
-
-    def cancel(self) -> None:
-        """The connection is over."""
-        self._timer.cancel()
-
-    def _check(self) -> None:
-        quiet = self._loop.time() - self._last
-        if quiet >= self._timeout_s:
-            self._transport.close()
-        else:
-            self._timer = self._loop.call_later(self._timeout_s - quiet, self._check)
 
 
 async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Server:

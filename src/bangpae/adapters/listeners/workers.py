@@ -4,6 +4,10 @@ The listening sockets are made here, one per worker and protocol, bound to the s
 port with SO_REUSEPORT so that the kernel spreads new connections over the workers;
 each worker inherits its own. A worker that exits is started again on the same
 sockets, so connections waiting in their queues are not lost with it.
+
+Each worker holds an equal share of every listener's connection budget (the caps
+divided by the workers, rounded up): the kernel spreads one address's connections
+over the workers too, so the per-address cap holds nearly as it does in one process.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -23,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from bangpae.adapters.listeners import intake
+from bangpae.adapters.listeners.budget import Snapshot, caps
 from bangpae.adapters.listeners.intake import ChannelError, MessageReader, message
 from bangpae.adapters.listeners.tcp import BACKLOG
 
@@ -69,6 +75,7 @@ class _Worker:
         self.devices: set[int] = set()  # confirmed to this worker: the only fixes it may send
         self.proxies: dict[int, tuple[int, _RemoteLink]] = {}  # token -> (device id, link)
         self.counters: list[dict[str, Any]] = []
+        self.budgets: dict[str, Snapshot] = {}  # as it last reported them
         self.started_at = 0.0
 
     async def start(self) -> None:
@@ -89,9 +96,13 @@ class _Worker:
             str(self.pool.retention_days),
             "--index",
             str(self.index),
+            "--login-timeout",
+            str(self.pool.login_timeout_s),
         ]
         for name, s in self.sockets:
             args += ["--listen", f"{name}={s.fileno()}"]
+            total, per_address = self.pool.shares[name]
+            args += ["--budget", f"{name}={total},{per_address}"]
         env = {k: v for k, v in os.environ.items() if k in _WORKER_ENV}
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -158,6 +169,8 @@ class _Worker:
             if not isinstance(counters, list):
                 raise ChannelError("metrics are not a list")
             self.counters = counters
+        elif kind == ord("N"):
+            self.budgets = intake.unpack_budgets(payload, (name for name, _ in self.sockets))
         else:
             raise ChannelError(f"unknown message kind {kind}")
 
@@ -194,6 +207,8 @@ class _Worker:
         self.devices.clear()
         self.pool.retire(self.counters)
         self.counters = []
+        self.pool.retire_budgets(self.budgets)
+        self.budgets = {}
         self.channel = None
 
     def kill(self) -> None:
@@ -220,16 +235,63 @@ class _RemoteLink:
         self.worker.send(message(b"X", intake.U32.pack(self.token)))
 
 
-class WorkerPool:
-    """N intake workers serving the TCP listeners for this process's ingest."""
+class _PoolBudget:
+    """A listener's connection budget as the workers serving it report it, summed."""
 
-    def __init__(self, ctx: Any, n: int, listeners: list[tuple[str, str, int]]) -> None:
+    def __init__(self, pool: WorkerPool, listener: str, total: int, per_address: int) -> None:
+        self.pool = pool
+        self.listener = listener
+        self.total = total
+        self.per_address = per_address
+        self.retired_refused: dict[str, int] = {}  # of workers gone: counters never go down
+        self.retired_timed_out: dict[str, int] = {}
+
+    def snapshot(self) -> Snapshot:
+        """The listener's caps; connections held by the live workers; every worker's counts."""
+        held = 0
+        refused = dict(self.retired_refused)
+        timed_out = dict(self.retired_timed_out)
+        for w in self.pool.workers:
+            s = w.budgets.get(self.listener)
+            if s is None:
+                continue
+            held += s.open
+            _add(refused, s.refused)
+            _add(timed_out, s.timed_out)
+        return Snapshot(held, self.total, self.per_address, refused, timed_out)
+
+
+def _add(into: dict[str, int], counts: Any) -> None:
+    for k, v in counts.items():
+        into[k] = into.get(k, 0) + v
+
+
+class WorkerPool:
+    """N intake workers serving the TCP listeners for this process's ingest.
+
+    ``budgets``: each listener's caps, (in all, per address); default the settings'.
+    """
+
+    def __init__(
+        self,
+        ctx: Any,
+        n: int,
+        listeners: list[tuple[str, str, int]],
+        budgets: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.n = n
         self.listeners = listeners
         self.device_networks = ctx.settings.device_networks
         self.ack_delay_s = float(ctx.settings.tracker_ack_delay_s)
         self.retention_days = int(ctx.settings.retention_days)
+        self.login_timeout_s = float(ctx.settings.tracker_login_timeout_s)
+        self.shares: dict[str, tuple[int, int]] = {}  # each worker's part of the caps
+        self.budgets: dict[str, _PoolBudget] = {}
+        for name, _, _ in listeners:
+            total, per_address = (budgets or {}).get(name) or caps(ctx.settings, name)
+            self.shares[name] = (math.ceil(total / n), math.ceil(per_address / n))
+            self.budgets[name] = _PoolBudget(self, name, total, per_address)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.workers: list[_Worker] = []
         self.ports: dict[str, int] = {}
@@ -254,6 +316,7 @@ class WorkerPool:
             asyncio.create_task(self._supervise(w), name=f"intake-{w.index}") for w in self.workers
         ]
         self.ctx.metrics.register(_WorkerMetrics(self))
+        self.ctx.budgets.update(self.budgets)  # on /metrics and /healthz with the others
 
     async def _supervise(self, w: _Worker) -> None:
         delay = RESTART_MIN_S
@@ -287,6 +350,14 @@ class WorkerPool:
         for key, value, doc in _samples(counters):
             self._retired[key] = self._retired.get(key, 0.0) + value
             self._docs[key[0]] = doc
+
+    def retire_budgets(self, budgets: dict[str, Snapshot]) -> None:
+        """Keep a gone worker's refusals and timeouts; its connections went with it."""
+        for name, s in budgets.items():
+            b = self.budgets.get(name)
+            if b is not None:
+                _add(b.retired_refused, s.refused)
+                _add(b.retired_timed_out, s.timed_out)
 
     def totals(self) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], dict[str, str]]:
         """Every worker's counters summed, with those of workers gone."""
