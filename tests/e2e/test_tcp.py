@@ -290,7 +290,8 @@ def test_a_probing_address_does_not_keep_registered_trackers_behind_it_offline(
     server.gt06_port = server.free()
     staff = _staff(server)
     _tracker(server, staff, "864717003283581", "gt06")
-    for i in range(30):  # a stranger behind the same address guesses IMEIs
+    for i in range(80):  # a stranger behind the same address guesses IMEIs (each worker
+        # process keeps its own count: enough for every one of them to refuse him)
         with socket.create_connection(("127.0.0.1", server.gt06_port), timeout=10) as s:
             s.sendall(_gt06_frame(0x01, bytes.fromhex(f"0{864717000000000 + i:015d}"), 1))
             assert s.recv(64) == b""  # unknown: refused, closed
