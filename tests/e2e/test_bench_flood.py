@@ -1,0 +1,61 @@
+"""The flood benchmark end to end, tiny: it still starts a server, floods it and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PHASES = ("baseline", "key_flood", "half_open")
+
+
+def test_flood_benchmark_reports_every_phase_and_loses_no_acknowledged_fix() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bangpae.cli",
+            "bench",
+            "flood",
+            *("--phase-seconds", "2", "--settle-seconds", "0.5"),
+            *("--clients", "3", "--half-open", "40", "--devices", "6", "--sources", "64"),
+        ],
+        env={**os.environ, "BANGPAE_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [x["phase"] for x in lines] == [*PHASES, "summary"]
+    for line in lines[:3]:
+        assert line["workload"] == "flood"
+        assert 1.5 <= line["seconds"] <= 3
+        # one read per ~100 ms when the server keeps up; a flooded one answers fewer
+        assert 1 <= line["victim_reads"] <= 25
+        assert line["victim_p50_ms"] <= line["victim_p99_ms"] <= line["victim_max_ms"]
+        assert line["good_acked"] >= 1
+        assert line["rss_mb_max"] >= line["rss_mb_start"] > 10
+        assert line["fds_max"] >= line["fds_start"] > 3
+        for proto in ("osmand", "gt06", "h02"):
+            assert line[f"good_{proto}"]["acked"] >= 1, proto
+    baseline, keys, half_open, summary = lines
+    assert "attack" not in baseline
+    attack = keys["attack"]
+    assert attack["key_total"] >= 1 and attack["key_accepted"] == 0
+    assert set(attack["key_requests"]) <= {
+        f"{e}:{s}" for e in ("osmand", "fixes", "owntracks") for s in (401, 403, 429)
+    }
+    held = half_open["attack"]
+    assert held["half_open_target"] == 40 and held["half_open_held_max"] >= 1
+    assert half_open["fds_max"] >= baseline["fds_max"]
+    # every acknowledged fix is in the store after a clean stop
+    assert summary["acked"] >= sum(x["good_acked"] for x in lines[:3])
+    assert summary["stored"] >= summary["acked"] and summary["acked_lost"] == 0
+    assert summary["server_exit_code"] == 0 and summary["key_accepted"] == 0
+    assert summary["config"]["devices"] == 6
