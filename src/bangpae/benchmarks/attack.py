@@ -123,6 +123,7 @@ class Attacker:
                 f"GET /?id={ident}&lat={lat:.6f}&lon={lon:.6f}&timestamp={now}&key={key}"
                 " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             ).encode()
+        body: dict[str, Any]
         if endpoint == "fixes":
             path = "/api/v1/fixes"
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
@@ -221,8 +222,9 @@ class Attacker:
                 s["half_open_ramp_s"] = round(time.monotonic() - self.started, 2)
                 ready.set()
             first = False
-            stop = asyncio.ensure_future(self.stopping.wait())
-            await asyncio.wait([hold.closed, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+            closed: asyncio.Future[Any] = hold.closed
+            await asyncio.wait([closed, stop], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             s["half_open_held"] -= 1
             if hold.closed.done():

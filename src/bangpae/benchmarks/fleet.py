@@ -102,8 +102,9 @@ class GoodDevices:
         self.acks = Samples()  # ack latency in ms, tagged by protocol index
         self.acked: dict[int, array[int]] = {j: array("q") for j in range(1, n + 1)}
         self.errors = Counter[str]()  # "protocol:reason"
+        self.warm_up: dict[str, Any] = {}  # until each device was first acknowledged
         self.error_times = Samples()
-        self.late_ticks = 0  # reports skipped because the previous one took a whole interval
+        self.late = Samples()  # reports skipped because the previous one took a whole interval
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.first_acked: asyncio.Event = asyncio.Event()
@@ -154,7 +155,7 @@ class GoodDevices:
                     pass
             elif now - due >= self.interval_s:
                 skip = int((now - due) / self.interval_s)
-                self.late_ticks += skip
+                self.late.add(now, skip)
                 tick += skip
             t = max(int(time.time()), last_t + 1)  # unique per device: (device, time) names it
             lat, lon = self._position(j, tick)
@@ -193,7 +194,9 @@ class GoodDevices:
                 conn = await asyncio.open_connection("127.0.0.1", self.server.osmand_port)
             sent = time.monotonic()
             try:
-                status, _, closing = await asyncio.wait_for(exchange(*conn, request), TIMEOUT_S)
+                status, _, closing = await asyncio.wait_for(
+                    exchange(conn[0], conn[1], request), TIMEOUT_S
+                )
             except (ConnectionError, asyncio.IncompleteReadError):
                 self._close(conn)
                 conn = None
@@ -251,6 +254,7 @@ class GoodDevices:
         out: dict[str, Any] = {
             "good_acked": len(every),
             "good_errors": len(self.error_times.since(t0, t1)),
+            "good_late_ticks": int(self.late.since(t0, t1).sum()),
             "good_ack_p50_ms": p50,
             "good_ack_p99_ms": p99,
         }

@@ -118,6 +118,7 @@ async def warm_up(server: Server, devices: int, interval_s: float) -> tuple[Good
     """Good devices started and each acknowledged once (its key checked and cached by the
     server), the victim signed in and reading."""
     good = GoodDevices(server, devices, interval_s)
+    t0 = time.monotonic()
     good.start()
     try:
         await asyncio.wait_for(good.first_acked.wait(), warm_up_s(devices))
@@ -128,6 +129,12 @@ async def warm_up(server: Server, devices: int, interval_s: float) -> tuple[Good
             f"{dict(good.errors)}\n{server.log_tail()}"
         ) from None
     log.info("good devices: %d acknowledged once each", devices)
+    # what the first checks of every key cost is reported apart from what follows
+    good.warm_up = {
+        "warm_up_s": round(time.monotonic() - t0, 1),
+        "warm_up_good_errors_by_kind": dict(good.errors),
+    }
+    good.errors.clear()
     tokens = await asyncio.to_thread(server.login)
     victim = Victim(server, tokens)
     victim.start()
@@ -153,7 +160,7 @@ async def finish(
         "acked_lost": len(lost),
         "acked_lost_examples": sorted(lost)[:5],
         "good_errors_by_kind": dict(good.errors),
-        "good_late_ticks": good.late_ticks,
+        **good.warm_up,
         "victim_errors_by_kind": dict(victim.errors),
         "victim_refreshes": victim.refreshes,
     }

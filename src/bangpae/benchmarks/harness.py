@@ -354,7 +354,9 @@ class Victim:
             try:
                 if conn is None:
                     conn = await asyncio.open_connection("127.0.0.1", self.server.api_port)
-                status, _, closing = await asyncio.wait_for(exchange(*conn, request), TIMEOUT_S)
+                status, _, closing = await asyncio.wait_for(
+                    exchange(conn[0], conn[1], request), TIMEOUT_S
+                )
                 if closing:
                     close(conn)
                     conn = None
