@@ -272,11 +272,6 @@ def run_flood(
     """The whole flood run; each phase's line goes to ``emit`` as it ends; the summary is
     returned (and emitted)."""
     server = Server((devices + 1) // 2, tcp_workers)
-    phases: list[tuple[str, Attack | None]] = [
-        ("baseline", None),
-        ("key_flood", attack_for(server, key_clients=clients, sources=sources)),
-        ("half_open", attack_for(server, half_open=half_open, sources=sources)),
-    ]
     attacker = None
     try:
         attacker = AttackProcess()  # starts up while the server does
@@ -284,6 +279,11 @@ def run_flood(
         server.start()
         assert server.proc is not None
         limit = fd_limit(server.proc.pid)
+        phases: list[tuple[str, Attack | None]] = [
+            ("baseline", None),
+            ("key_flood", attack_for(server, key_clients=clients, sources=sources)),
+            ("half_open", attack_for(server, half_open=half_open, sources=sources)),
+        ]
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             summary = runner.run(
                 _flood(

@@ -139,8 +139,7 @@ class Server:
         self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.data = Path(self._tmp.name)
         self.db_url = f"sqlite:///{self.data / 'bangpae.sqlite'}"
-        self.api_port, self.osmand_port = _free_port(), _free_port()
-        self.gt06_port, self.h02_port = _free_port(), _free_port()
+        self.api_port = self.osmand_port = self.gt06_port = self.h02_port = 0  # from start()
         self.walk = generate(pairs)
         self.proc: subprocess.Popen[bytes] | None = None
         self.victim_pair = 0
@@ -172,7 +171,21 @@ class Server:
         st.close()
 
     def start(self) -> None:
-        """Start the server (with this process's limits) and wait until it answers."""
+        """Start the server (with this process's limits) and wait until it answers.
+
+        Its ports are chosen just before, free at that moment; another process may take
+        one meanwhile (the machine is shared), so a server that cannot bind is started
+        again on other ports.
+        """
+        for _ in range(3):
+            if self._start_once():
+                return
+            log.info("a port was taken meanwhile: starting the server on others")
+        raise RuntimeError("server could not bind its ports:\n" + self.log_tail())
+
+    def _start_once(self) -> bool:
+        self.api_port, self.osmand_port = _free_port(), _free_port()
+        self.gt06_port, self.h02_port = _free_port(), _free_port()
         env = {
             **os.environ,
             "BANGPAE_DATA_DIR": str(self.data),
@@ -190,24 +203,37 @@ class Server:
         for flag, port in listen.items():
             argv += [flag, f"127.0.0.1:{port}"]
         argv += ["--tcp-workers", str(self.tcp_workers)]
+        logfile = self.data / "serve.log"
+        logged = logfile.stat().st_size if logfile.exists() else 0
         self.proc = subprocess.Popen(
             argv,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.data / "serve.log", "ab"),
+            stderr=open(logfile, "ab"),
             preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + (self.data / "serve.log").read_text())
+                with open(logfile, "rb") as fh:
+                    fh.seek(logged)
+                    why = fh.read().decode(errors="replace")
+                if "address already in use" in why:
+                    return False
+                raise RuntimeError("server exited:\n" + why[-3000:])
             try:
-                if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
-                    self.started_at = time.monotonic()
-                    log.info("server up (pid %d) on api :%d", self.proc.pid, self.api_port)
-                    return
+                r = httpx.get(f"{self.api}/healthz", timeout=1)
             except httpx.HTTPError:
                 time.sleep(0.1)
+                continue
+            # answered by this server, not by another that took the port meanwhile (its
+            # orders, where /healthz still tells them)
+            ours = r.status_code == 200 and r.json().get("orders", self.pairs) == self.pairs
+            if ours and self.proc.poll() is None:
+                self.started_at = time.monotonic()
+                log.info("server up (pid %d) on api :%d", self.proc.pid, self.api_port)
+                return True
+            time.sleep(0.1)
         raise RuntimeError("server did not start within 60 s")
 
     def login(self) -> dict[str, str]:
