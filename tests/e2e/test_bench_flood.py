@@ -23,8 +23,8 @@ def test_flood_benchmark_reports_every_phase_and_loses_no_acknowledged_fix() -> 
             "bangpae.cli",
             "bench",
             "flood",
-            *("--phase-seconds", "2", "--settle-seconds", "0.5"),
-            *("--clients", "3", "--half-open", "40", "--devices", "6", "--sources", "64"),
+            *("--phase-seconds", "1.5", "--settle-seconds", "0.3"),
+            *("--clients", "3", "--half-open", "40", "--devices", "3", "--sources", "64"),
         ],
         env={**os.environ, "BANGPAE_LOG_LEVEL": "WARNING"},
         capture_output=True,
@@ -36,7 +36,7 @@ def test_flood_benchmark_reports_every_phase_and_loses_no_acknowledged_fix() -> 
     assert [x["phase"] for x in lines] == [*PHASES, "summary"]
     for line in lines[:3]:
         assert line["workload"] == "flood"
-        assert 1.5 <= line["seconds"] <= 3
+        assert 1.4 <= line["seconds"] <= 2.5
         # one read per ~100 ms at most; a flooded server may answer none in so short a phase
         assert 0 <= line["victim_reads"] <= 25
         if line["victim_reads"]:
@@ -46,11 +46,12 @@ def test_flood_benchmark_reports_every_phase_and_loses_no_acknowledged_fix() -> 
         assert line["fds_max"] >= line["fds_start"] > 3
     baseline, keys, half_open, summary = lines
     assert "attack" not in baseline
-    assert baseline["victim_reads"] >= 5 and baseline["victim_errors"] == 0
+    assert baseline["victim_reads"] >= 3 and baseline["victim_errors"] == 0
     for proto in PROTOCOLS:
         assert baseline[f"good_{proto}"]["acked"] >= 1, proto
     attack = keys["attack"]
-    assert attack["key_total"] >= 1 and attack["key_accepted"] == 0
+    assert attack["key_total"] + attack["key_unanswered_at_stop"] >= 1
+    assert attack["key_accepted"] == 0
     for answer in attack["key_requests"]:  # refused, whichever way (401, 403, 429, 503...)
         endpoint, status = answer.split(":")
         assert endpoint in ("osmand", "fixes", "owntracks") and int(status) >= 400, answer
@@ -60,4 +61,4 @@ def test_flood_benchmark_reports_every_phase_and_loses_no_acknowledged_fix() -> 
     assert summary["acked"] >= sum(x["good_acked"] for x in lines[:3])
     assert summary["stored"] >= summary["acked"] and summary["acked_lost"] == 0
     assert summary["server_exit_code"] == 0 and summary["key_accepted"] == 0
-    assert summary["config"]["devices"] == 6
+    assert summary["config"]["devices"] == 4  # whole pairs: 2 orders

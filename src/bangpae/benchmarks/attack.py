@@ -86,6 +86,7 @@ class Attacker:
         self.stats: dict[str, Any] = {
             "key_requests": Counter[str](),  # "endpoint:status"
             "key_accepted": 0,  # wrong keys the server took: must stay 0
+            "key_unanswered_at_stop": 0,
             "key_errors": Counter[str](),
             "half_open_target": min(attack.half_open, max(self.fd_limit - FD_MARGIN, 0)),
             "half_open_held": 0,
@@ -100,6 +101,7 @@ class Attacker:
             "garbage_connect_errors": 0,
         }
         self.refusal_ms: list[float] = []
+        self.in_flight = 0  # wrong-key requests sent and not yet answered
         self.started = time.monotonic()
 
     def _source(self) -> str:
@@ -168,9 +170,13 @@ class Attacker:
                     if self.stopping.is_set():
                         break
                     t0 = time.monotonic()
-                    status, _, closing = await asyncio.wait_for(
-                        exchange(*conn, self._request(endpoint)), 60
-                    )
+                    self.in_flight += 1
+                    try:
+                        status, _, closing = await asyncio.wait_for(
+                            exchange(conn[0], conn[1], self._request(endpoint)), 60
+                        )
+                    finally:
+                        self.in_flight -= 1
                     self.refusal_ms.append(1000.0 * (time.monotonic() - t0))
                     self.stats["key_requests"][f"{endpoint}:{status}"] += 1
                     if 200 <= status < 300:
@@ -289,15 +295,21 @@ class Attacker:
         self.started = time.monotonic()
         ready = asyncio.Event()
         gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
-        tasks = [asyncio.create_task(self._key_client(n)) for n in range(self.a.key_clients)]
+        keys = [asyncio.create_task(self._key_client(n)) for n in range(self.a.key_clients)]
         target = self.stats["half_open_target"]
-        tasks += [asyncio.create_task(self._hold(i, gate, ready)) for i in range(target)]
+        tasks = [asyncio.create_task(self._hold(i, gate, ready)) for i in range(target)]
         if self.a.garbage_rate and (self.a.gt06_port or self.a.h02_port):
             tasks.append(asyncio.create_task(self._garbage_stream()))
         out.put({"started": True, "fd_limit": self.fd_limit})
         await asyncio.to_thread(commands.get)  # "stop"
         self.stopping.set()
-        done, pending = await asyncio.wait(tasks, timeout=30)
+        # The attack ends now: requests still unanswered are dropped (what the server still
+        # does for them is its own, and shows in the time it takes to recover).
+        self.stats["key_unanswered_at_stop"] = self.in_flight
+        for task in keys:
+            task.cancel()
+        await asyncio.gather(*keys, return_exceptions=True)
+        done, pending = await asyncio.wait(tasks, timeout=30) if tasks else (set(), set())
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
