@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo serve test test-unit bench lint fuzz clean
+.PHONY: install system-deps demo serve test test-unit bench flood soak lint fuzz clean
 
 install: $(STAMP)
 
@@ -40,6 +40,19 @@ test-unit: install
 bench: install
 	$(BIN)/bangpae bench w1 --pairs 10000 --store memory
 	$(BIN)/bangpae bench w1 --pairs 10000 --store sqlite
+
+# Attacks without signing in, against a real server on loopback (not part of `make test`):
+# the victim's status read and good devices' acks at baseline, under a wrong-key flood and
+# under a half-open connection flood, one JSON line per phase.
+FLOOD_SECONDS ?= 60
+flood: install
+	$(BIN)/bangpae bench flood --phase-seconds $(FLOOD_SECONDS)
+
+# Ordinary load with a steady trickle of attacks: memory, descriptors and latency every
+# 10 s; acknowledged fixes lost at the end (must be 0).
+SOAK_MINUTES ?= 30
+soak: install
+	$(BIN)/bangpae bench soak --minutes $(SOAK_MINUTES)
 
 lint: install
 	$(BIN)/ruff check src tests
