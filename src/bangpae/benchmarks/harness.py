@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import resource
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import numpy as np
 from bangpae.benchmarks.w1 import generate
 from bangpae.benchmarks.w2 import _free_port, _seed
 
-GOOD_KEY = "good-device-key-4c1d9e"  # one argon2 hash for every good device: hashing is slow
+GOOD_KEY = "good-device-key-4c1d9e-7Qm2pX8z"  # one key (and hash) for every good device
 PASSWORD = "flood-bench-password"
 log = logging.getLogger("bangpae.benchmarks")
 READ_EVERY_S = 0.1  # the victim's status read
@@ -144,6 +145,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.victim_pair = 0
         self.started_at = 0.0
+        self.secret = secrets.token_urlsafe(32)  # the server's secret: device keys hang on it
 
     @property
     def api(self) -> str:
@@ -159,15 +161,18 @@ class Server:
         from bangpae.adapters.store import Store
         from bangpae.domain.geodesy import fast_distances_m
         from bangpae.services.auth import hash_password
+        from bangpae.services.devicekeys import key_hash, pepper_from
 
         lat, lon = self.walk.lat[0], self.walk.lon[0]
         # her offender starts nearest to her of all: his every fix changes her screen
         d0 = fast_distances_m(lat[0::2], lon[0::2], lat[1::2], lon[1::2])
         self.victim_pair = int(np.argmin(d0))
         _seed(self.db_url, self.pairs, [self.victim_pair], hash_password(PASSWORD))
+        # device keys are a keyed hash under the server's secret (docs/robustness.md)
+        good = key_hash(pepper_from(self.secret.encode()), GOOD_KEY)
         st = Store(self.db_url)
         with st.engine.begin() as c:
-            c.exec_driver_sql("UPDATE devices SET secret_hash = ?", (hash_password(GOOD_KEY),))
+            c.exec_driver_sql("UPDATE devices SET secret_hash = ?", (good,))
         st.close()
 
     def start(self) -> None:
@@ -191,6 +196,7 @@ class Server:
             "BANGPAE_DATA_DIR": str(self.data),
             "BANGPAE_LOG_LEVEL": "WARNING",
             "BANGPAE_TILE_URL": "",
+            "BANGPAE_SECRET_KEY": self.secret,
         }
         env.pop("BANGPAE_ALLOW_KEYLESS_DEVICES", None)  # every key is checked
         listen = {
