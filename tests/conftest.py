@@ -18,6 +18,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("BANGPAE_REQUIRE_TOTP_FOR_STAFF", "false")
     # Most tests register trackers without keys; the tests of keys turn this off.
     os.environ.setdefault("BANGPAE_ALLOW_KEYLESS_DEVICES", "true")
+    # Refused device identifications are answered at once (the delay has its own test).
+    os.environ.setdefault("BANGPAE_DEVICE_FAILURE_DELAY_S", "0")
 
 
 def services_required() -> bool:

@@ -129,6 +129,7 @@ class AppContext:
             pepper_from(self.secret),
             self.passwords.verify,
             lambda: self.settings.allow_keyless_devices,
+            failure_delay=lambda: self.settings.device_failure_delay_s,
         )
         self.device_keys.load()
 

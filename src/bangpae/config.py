@@ -229,6 +229,14 @@ class Settings(BaseSettings):
         "than this after it arrived, so that how long storing took (which can depend on "
         "the other party) does not show; 0: as soon as stored.",
     )
+    device_failure_delay_s: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="A refused device identification (unknown device, wrong key, too many "
+        "failures) is answered this late: a client that waits for its answers is slowed "
+        "to one guess a second per connection, at the cost of a sleeping request.",
+    )
     device_networks: str = Field(
         "",
         description="Comma-separated CIDRs devices may connect from (empty: any), "

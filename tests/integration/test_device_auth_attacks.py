@@ -271,3 +271,16 @@ async def test_a_flood_of_sign_ins_is_refused_busy_and_the_victims_reads_go_on(e
     busy = next(r for r in results[:12] if r.status_code == 503)
     assert busy.headers["Retry-After"] == "1" and busy.json()["code"] == "busy"
     assert all(r.status_code == 200 for r in results[12:])
+
+
+async def test_a_refused_guess_is_answered_late_and_a_right_key_at_once(env) -> None:
+    ctx, client, keys, _ = env
+    ctx.settings.device_failure_delay_s = 2.0
+    osm = client("osmand", NAT)
+    loop = asyncio.get_running_loop()
+    t = loop.time()
+    assert (await osm.get("/", params=osmand_params("ANKLE", new_key()))).status_code == 403
+    assert loop.time() - t >= 2.0  # a prober waiting for answers: one guess per delay
+    t = loop.time()
+    assert (await osm.get("/", params=osmand_params("ANKLE", keys["ANKLE"]))).status_code == 200
+    assert loop.time() - t < 2.0  # the device with its key is never made to wait

@@ -199,11 +199,12 @@ async def _device_auth(ctx: Any, request: Request) -> Any:
         raise HTTPException(401, "malformed Basic credentials") from None
     source = request.client.host if request.client else "?"
     found = await ctx.device_keys.authenticate(ident, key, source, ctx.clock.now())
-    if found == devicekeys.LIMITED:
-        raise HTTPException(429, "too many failed identifications, slow down")
     if isinstance(found, str) or found.secret is None:  # API devices always need their key
         if not isinstance(found, str):
             ctx.device_keys.guard.failed(source, ctx.clock.now())
+        await ctx.device_keys.refused()
+        if found == devicekeys.LIMITED:
+            raise HTTPException(429, "too many failed identifications, slow down")
         raise HTTPException(401, "unknown device or wrong key")
     return found
 

@@ -126,15 +126,25 @@ class DeviceKeys:
         verify_slow: Callable[[str, str], Awaitable[bool]],
         allow_keyless: Callable[[], bool] = lambda: False,
         guard: AuthGuard | None = None,
+        failure_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.store = store
         self.pepper = pepper
         self.verify_slow = verify_slow
         self.allow_keyless = allow_keyless
         self.guard = guard or AuthGuard()
+        self.failure_delay = failure_delay
         self._by_identifier: dict[str, Known] = {}
         self._max_id = 0  # the newest device read from the store
         self._caught_up = float("-inf")  # when (monotonic) devices were last read anew
+
+    async def refused(self) -> None:
+        """Wait before answering a refusal: a prober that waits for its answers (as an HTTP
+        client on one connection must) gets one guess per delay, and the server's loop
+        spends its time on the devices and people it serves (docs/robustness.md)."""
+        delay = self.failure_delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def load(self) -> None:
         """Read every device (at start; blocking)."""

@@ -75,6 +75,7 @@ class OsmAndListener:
             decoded.identifier, decoded.key, source, now
         )
         if isinstance(device, str):
+            await self.ctx.device_keys.refused()
             return self._refuse(*REFUSALS[device])
         device_id = device.device_id
         late = fix_time_refusal(

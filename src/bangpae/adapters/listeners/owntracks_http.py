@@ -24,6 +24,7 @@ REFUSALS = {
     devicekeys.BAD_KEY: (401, devicekeys.BAD_KEY, "wrong or missing device password"),
     devicekeys.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
 }
+IDENTIFICATION = frozenset(reason for _, reason, _ in REFUSALS.values())
 
 
 def _basic(request: Request) -> tuple[str | None, str | None]:
@@ -111,6 +112,8 @@ def owntracks_router(ctx: Any) -> APIRouter:
         fixes, refusal = await resolve(ctx, decoded.fixes, password, now, source=source)
         if refusal is not None:
             status, reason, detail = refusal
+            if reason in IDENTIFICATION:
+                await ctx.device_keys.refused()
             return refuse(status, reason, detail)
         if fixes:
             await ctx.ingest.submit(fixes)
