@@ -433,6 +433,11 @@ async def disable_user(w: World, who: str, variant: str) -> Call:
     return Call("POST", f"/api/v1/admin/users/{uid}/disable")
 
 
+async def unlock_user(w: World, who: str, variant: str) -> Call:
+    uid, _, _ = w.throwaway("clerk")
+    return Call("POST", f"/api/v1/admin/users/{uid}/unlock")
+
+
 async def access_request(w: World, who: str, variant: str) -> Call:
     body = {"person_id": w.person["offender"], "purpose": "verification_task"}
     return Call("POST", "/api/v1/access/requests", body | {"reason": "strap check, ticket 4411"})
@@ -563,7 +568,6 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/metrics"): Rule(get("/metrics"), PUBLIC),  # counters only, no person data
     ("GET", "/api/v1/openapi.json"): Rule(get("/api/v1/openapi.json"), PUBLIC),
     ("GET", "/api/v1/docs"): Rule(get("/api/v1/docs"), PUBLIC),
-    ("GET", "/docs/oauth2-redirect"): Rule(get("/docs/oauth2-redirect"), PUBLIC),
     ("GET", "/app/"): Rule(get("/app/"), PUBLIC),
     ("GET", "/field/"): Rule(get("/field/"), PUBLIC),
     ("GET", "/today"): Rule(get("/today"), PUBLIC),
@@ -573,6 +577,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/field/sw.js"): Rule(get("/field/sw.js"), PUBLIC),
     ("GET", "/static"): Rule(get("/static/css/app.css"), PUBLIC),
     ("GET", "/static/leaflet"): Rule(get("/static/leaflet/leaflet.js"), PUBLIC),
+    ("GET", "/static/swagger-ui"): Rule(get("/static/swagger-ui/swagger-ui.css"), PUBLIC),
     ("GET", "/api/v1/push/key"): Rule(get("/api/v1/push/key"), PUBLIC),  # a public key
     # signing in and out
     ("POST", "/api/v1/auth/login"): Rule(login, PUBLIC),
@@ -593,6 +598,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/admin/sessions"): Rule(get("/api/v1/admin/sessions"), roles=ADMIN),
     ("POST", "/api/v1/admin/sessions/{session_id}/revoke"): Rule(revoke_session, roles=ADMIN),
     ("POST", "/api/v1/admin/users/{user_id}/{action}"): Rule(disable_user, roles=ADMIN),
+    # the control centre lifts sign-in locks (a victim locked out by someone else)
+    ("POST", "/api/v1/admin/users/{user_id}/unlock"): Rule(unlock_user, roles=REGISTRARS),
     ("POST", "/api/v1/people"): Rule(
         on("POST", "/api/v1/people", {"kind": "victim", "name": "New"}), roles=REGISTRARS
     ),

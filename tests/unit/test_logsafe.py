@@ -63,11 +63,15 @@ def capture(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def test_a_library_record_keeps_its_arguments_apart_for_its_formatter(
-    capture: pytest.LogCaptureFixture,
+    capture: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # uvicorn's access formatter unpacks exactly these five arguments
     path = "/api/v1/police/live/Zq3kV9xYb2LmN8pQr5sT7uVw"
-    logging.getLogger("uvicorn.access").info(
+    access = logging.getLogger("uvicorn.access")
+    # a server started earlier in this process configured it not to propagate
+    monkeypatch.setattr(access, "propagate", True)
+    monkeypatch.setattr(access, "disabled", False)
+    access.info(
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", path, "1.1", 200
     )
     [r] = capture.records

@@ -46,6 +46,7 @@ def create_app(ctx: Any) -> FastAPI:
         version=__version__,
         openapi_url="/api/v1/openapi.json",
         docs_url=None,  # served from the package under our policy (bangpae.web.docs)
+        swagger_ui_oauth2_redirect_url=None,
         redoc_url=None,
         max_body_size=MAX_BODY,  # counted as it arrives: a chunked body has no length to check
         responses=problems.RESPONSES,  # every client error is problem+json
