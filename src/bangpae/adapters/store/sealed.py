@@ -1,5 +1,7 @@
 """Store methods for the fields kept encrypted at rest: people's phone numbers, and the
-zones and curfews of orders (in effect the victim's home, work and school addresses).
+zones and curfews of orders (in effect the victim's home, work and school addresses);
+fix positions are sealed otherwise (:mod:`~bangpae.adapters.store.positions`) and
+joined here for checks, rotations and cases.
 
 A mixin of :class:`~bangpae.adapters.store.store.Store`. The store seals these fields on
 write and opens them on read, so everything above it sees plaintext. No query selects
@@ -22,19 +24,17 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, bindparam, select
 
-from bangpae.adapters.crypto import PREFIX, DataKeyError, FieldCipher, is_sealed
+from bangpae.adapters.crypto import PREFIX, DataKeyError, is_sealed
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Invalid
+from bangpae.adapters.store.positions import SealedPositions
 
 # table -> its sealed columns
 SEALED: Mapping[str, tuple[str, ...]] = {"people": ("phone",), "orders": ("zones", "curfews")}
 
 
-class SealedFields(CaseStore):
+class SealedFields(SealedPositions):
     """Seal and open the sealed fields; re-seal them all under the newest key."""
-
-    cipher: FieldCipher | None = None
 
     def _seal(self, column: Column[Any], value: Any) -> Any:
         """A plaintext value as stored: sealed when there is a cipher (JSON as its text)."""
@@ -83,9 +83,11 @@ class SealedFields(CaseStore):
                         found.append((col, r[1], r[0]))
         for col, value, row_id in found:
             self._open(col, value, row_id)
+        self.check_positions()
 
     def reseal_fields(self) -> dict[str, dict[str, int]]:
-        """Seal every sealed field under the newest data key, one transaction per table.
+        """Seal every sealed field under the newest data key, one transaction per table,
+        then the fix positions in batches (:meth:`reseal_positions`).
 
         Sealed values are re-encrypted (``resealed``); plaintext left from before
         encryption is encrypted (``sealed``). Returns the counts per ``table.column``.
@@ -122,6 +124,7 @@ class SealedFields(CaseStore):
                         params,
                     )
             counts.update({f"{name}.{k}": v for k, v in tally.items()})
+        counts["fixes.position"] = self.reseal_positions()
         return counts
 
     # -- a case carries these fields opened ----------------------------------------------
@@ -142,7 +145,10 @@ class SealedFields(CaseStore):
     def case_tables(self, order_id: int) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
         """Each case table's rows for this order (sealed fields opened), then ``audit``."""
         for name, rows in super().case_tables(order_id):
-            yield name, (self._opened_rows(name, rows) if name in SEALED else rows)
+            if name == "fixes":
+                yield name, self._opened_fixes(rows)
+            else:
+                yield name, (self._opened_rows(name, rows) if name in SEALED else rows)
 
     def import_case(
         self,
@@ -153,6 +159,8 @@ class SealedFields(CaseStore):
 
         def sealed(name: str) -> Iterable[dict[str, Any]]:
             rows = tables(name)
+            if name == "fixes":
+                return self._sealed_fixes(rows)
             return self._sealed_rows(name, rows) if name in SEALED else rows
 
         return super().import_case(sealed, audit)
