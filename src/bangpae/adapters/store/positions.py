@@ -40,7 +40,8 @@ PLAIN = b"\x00"  # first byte of a record written without data keys
 POSITION = struct.Struct("<dddd")  # lat, lon, speed_mps, heading_deg (NaN: unknown)
 ROW = struct.Struct("<qqd")  # row id, device id, fix time: what a sealed record is bound to
 POSITION_FIELDS = ("lat", "lon", "speed_mps", "heading_deg")
-# Rows sealed or re-sealed per transaction: a writer holds SQLite's lock for about 50 ms.
+# Rows sealed or re-sealed per transaction: the writer holds SQLite's lock for ~66 ms a
+# batch (100,000 rows re-sealed in 3.3 s on the shared 2-core machine).
 SEAL_BATCH = 2000
 
 log = logging.getLogger("bangpae.store")
