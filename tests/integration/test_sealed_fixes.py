@@ -2,12 +2,13 @@
 
 The attack first: someone who copies the database file (and its write-ahead log) learns
 no coordinate of any fix, stored directly or through the engine with its events and
-incidents, though the same search finds every one in a store without keys; an alarm's
-event still carries its position (pinned as a known gap). Then: a record moved to another row, or a row's time or device changed, does not
-open; a rotation re-seals in batches and the newest key alone reads everything; a store
-without keys writes plaintext that a store with keys seals when it migrates; a database
-from before (schema 0007) is migrated, sealed, and scrubbed of the old values; a case
-carries positions opened and an import seals them again.
+incidents (an alarm's event carries its fix's position, sealed), though the same search
+finds every one in a store without keys. Then: a record moved to another row, or a
+row's time or device changed, does not open; a rotation re-seals in batches and the
+newest key alone reads everything; a store without keys writes plaintext that a store
+with keys seals when it migrates; a database from before (schema 0007) is migrated,
+sealed, and scrubbed of the old values; a case carries positions opened and an import
+seals them again.
 """
 
 from __future__ import annotations
@@ -208,18 +209,28 @@ def test_the_service_path_leaves_no_coordinate_in_the_file_events_and_incidents_
     assert _file_hits(db, fixes) == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an alarm event keeps its fix's lat/lon in events.data and incident_entries.data "
-    "(docs/data-at-rest.md, Not done here)",
-)
-def test_an_alarm_fix_leaves_no_coordinate_in_its_event(tmp_path: Path) -> None:
+def test_an_alarm_event_keeps_its_position_sealed_and_gives_it_back_opened(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "bangpae.sqlite"
-    store = Store(f"sqlite:///{db}", cipher=FieldCipher([new_key()]))
+    key = new_key()
+    store = Store(f"sqlite:///{db}", cipher=FieldCipher([key]))
     store.migrate()
-    ankle, phone, _ = _people(store)
+    ankle, phone, oid = _people(store)
     sos = Fix(phone, T0, 37.512345, 127.054321, 5.0, alarms=frozenset({"sos"}))
     asyncio.run(_ingest(store, [sos]))
+    assert _column_hits(db, [sos]) == set() and _file_hits(db, [sos]) == set()
+    (incident,) = [x for x in store.incidents(status="open") if x.kind == "sos"]
+    entry = next(e for e in store.get_incident(incident.id).timeline if e["action"] == "event")
+    assert (entry["data"]["data"]["lat"], entry["data"]["data"]["lon"]) == (sos.lat, sos.lon)
+    out = tmp_path / "case"
+    export_case(store, oid, out, now=T0 + 10)
+    assert "37.512345" in (out / "events.jsonl").read_text()
+    assert "37.512345" in (out / "incident_entries.jsonl").read_text()
+    store.cipher = FieldCipher([new_key(), key])
+    counts = store.reseal_fields()
+    assert counts["events.data"] == {"resealed": 1, "sealed": 0}
+    assert counts["incident_entries.data"] == {"resealed": 1, "sealed": 0}
     store.close()
     assert _column_hits(db, [sos]) == set()
 

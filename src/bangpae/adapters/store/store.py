@@ -884,8 +884,8 @@ class Store(
 
     # -- events and incidents ----------------------------------------------------------
 
-    @staticmethod
-    def _event_row(e: Event) -> dict[str, Any]:
+    def _event_row(self, e: Event) -> dict[str, Any]:
+        """An event as stored: an alarm's position sealed (see ``sealed``)."""
         return {
             "id": e.id,
             "kind": e.kind.value,
@@ -897,7 +897,7 @@ class Store(
             "tier_to": None if e.tier_to is None else int(e.tier_to),
             "distance_m": e.distance_m,
             "late": bool(e.late),
-            "data": dict(e.data),
+            "data": self._seal_place(dict(e.data)),
         }
 
     def _insert_events(self, c: Connection, events: Sequence[Event]) -> list[Event]:
@@ -1142,7 +1142,7 @@ class Store(
                 person_id=r.person_id,
                 device_id=r.device_id,
                 distance_m=r.distance_m,
-                data=r.data,
+                data=self._open_place(r.data, f"events {r.id}"),
             )
             for r in rows
         ]
@@ -1158,7 +1158,7 @@ class Store(
                     "actor": x.actor,
                     "note": x.note,
                     "event_id": x.event_id,
-                    "data": x.data,
+                    "data": self._opened_entry(x.data, x.id),
                 }
                 for x in c.execute(select(e).where(e.c.incident_id == r.id).order_by(e.c.id))
             )
