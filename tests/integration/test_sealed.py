@@ -149,6 +149,7 @@ def test_a_rotation_reseals_so_the_newest_key_alone_reads_everything(
         "orders.curfews": {"resealed": 1, "sealed": 0},
         "events.data": {"resealed": 0, "sealed": 0},
         "incident_entries.data": {"resealed": 0, "sealed": 0},
+        "handoffs.summary": {"resealed": 0, "sealed": 0},
         "fixes.position": {"resealed": 0, "sealed": 0, "current": 0},
     }
     after = _raw(sealed)

@@ -36,6 +36,9 @@ SEALED: Mapping[str, tuple[str, ...]] = {"people": ("phone",), "orders": ("zones
 # ``events.data`` and in the copy of the event in its incident's timeline entry.
 PLACE = "place_sealed"
 _PLACE_KEYS = ("lat", "lon")
+# A police hand-off's case summary names the parties' last known positions: that key of
+# ``handoffs.summary`` is sealed (its JSON as one value), the rest is read as it is.
+HANDOFF_POSITIONS = "last_known_positions"
 
 
 class SealedFields(SealedPositions):
@@ -95,6 +98,30 @@ class SealedFields(SealedPositions):
         except DataKeyError as exc:
             raise DataKeyError(f"{what} position: {exc}") from None
         return {**{k: v for k, v in data.items() if k != PLACE}, **place}
+
+    def _seal_in(self, data: Any, key: str) -> Any:
+        """A JSON value with its ``key`` sealed (with a cipher; sealed already: as it is)."""
+        if self.cipher is None or not isinstance(data, dict) or key not in data:
+            return data
+        if is_sealed(data[key]):
+            return data
+        value = json.dumps(data[key], separators=(",", ":"), ensure_ascii=False)
+        return {**data, key: self.cipher.encrypt(value)}
+
+    def _open_in(self, data: Any, key: str, what: str) -> Any:
+        """A stored JSON value with its ``key`` opened."""
+        if not isinstance(data, dict) or not is_sealed(data.get(key)):
+            return data
+        if self.cipher is None:
+            raise DataKeyError(
+                f"{what} {key} is encrypted, but no data keys were given: restore the "
+                "data-keys file it was encrypted with to the data directory, or set "
+                "BANGPAE_DATA_KEYS"
+            )
+        try:
+            return {**data, key: json.loads(self.cipher.decrypt(data[key]))}
+        except DataKeyError as exc:
+            raise DataKeyError(f"{what} {key}: {exc}") from None
 
     def _opened_entry(self, data: Any, entry_id: Any) -> Any:
         """A timeline entry's stored data: the copy of its event, position opened."""
@@ -205,6 +232,29 @@ class SealedFields(SealedPositions):
                         params,
                     )
             counts[f"{t.name}.data"] = tally
+        h, tally = s.handoffs, {"resealed": 0, "sealed": 0}
+        with self._write() as c:
+            rows = c.execute(
+                select(h.c.id, h.c.summary)
+                .where(cast(h.c.summary, Text).like(f'%"{HANDOFF_POSITIONS}"%'))
+                .order_by(h.c.id)
+                .with_for_update()
+            ).all()
+            params = []
+            for r in rows:
+                if not isinstance(r.summary, dict) or HANDOFF_POSITIONS not in r.summary:
+                    continue
+                tally["resealed" if is_sealed(r.summary[HANDOFF_POSITIONS]) else "sealed"] += 1
+                opened = self._open_in(r.summary, HANDOFF_POSITIONS, f"handoffs {r.id}")
+                params.append({"row_id": r.id, "v": self._seal_in(opened, HANDOFF_POSITIONS)})
+            if params:
+                c.execute(
+                    h.update()
+                    .where(h.c.id == bindparam("row_id"))
+                    .values(summary=bindparam("v", type_=h.c.summary.type)),
+                    params,
+                )
+        counts["handoffs.summary"] = tally
         return counts
 
     # -- a case carries these fields opened ----------------------------------------------
@@ -232,6 +282,14 @@ class SealedFields(SealedPositions):
                     name,
                     ({**r, "data": self._open_place(r["data"], f"events {r['id']}")} for r in rows),
                 )
+            elif name == "handoffs":
+                yield (
+                    name,
+                    (
+                        {**r, "summary": self._open_in(r["summary"], HANDOFF_POSITIONS, "handoffs")}
+                        for r in rows
+                    ),
+                )
             elif name == "incident_entries":
                 yield name, ({**r, "data": self._opened_entry(r["data"], r["id"])} for r in rows)
             else:
@@ -250,6 +308,10 @@ class SealedFields(SealedPositions):
                 return self._sealed_fixes(rows)
             if name == "events":
                 return ({**r, "data": self._seal_place(r["data"])} for r in rows)
+            if name == "handoffs":
+                return (
+                    {**r, "summary": self._seal_in(r["summary"], HANDOFF_POSITIONS)} for r in rows
+                )
             if name == "incident_entries":
                 return ({**r, "data": self._sealed_entry(r["data"])} for r in rows)
             return self._sealed_rows(name, rows) if name in SEALED else rows
