@@ -261,8 +261,8 @@ def open_store(settings: Settings, *, create: bool, check_audit_key: bool = True
         cipher=data_cipher(settings, create=False),
         audit_key=audit_key(settings, create=False),
     )
-    store.migrate()
     try:
+        store.migrate()  # with keys: checks them, then seals plaintext positions left
         store.check_keys()  # without keys: refused if anything is sealed (keys lost)
         # a keyed chain and no key: never make a new one (records nobody could verify)
         if check_audit_key and (store.audit_key is not None or create):
@@ -273,6 +273,7 @@ def open_store(settings: Settings, *, create: bool, check_audit_key: bool = True
         raise SystemExit(f"{kind}: {exc}") from None
     if store.cipher is None and create:
         store.cipher = data_cipher(settings, create=True)
+        store.seal_positions()  # written by tools run before the first start
     if store.audit_key is None and create:
         store.audit_key = audit_key(settings, create=True)
     return store

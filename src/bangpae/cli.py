@@ -161,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(im)
     im.add_argument("directory", type=Path)
 
-    k = sub.add_parser("keys", help="the data keys encrypting phone numbers and zones at rest")
+    k = sub.add_parser(
+        "keys", help="the data keys encrypting phone numbers, zones and positions at rest"
+    )
     ksub = k.add_subparsers(dest="keys_command", required=True)
     kr = ksub.add_parser(
         "rotate",

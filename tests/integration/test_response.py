@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from geographiclib.geodesic import Geodesic
+from sqlalchemy import text
 
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import ManualClock
@@ -560,6 +561,11 @@ async def test_a_webhook_hand_off_is_retried_until_delivered_and_signed(
     assert case["order"]["id"] == env.order and case["note"] == "patrol requested"
     assert case["last_known_positions"]["offender"]["lat"] == pytest.approx(at(50)[0], abs=1e-6)
     assert [e["action"] for e in case["timeline"]][0] == "event"
+    with env.ctx.store.engine.connect() as c:  # kept sealed: the positions are not at rest
+        raw = c.execute(
+            text("SELECT CAST(summary AS TEXT) FROM handoffs WHERE id = :id"), {"id": hid}
+        ).scalar_one()
+    assert "enc1:" in raw and repr(case["last_known_positions"]["offender"]["lat"]) not in raw
 
     # the police follow the live link while the hand-off is open; each read is audited
     path = live_url.removeprefix("https://bangpae.example")

@@ -11,6 +11,7 @@ import pytest
 from bangpae.adapters.crypto import (
     KEY_FILE,
     PREFIX,
+    RECORD_SEALED,
     DataKeyError,
     FieldCipher,
     add_key,
@@ -135,3 +136,48 @@ def test_a_key_file_readable_by_others_is_warned_about(
     os.chmod(path, 0o644)
     FieldCipher.from_file(path)
     assert "chmod 600" in caplog.text
+
+
+# -- records: positions sealed with AES-GCM under a derived subkey ------------------------
+
+ROW = b"row 7, device 3, at t"
+
+
+def test_a_record_opens_only_with_its_scope_and_its_row() -> None:
+    cipher = FieldCipher([new_key()])
+    (record,) = cipher.seal_records([3], [ROW], [b"37.5,127.0"])
+    assert b"37.5" not in record and record[0] == RECORD_SEALED
+    assert cipher.open_record(3, ROW, record) == b"37.5,127.0"
+    with pytest.raises(DataKeyError, match="does not authenticate"):
+        cipher.open_record(4, ROW, record)  # another device's key
+    with pytest.raises(DataKeyError, match="does not authenticate"):
+        cipher.open_record(3, b"row 8, device 3, at t", record)  # another row
+    altered = record[:-1] + bytes([record[-1] ^ 1])
+    with pytest.raises(DataKeyError, match="does not authenticate"):
+        cipher.open_record(3, ROW, altered)
+
+
+def test_equal_positions_seal_to_unequal_records() -> None:
+    cipher = FieldCipher([new_key()])
+    a, b = cipher.seal_records([3, 3], [ROW, ROW], [b"same", b"same"])
+    assert a != b and cipher.open_record(3, ROW, a) == cipher.open_record(3, ROW, b)
+
+
+def test_a_record_names_its_key_so_a_rotation_reads_old_ones_and_skips_current_ones() -> None:
+    old, new = new_key(), new_key()
+    (record,) = FieldCipher([old]).seal_records([1], [ROW], [b"x"])
+    both = FieldCipher([new, old])
+    assert both.open_record(1, ROW, record) == b"x" and not both.record_is_current(record)
+    (fresh,) = both.seal_records([1], [ROW], [b"x"])
+    assert both.record_is_current(fresh) and FieldCipher([new]).open_record(1, ROW, fresh) == b"x"
+    with pytest.raises(DataKeyError, match="not among the 1 given"):
+        FieldCipher([new]).open_record(1, ROW, record)
+
+
+def test_a_record_sealed_after_another_process_rotated_the_key_file_opens(tmp_path: Path) -> None:
+    path = tmp_path / KEY_FILE
+    reader = open_data_keys(tmp_path, None, create=True)
+    assert reader is not None
+    writer = add_key(FieldCipher.from_file(path))
+    (record,) = writer.seal_records([1], [ROW], [b"x"])
+    assert reader.open_record(1, ROW, record) == b"x"

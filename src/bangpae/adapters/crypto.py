@@ -11,23 +11,45 @@ file ``data-keys`` in the data directory (one key per line, newest first, mode 0
 which is made on first start when neither exists. Every process that opens the database
 needs the same keys. A process reading the key file reloads it when it changes, so a
 rotation made by the command line reaches a running service without a restart.
+
+Positions are too many for Fernet (about 6 µs a value, and 100 bytes of base64 each):
+a fix's position is sealed as one AES-256-GCM record (about 1 µs) under a subkey of the
+data keys, derived with HKDF for that purpose and then per device, so that random
+96-bit nonces stay far inside their bound (2**32 records per key: one device sending a
+fix a second for 136 years). The record names the data key it was sealed with (a key
+id of 4 bytes, derived too), and the caller's associated data binds it to its row.
+docs/data-at-rest.md has the argument.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
+import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 PREFIX = "enc1:"
 KEY_FILE = "data-keys"
 ENV = "BANGPAE_DATA_KEYS"
+
+# A sealed record: format, key id, nonce, then AES-GCM's ciphertext and 16-byte tag.
+RECORD_SEALED = 1
+RECORD_HEADER = struct.Struct("<BI")  # format, key id
+NONCE_BYTES = 12
+TAG_BYTES = 16
+# The purpose a record subkey is derived for: another purpose gets unrelated keys.
+POSITIONS = b"bangpae/fix-position/v1"
 
 log = logging.getLogger("bangpae.crypto")
 
@@ -120,11 +142,41 @@ def write_key_file(path: Path, keys: Sequence[str]) -> None:
     _put_key_file(path, keys, replace=True)
 
 
+class _RecordKey:
+    """One data key's subkey for one purpose, and the AES-GCM keys per scope (a device)."""
+
+    def __init__(self, key: str, purpose: bytes) -> None:
+        ikm = base64.urlsafe_b64decode(key.encode())
+        self.prk = HKDF(hashes.SHA256(), 32, salt=None, info=purpose).derive(ikm)
+        kid = HKDFExpand(hashes.SHA256(), 4, b"key-id").derive(self.prk)
+        self.key_id = int.from_bytes(kid, "little")
+        self.header = RECORD_HEADER.pack(RECORD_SEALED, self.key_id)
+        self._scoped: dict[int, AESGCM] = {}
+
+    def aead(self, scope: int) -> AESGCM:
+        """The AES-256-GCM key of one scope (made once, then kept)."""
+        a = self._scoped.get(scope)
+        if a is None:
+            info = b"scope:" + scope.to_bytes(8, "little", signed=True)
+            a = AESGCM(HKDFExpand(hashes.SHA256(), 32, info).derive(self.prk))
+            self._scoped[scope] = a
+        return a
+
+
 @dataclass(frozen=True, slots=True)
 class _Keys:
     keys: tuple[str, ...]
     fernet: MultiFernet
     stamp: tuple[int, int, int] | None
+    records: tuple[_RecordKey, ...]  # POSITIONS subkeys, newest first
+
+    @classmethod
+    def of(cls, keys: Sequence[str], where: str, stamp: tuple[int, int, int] | None) -> _Keys:
+        fernet = _fernets(keys, where)  # checks every key first
+        records = tuple(_RecordKey(k, POSITIONS) for k in keys)
+        if len({rk.key_id for rk in records}) < len(set(keys)):  # about 2**-32 a pair
+            raise DataKeyError(f"two data keys of {where} share a record key id: make a new one")
+        return cls(tuple(keys), fernet, stamp, records)
 
 
 class FieldCipher:
@@ -138,7 +190,7 @@ class FieldCipher:
     ) -> None:
         self.path = path
         where = str(path) if path is not None else ENV
-        self._keys = _Keys(tuple(keys), _fernets(keys, where), stamp)
+        self._keys = _Keys.of(keys, where, stamp)
         self._lock = threading.Lock()
 
     @classmethod
@@ -164,7 +216,7 @@ class FieldCipher:
             if stamp == self._keys.stamp:
                 return False
             keys = read_key_file(self.path)
-            self._keys = _Keys(tuple(keys), _fernets(keys, str(self.path)), stamp)
+            self._keys = _Keys.of(keys, str(self.path), stamp)
             return True
 
     def encrypt(self, plaintext: str) -> str:
@@ -199,6 +251,60 @@ class FieldCipher:
         except InvalidToken:
             raise self._refused() from None
         return PREFIX + token.decode()
+
+    # -- records: one AES-GCM call per position ---------------------------------------
+
+    def seal_records(
+        self, scopes: Sequence[int], associated: Sequence[bytes], plaintexts: Sequence[bytes]
+    ) -> list[bytes]:
+        """Seal each plaintext under the newest key's subkey for its scope (a device id),
+        bound to its associated data (its row): ``format | key id | nonce | ciphertext``.
+        """
+        self._reload()  # a rotation's new key is used from the next write on
+        rk = self._keys.records[0]
+        head = rk.header
+        nonces = os.urandom(NONCE_BYTES * len(plaintexts))  # one system call per batch
+        out = []
+        for k, (scope, ad, pt) in enumerate(zip(scopes, associated, plaintexts, strict=True)):
+            nonce = nonces[NONCE_BYTES * k : NONCE_BYTES * (k + 1)]
+            out.append(head + nonce + rk.aead(scope).encrypt(nonce, pt, head + ad))
+        return out
+
+    def _record_key(self, record: bytes) -> _RecordKey | None:
+        """The key whose id the record names, if it is given."""
+        if len(record) < RECORD_HEADER.size + NONCE_BYTES + TAG_BYTES:
+            return None
+        form, key_id = RECORD_HEADER.unpack_from(record)
+        if form != RECORD_SEALED:
+            return None
+        return next((rk for rk in self._keys.records if rk.key_id == key_id), None)
+
+    def open_record(self, scope: int, associated: bytes, record: bytes) -> bytes:
+        """The plaintext of a sealed record; DataKeyError when no key given sealed it, or
+        when it was altered or moved (to another row or device) since."""
+        rk = self._record_key(record)
+        if rk is None and self._reload():  # sealed under a key another process added
+            rk = self._record_key(record)
+        if rk is None:
+            raise DataKeyError(
+                "a sealed record names a data key that is not among the "
+                f"{len(self._keys.keys)} given, or is not a sealed record: restore the old "
+                "key (newest first)"
+            )
+        start = RECORD_HEADER.size
+        nonce, body = record[start : start + NONCE_BYTES], record[start + NONCE_BYTES :]
+        try:
+            return rk.aead(scope).decrypt(nonce, body, rk.header + associated)
+        except InvalidTag:
+            raise DataKeyError(
+                "a sealed record does not authenticate: it was altered, or moved from "
+                "another row or device"
+            ) from None
+
+    def record_is_current(self, record: bytes) -> bool:
+        """Whether a record was sealed under the newest key (a rotation leaves it as it is)."""
+        self._reload()
+        return self._record_key(record) is self._keys.records[0]
 
     def _refused(self) -> DataKeyError:
         n = len(self._keys.keys)

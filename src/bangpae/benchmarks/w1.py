@@ -167,10 +167,12 @@ def run_once(f: W1Fixes, store: str) -> dict[str, Any]:
     st = None
     tmpdir = None
     if store == "sqlite":
+        from bangpae.adapters.crypto import FieldCipher, new_key
         from bangpae.adapters.store import Store
 
         tmpdir = tempfile.TemporaryDirectory(prefix="bangpae-w1-")
-        st = Store(f"sqlite:///{tmpdir.name}/w1.sqlite")
+        # with a data key, as the service runs: positions are sealed as they are stored
+        st = Store(f"sqlite:///{tmpdir.name}/w1.sqlite", cipher=FieldCipher([new_key()]))
         st.migrate()
         for k in range(1, n + 1, 5000):  # people and devices the fixes refer to
             with st.engine.begin() as c:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    Engine,
     Row,
     Select,
     Table,
@@ -145,6 +146,9 @@ class StoreBase:
 
     if TYPE_CHECKING:  # provided by Store
         _audit_lock: threading.Lock
+        engine: Engine
+        _serial: AbstractContextManager[Any]  # one caller at a time (in-memory SQLite)
+        _writers: AbstractContextManager[Any]  # this process's writers, one at a time
 
         @property
         def dialect(self) -> str:
@@ -156,8 +160,9 @@ class StoreBase:
         def _pg_lock(self, c: Connection, key: int) -> None: ...
         def _seal(self, column: Column[Any], value: Any) -> Any: ...
         def _open(self, column: Column[Any], value: Any, row_id: Any) -> Any: ...
-        @staticmethod
-        def _stored(r: Row[Any]) -> Any: ...
+        def _seal_in(self, data: Any, key: str) -> Any: ...
+        def _open_in(self, data: Any, key: str, what: str) -> Any: ...
+        def _stored(self, r: Row[Any]) -> Any: ...
         def _audit_insert(
             self,
             c: Connection,

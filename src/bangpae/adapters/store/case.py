@@ -20,9 +20,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     Connection,
     Float,
     Integer,
+    MetaData,
     String,
     Table,
     and_,
@@ -69,9 +71,38 @@ AUDIT_COLUMNS = (
 _BATCH = 1000
 _CHUNK = 500
 
+# A case carries fixes with their positions opened, in the columns the table had before
+# positions were sealed (schema 0008): the files do not depend on this instance's keys,
+# and a case exported before still imports.
+_CARRIED_FIXES = Table(
+    "fixes",
+    MetaData(),
+    Column("id", s.Id, primary_key=True),
+    Column("device_id", s.Id, nullable=False),
+    Column("fix_time", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("accuracy_m", Float),
+    Column("speed_mps", Float),
+    Column("heading_deg", Float),
+    Column("battery_pct", Float),
+    Column("valid", Boolean, nullable=False),
+    Column("alarms", String(200), nullable=False, default=""),
+    Column("late", Boolean, nullable=False, default=False),
+    Column("hold", Boolean, nullable=False, default=False),
+)
+
 
 def case_table(name: str) -> Table:
-    """The schema table of a case table name."""
+    """The table a case file of this name carries: its columns and their types."""
+    if name not in CASE_TABLES:
+        raise Invalid(f"{name!r} is not a table of a case")
+    return _CARRIED_FIXES if name == "fixes" else s.metadata.tables[name]
+
+
+def stored_table(name: str) -> Table:
+    """The schema table a case table is read from and written to."""
     if name not in CASE_TABLES:
         raise Invalid(f"{name!r} is not a table of a case")
     return s.metadata.tables[name]
@@ -152,8 +183,9 @@ class CaseStore(StoreBase):
                 return and_(true(), *bounds)
 
             def rows(name: str, where: Any, order_by: Any = None) -> Iterator[dict[str, Any]]:
-                t = case_table(name)
-                cols = [t.c[x] for x in case_columns(name)]
+                t = stored_table(name)  # positions still sealed (SealedFields opens them)
+                skip = EXCLUDED.get(name, frozenset())
+                cols = [x for x in t.columns if x.name not in skip]
                 q = select(*cols).where(where).order_by(t.c.id if order_by is None else order_by)
                 for r in c.execute(q).yield_per(_BATCH):
                     yield {col.name: _plain(col, r[k]) for k, col in enumerate(cols)}
@@ -228,7 +260,7 @@ class CaseStore(StoreBase):
         counts: dict[str, int] = {}
         with self._audit_lock, self._write() as c:
             for name in CASE_TABLES:
-                table = case_table(name)
+                table = stored_table(name)
                 n = 0
                 batch: list[dict[str, Any]] = []
                 try:
@@ -264,7 +296,7 @@ class CaseStore(StoreBase):
     def _advance_sequences(c: Connection) -> None:
         """Move PostgreSQL's id sequences past the ids just inserted."""
         for name in CASE_TABLES:
-            t = case_table(name)
+            t = stored_table(name)
             if not isinstance(t.c.id.type, Integer):
                 continue
             top = c.execute(select(func.max(t.c.id))).scalar()
@@ -284,7 +316,7 @@ class CaseStore(StoreBase):
         """The first (table, id) of these already stored here, if any."""
         with self._read() as c:
             for name, values in ids.items():
-                t = case_table(name)
+                t = stored_table(name)
                 for k in range(0, len(values), _CHUNK):
                     chunk = list(values[k : k + _CHUNK])
                     hit = c.execute(select(t.c.id).where(t.c.id.in_(chunk)).limit(1)).scalar()

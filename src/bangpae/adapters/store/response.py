@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row, and_, func, select
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, insert_action_entry
 from bangpae.adapters.store.errors import Invalid, NotFound
+from bangpae.adapters.store.sealed import HANDOFF_POSITIONS
 from bangpae.domain.model import Fix, Person, PersonKind
 
 FINAL = ("resolved", "false_alarm")
@@ -246,7 +247,7 @@ class ResponseStore(StoreBase):
                     channel=channel,
                     status="pending",
                     note=note,
-                    summary=summary,
+                    summary=self._seal_in(summary, HANDOFF_POSITIONS),
                     token_hash=token_hash,
                     attempts=0,
                     created_at=at,
@@ -258,21 +259,22 @@ class ResponseStore(StoreBase):
             hid = int(key[0])
             # the case summary names its own hand-off: set it once the id is known
             c.execute(
-                h.update().where(h.c.id == hid).values(summary={**summary, "handoff_id": hid})
+                h.update()
+                .where(h.c.id == hid)
+                .values(summary=self._seal_in({**summary, "handoff_id": hid}, HANDOFF_POSITIONS))
             )
             data = {"handoff_id": hid, "channel": channel}
             self._entry(c, incident_id, "handoff", actor, at, note, data, True)
             return hid
 
-    @staticmethod
-    def _handoff(r: Row[Any], attempts: tuple[HandoffAttempt, ...]) -> HandoffRecord:
+    def _handoff(self, r: Row[Any], attempts: tuple[HandoffAttempt, ...]) -> HandoffRecord:
         return HandoffRecord(
             id=int(r.id),
             incident_id=int(r.incident_id),
             channel=r.channel,
             status=r.status,
             note=r.note,
-            summary=dict(r.summary),
+            summary=dict(self._open_in(r.summary, HANDOFF_POSITIONS, f"handoffs {r.id}")),
             created_at=float(r.created_at),
             created_by=r.created_by,
             closed_at=r.closed_at,

@@ -11,11 +11,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import false as sa_false
 
@@ -78,6 +80,14 @@ orders = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# A position record in plaintext (first byte 0: written by a store without data keys), as
+# SQL per dialect; the partial index ix_fixes_plain holds these rows only, so a store with
+# keys finds the ones it must seal without reading the whole table.
+PLAIN_POSITION = {
+    "sqlite": "substr(position, 1, 1) = x'00'",
+    "postgresql": "get_byte(position, 0) = 0",
+}
+
 fixes = Table(
     "fixes",
     metadata,
@@ -85,11 +95,10 @@ fixes = Table(
     Column("device_id", Id, ForeignKey("devices.id"), nullable=False),
     Column("fix_time", Float, nullable=False),
     Column("received_at", Float, nullable=False),
-    Column("lat", Float, nullable=False),
-    Column("lon", Float, nullable=False),
+    # lat, lon, speed and heading, sealed with the data keys and bound to the row's id,
+    # device and fix time (schema 0008; adapters/store/positions.py)
+    Column("position", LargeBinary, nullable=False),
     Column("accuracy_m", Float),
-    Column("speed_mps", Float),
-    Column("heading_deg", Float),
     Column("battery_pct", Float),
     Column("valid", Boolean, nullable=False),
     Column("alarms", String(200), nullable=False, default=""),
@@ -97,6 +106,12 @@ fixes = Table(
     Column("hold", Boolean, nullable=False, default=False),
     Index("ix_fixes_device_time", "device_id", "fix_time"),
     Index("ix_fixes_device_id", "device_id", "id"),
+    Index(
+        "ix_fixes_plain",
+        "id",
+        sqlite_where=text(PLAIN_POSITION["sqlite"]),
+        postgresql_where=text(PLAIN_POSITION["postgresql"]),
+    ),
 )
 
 events = Table(

@@ -1,5 +1,7 @@
 """Store methods for the fields kept encrypted at rest: people's phone numbers, and the
-zones and curfews of orders (in effect the victim's home, work and school addresses).
+zones and curfews of orders (in effect the victim's home, work and school addresses);
+fix positions are sealed otherwise (:mod:`~bangpae.adapters.store.positions`) and
+joined here for checks, rotations and cases.
 
 A mixin of :class:`~bangpae.adapters.store.store.Store`. The store seals these fields on
 write and opens them on read, so everything above it sees plaintext. No query selects
@@ -20,21 +22,27 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Column, bindparam, select
+from sqlalchemy import JSON, Column, Text, bindparam, cast, or_, select
 
-from bangpae.adapters.crypto import PREFIX, DataKeyError, FieldCipher, is_sealed
+from bangpae.adapters.crypto import PREFIX, DataKeyError, is_sealed
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Invalid
+from bangpae.adapters.store.positions import SealedPositions
 
 # table -> its sealed columns
 SEALED: Mapping[str, tuple[str, ...]] = {"people": ("phone",), "orders": ("zones", "curfews")}
+# An alarm event keeps the position of the fix that raised it (domain/health.py): stored,
+# its ``lat`` and ``lon`` become one sealed value under this key of the event's data, in
+# ``events.data`` and in the copy of the event in its incident's timeline entry.
+PLACE = "place_sealed"
+_PLACE_KEYS = ("lat", "lon")
+# A police hand-off's case summary names the parties' last known positions: that key of
+# ``handoffs.summary`` is sealed (its JSON as one value), the rest is read as it is.
+HANDOFF_POSITIONS = "last_known_positions"
 
 
-class SealedFields(CaseStore):
+class SealedFields(SealedPositions):
     """Seal and open the sealed fields; re-seal them all under the newest key."""
-
-    cipher: FieldCipher | None = None
 
     def _seal(self, column: Column[Any], value: Any) -> Any:
         """A plaintext value as stored: sealed when there is a cipher (JSON as its text)."""
@@ -64,6 +72,68 @@ class SealedFields(CaseStore):
             raise DataKeyError(f"{what}: {exc}") from None
         return json.loads(plain) if isinstance(column.type, JSON) else plain
 
+    def _seal_place(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An event's data as stored: its position sealed into one value (with a cipher)."""
+        if self.cipher is None or not isinstance(data, dict):
+            return data
+        if not any(k in data for k in _PLACE_KEYS):
+            return data
+        place = {k: data[k] for k in _PLACE_KEYS if k in data}
+        out = {k: v for k, v in data.items() if k not in _PLACE_KEYS}
+        out[PLACE] = self.cipher.encrypt(json.dumps(place, separators=(",", ":")))
+        return out
+
+    def _open_place(self, data: Any, what: str) -> Any:
+        """An event's stored data with its position opened (data without one as it is)."""
+        if not isinstance(data, dict) or not is_sealed(data.get(PLACE)):
+            return data
+        if self.cipher is None:
+            raise DataKeyError(
+                f"{what} position is encrypted, but no data keys were given: restore the "
+                "data-keys file it was encrypted with to the data directory, or set "
+                "BANGPAE_DATA_KEYS"
+            )
+        try:
+            place = json.loads(self.cipher.decrypt(data[PLACE]))
+        except DataKeyError as exc:
+            raise DataKeyError(f"{what} position: {exc}") from None
+        return {**{k: v for k, v in data.items() if k != PLACE}, **place}
+
+    def _seal_in(self, data: Any, key: str) -> Any:
+        """A JSON value with its ``key`` sealed (with a cipher; sealed already: as it is)."""
+        if self.cipher is None or not isinstance(data, dict) or key not in data:
+            return data
+        if is_sealed(data[key]):
+            return data
+        value = json.dumps(data[key], separators=(",", ":"), ensure_ascii=False)
+        return {**data, key: self.cipher.encrypt(value)}
+
+    def _open_in(self, data: Any, key: str, what: str) -> Any:
+        """A stored JSON value with its ``key`` opened."""
+        if not isinstance(data, dict) or not is_sealed(data.get(key)):
+            return data
+        if self.cipher is None:
+            raise DataKeyError(
+                f"{what} {key} is encrypted, but no data keys were given: restore the "
+                "data-keys file it was encrypted with to the data directory, or set "
+                "BANGPAE_DATA_KEYS"
+            )
+        try:
+            return {**data, key: json.loads(self.cipher.decrypt(data[key]))}
+        except DataKeyError as exc:
+            raise DataKeyError(f"{what} {key}: {exc}") from None
+
+    def _opened_entry(self, data: Any, entry_id: Any) -> Any:
+        """A timeline entry's stored data: the copy of its event, position opened."""
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            return {**data, "data": self._open_place(data["data"], f"incident_entries {entry_id}")}
+        return data
+
+    def _sealed_entry(self, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            return {**data, "data": self._seal_place(data["data"])}
+        return data
+
     def check_keys(self) -> None:
         """Raise DataKeyError unless the keys open the newest sealed value of each table.
 
@@ -83,9 +153,11 @@ class SealedFields(CaseStore):
                         found.append((col, r[1], r[0]))
         for col, value, row_id in found:
             self._open(col, value, row_id)
+        self.check_positions()
 
     def reseal_fields(self) -> dict[str, dict[str, int]]:
-        """Seal every sealed field under the newest data key, one transaction per table.
+        """Seal every sealed field under the newest data key, one transaction per table,
+        then the fix positions in batches (:meth:`reseal_positions`).
 
         Sealed values are re-encrypted (``resealed``); plaintext left from before
         encryption is encrypted (``sealed``). Returns the counts per ``table.column``.
@@ -122,6 +194,67 @@ class SealedFields(CaseStore):
                         params,
                     )
             counts.update({f"{name}.{k}": v for k, v in tally.items()})
+        counts.update(self._reseal_places())
+        counts["fixes.position"] = self.reseal_positions()
+        return counts
+
+    def _reseal_places(self) -> dict[str, dict[str, int]]:
+        """Seal every event's position (and its timeline copy's) under the newest key."""
+        counts: dict[str, dict[str, int]] = {}
+        for t, entry in ((s.events, False), (s.incident_entries, True)):
+            tally = {"resealed": 0, "sealed": 0}
+            text_of = cast(t.c.data, Text)
+            with self._write() as c:
+                rows = c.execute(
+                    select(t.c.id, t.c.data)
+                    .where(or_(text_of.like(f'%"{PLACE}"%'), text_of.like('%"lat"%')))
+                    .order_by(t.c.id)
+                    .with_for_update()
+                ).all()
+                params = []
+                for r in rows:
+                    inner = r.data.get("data") if entry else r.data
+                    if not isinstance(inner, dict) or not (
+                        PLACE in inner or any(k in inner for k in _PLACE_KEYS)
+                    ):
+                        continue
+                    tally["resealed" if PLACE in inner else "sealed"] += 1
+                    opened = self._open_place(inner, f"{t.name} {r.id}")
+                    sealed = self._seal_place(opened)
+                    params.append(
+                        {"row_id": r.id, "v": {**r.data, "data": sealed} if entry else sealed}
+                    )
+                if params:
+                    c.execute(
+                        t.update()
+                        .where(t.c.id == bindparam("row_id"))
+                        .values(data=bindparam("v", type_=t.c.data.type)),
+                        params,
+                    )
+            counts[f"{t.name}.data"] = tally
+        h, tally = s.handoffs, {"resealed": 0, "sealed": 0}
+        with self._write() as c:
+            rows = c.execute(
+                select(h.c.id, h.c.summary)
+                .where(cast(h.c.summary, Text).like(f'%"{HANDOFF_POSITIONS}"%'))
+                .order_by(h.c.id)
+                .with_for_update()
+            ).all()
+            params = []
+            for r in rows:
+                if not isinstance(r.summary, dict) or HANDOFF_POSITIONS not in r.summary:
+                    continue
+                tally["resealed" if is_sealed(r.summary[HANDOFF_POSITIONS]) else "sealed"] += 1
+                opened = self._open_in(r.summary, HANDOFF_POSITIONS, f"handoffs {r.id}")
+                params.append({"row_id": r.id, "v": self._seal_in(opened, HANDOFF_POSITIONS)})
+            if params:
+                c.execute(
+                    h.update()
+                    .where(h.c.id == bindparam("row_id"))
+                    .values(summary=bindparam("v", type_=h.c.summary.type)),
+                    params,
+                )
+        counts["handoffs.summary"] = tally
         return counts
 
     # -- a case carries these fields opened ----------------------------------------------
@@ -142,7 +275,25 @@ class SealedFields(CaseStore):
     def case_tables(self, order_id: int) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
         """Each case table's rows for this order (sealed fields opened), then ``audit``."""
         for name, rows in super().case_tables(order_id):
-            yield name, (self._opened_rows(name, rows) if name in SEALED else rows)
+            if name == "fixes":
+                yield name, self._opened_fixes(rows)
+            elif name == "events":
+                yield (
+                    name,
+                    ({**r, "data": self._open_place(r["data"], f"events {r['id']}")} for r in rows),
+                )
+            elif name == "handoffs":
+                yield (
+                    name,
+                    (
+                        {**r, "summary": self._open_in(r["summary"], HANDOFF_POSITIONS, "handoffs")}
+                        for r in rows
+                    ),
+                )
+            elif name == "incident_entries":
+                yield name, ({**r, "data": self._opened_entry(r["data"], r["id"])} for r in rows)
+            else:
+                yield name, (self._opened_rows(name, rows) if name in SEALED else rows)
 
     def import_case(
         self,
@@ -153,6 +304,16 @@ class SealedFields(CaseStore):
 
         def sealed(name: str) -> Iterable[dict[str, Any]]:
             rows = tables(name)
+            if name == "fixes":
+                return self._sealed_fixes(rows)
+            if name == "events":
+                return ({**r, "data": self._seal_place(r["data"])} for r in rows)
+            if name == "handoffs":
+                return (
+                    {**r, "summary": self._seal_in(r["summary"], HANDOFF_POSITIONS)} for r in rows
+                )
+            if name == "incident_entries":
+                return ({**r, "data": self._sealed_entry(r["data"])} for r in rows)
             return self._sealed_rows(name, rows) if name in SEALED else rows
 
         return super().import_case(sealed, audit)

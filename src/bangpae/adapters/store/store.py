@@ -70,6 +70,7 @@ from bangpae.adapters.store.base import (
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
+from bangpae.adapters.store.positions import packed_positions, take_ids
 from bangpae.adapters.store.response import ResponseStore
 from bangpae.adapters.store.retention import RetentionStore
 from bangpae.adapters.store.sealed import SealedFields
@@ -358,14 +359,12 @@ def _fits(column: Column[Any], value: str | None) -> None:
 
 # a fix row's columns, in the order of _SQLITE_FIX_INSERT's parameters
 _FIX_ROW = (
+    "id",
     "device_id",
     "fix_time",
     "received_at",
-    "lat",
-    "lon",
+    "position",
     "accuracy_m",
-    "speed_mps",
-    "heading_deg",
     "battery_pct",
     "valid",
     "alarms",
@@ -391,20 +390,20 @@ def _or_none(column: npt.NDArray[np.float64]) -> list[float | None]:
     return values.tolist()  # type: ignore[no-any-return]
 
 
-def _fix_rows(batch: FixBatch, late: npt.NDArray[np.bool_]) -> list[tuple[Any, ...]]:
+def _fix_rows(
+    batch: FixBatch, late: npt.NDArray[np.bool_], ids: list[int], positions: list[bytes]
+) -> list[tuple[Any, ...]]:
     """The batch's rows as the driver binds them, columns in the order of _FIX_ROW."""
     alarms = batch.alarms
     text = [ALARM_TEXT[m] for m in alarms.tolist()] if alarms.any() else [""] * len(batch)
     return list(
         zip(
+            ids,
             batch.device.tolist(),
             batch.t.tolist(),
             batch.received_or_fix_time().tolist(),
-            batch.lat.tolist(),
-            batch.lon.tolist(),
+            positions,
             _or_none(batch.acc),
-            _or_none(batch.speed),
-            _or_none(batch.heading),
             _or_none(batch.battery),
             batch.valid.tolist(),
             text,
@@ -455,8 +454,9 @@ class Store(
 ):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``).
 
-    ``cipher`` seals phone numbers and order zones at rest (see ``sealed``); without one
-    they are written in plaintext, for tools and tests that do not care.
+    ``cipher`` seals phone numbers, order zones (see ``sealed``) and fix positions (see
+    ``positions``) at rest; without one they are written in plaintext, for tools and
+    tests that do not care.
     """
 
     def __init__(
@@ -532,7 +532,9 @@ class Store(
             c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent; concurrent runs wait)."""
+        """Bring the schema to the newest Alembic revision (idempotent; concurrent runs wait);
+        with a cipher, then seal the plaintext positions left (once the keys are known to
+        open what is sealed already: DataKeyError otherwise, and nothing sealed)."""
         from alembic import command
         from alembic.config import Config
 
@@ -542,6 +544,9 @@ class Store(
             self._pg_lock(conn, _LOCK_MIGRATE)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        if self.cipher is not None:
+            self.check_keys()
+            self.seal_positions()
 
     def close(self) -> None:
         """Release connections."""
@@ -782,22 +787,22 @@ class Store(
         flags = np.zeros(n, dtype=np.bool_) if late is None else np.asarray(late, dtype=np.bool_)
         if len(flags) != n:
             raise Invalid(f"{n} fixes but {len(flags)} late flags")
-        rows = _fix_rows(batch, flags)
+        # A sealed position is bound to its row's id: the ids are taken first.
+        ids = take_ids(c, self.dialect, n)
+        devices, times = batch.device.tolist(), batch.t.tolist()
+        positions = self._position_records(ids, devices, times, packed_positions(batch))
+        rows = _fix_rows(batch, flags, ids, positions)
         if self.dialect == "sqlite":
             try:
-                return sqlite_insert(c, "fixes", _FIX_ROW, rows)
+                sqlite_insert(c, "fixes", _FIX_ROW, rows, ids=False)
             except sqlite3.IntegrityError as exc:  # the only constraint a fix can break
                 raise NotFound("a fix refers to a device that does not exist") from exc
-        stmt = s.fixes.insert().returning(s.fixes.c.id, sort_by_parameter_order=True)
+            return ids
         try:
-            return [
-                int(x)
-                for x in c.execute(
-                    stmt, [dict(zip(_FIX_ROW, r, strict=True)) for r in rows]
-                ).scalars()
-            ]
+            c.execute(s.fixes.insert(), [dict(zip(_FIX_ROW, r, strict=True)) for r in rows])
         except IntegrityError as exc:  # the only constraint a fix can break: its device
             raise NotFound("a fix refers to a device that does not exist") from exc
+        return ids
 
     def append_fixes(
         self, fixes: Sequence[Fix] | FixBatch, late: Sequence[bool] | None = None
@@ -808,18 +813,20 @@ class Store(
         with self._write() as c:
             return self._insert_fixes(c, fixes, late)
 
-    @staticmethod
-    def _stored(r: Row[Any]) -> StoredFix:
+    def _stored(self, r: Row[Any]) -> StoredFix:
+        """A fix row with its position opened (DataKeyError if it cannot be)."""
+        row_id, device_id = int(r.id), int(r.device_id)
+        lat, lon, speed, heading = self._opened_position(row_id, device_id, r.fix_time, r.position)
         return StoredFix(
-            int(r.id),
+            row_id,
             Fix(
-                device_id=int(r.device_id),
+                device_id=device_id,
                 fix_time=r.fix_time,
-                lat=r.lat,
-                lon=r.lon,
+                lat=lat,
+                lon=lon,
                 accuracy_m=r.accuracy_m,
-                speed_mps=r.speed_mps,
-                heading_deg=r.heading_deg,
+                speed_mps=speed,
+                heading_deg=heading,
                 battery_pct=r.battery_pct,
                 valid=bool(r.valid),
                 alarms=frozenset(a for a in r.alarms.split(",") if a),
@@ -922,8 +929,8 @@ class Store(
 
     # -- events and incidents ----------------------------------------------------------
 
-    @staticmethod
-    def _event_row(e: Event) -> dict[str, Any]:
+    def _event_row(self, e: Event) -> dict[str, Any]:
+        """An event as stored: an alarm's position sealed (see ``sealed``)."""
         return {
             "id": e.id,
             "kind": e.kind.value,
@@ -935,7 +942,7 @@ class Store(
             "tier_to": None if e.tier_to is None else int(e.tier_to),
             "distance_m": e.distance_m,
             "late": bool(e.late),
-            "data": dict(e.data),
+            "data": self._seal_place(dict(e.data)),
         }
 
     def _insert_events(self, c: Connection, events: Sequence[Event]) -> list[Event]:
@@ -1180,7 +1187,7 @@ class Store(
                 person_id=r.person_id,
                 device_id=r.device_id,
                 distance_m=r.distance_m,
-                data=r.data,
+                data=self._open_place(r.data, f"events {r.id}"),
             )
             for r in rows
         ]
@@ -1196,7 +1203,7 @@ class Store(
                     "actor": x.actor,
                     "note": x.note,
                     "event_id": x.event_id,
-                    "data": x.data,
+                    "data": self._opened_entry(x.data, x.id),
                 }
                 for x in c.execute(select(e).where(e.c.incident_id == r.id).order_by(e.c.id))
             )
