@@ -87,13 +87,14 @@ async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: Reque
     elif body.protocol in KEYED and not ctx.settings.allow_keyless_devices:
         key = new_key()  # shown once, in this reply
     secret = ctx.device_keys.hash_new(key) if key else None
+    now = ctx.clock.now()
     did = ctx.store.add_device(
         body.identifier,
         body.kind,
         body.protocol,
         body.person_id,
         secret,
-        at=ctx.clock.now(),
+        at=now,
         lenient_crc=body.lenient_crc,
     )
     audit_admin(
@@ -104,7 +105,8 @@ async def create_device(body: DeviceCreate, ctx: Ctx, who: Registrar, rid: Reque
         ["identifier", "kind", "protocol", "person_id"],
         rid,
     )
-    ctx.device_keys.remember(Known(did, body.identifier, secret, body.lenient_crc))
+    # with its registration time: fixes from before it are refused (docs/robustness.md)
+    ctx.device_keys.remember(Known(did, body.identifier, secret, body.lenient_crc, now))
     await ctx.ingest.reload_registry()
     return Created(id=did, key=key if body.key is None else None)
 
