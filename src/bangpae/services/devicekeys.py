@@ -104,9 +104,11 @@ class AuthGuard:
         return self.sources.blocked(source, now) or self.everyone.blocked("*", now)
 
     def failed(self, source: str, now: float) -> None:
-        """Count one failure."""
+        """Count one failure. A source counts towards the limit over all sources only up
+        to its own limit: one address alone cannot refuse everyone."""
+        if not self.sources.blocked(source, now):
+            self.everyone.failed("*", now)
         self.sources.failed(source, now)
-        self.everyone.failed("*", now)
 
 
 class DeviceKeys:
