@@ -200,10 +200,11 @@ async def _device_auth(ctx: Any, request: Request) -> Any:
     except (ValueError, UnicodeDecodeError):
         raise HTTPException(401, "malformed Basic credentials") from None
     source = request.client.host if request.client else "?"
-    found = await ctx.device_keys.authenticate(ident, key, source, ctx.clock.now())
-    if isinstance(found, str) or found.secret is None:  # API devices always need their key
-        if not isinstance(found, str):
-            ctx.device_keys.guard.failed(source, ctx.clock.now())
+    now = ctx.clock.now()
+    found = await ctx.device_keys.authenticate(ident, key, source, now)
+    if not isinstance(found, str) and found.secret is None:  # API devices always need a key
+        found = ctx.device_keys.refuse(source, now, devicekeys.NO_KEY)
+    if isinstance(found, str):
         await ctx.device_keys.refused()
         if found == devicekeys.LIMITED:
             raise HTTPException(429, "too many failed identifications, slow down")

@@ -236,8 +236,7 @@ class DeviceKeys:
         if secret is None:
             if self.allow_keyless():
                 return None
-            self.guard.failed(source, now)
-            return NO_KEY
+            return self.refuse(source, now, NO_KEY)
         if key and secret.startswith(KEY_PREFIX):
             if hmac.compare_digest(secret, key_hash(self.pepper, key)):
                 return None
@@ -257,5 +256,14 @@ class DeviceKeys:
                 )
                 self._by_identifier[known.identifier] = upgraded
                 return None
+        return self.refuse(source, now, BAD_KEY)
+
+    def refuse(self, source: str, now: float, reason: str) -> str:
+        """A registered device refused: the failure counted, or, from a source already
+        refused, the answer an unknown identifier gets there (a refused source cannot tell
+        registered identifiers from unknown ones)."""
+        if self.guard.blocked(source, now):
+            self.guard.refused += 1
+            return LIMITED
         self.guard.failed(source, now)
-        return BAD_KEY
+        return reason
