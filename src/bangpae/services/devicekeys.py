@@ -29,6 +29,9 @@ from bangpae.services.passwords import PoolBusy
 from bangpae.services.ratelimit import FailureLimiter
 
 KEY_PREFIX = "hk1$"
+# The same keyed hash of a key from before that is too short to be a machine secret (12
+# characters were enough then): checked fast, but only within the failure limits.
+WEAK_PREFIX = "hk1w$"
 KEY_BYTES = 24  # a server-made key: 192 bits, 32 URL-safe characters
 MIN_KEY_CHARS = 22  # a supplied key: at least 22 characters (128 bits as URL-safe base64)
 MAX_KEY_CHARS = 128
@@ -61,9 +64,18 @@ def pepper_from(secret: bytes) -> bytes:
     return hmac.new(secret, b"bangpae device keys v1", hashlib.sha256).digest()
 
 
-def key_hash(pepper: bytes, key: str) -> str:
+def key_hash(pepper: bytes, key: str, prefix: str = KEY_PREFIX) -> str:
     """What is stored for a key."""
-    return KEY_PREFIX + hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+    return prefix + hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+
+
+def is_strong(key: str) -> bool:
+    """Whether a key would be accepted today (:func:`check_key_strength`)."""
+    try:
+        check_key_strength(key)
+    except WeakKey:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +249,15 @@ class DeviceKeys:
             if self.allow_keyless():
                 return None
             return self.refuse(source, now, NO_KEY)
-        if key and secret.startswith(KEY_PREFIX):
+        if key and secret.startswith(WEAK_PREFIX):
+            # a short key from before: guessing it is not hopeless, so it is checked only
+            # within the failure limits (a refused source's right guess is not tried)
+            if self.guard.blocked(source, now):
+                self.guard.refused += 1
+                return LIMITED
+            if hmac.compare_digest(secret, key_hash(self.pepper, key, WEAK_PREFIX)):
+                return None
+        elif key and secret.startswith(KEY_PREFIX):
             if hmac.compare_digest(secret, key_hash(self.pepper, key)):
                 return None
         elif key:  # a hash from before keyed hashing: slow, so only within the limits
@@ -250,7 +270,8 @@ class DeviceKeys:
                 self.guard.refused += 1
                 return LIMITED
             if ok:
-                upgraded = replace(known, secret=key_hash(self.pepper, key))
+                prefix = KEY_PREFIX if is_strong(key) else WEAK_PREFIX
+                upgraded = replace(known, secret=key_hash(self.pepper, key, prefix))
                 await asyncio.to_thread(
                     self.store.set_device_secret_hash, known.device_id, upgraded.secret
                 )
