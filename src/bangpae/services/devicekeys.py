@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bangpae.services.passwords import PoolBusy
-from bangpae.services.ratelimit import FailureLimiter
+from bangpae.services.ratelimit import FailureLimiter, source_key
 
 KEY_PREFIX = "hk1$"
 # The same keyed hash of a key from before that is too short to be a machine secret (12
@@ -112,15 +112,18 @@ class AuthGuard:
         self.refused = 0  # attempts refused by a limit (for metrics)
 
     def blocked(self, source: str, now: float) -> bool:
-        """Whether a costly or failing attempt from this source is refused now."""
-        return self.sources.blocked(source, now) or self.everyone.blocked("*", now)
+        """Whether a costly or failing attempt from this source is refused now (an IPv6
+        source counted by its /64)."""
+        key = source_key(source)
+        return self.sources.blocked(key, now) or self.everyone.blocked("*", now)
 
     def failed(self, source: str, now: float) -> None:
         """Count one failure. A source counts towards the limit over all sources only up
         to its own limit: one address alone cannot refuse everyone."""
-        if not self.sources.blocked(source, now):
+        key = source_key(source)
+        if not self.sources.blocked(key, now):
             self.everyone.failed("*", now)
-        self.sources.failed(source, now)
+        self.sources.failed(key, now)
 
 
 class DeviceKeys:

@@ -65,6 +65,20 @@ class RateLimiter(FailureLimiter):
         return max(q[0] + self.window_s - now, 0.0)
 
 
+def source_key(host: str) -> str:
+    """What a per-address limit counts by: an IPv4 address (also when IPv4-mapped), or an
+    IPv6 address's /64, the least a subscriber is given (one host may use them all)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return f"{ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))}"
+    return str(ip)
+
+
 def source_allowed(source: str, networks: list[Any]) -> bool:
     """Whether a device may connect from this address (no networks: any address)."""
     if not networks:

@@ -38,6 +38,7 @@ from bangpae.services.auth import (
     totp_uri,
     verify_password,
 )
+from bangpae.services.ratelimit import source_key
 
 log = logging.getLogger(__name__)
 REFUSED = "unknown user or wrong password"
@@ -138,7 +139,7 @@ def login(
     """Check a password (and TOTP code) under lockout rules; open a session on success."""
     attempt, until = store.begin_login_attempt(
         username,
-        ip,
+        source_key(ip),  # an IPv6 address by its /64: one subscriber, one source
         now,
         max_failures=settings.login_max_failures,
         ip_max_failures=settings.login_ip_max_failures,

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bangpae.services.ratelimit import source_key
+
 log = logging.getLogger(__name__)
 
 LISTENERS = ("api", "osmand", "gt06", "h02")
@@ -45,15 +47,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def address_key(host: str) -> str:
     """What a per-address cap counts by: an IPv4 address (also when IPv4-mapped), or
     an IPv6 address's /64, the least a subscriber is given (one host may use them all)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return f"{ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))}"
-    return str(ip)
+    return source_key(host)
 
 
 @dataclass(frozen=True)
