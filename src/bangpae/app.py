@@ -127,7 +127,7 @@ class AppContext:
         self.device_keys = DeviceKeys(
             self.store,
             pepper_from(self.secret),
-            self.passwords.verify,
+            self.passwords.verify_device,
             lambda: self.settings.allow_keyless_devices,
             failure_delay=lambda: self.settings.device_failure_delay_s,
         )

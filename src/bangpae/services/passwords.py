@@ -25,12 +25,15 @@ class PoolBusy(Exception):
 
 
 class PasswordPool:
-    """``workers`` threads and at most ``queue`` waiting calls."""
+    """``workers`` threads and at most ``queue`` waiting calls, of which at most
+    ``device_slots`` are checks of old-style device keys."""
 
-    def __init__(self, workers: int = 1, queue: int = 8) -> None:
+    def __init__(self, workers: int = 1, queue: int = 8, device_slots: int = 1) -> None:
         self.workers = workers
         self.slots = workers + queue
+        self.device_slots = device_slots
         self.in_flight = 0
+        self.devices_in_flight = 0
         self.refused = 0  # calls refused because the pool was full (for metrics)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bangpae-pw")
 
@@ -49,6 +52,19 @@ class PasswordPool:
     async def verify(self, password_hash: str, password: str) -> bool:
         """An argon2id check in the pool."""
         return await self.run(verify_password, password_hash, password)
+
+    async def verify_device(self, key_hash: str, key: str) -> bool:
+        """An old-style (argon2id) device key check, at most ``device_slots`` at once:
+        anyone may present a key for a device's identifier, and those checks must not
+        fill the pool people sign in through."""
+        if self.devices_in_flight >= self.device_slots:
+            self.refused += 1
+            raise PoolBusy("an old device key is being checked: retry in a moment")
+        self.devices_in_flight += 1
+        try:
+            return await self.verify(key_hash, key)
+        finally:
+            self.devices_in_flight -= 1
 
     def close(self) -> None:
         """Stop the threads (waiting calls finish first)."""
