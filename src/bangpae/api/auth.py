@@ -107,20 +107,34 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 @router.post("/auth/login", response_model=TokenPublic, tags=["auth"], responses=_REFUSALS)
 async def login(body: LoginRequest, request: Request, ctx: Ctx) -> Any:
     """Exchange a username and password (and a TOTP code, once enrolled) for tokens."""
+    now = ctx.clock.now()
+    ip = request.client.host if request.client else "unknown"
+    busy = AuthError(503, "busy", "too many sign-ins at once: retry in a moment", 1)
     try:
-        issued = await _in_password_pool(
-            ctx,
-            sessions.login,
-            ctx.store,
-            ctx.settings,
-            ctx.secret,
-            ctx.clock.now(),
-            body.username,
-            body.password,
-            body.totp,
-            request.client.host if request.client else "unknown",
-            request.headers.get("user-agent"),
+        if ctx.passwords.full():
+            raise busy
+        # the locks are checked outside the password pool: an attempt they refuse costs
+        # no password work, and must not take the place of one that does
+        attempt = await asyncio.to_thread(
+            sessions.begin_login, ctx.store, ctx.settings, now, body.username, ip
         )
+        try:
+            issued = await ctx.passwords.run(
+                sessions.finish_login,
+                ctx.store,
+                ctx.settings,
+                ctx.secret,
+                now,
+                attempt,
+                body.username,
+                body.password,
+                body.totp,
+                ip,
+                request.headers.get("user-agent"),
+            )
+        except PoolBusy:  # not tried: not a failure
+            await asyncio.to_thread(ctx.store.finish_login_attempt, attempt, "busy")
+            raise busy from None
     except AuthError as e:
         return _refusal(e)
     return _public(issued)

@@ -37,6 +37,10 @@ class PasswordPool:
         self.refused = 0  # calls refused because the pool was full (for metrics)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bangpae-pw")
 
+    def full(self) -> bool:
+        """Whether a call now would be refused."""
+        return self.in_flight >= self.slots
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in the pool; raises :class:`PoolBusy` when it is full."""
         if self.in_flight >= self.slots:

@@ -137,6 +137,15 @@ def login(
     user_agent: str | None = None,
 ) -> Issued:
     """Check a password (and TOTP code) under lockout rules; open a session on success."""
+    attempt = begin_login(store, settings, now, username, ip)
+    return finish_login(
+        store, settings, secret, now, attempt, username, password, totp, ip, user_agent
+    )
+
+
+def begin_login(store: Any, settings: Any, now: float, username: str, ip: str) -> int:
+    """Record a sign-in attempt, or refuse it while a lock holds (no password work: a
+    refused attempt must not take a place in the password pool)."""
     attempt, until = store.begin_login_attempt(
         username,
         source_key(ip),  # an IPv6 address by its /64: one subscriber, one source
@@ -148,6 +157,22 @@ def login(
     )
     if until is not None:
         raise _throttled(until, now)
+    return int(attempt)
+
+
+def finish_login(
+    store: Any,
+    settings: Any,
+    secret: bytes,
+    now: float,
+    attempt: int,
+    username: str,
+    password: str,
+    totp: str | None,
+    ip: str,
+    user_agent: str | None = None,
+) -> Issued:
+    """The password (and TOTP) check of an attempt :func:`begin_login` admitted."""
     user = store.get_user_by_name(username)
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or user.disabled:
