@@ -58,6 +58,7 @@ from bangpae.adapters.listeners.tcp import (
     BACKLOG,
     CODECS,
     LOGIN_TIMEOUT_S,
+    Found,
     TcpListener,
 )
 from bangpae.adapters.logsafe import install as redact_logs
@@ -72,7 +73,7 @@ HEADER = struct.Struct("<IB")
 MAX_MESSAGE = 16 * 1024 * 1024
 U32 = struct.Struct("<I")
 ACK = struct.Struct("<IB")
-DEVICE_REPLY = struct.Struct("<IqB")
+DEVICE_REPLY = struct.Struct("<IqBd")  # request, device (-1: none), lenient, registered (NaN)
 BOUND = struct.Struct("<Iq")
 COMMAND = struct.Struct("<II")
 # device id, fix time, lat, lon, accuracy, speed, heading, battery, valid, alarms, received
@@ -264,16 +265,14 @@ class WorkerGateway:
         self._pending: list[tuple[list[Fix], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._stored: dict[int, list[asyncio.Future[Any]]] = {}
-        self._devices: dict[int, asyncio.Future[tuple[int, bool] | None]] = {}
+        self._devices: dict[int, asyncio.Future[Found | None]] = {}
         self._tokens: dict[Link, int] = {}
         self._links: dict[int, Link] = {}
 
-    async def device(
-        self, identifier: str, registered_only: bool = False
-    ) -> tuple[int, bool] | None:
+    async def device(self, identifier: str, registered_only: bool = False) -> Found | None:
         """Asked of the main process (``K``: from its registry in memory only)."""
         req = next(self._ids)
-        fut: asyncio.Future[tuple[int, bool] | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Found | None] = asyncio.get_running_loop().create_future()
         self._devices[req] = fut
         kind = b"K" if registered_only else b"D"
         self.channel.send(message(kind, U32.pack(req) + identifier.encode()))
@@ -339,10 +338,11 @@ class WorkerGateway:
                 else:
                     fut.set_exception(RuntimeError("the main process did not store the fixes"))
         elif kind == ord("R"):
-            req, device_id, lenient = DEVICE_REPLY.unpack(payload)
+            req, device_id, lenient, registered = DEVICE_REPLY.unpack(payload)
             dfut = self._devices.pop(req, None)
             if dfut is not None and not dfut.done():
-                dfut.set_result(None if device_id < 0 else (device_id, bool(lenient)))
+                at = None if math.isnan(registered) else registered
+                dfut.set_result(None if device_id < 0 else (device_id, bool(lenient), at))
         elif kind == ord("C"):
             token, seconds = COMMAND.unpack(payload)
             link = self._links.get(token)

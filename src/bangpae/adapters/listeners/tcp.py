@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 from bangpae.adapters.listeners.budget import IdleWatch, budget_for
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
+from bangpae.domain.retention import fix_time_refusal
 from bangpae.protocols import gt06, h02
 from bangpae.protocols.errors import FrameError
 from bangpae.services.devicekeys import AuthGuard
@@ -59,6 +60,7 @@ class Bound:
     identifier: str
     device_id: int
     lenient: bool  # its firmware is known to send wrong CRCs
+    registered_at: float | None = None  # its fixes from before then are dropped
 
 
 @dataclass(frozen=True)
@@ -136,13 +138,16 @@ GT06 = Codec(
 CODECS: dict[str, Codec] = {"h02": H02, "gt06": GT06}
 
 
+# A registered tracker: its id, whether its CRC errors are tolerated, when it was registered.
+Found = tuple[int, bool, float | None]
+
+
 class Gateway(Protocol):
     """What a listener needs of the rest of bangpae: here, or in another process."""
 
-    async def device(
-        self, identifier: str, registered_only: bool = False
-    ) -> tuple[int, bool] | None:
-        """The registered device's id and whether its CRC errors are tolerated (None: unknown).
+    async def device(self, identifier: str, registered_only: bool = False) -> Found | None:
+        """The registered device's id, whether its CRC errors are tolerated and when it was
+        registered (None: unknown).
 
         ``registered_only``: answered from the registry in memory, never by a lookup of
         this identifier (the source is being refused for failures)."""
@@ -171,15 +176,13 @@ class LocalGateway:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 
-    async def device(
-        self, identifier: str, registered_only: bool = False
-    ) -> tuple[int, bool] | None:
+    async def device(self, identifier: str, registered_only: bool = False) -> Found | None:
         """From the registry in memory (the store only for a device registered elsewhere)."""
         keys = self.ctx.device_keys
         found = await (keys.registered if registered_only else keys.find)(identifier)
         if found is None:
             return None
-        return found.device_id, found.lenient_crc
+        return found.device_id, found.lenient_crc, found.registered_at
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
         """Into the one writer's queue."""
@@ -217,10 +220,11 @@ class TcpListener:
         )
         self._accepted = self.accepted.labels(codec.name)
         self.connections = 0
-        # fixes older than the retention window are refused (docs/robustness.md)
-        self.keep_s = ctx.settings.retention_days * 86400.0
+        # fixes older than the retention window or than the tracker are refused
+        # (docs/robustness.md)
+        self.retention_days = int(ctx.settings.retention_days)
         self.limiter = AuthGuard()  # failed identifications, per source and in all
-        self._known: dict[str, tuple[int, bool]] = {}  # identifiers confirmed on this port
+        self._known: dict[str, Found] = {}  # identifiers confirmed on this port
         self.networks = ctx.settings.allowed_networks()
         self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
         self.budget = budget_for(ctx, codec.name)  # connections held, in all and per address
@@ -233,7 +237,7 @@ class TcpListener:
         """A protocol instance for one new connection."""
         return _Connection(self)
 
-    def _remember(self, identifier: str, found: tuple[int, bool]) -> None:
+    def _remember(self, identifier: str, found: Found) -> None:
         if len(self._known) >= KNOWN_MAX:  # bounded: forget the oldest
             self._known.pop(next(iter(self._known)))
         self._known[identifier] = found
@@ -276,8 +280,8 @@ class TcpListener:
             self.rejected.labels(self.codec.name, "unknown_device").inc()
             log.info("%s: unknown device %r refused", self.codec.name, d.identifier)
             return None
-        bound = Bound(d.identifier, found[0], found[1])
-        self._collect(d, bound.device_id, fixes, replies)
+        bound = Bound(d.identifier, found[0], found[1], found[2])
+        self._collect(d, bound, fixes, replies)
         return bound
 
     def _bound_frame(
@@ -294,17 +298,20 @@ class TcpListener:
                 d.identifier,
             )
             return False
-        self._collect(d, bound.device_id, fixes, replies)
+        self._collect(d, bound, fixes, replies)
         return True
 
-    def _collect(self, d: Decoded, device_id: int, fixes: list[Fix], replies: list[bytes]) -> None:
+    def _collect(self, d: Decoded, bound: Bound, fixes: list[Fix], replies: list[bytes]) -> None:
         f = d.fix
         if f is not None:
-            if f.device_id != device_id:  # decoded before the connection was bound
-                f = dataclasses.replace(f, device_id=device_id)
-            if f.received_at is not None and f.fix_time < f.received_at - self.keep_s:
-                # a broken clock (1970, a GPS week rollover): dropped, though its frame is
-                # acknowledged, or the tracker would send it again for ever
+            if f.device_id != bound.device_id:  # decoded before the connection was bound
+                f = dataclasses.replace(f, device_id=bound.device_id)
+            if f.received_at is not None and fix_time_refusal(
+                f.fix_time, f.received_at, bound.registered_at, self.retention_days
+            ):
+                # a broken clock (1970, a GPS week rollover) or a fix from before the tracker
+                # was registered: dropped, though its frame is acknowledged, or the tracker
+                # would send it again for ever
                 self.rejected.labels(self.codec.name, "fix_time").inc()
             else:
                 fixes.append(f)

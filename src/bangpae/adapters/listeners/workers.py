@@ -185,12 +185,13 @@ class _Worker:
         try:
             known = await (keys.registered if registered_only else keys.find)(identifier)
             if known is not None:
-                found = (known.device_id, known.lenient_crc)
+                at = known.registered_at
+                found = (known.device_id, known.lenient_crc, math.nan if at is None else at)
         except Exception:
             log.exception("intake worker %d: looking up a device failed", self.index)
         if found is not None:
             self.devices.add(found[0])
-        reply = intake.DEVICE_REPLY.pack(req, *(found or (-1, False)))
+        reply = intake.DEVICE_REPLY.pack(req, *(found or (-1, False, math.nan)))
         if self.channel is not None:
             self.channel.send(message(b"R", reply))
 
