@@ -103,6 +103,24 @@ class SealedPositions(CaseStore):
 
     cipher: FieldCipher | None = None
 
+    def _cipher_for(self, what: str) -> FieldCipher:
+        """The cipher that opens ``what``; without data keys, a DataKeyError that names it
+        and says how to give them back (one message for every sealed value)."""
+        if self.cipher is None:
+            raise DataKeyError(
+                f"{what} is encrypted, but no data keys were given: restore the data-keys "
+                "file it was encrypted with to the data directory, or set BANGPAE_DATA_KEYS"
+            )
+        return self.cipher
+
+    def _decrypted(self, what: str, value: str) -> str:
+        """A Fernet-sealed value of ``what`` opened; a key error names ``what``."""
+        cipher = self._cipher_for(what)
+        try:
+            return cipher.decrypt(value)
+        except DataKeyError as exc:
+            raise DataKeyError(f"{what}: {exc}") from None
+
     def _position_records(
         self, ids: Sequence[int], devices: Sequence[int], times: Sequence[float], plain: list[bytes]
     ) -> list[bytes]:
@@ -118,18 +136,13 @@ class SealedPositions(CaseStore):
         record = bytes(record)
         if record[:1] == PLAIN:
             plain = record[1:]
-        elif self.cipher is None:
-            raise DataKeyError(
-                f"fixes {row_id} position is encrypted, but no data keys were given: restore "
-                "the data-keys file it was encrypted with to the data directory, or set "
-                "BANGPAE_DATA_KEYS"
-            )
         else:
-            ad = ROW.pack(row_id, device_id, fix_time)
+            what = f"fixes {row_id} position"
+            cipher = self._cipher_for(what)
             try:
-                plain = self.cipher.open_record(device_id, ad, record)
+                plain = cipher.open_record(device_id, ROW.pack(row_id, device_id, fix_time), record)
             except DataKeyError as exc:
-                raise DataKeyError(f"fixes {row_id} position: {exc}") from None
+                raise DataKeyError(f"{what}: {exc}") from None
         lat, lon, speed, heading = POSITION.unpack(plain)
         return lat, lon, _unknown(speed), _unknown(heading)
 

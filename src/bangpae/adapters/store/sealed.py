@@ -60,16 +60,7 @@ class SealedFields(SealedPositions):
         """A stored value as plaintext (plaintext written before encryption passes as is)."""
         if not is_sealed(value):
             return value
-        what = f"{column.table.name} {row_id} {column.name}"
-        if self.cipher is None:
-            raise DataKeyError(
-                f"{what} is encrypted, but no data keys were given: restore the data-keys "
-                "file it was encrypted with to the data directory, or set BANGPAE_DATA_KEYS"
-            )
-        try:
-            plain = self.cipher.decrypt(value)
-        except DataKeyError as exc:
-            raise DataKeyError(f"{what}: {exc}") from None
+        plain = self._decrypted(f"{column.table.name} {row_id} {column.name}", value)
         return json.loads(plain) if isinstance(column.type, JSON) else plain
 
     def _seal_place(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -87,16 +78,7 @@ class SealedFields(SealedPositions):
         """An event's stored data with its position opened (data without one as it is)."""
         if not isinstance(data, dict) or not is_sealed(data.get(PLACE)):
             return data
-        if self.cipher is None:
-            raise DataKeyError(
-                f"{what} position is encrypted, but no data keys were given: restore the "
-                "data-keys file it was encrypted with to the data directory, or set "
-                "BANGPAE_DATA_KEYS"
-            )
-        try:
-            place = json.loads(self.cipher.decrypt(data[PLACE]))
-        except DataKeyError as exc:
-            raise DataKeyError(f"{what} position: {exc}") from None
+        place = json.loads(self._decrypted(f"{what} position", data[PLACE]))
         return {**{k: v for k, v in data.items() if k != PLACE}, **place}
 
     def _seal_in(self, data: Any, key: str) -> Any:
@@ -112,16 +94,7 @@ class SealedFields(SealedPositions):
         """A stored JSON value with its ``key`` opened."""
         if not isinstance(data, dict) or not is_sealed(data.get(key)):
             return data
-        if self.cipher is None:
-            raise DataKeyError(
-                f"{what} {key} is encrypted, but no data keys were given: restore the "
-                "data-keys file it was encrypted with to the data directory, or set "
-                "BANGPAE_DATA_KEYS"
-            )
-        try:
-            return {**data, key: json.loads(self.cipher.decrypt(data[key]))}
-        except DataKeyError as exc:
-            raise DataKeyError(f"{what} {key}: {exc}") from None
+        return {**data, key: json.loads(self._decrypted(f"{what} {key}", data[key]))}
 
     def _opened_entry(self, data: Any, entry_id: Any) -> Any:
         """A timeline entry's stored data: the copy of its event, position opened."""
