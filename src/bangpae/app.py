@@ -78,6 +78,16 @@ class _IngestCollector(Collector):
         yield CounterMetricFamily(
             "bangpae_ingest_failures", "Batches whose transaction failed", value=s.failures
         )
+        yield CounterMetricFamily(
+            "bangpae_device_auth_limited",
+            "Device identifications refused by a failure limit (docs/robustness.md)",
+            value=self.ctx.device_keys.guard.refused,
+        )
+        yield CounterMetricFamily(
+            "bangpae_password_pool_busy",
+            "Sign-ins and password changes refused because the password pool was full",
+            value=self.ctx.passwords.refused,
+        )
         e = self.ctx.engine
         yield GaugeMetricFamily("bangpae_orders", "Orders known to the engine", value=e.orders.n)
         yield GaugeMetricFamily("bangpae_devices", "Devices known to the engine", value=e.devices.n)

@@ -156,6 +156,9 @@ async def test_unknown_ids_from_many_addresses_hit_a_global_limit_not_the_store(
             await c.get("/", params=osmand_params(f"GUESS-{i}-{j}", new_key()))
     assert lookups <= 51  # past the global limit, unknown identifiers cost nothing
     assert ctx.device_keys.guard.refused >= 249
+    metrics = (await client("api", HOME).get("/metrics")).text
+    limited = [x for x in metrics.splitlines() if x.startswith("bangpae_device_auth_limited_total")]
+    assert limited and float(limited[0].split()[-1]) >= 249  # the control centre sees it
     r = await client("osmand", "198.51.100.200").get(
         "/", params=osmand_params("ANKLE", keys["ANKLE"])
     )
@@ -233,6 +236,8 @@ async def test_her_user_name_in_his_hands_does_not_keep_her_out(env) -> None:
     uid = ctx.store.get_user_by_name("vic").id
     r = await client("api", "10.0.0.2").post(f"/api/v1/admin/users/{uid}/unlock", headers=staff)
     assert r.status_code == 200, r.text
+    unlocks = [a for a in ctx.store.audit_records() if a["action"] == "user_unlock"]
+    assert [a["subject"] for a in unlocks] == [f"user:{uid}"]  # who lifted it is on record
     r = await his.post("/api/v1/auth/login", json={"username": "vic", "password": PW})
     assert r.status_code == 200
 
@@ -292,6 +297,8 @@ async def test_a_flood_of_sign_ins_is_refused_busy_and_the_victims_reads_go_on(
     assert codes.count(503) == 9 and set(codes) <= {401, 503}
     busy = next(r for r in results if r.status_code == 503)
     assert busy.headers["Retry-After"] == "1" and busy.json()["code"] == "busy"
+    metrics = (await hers.get("/metrics")).text
+    assert "bangpae_password_pool_busy_total 9.0" in metrics
 
 
 async def test_a_refused_guess_is_answered_late_and_a_right_key_at_once(env) -> None:

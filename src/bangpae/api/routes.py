@@ -205,7 +205,7 @@ async def _device_auth(ctx: Any, request: Request) -> Any:
     if not isinstance(found, str) and found.secret is None:  # API devices always need a key
         found = ctx.device_keys.refuse(source, now, devicekeys.NO_KEY)
     if isinstance(found, str):
-        await ctx.device_keys.refused()
+        await ctx.device_keys.delay_refusal()
         if found == devicekeys.LIMITED:
             raise HTTPException(429, "too many failed identifications, slow down")
         raise HTTPException(401, "unknown device or wrong key")

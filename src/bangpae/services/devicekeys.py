@@ -155,7 +155,7 @@ class DeviceKeys:
         self._max_id = 0  # the newest device read from the store
         self._caught_up = float("-inf")  # when (monotonic) devices were last read anew
 
-    async def refused(self) -> None:
+    async def delay_refusal(self) -> None:
         """Wait before answering a refusal: a prober that waits for its answers (as an HTTP
         client on one connection must) gets one guess per delay, and the server's loop
         spends its time on the devices and people it serves (docs/robustness.md)."""

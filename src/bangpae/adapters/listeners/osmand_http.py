@@ -75,7 +75,7 @@ class OsmAndListener:
             decoded.identifier, decoded.key, source, now
         )
         if isinstance(device, str):
-            await self.ctx.device_keys.refused()
+            await self.ctx.device_keys.delay_refusal()
             return self._refuse(*REFUSALS[device])
         device_id = device.device_id
         late = fix_time_refusal(

@@ -113,7 +113,7 @@ def owntracks_router(ctx: Any) -> APIRouter:
         if refusal is not None:
             status, reason, detail = refusal
             if reason in IDENTIFICATION:
-                await ctx.device_keys.refused()
+                await ctx.device_keys.delay_refusal()
             return refuse(status, reason, detail)
         if fixes:
             await ctx.ingest.submit(fixes)
