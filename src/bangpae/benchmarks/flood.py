@@ -25,7 +25,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bangpae.benchmarks.attack import Attack
@@ -141,6 +141,48 @@ async def warm_up(server: Server, devices: int, interval_s: float) -> tuple[Good
     return good, victim
 
 
+async def begin(
+    server: Server, attacker: AttackProcess, devices: int, interval_s: float
+) -> tuple[UseSampler, GoodDevices, Victim, float]:
+    """What every run does once the server is up: this process's descriptor limit raised
+    (the server keeps the one it was given), the server's use sampled, the good devices
+    and the victim warmed up, the attacker ready; with the load average at the start."""
+    raise_fd_limit()
+    sampler = UseSampler(server)
+    sampler.start()
+    good, victim = await warm_up(server, devices, interval_s)
+    await attacker.ready()
+    return sampler, good, victim, os.getloadavg()[0]
+
+
+def loads(load0: float) -> list[float]:
+    """The 1-minute load average at the start and now: the machine may be shared, and its
+    load says how far a run's figures compare with another's."""
+    return [round(load0, 2), round(os.getloadavg()[0], 2)]
+
+
+def run_on_server(
+    server: Server, run: Callable[[AttackProcess], Coroutine[Any, Any, dict[str, Any]]]
+) -> tuple[dict[str, Any], int | None]:
+    """Start the attacking process and the seeded server, then ``run`` on a fresh loop;
+    both always stopped and the data removed. The summary, and the server's open-files
+    limit."""
+    attacker = None
+    try:
+        attacker = AttackProcess()  # starts up while the server does
+        server.seed()
+        server.start()
+        assert server.proc is not None
+        limit = fd_limit(server.proc.pid)
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            summary = runner.run(run(attacker))
+    finally:
+        if attacker is not None:
+            attacker.close()
+        server.cleanup()
+    return summary, limit
+
+
 async def finish(
     server: Server, good: GoodDevices, victim: Victim, sampler: UseSampler
 ) -> dict[str, Any]:
@@ -212,12 +254,7 @@ async def _flood(
     devices: int,
     interval_s: float,
 ) -> dict[str, Any]:
-    raise_fd_limit()  # after the server started: it keeps the limit it was given
-    sampler = UseSampler(server)
-    sampler.start()
-    good, victim = await warm_up(server, devices, interval_s)
-    await attacker.ready()
-    load0 = os.getloadavg()[0]
+    sampler, good, victim, load0 = await begin(server, attacker, devices, interval_s)
     lines = []
     base_p50 = None
     for name, attack in phases:
@@ -252,8 +289,7 @@ async def _flood(
         p50 = line["victim_p50_ms"]
         summary[f"{line['phase']}_victim_p50_x"] = round(p50 / base, 1) if base and p50 else None
     summary["key_accepted"] = lines[1].get("attack", {}).get("key_accepted")
-    # the machine is shared: its load says how far these figures compare with others
-    summary["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    summary["loadavg_1m"] = loads(load0)
     summary |= end
     return summary
 
@@ -272,28 +308,17 @@ def run_flood(
     """The whole flood run; each phase's line goes to ``emit`` as it ends; the summary is
     returned (and emitted)."""
     server = Server((devices + 1) // 2, tcp_workers)
-    attacker = None
-    try:
-        attacker = AttackProcess()  # starts up while the server does
-        server.seed()
-        server.start()
-        assert server.proc is not None
-        limit = fd_limit(server.proc.pid)
-        phases: list[tuple[str, Attack | None]] = [
+
+    def run(attacker: AttackProcess) -> Coroutine[Any, Any, dict[str, Any]]:
+        phases: list[tuple[str, Attack | None]] = [  # the ports are known once it started
             ("baseline", None),
             ("key_flood", attack_for(server, key_clients=clients, sources=sources)),
             ("half_open", attack_for(server, half_open=half_open, sources=sources)),
         ]
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
-            summary = runner.run(
-                _flood(
-                    server, emit, attacker, phases, phase_s, settle_s, 2 * server.pairs, interval_s
-                )
-            )
-    finally:
-        if attacker is not None:
-            attacker.close()
-        server.cleanup()
+        devices = 2 * server.pairs
+        return _flood(server, emit, attacker, phases, phase_s, settle_s, devices, interval_s)
+
+    summary, limit = run_on_server(server, run)
     summary |= {
         "server_fd_limit": limit,
         "config": {

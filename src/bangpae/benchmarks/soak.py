@@ -12,8 +12,8 @@ fix it acknowledged is looked up in its store, by (device, fix time).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from bangpae.benchmarks.attack import Attack
@@ -21,12 +21,13 @@ from bangpae.benchmarks.flood import (
     AttackProcess,
     Emit,
     attack_for,
+    begin,
     finish,
+    loads,
     print_json,
-    warm_up,
+    run_on_server,
 )
-from bangpae.benchmarks.harness import Server, UseSampler, fd_limit, raise_fd_limit
-from bangpae.benchmarks.w2 import _new_loop
+from bangpae.benchmarks.harness import Server
 
 KEY_CLIENTS = 8  # sharing the wrong-key rate
 
@@ -41,13 +42,8 @@ async def _soak(
     devices: int,
     interval_s: float,
 ) -> dict[str, Any]:
-    raise_fd_limit()  # after the server started: it keeps the limit it was given
-    sampler = UseSampler(server)
-    sampler.start()
-    good, victim = await warm_up(server, devices, interval_s)
-    await attacker.ready()
+    sampler, good, victim, load0 = await begin(server, attacker, devices, interval_s)
     t0 = time.monotonic()
-    load0 = os.getloadavg()[0]
     start_use = server.use()
     await attacker.start(attack)
     n = 0
@@ -75,7 +71,7 @@ async def _soak(
         }
     summary |= good.window(t0, t1) | victim.window(t0, t1) | report
     summary["key_accepted"] = report.get("attack", {}).get("key_accepted")
-    summary["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    summary["loadavg_1m"] = loads(load0)
     summary |= await finish(server, good, victim, sampler)
     return summary
 
@@ -102,31 +98,13 @@ def run_soak(
         "half_open": half_open,
         "sources": sources,
     }
-    attacker = None
-    try:
-        attacker = AttackProcess()  # starts up while the server does
-        server.seed()
-        server.start()
-        assert server.proc is not None
-        limit = fd_limit(server.proc.pid)
-        attack = attack_for(server, **kinds)
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
-            summary = runner.run(
-                _soak(
-                    server,
-                    emit,
-                    attacker,
-                    attack,
-                    60 * minutes,
-                    sample_s,
-                    2 * server.pairs,
-                    interval_s,
-                )
-            )
-    finally:
-        if attacker is not None:
-            attacker.close()
-        server.cleanup()
+
+    def run(attacker: AttackProcess) -> Coroutine[Any, Any, dict[str, Any]]:
+        attack = attack_for(server, **kinds)  # the ports are known once it started
+        devices = 2 * server.pairs
+        return _soak(server, emit, attacker, attack, 60 * minutes, sample_s, devices, interval_s)
+
+    summary, limit = run_on_server(server, run)
     summary |= {
         "server_fd_limit": limit,
         "config": {
