@@ -33,7 +33,6 @@ from bangpae.services.trackers import Link
 
 log = logging.getLogger(__name__)
 BUFFER_LIMIT = 64 * 1024  # unread bytes held per connection before it is paused
-KNOWN_MAX = 500_000  # identifiers a listener remembers as registered
 IDLE_TIMEOUT_S = 600.0  # a tracker that says nothing for ten minutes is dropped
 # A connection that has not named a registered tracker this soon is dropped: trackers send
 # their login (GT06) or a position (H02) on connecting. Settings.tracker_login_timeout_s.
@@ -224,7 +223,6 @@ class TcpListener:
         # (docs/robustness.md)
         self.retention_days = int(ctx.settings.retention_days)
         self.limiter = AuthGuard()  # failed identifications, per source and in all
-        self._known: dict[str, Found] = {}  # identifiers confirmed on this port
         self.networks = ctx.settings.allowed_networks()
         self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
         self.budget = budget_for(ctx, codec.name)  # connections held, in all and per address
@@ -236,11 +234,6 @@ class TcpListener:
     def connection(self) -> _Connection:
         """A protocol instance for one new connection."""
         return _Connection(self)
-
-    def _remember(self, identifier: str, found: Found) -> None:
-        if len(self._known) >= KNOWN_MAX:  # bounded: forget the oldest
-            self._known.pop(next(iter(self._known)))
-        self._known[identifier] = found
 
     async def _bind(
         self, frame: bytes, fixes: list[Fix], replies: list[bytes], source: str = "?"
@@ -262,18 +255,14 @@ class TcpListener:
                 raise bad_crc
             self.rejected.labels(self.codec.name, "no_identity").inc()
             return None
-        found = self._known.get(d.identifier)
-        if found is None:
-            # From a source that failed too often, only registered devices are looked for
-            # (in memory, no database lookup per identifier): devices behind the same
-            # address (carrier-grade NAT) keep reporting (docs/robustness.md).
-            blocked = self.limiter.blocked(source, now)
-            found = await self.gateway.device(d.identifier, registered_only=blocked)
-            if found is not None:
-                self._remember(d.identifier, found)
-            elif blocked:
-                self.rejected.labels(self.codec.name, "rate_limited").inc()
-                return None
+        # From a source that failed too often, only registered devices are looked for (in
+        # the registry in memory, no database lookup per identifier): devices behind the
+        # same address (carrier-grade NAT) keep reporting (docs/robustness.md).
+        blocked = self.limiter.blocked(source, now)
+        found = await self.gateway.device(d.identifier, registered_only=blocked)
+        if found is None and blocked:
+            self.rejected.labels(self.codec.name, "rate_limited").inc()
+            return None
         if bad_crc is not None and (found is None or not found[1]):
             raise bad_crc
         if found is None:
