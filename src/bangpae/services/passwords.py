@@ -43,7 +43,7 @@ class PasswordPool:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in the pool; raises :class:`PoolBusy` when it is full."""
-        if self.in_flight >= self.slots:
+        if self.full():
             self.refused += 1
             raise PoolBusy("too many sign-ins at once: retry in a moment")
         self.in_flight += 1
