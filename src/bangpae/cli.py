@@ -1,5 +1,5 @@
 """The ``bangpae`` command: serve, demo, simulate, admin, audit, purge, hold, export, import,
-keys, bench."""
+import-refuges, keys, bench."""
 
 from __future__ import annotations
 
@@ -160,6 +160,19 @@ def _parser() -> argparse.ArgumentParser:
     im = sub.add_parser("import", help="verify a case directory, then import it")
     _common(im)
     im.add_argument("directory", type=Path)
+
+    ir = sub.add_parser(
+        "import-refuges",
+        help="import places of refuge from a GeoJSON FeatureCollection, all or none, audited",
+    )
+    _common(ir)
+    ir.add_argument("file", type=Path, help="GeoJSON FeatureCollection of Points")
+    ir.add_argument(
+        "--mode",
+        choices=("merge", "replace"),
+        default="merge",
+        help="merge: update and add; replace: also remove those not in the file",
+    )
 
     k = sub.add_parser(
         "keys", help="the data keys encrypting phone numbers, zones and positions at rest"
@@ -652,6 +665,42 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+REFUGE_FILE_MAX = 20_000_000  # bytes: a national list of police boxes and stations fits
+
+
+def _import_refuges(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.store.errors import Invalid
+    from bangpae.domain.refuge import RefugeDataError, parse_collection
+
+    try:
+        if args.file.stat().st_size > REFUGE_FILE_MAX:
+            print(f"import-refuges: the file is over {REFUGE_FILE_MAX} bytes", file=sys.stderr)
+            return 1
+        data = json.loads(args.file.read_text(encoding="utf-8"))
+        refuges = parse_collection(data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"import-refuges: {exc}", file=sys.stderr)
+        return 1
+    except RefugeDataError as exc:
+        print(f"import-refuges: {exc}", file=sys.stderr)
+        for loc, msg in exc.errors:
+            print(f"  {'/'.join(str(x) for x in loc)}: {msg}", file=sys.stderr)
+        return 1
+    store = _open_store(_settings(args), create=True)
+    try:
+        counts = store.import_refuges(
+            refuges, args.mode, actor="cli", role="admin", at=SystemClock().now()
+        )
+    except Invalid as exc:
+        print(f"import-refuges: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps({"mode": args.mode, **counts.as_dict()}))
+    return 0
+
+
 def _keys_rotate(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
     from bangpae.adapters.crypto import DataKeyError, add_key, fingerprint
@@ -785,6 +834,7 @@ COMMANDS: dict[str, Any] = {
     "hold.release": _hold_release,
     "export": _export,
     "import": _import,
+    "import-refuges": _import_refuges,
     "keys.rotate": _keys_rotate,
     "keys.generate": _keys_generate,
     "bench": _bench,

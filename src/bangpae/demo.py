@@ -8,6 +8,7 @@ import secrets
 import time
 from typing import Any
 
+from bangpae.adapters.store.refuges import sample_refuges
 from bangpae.app import AppContext, build, serve
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.model import Order
@@ -67,6 +68,9 @@ def seed(ctx: AppContext) -> dict[str, Any]:
                 continue
         store.add_user(username, password_hash, role, person)
         logins[username] = (role, password)
+    # places of refuge near case 1, from the sample file (docs/refuges.md)
+    at = ctx.clock.now()
+    store.import_refuges(sample_refuges(), "replace", actor="demo", role="admin", at=at)
     return {"people": people, "orders": orders, "logins": logins, "keys": keys}
 
 

@@ -62,6 +62,7 @@ from bangpae.domain import disclosure
 from bangpae.domain.access import Basis, Purpose
 from bangpae.domain.disclosure import Relation
 from bangpae.domain.model import Event, EventKind, Fix, Order, event_id
+from bangpae.domain.refuge import parse_collection
 from bangpae.services import sessions
 from bangpae.services.auth import SCOPE_ENROL, SCOPE_FULL, Principal, hash_password, issue_token
 from bangpae.services.response import DISPATCH_PURPOSE, HANDOFF_PURPOSE
@@ -486,6 +487,34 @@ async def unsubscribe(w: World, who: str, variant: str) -> Call:
     return Call("DELETE", f"/api/v1/push/subscriptions?endpoint={body['endpoint']}")
 
 
+def west_refuge() -> dict[str, Any]:
+    """A place of refuge 300 m west of home (he comes from the east)."""
+    lat, lon = at(300, 270.0)
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "id": "matrix-west",
+                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                "properties": {"name": "West box", "kind": "police_box"},
+            }
+        ],
+    }
+
+
+async def import_refuges(w: World, who: str, variant: str) -> Call:
+    return Call("POST", "/api/v1/refuges/import", west_refuge())
+
+
+async def refuges_near_her(w: World, who: str, variant: str) -> Call:
+    """Her list, with a place to show: he is disclosed to her, so his position is read."""
+    if not w.ctx.store.refuge_count():
+        places = parse_collection(west_refuge())
+        w.ctx.store.import_refuges(places, "merge", actor="test", role="admin", at=T0)
+    return Call("GET", f"/api/v1/victim/refuges?lat={HOME[0]}&lon={HOME[1]}")
+
+
 # -- object-level checks on a reply that was allowed -------------------------------------------
 
 
@@ -706,6 +735,13 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/victim/notices"): Rule(
         get("/api/v1/victim/notices"), roles=VICTIM, scope="own_notices", check=own_notices
     ),
+    # places of refuge near her: his position, where shown to her, is read to avoid him
+    ("GET", "/api/v1/victim/refuges"): Rule(
+        refuges_near_her, roles=VICTIM, reads=(Relation.OWN_ORDER, disclosure.VICTIM_SAFETY)
+    ),
+    # places of refuge: imported by supervisors and administrators, listed for staff
+    ("POST", "/api/v1/refuges/import"): Rule(import_refuges, roles=ADMINISTRATION),
+    ("GET", "/api/v1/refuges"): Rule(get("/api/v1/refuges"), roles=STAFF | ADMIN),
     # who read her position and why: roles and purposes, never the readers' names
     ("GET", "/api/v1/victim/accesses"): Rule(get("/api/v1/victim/accesses"), roles=VICTIM),
     # Web Push: a browser is subscribed for its own user, and only they can remove it

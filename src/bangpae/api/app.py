@@ -12,6 +12,7 @@ from starlette.responses import Response
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
 from bangpae.api import access, apps, auth, disclosure, notices, problems, response, streams
+from bangpae.api.refuges import router as refuges_router
 from bangpae.api.routes import api, root
 from bangpae.web import content_security_policy, mount_web
 from bangpae.web.docs import mount_docs
@@ -63,6 +64,7 @@ def create_app(ctx: Any) -> FastAPI:
     app.include_router(notices.router)
     app.include_router(disclosure.router)
     app.include_router(access.router)
+    app.include_router(refuges_router)
     if ctx.settings.api_docs:
         mount_docs(app)
     mount_web(app, ctx.settings)

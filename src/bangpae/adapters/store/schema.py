@@ -320,3 +320,23 @@ user_totp = Table(
     Column("enabled_at", Float),  # null until confirmed with a code
     Column("last_step", BigInteger),  # the last time step accepted: a code works once
 )
+
+# -- places of refuge (schema 0011, docs/refuges.md) -------------------------------------
+
+# Public places (police boxes, stations, 24-hour stores): not personal data, so in clear.
+refuges = Table(
+    "refuges",
+    metadata,
+    Column("id", Id, primary_key=True),
+    # the feature's id in the imported file, else its kind and position: a merge updates it
+    Column("ref", String(100), nullable=False, unique=True),
+    Column("name_ko", String(200), nullable=False),
+    Column("name_en", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("hours", String(64)),
+    Column("phone", String(24)),
+    Column("imported_at", Float, nullable=False),
+    Index("ix_refuges_lat_lon", "lat", "lon"),  # the bounding box around her
+)

@@ -71,6 +71,7 @@ from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.positions import packed_positions, take_ids
+from bangpae.adapters.store.refuges import RefugeStore
 from bangpae.adapters.store.response import ResponseStore
 from bangpae.adapters.store.retention import RetentionStore
 from bangpae.adapters.store.sealed import SealedFields
@@ -450,7 +451,14 @@ def _credential(r: Row[Any]) -> DeviceCredential:
 
 
 class Store(
-    SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore, AccessStore
+    SealedFields,
+    ResponseStore,
+    NoticeStore,
+    AuthStore,
+    RetentionStore,
+    CaseStore,
+    AccessStore,
+    RefugeStore,
 ):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``).
 
