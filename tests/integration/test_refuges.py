@@ -73,14 +73,16 @@ async def env(tmp_path: Path):
     await ctx.stop()
 
 
-async def place(ctx, devices, clock, him: tuple[float, float], **fix) -> None:
+async def place(
+    ctx, devices, clock, him: tuple[float, float], accuracy: float = 10.0, **fix
+) -> None:
     """Her watch at her place and his monitor at ``him``, three times 15 s apart."""
     ankle, watch = devices
     for _ in range(3):
         clock.advance(15)
         now = clock.now()
         await ctx.ingest.submit([Fix(watch, now, *HER, 5.0, received_at=now)])
-        await ctx.ingest.submit([Fix(ankle, now, *him, 10.0, received_at=now, **fix)])
+        await ctx.ingest.submit([Fix(ankle, now, *him, accuracy, received_at=now, **fix)])
 
 
 def near(api, her, limit: int = 8):
@@ -184,20 +186,30 @@ def test_the_demos_sample_file_is_valid_and_marked_as_sample_data() -> None:
 
 
 async def test_while_his_position_is_withheld_her_list_does_not_depend_on_it(env) -> None:
-    """Two positions of his 1.3 km east and 1.3 km west (notify: withheld), and one 4 km
-    north (clear): byte-identical answers, nearest first, and no read of his position."""
+    """Positions of his 1.3 km east and 1.3 km west (notify), 700 m south with a poor fix
+    (reveal, but beyond what may be disclosed) and 4 km north (clear): byte-identical
+    answers, nearest first, and no read of his position."""
     ctx, api, users, order, devices, clock = env
     await api.post("/api/v1/refuges/import", json=RING, headers=users["sup"])
     answers = []
-    for him in (at(90, 1300), at(270, 1300), at(0, 4000)):
+    tiers = []
+    for him, acc in (
+        (at(90, 1300), 10),
+        (at(270, 1300), 10),
+        (at(180, 700), 100),
+        (at(0, 4000), 10),
+    ):
         clock.advance(600)
-        await place(ctx, devices, clock, him, speed_mps=1.4, heading_deg=270.0)
+        await place(ctx, devices, clock, him, acc, speed_mps=1.4, heading_deg=270.0)
         [status] = (await api.get("/api/v1/victim/status", headers=users["her"])).json()["orders"]
         assert status["offender"] is None
+        tiers.append(status["tier"])
         r = await near(api, users["her"])
         assert r.status_code == 200
         answers.append(r.content)
-    assert answers[0] == answers[1] == answers[2]
+    # what she is told at 1.3 km comes from his cell on a secret grid: notify or reveal
+    assert set(tiers[:2]) <= {"notify", "reveal"} and tiers[2:] == ["reveal", "clear"]
+    assert len(set(answers)) == 1
     body = json.loads(answers[0])
     assert (body["away_deg"], body["avoided"]) == (None, False)
     assert [p["distance_m"] for p in body["refuges"]] == [300] * 8

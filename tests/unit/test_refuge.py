@@ -232,7 +232,7 @@ def test_the_away_direction_is_never_more_in_his_path_than_straight_away(case) -
     assert R.exposure_m(dn, a.away_deg, walk_m) <= R.exposure_m(dn, straight, walk_m) + 0.2
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cases())
 def test_a_refuge_kept_is_reached_without_nearing_him_or_crossing_his_path(case) -> None:
     """For every refuge kept and every position of his: she is nearer it than he is; it is

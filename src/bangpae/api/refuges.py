@@ -122,11 +122,7 @@ def _import(
     return ImportCounts(**counts.as_dict())
 
 
-@router.post(
-    "/refuges/import",
-    response_model=ImportCounts,
-    openapi_extra={"description": "A GeoJSON FeatureCollection of Points (docs/refuges.md)."},
-)
+@router.post("/refuges/import", response_model=ImportCounts)
 async def import_refuges(
     ctx: Ctx,
     who: Importer,
@@ -134,7 +130,8 @@ async def import_refuges(
     data: Annotated[dict[str, Any], Body()],
     mode: Annotated[Literal["merge", "replace"], Query()] = "merge",
 ) -> Any:
-    """Import places of refuge, all or none; ``replace`` removes those not in the file."""
+    """Import places of refuge from a GeoJSON FeatureCollection of Points, all or none
+    (every fault located); ``replace`` also removes those not in it (docs/refuges.md)."""
     return await asyncio.to_thread(_import, ctx, who, data, mode, rid)
 
 
