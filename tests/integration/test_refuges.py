@@ -19,6 +19,7 @@ from bangpae.app import build
 from bangpae.cli import main
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order
+from bangpae.domain.refuge import Refuge
 from tests.integration.conftest import signed_in
 
 T0 = 1_800_000_000.0
@@ -249,3 +250,33 @@ async def test_her_position_is_checked_and_the_limit_bounded(env) -> None:
         assert r.status_code == 422, query
     r = await api.get("/api/v1/victim/refuges?lat=37&lon=127", headers=users["op"])
     assert r.status_code == 403
+
+
+def test_the_box_around_her_holds_every_place_within_the_radius_across_the_antimeridian(
+    store,
+) -> None:
+    """Places 4 km either side of the 180th meridian, near the equator and near a pole,
+    are found from the other side; places 6 km away are not read."""
+    spots = {
+        "east": (0.0, 179.99),
+        "west": (0.0, -179.99),
+        "far": (0.0, 179.93),
+        "north": (89.99, 10.0),
+        "pole-other-side": (89.99, -170.0),
+    }
+    places = [Refuge(name, "가", "A", "other", *pos) for name, pos in spots.items()]
+    store.import_refuges(places, "merge", actor="test", role="admin", at=T0)
+    found = {r.ref for r in store.refuges_near(0.0, 180.0, 5000)}
+    assert found == {"east", "west"}
+    found = {r.ref for r in store.refuges_near(89.99, 100.0, 5000)}
+    assert found == {"north", "pole-other-side"}
+
+
+def test_a_replace_removes_any_number_of_places_in_one_transaction(store) -> None:
+    many = [Refuge(f"p{i}", "가", "A", "other", 37.0 + i / 1e4, 127.0) for i in range(1200)]
+    counts = store.import_refuges(many, "merge", actor="test", role="admin", at=T0)
+    assert counts.as_dict() == {"added": 1200, "updated": 0, "removed": 0, "total": 1200}
+    counts = store.import_refuges(many[:1], "replace", actor="test", role="admin", at=T0)
+    assert counts.as_dict() == {"added": 0, "updated": 1, "removed": 1199, "total": 1}
+    assert [r.ref for r in store.refuges()] == ["p0"]
+    assert [a["fields"][0] for a in store.audit_records(limit=10)] == ["mode=merge", "mode=replace"]
