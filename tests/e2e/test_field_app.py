@@ -252,7 +252,7 @@ def test_a_new_dispatch_raises_an_alert_within_one_poll(
     case: dict[str, Any],
     browser: Any,  # noqa: F811
 ) -> None:
-    ctx, page = open_field(browser, case)
+    ctx, page = open_field(browser, case, fake_clock=True)
     pw.expect(page.locator("#notify-on")).to_be_hidden()  # already allowed
     if page.locator("#new-banner").is_visible():  # dispatches from before this session
         page.click("#new-dismiss")
@@ -261,7 +261,8 @@ def test_a_new_dispatch_raises_an_alert_within_one_poll(
     incident = open_incident(case, "device_integrity")
     dispatch(case, incident, "")
     banner = page.locator("#new-banner")
-    pw.expect(banner).to_be_visible(timeout=5500)  # one poll: 5 s
+    page.clock.fast_forward("00:05")  # one poll
+    pw.expect(banner).to_be_visible(timeout=2000)
     assert banner.get_attribute("role") == "alert"
     pw.expect(banner).to_contain_text(f"#{incident}")
     pw.expect(banner).to_contain_text("새 출동")
@@ -276,8 +277,10 @@ def test_a_new_dispatch_raises_an_alert_within_one_poll(
     pw.expect(page.locator("#detail-title")).to_contain_text(f"#{incident}")
     pw.expect(banner).to_be_hidden()
     pw.expect(item).to_have_class("dispatch prio-high")
-    # the next polls bring nothing new: no second alert
-    page.wait_for_timeout(5500)
+    # the next poll brings nothing new: no second alert
+    conn = page.inner_text("#conn")
+    page.clock.fast_forward("00:05")
+    pw.expect(page.locator("#conn")).not_to_have_text(conn)
     pw.expect(banner).to_be_hidden()
     assert len(page.evaluate("window.__notes")) == before + 1
     assert a11y == []
