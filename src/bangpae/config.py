@@ -193,6 +193,14 @@ class Settings(BaseSettings):
         "A tile server learns which area is viewed: run your own for production.",
     )
 
+    control_room_phone: str = Field(
+        "",
+        max_length=32,
+        pattern=r"^(\+?[0-9 ()-]*[0-9][0-9 ()-]*)?$",
+        description="The control room's telephone number, for the field app's call button "
+        "(digits, spaces, ( ) - and a leading +); empty: no call button.",
+    )
+
     @field_validator("tile_url")
     @classmethod
     def _tiles(cls, v: str) -> str:

@@ -413,8 +413,8 @@ def test_the_field_officer_sees_only_their_dispatch_and_reports_arrival(
     item = page.locator(f"button.dispatch[data-id='{breach['id']}']")
     pw.expect(item).to_be_visible(timeout=8000)
     item.click()
-    pw.expect(page.locator("#detail-target")).to_contain_text("피해자")
-    assert page.locator(".pin-target").count() == 1
+    pw.expect(page.locator("#detail-target")).to_contain_text("보호대상자 위치")
+    assert page.locator("#map .pin-victim").count() == 1
     page.check("#on-duty")
     shot(page, "field-dispatch-ko")
     a11y["field-dispatch"] = serious(page)
@@ -423,6 +423,7 @@ def test_the_field_officer_sees_only_their_dispatch_and_reports_arrival(
     page.check("input[value='false_alarm']")
     page.fill("#note", "he left before we arrived")
     page.click("#outcome-form button[type=submit]")
+    page.click("#confirm-false-ok")  # a false alarm is confirmed (test_field_app.py)
     pw.expect(page.locator("#none")).to_be_visible(timeout=8000)
     done = httpx.get(f"{api}/incidents/{breach['id']}", headers=staff).json()
     assert done["status"] == "false_alarm"

@@ -59,7 +59,12 @@ def web_router(settings: Any) -> APIRouter:
         return templates.TemplateResponse(
             request,
             name,
-            {"lang": lang, "t": lambda key: messages.get(key, key), "tile_url": settings.tile_url},
+            {
+                "lang": lang,
+                "t": lambda key: messages.get(key, key),
+                "tile_url": settings.tile_url,
+                "control_room_phone": settings.control_room_phone,
+            },
         )
 
     @router.get("/app/", response_class=HTMLResponse)
