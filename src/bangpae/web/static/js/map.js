@@ -57,12 +57,12 @@ class Basemap {
     this.borders = data.borders.map((line) => points(line, s));
   }
 
-  // A point of the district inside the view: its label point if visible, else a point
-  // of a grid over the view that falls well inside it (half a cell from its border
-  // north and south), nearest the view's centre.
-  anchor(region, view) {
-    if (view.contains(region.at)) return region.at;
-    if (!view.intersects(region.bounds)) return null;
+  // Points of the district inside the view where its name may go, best first: its
+  // label point if visible, then points of a grid over the view that fall well inside
+  // it (half a cell from its border north and south), nearest the view's centre.
+  anchors(region, view) {
+    if (!view.intersects(region.bounds)) return [];
+    const out = view.contains(region.at) ? [[-1, region.at]] : [];
     const n = 8;
     const south = view.getSouth();
     const west = view.getWest();
@@ -70,18 +70,15 @@ class Basemap {
     const dLon = (view.getEast() - west) / (n + 1);
     const centre = view.getCenter();
     const within = (at) => region.polys.some((rings) => inside(at, rings));
-    let best = null;
-    let bestScore = Infinity;
     for (let i = 1; i <= n; i++) {
       for (let j = 1; j <= n; j++) {
         const at = [south + i * dLat, west + j * dLon];
         if (!within(at)) continue;
         const deep = within([at[0] + dLat / 2, at[1]]) && within([at[0] - dLat / 2, at[1]]);
-        const score = (deep ? 0 : 10) + ((at[0] - centre.lat) / dLat) ** 2 + ((at[1] - centre.lng) / dLon) ** 2;
-        if (score < bestScore) [best, bestScore] = [at, score];
+        out.push([(deep ? 0 : 10) + ((at[0] - centre.lat) / dLat) ** 2 + ((at[1] - centre.lng) / dLon) ** 2, at]);
       }
     }
-    return best;
+    return out.sort((x, y) => x[0] - y[0]).map(([, at]) => at);
   }
 }
 
@@ -117,19 +114,33 @@ class PlaceLabels extends L.Layer {
     const view = map.getBounds().pad(-0.12);
     const out = [];
     if (zoom <= PROVINCE_MAX_ZOOM) {
-      for (const p of this.basemap.provinces) if (view.contains(p.at)) out.push({ place: p, at: p.at });
+      for (const p of this.basemap.provinces) if (view.contains(p.at)) out.push({ place: p, at: [p.at] });
     }
     if (zoom >= DISTRICT_MIN_ZOOM) {
-      const regions = this.basemap.regions.filter((r) => view.intersects(r.bounds));
       // Larger districts first: they have the room to take a name.
-      regions.sort((a, b) => b.bounds.getNorthEast().distanceTo(b.bounds.getSouthWest()) -
-        a.bounds.getNorthEast().distanceTo(a.bounds.getSouthWest()));
-      for (const r of regions) {
-        const at = this.basemap.anchor(r, view);
-        if (at) out.push({ place: r, at });
-      }
+      const size = (r) => r.bounds.getNorthEast().distanceTo(r.bounds.getSouthWest());
+      const regions = this.basemap.regions.filter((r) => view.intersects(r.bounds));
+      regions.sort((a, b) => size(b) - size(a));
+      for (const r of regions) out.push({ place: r, at: this.basemap.anchors(r, view) });
     }
     return out;
+  }
+
+  // What a name must not cover: the pins, their labels and the map's controls, in
+  // container pixels.
+  obstacles() {
+    const map = this._map;
+    const container = map.getContainer();
+    const origin = container.getBoundingClientRect();
+    const els = [
+      ...map.getPane("markerPane").children,
+      ...map.getPane("tooltipPane").children,
+      ...container.querySelectorAll(".leaflet-control"),
+    ];
+    return els.map((el) => {
+      const r = el.getBoundingClientRect();
+      return L.bounds([r.left - origin.left, r.top - origin.top], [r.right - origin.left, r.bottom - origin.top]);
+    });
   }
 
   draw() {
@@ -137,21 +148,25 @@ class PlaceLabels extends L.Layer {
     if (!map) return;
     this.pane.replaceChildren();
     const lang = pageLang();
-    const placed = [];
+    const placed = this.obstacles();
     for (const { place, at } of this.candidates()) {
+      if (!at.length) continue;
       const el = L.DomUtil.create("span", `place place-${place.rank ? "district" : "province"}`, this.pane);
       el.textContent = (lang === "en" && place.en) || place.ko;
       el.lang = lang === "en" && place.en ? "en" : "ko";
-      const w = el.offsetWidth;
-      const h = el.offsetHeight;
-      const p = map.latLngToLayerPoint(at);
-      const box = L.bounds([p.x - w / 2 - LABEL_GAP, p.y - h / 2 - LABEL_GAP], [p.x + w / 2 + LABEL_GAP, p.y + h / 2 + LABEL_GAP]);
-      if (placed.some((b) => b.intersects(box))) {
+      const w = el.offsetWidth / 2 + LABEL_GAP;
+      const h = el.offsetHeight / 2 + LABEL_GAP;
+      const free = at
+        .map((ll) => map.latLngToContainerPoint(ll))
+        .map((p) => [p, L.bounds([p.x - w, p.y - h], [p.x + w, p.y + h])])
+        .find(([, box]) => !placed.some((b) => b.intersects(box)));
+      if (!free) {
         el.remove();
         continue;
       }
-      placed.push(box);
-      L.DomUtil.setPosition(el, L.point(Math.round(p.x - w / 2), Math.round(p.y - h / 2)));
+      placed.push(free[1]);
+      const p = map.containerPointToLayerPoint(free[0]);
+      L.DomUtil.setPosition(el, L.point(Math.round(p.x - el.offsetWidth / 2), Math.round(p.y - el.offsetHeight / 2)));
     }
   }
 }
@@ -269,6 +284,7 @@ export class MapView {
     if (bounds.length === 1) this.map.setView(bounds[0], 16);
     else if (bounds.length > 1) this.map.fitBounds(bounds, { padding: [40, 40], maxZoom: 17 });
     this.labelPins(markers);
+    if (this.labels) this.labels.draw(); // place names make way for the pins
   }
 
   // Pin labels on distinct sides so close pins do not hide each other's names: each
