@@ -217,3 +217,24 @@ def test_street_maps_are_read_by_ranges_from_bangpae_only(
     assert serious(page) == []
     shot(page, "map-streets")
     ctx.close()
+
+
+def test_a_configured_tile_server_is_drawn_over_the_offline_map(
+    plain: Server,
+    browser: Any,  # noqa: F811
+) -> None:
+    ctx, page, requests = _open(browser, plain, "en")
+    # a loopback "tile server": bangpae's own icon stands in for every tile
+    url = f"{plain.api}/static/icons/shield.svg?z={{z}}&x={{x}}&y={{y}}"
+    assert page.evaluate(MAP, [url]) == "boundaries"
+    tiles = page.locator("#test-map .leaflet-tile-pane img.leaflet-tile-loaded")
+    pw.expect(tiles.first).to_be_attached()
+    assert "z=15" in (tiles.first.get_attribute("src") or "")
+    # the tiles' pane lies over the base map's
+    order = page.evaluate(
+        "['.leaflet-basemap-pane', '.leaflet-tile-pane'].map((s) =>"
+        " Number(getComputedStyle(document.querySelector('#test-map ' + s)).zIndex))"
+    )
+    assert order[0] < order[1]
+    assert requests.hosts() == {f"127.0.0.1:{plain.http_port}"}
+    ctx.close()
