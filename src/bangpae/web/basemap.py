@@ -59,7 +59,8 @@ SOURCE = (
 def _ints(coords: Any) -> list[int]:
     """A ring or line as the first point and then differences, in 1/SCALE degree."""
     c = np.round(np.asarray(coords)[:, :2] * SCALE).astype(np.int64)
-    return np.vstack([c[:1], np.diff(c, axis=0)]).ravel().tolist()  # type: ignore[no-any-return]
+    out: list[int] = np.vstack([c[:1], np.diff(c, axis=0)]).ravel().tolist()
+    return out
 
 
 def _polygons(geom: BaseGeometry) -> list[list[list[int]]]:

@@ -10,12 +10,14 @@ See docs/maps.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 BASE = 0xAC00
 INITIALS = "g kk n d tt r m b pp s ss - j jj ch k t p h".replace("-", "").split(" ")
 VOWELS = "a ae ya yae eo e yeo ye o wa wae oe yo u wo we wi yu eu ui i".split()
 # A final consonant by its index: the sound it has at the end of a syllable (K, N, T, L,
 # M, P, NG, or "" for none), and the initial it becomes before a vowel (liaison).
-FINALS = (
+FINALS: tuple[tuple[str, int | None], ...] = (
     ("", None), ("K", 0), ("K", 1), ("K", 9), ("N", 2), ("N", 12), ("N", 11), ("T", 3),
     ("L", 5), ("K", 0), ("M", 6), ("L", 7), ("L", 9), ("L", 16), ("P", 17), ("L", 11),
     ("M", 6), ("P", 7), ("P", 9), ("T", 9), ("T", 10), ("NG", None), ("T", 12), ("T", 14),
@@ -28,14 +30,21 @@ UNITS = {"시": "si", "군": "gun", "구": "gu", "도": "do", "읍": "eup", "면
 CITY_TITLES = ("특별자치시", "특별시", "광역시")
 
 
-def _syllables(word: str) -> list[list[int | str]]:
-    out: list[list[int | str]] = []
+@dataclass
+class _Syllable:
+    initial: int  # index into INITIALS
+    vowel: int  # index into VOWELS
+    final: str  # its sound: "", K, N, T, L, M, P or NG
+    jamo: int  # the final consonant's index into FINALS (for liaison)
+
+
+def _syllables(word: str) -> list[_Syllable]:
+    out = []
     for ch in word:
         code = ord(ch) - BASE
         if not 0 <= code < 11172:
             raise ValueError(f"not a Hangul syllable: {ch!r}")
-        final_sound, _ = FINALS[code % 28]
-        out.append([code // 588, (code % 588) // 28, final_sound, code % 28])
+        out.append(_Syllable(code // 588, (code % 588) // 28, FINALS[code % 28][0], code % 28))
     return out
 
 
@@ -43,27 +52,27 @@ def romanize(word: str) -> str:
     """One word of Hangul syllables in the Revised Romanization, lower case."""
     syl = _syllables(word)
     for a, b in zip(syl, syl[1:], strict=False):
-        final, initial = str(a[2]), int(b[0])
+        final, initial = a.final, b.initial
         if initial == I_NULL and final not in ("", "NG"):  # liaison: the final begins the next
-            moved = FINALS[int(a[3])][1]
-            a[2], b[0] = "", I_NULL if moved is None else moved
+            moved = FINALS[a.jamo][1]
+            a.final, b.initial = "", I_NULL if moved is None else moved
         elif initial in (I_N, I_M):  # nasalisation
-            a[2] = {"K": "NG", "T": "N", "P": "M"}.get(final, final)
+            a.final = {"K": "NG", "T": "N", "P": "M"}.get(final, final)
             if final == "L" and initial == I_N:
-                b[0] = I_R
+                b.initial = I_R
         elif initial == I_R:
             if final in ("N", "L"):
-                a[2] = "L"
+                a.final = "L"
             elif final in ("M", "NG"):
-                b[0] = I_N
+                b.initial = I_N
             elif final in ("K", "T", "P"):
-                a[2], b[0] = {"K": "NG", "T": "N", "P": "M"}[final], I_N
+                a.final, b.initial = {"K": "NG", "T": "N", "P": "M"}[final], I_N
     text = ""
-    for i, (initial, vowel, final, _) in enumerate(syl):
-        first = INITIALS[int(initial)]
-        if int(initial) == I_R and i > 0 and syl[i - 1][2] == "L":
-            first = "l"
-        text += first + VOWELS[int(vowel)] + SPELL[str(final)]
+    for i, s in enumerate(syl):
+        first = INITIALS[s.initial]
+        if s.initial == I_R and i > 0 and syl[i - 1].final == "L":
+            first = "l"  # ㄹㄹ is "ll"
+        text += first + VOWELS[s.vowel] + SPELL[s.final]
     return text
 
 

@@ -11,6 +11,7 @@ const INDEX = "/basemap/index.json";
 const VENDOR = "/static/vendor/protomaps-leaflet/protomaps-leaflet.js";
 const PROVINCE_MAX_ZOOM = 10; // provinces are named up to here, districts from DISTRICT_MIN_ZOOM
 const DISTRICT_MIN_ZOOM = 9;
+const GRID_MIN_ZOOM = 12; // from here a district may be larger than the view
 const LABEL_GAP = 6; // px kept free around a label
 const PIN_SIDES = ["top", "bottom", "right", "left"];
 
@@ -60,9 +61,11 @@ class Basemap {
   // Points of the district inside the view where its name may go, best first: its
   // label point if visible, then points of a grid over the view that fall well inside
   // it (half a cell from its border north and south), nearest the view's centre.
-  anchors(region, view) {
+  anchors(region, view, zoom) {
     if (!view.intersects(region.bounds)) return [];
-    const out = view.contains(region.at) ? [[-1, region.at]] : [];
+    const visible = view.contains(region.at);
+    if (visible && zoom < GRID_MIN_ZOOM) return [region.at]; // small districts: one point
+    const out = visible ? [[-1, region.at]] : [];
     const n = 8;
     const south = view.getSouth();
     const west = view.getWest();
@@ -121,7 +124,7 @@ class PlaceLabels extends L.Layer {
       const size = (r) => r.bounds.getNorthEast().distanceTo(r.bounds.getSouthWest());
       const regions = this.basemap.regions.filter((r) => view.intersects(r.bounds));
       regions.sort((a, b) => size(b) - size(a));
-      for (const r of regions) out.push({ place: r, at: this.basemap.anchors(r, view) });
+      for (const r of regions) out.push({ place: r, at: this.basemap.anchors(r, view, zoom) });
     }
     return out;
   }
