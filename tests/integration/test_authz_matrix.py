@@ -608,6 +608,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/static/leaflet"): Rule(get("/static/leaflet/leaflet.js"), PUBLIC),
     ("GET", "/static/swagger-ui"): Rule(get("/static/swagger-ui/swagger-ui.css"), PUBLIC),
     ("GET", "/api/v1/push/key"): Rule(get("/api/v1/push/key"), PUBLIC),  # a public key
+    # the offline base map (the same for everyone; the street archive has no route here)
+    ("GET", "/basemap/index.json"): Rule(get("/basemap/index.json"), PUBLIC),
+    ("GET", "/basemap/korea.json"): Rule(get("/basemap/korea.json"), PUBLIC),
     # signing in and out
     ("POST", "/api/v1/auth/login"): Rule(login, PUBLIC),
     ("POST", "/api/v1/auth/logout"): Rule(logout, PUBLIC),  # ends only the session it names

@@ -1,6 +1,8 @@
 // Offline shell for the victim and field apps. The API is never cached: a status
-// shown from a cache would be a stale status shown as current.
-const VERSION = "bangpae-shell-v2";
+// shown from a cache would be a stale status shown as current. The offline base map
+// (docs/maps.md) is part of the shell, so the map draws Korea with no network; street
+// map byte ranges are not cached here (the browser's HTTP cache keeps what it read).
+const VERSION = "bangpae-shell-v3";
 const scope = new URL(self.registration.scope).pathname; // "/app/" or "/field/"
 const SHARED = [
   "/static/css/app.css",
@@ -13,6 +15,8 @@ const SHARED = [
   "/static/icons/shield.svg",
   "/today",
   "/static/css/today.css",
+  "/basemap/index.json",
+  "/basemap/korea.json",
 ];
 const SHELL = [scope, `${scope}manifest.webmanifest`, scope === "/field/" ? "/static/js/field.js" : "/static/js/victim.js", ...SHARED];
 
@@ -31,7 +35,12 @@ self.addEventListener("activate", (event) => {
 
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
-  if (event.request.method !== "GET" || url.origin !== location.origin || url.pathname.startsWith("/api/")) {
+  if (
+    event.request.method !== "GET" ||
+    url.origin !== location.origin ||
+    url.pathname.startsWith("/api/") ||
+    event.request.headers.has("range")
+  ) {
     return; // the network, always
   }
   // Network first, so an update shows at once; the cached shell when offline.
