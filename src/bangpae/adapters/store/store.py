@@ -69,6 +69,7 @@ from bangpae.adapters.store.base import (
 )
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.adapters.store.evidence import EvidenceStore
 from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.positions import packed_positions, take_ids
 from bangpae.adapters.store.response import ResponseStore
@@ -450,7 +451,14 @@ def _credential(r: Row[Any]) -> DeviceCredential:
 
 
 class Store(
-    SealedFields, ResponseStore, NoticeStore, AuthStore, RetentionStore, CaseStore, AccessStore
+    EvidenceStore,
+    SealedFields,
+    ResponseStore,
+    NoticeStore,
+    AuthStore,
+    RetentionStore,
+    CaseStore,
+    AccessStore,
 ):
     """Durable state behind one database URL (``sqlite:///path`` or ``postgresql+psycopg://``).
 
