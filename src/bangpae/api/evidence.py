@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from bangpae.adapters.store.evidence import EvidenceFull, EvidenceRecord
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
-from bangpae.domain.access import Purpose
+from bangpae.domain.access import EVIDENCE_READERS, Purpose
 from bangpae.domain.disclosure import iso
 from bangpae.services.auth import Principal
 
@@ -36,8 +36,8 @@ UPLOAD_PATH = re.compile(r"^/api/v1/victim/sos/[0-9]{1,19}/evidence$")
 
 evidence_router = router = APIRouter(prefix="/api/v1", tags=["evidence"])
 Victim = Annotated[Principal, Depends(require("victim"))]
-# Who may read is the access policy's [evidence] table; these are the roles it may name.
-Reader = Annotated[Principal, Depends(require("operator", "supervisor", "auditor"))]
+# Who may read, and why, is the access policy's [evidence] table, among these roles.
+Reader = Annotated[Principal, Depends(require(*EVIDENCE_READERS))]
 PurposeQuery = Annotated[Purpose, Query(description="Why: one of the fixed purposes.")]
 
 

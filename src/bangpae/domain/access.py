@@ -134,8 +134,8 @@ class Policy:
 
 _TOP = {"version", "approval", "break_glass", "reports", "look_back", "rule", "evidence"}
 _OPTIONAL = {"version", "evidence"}  # a policy without [evidence] lets nobody hear recordings
-# Roles that may never hear a recording, whatever a policy file says.
-NEVER_EVIDENCE = frozenset({"offender"})
+# The only roles a policy may let hear an SOS's recordings (it may narrow them, never add).
+EVIDENCE_READERS = ("operator", "supervisor", "auditor")
 _SECTIONS = {
     "look_back": {"incident_s", "break_glass_s"},
     "approval": {"ttl_s", "requesters", "approvers"},
@@ -270,9 +270,10 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     if not isinstance(section, Mapping):
         raise PolicyError(f"[evidence]: expected a table of roles, got {section!r}")
     for role, purposes in section.items():
-        _roles("[evidence]", [role])
-        if role in NEVER_EVIDENCE:
-            raise PolicyError(f"[evidence]: {role} may never hear a recording")
+        if role not in EVIDENCE_READERS:
+            raise PolicyError(
+                f"[evidence]: {role!r} may not hear recordings (only {', '.join(EVIDENCE_READERS)})"
+            )
         evidence[role] = _purposes(f"[evidence].{role}", purposes)
     policy = replace(policy, evidence=evidence)
     uses_approval = any(Basis.APPROVAL in b for b in rules.values())
