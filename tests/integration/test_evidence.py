@@ -239,6 +239,19 @@ async def test_only_her_own_sos_open_or_closed_within_a_day_takes_a_recording(
         Event(event_id("evidence-test", 1), EventKind.TAMPER, T0, order_id=world.orders["victim"]),
     )
     assert (await world.upload(int(tamper), data)).status_code == 404
+    offender = store.get_order(world.orders["victim"]).offender_id
+    his, _ = store.record_incident(
+        "sos",
+        "critical",
+        Event(
+            event_id("evidence-test", 2),
+            EventKind.SOS,
+            T0,
+            order_id=world.orders["victim"],
+            person_id=offender,
+        ),
+    )
+    assert (await world.upload(int(his), data)).status_code == 404
     assert (await world.upload(999_999, data)).status_code == 404
     # staff cannot upload, victims cannot read
     r = await world.upload(hers, data, who="operator")
@@ -265,6 +278,17 @@ async def test_an_upload_past_its_limit_and_an_sos_past_its_cap_get_413(world: W
     too_big = webm(b"\x00" * api_evidence.MAX_UPLOAD)
     r = await world.upload(sos, too_big)
     assert r.status_code == 413, r.text
+    # sent in chunks, with no length to check first: stopped as it arrives
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for k in range(0, len(too_big), 1 << 20):
+            yield too_big[k : k + (1 << 20)]
+
+    r = await world.api.post(
+        f"/api/v1/victim/sos/{sos}/evidence", content=chunks(), headers=world.headers["victim"]
+    )
+    assert r.status_code == 413 and "content-length" not in r.request.headers, r.text
+    assert r.headers["content-type"] == "application/problem+json", r.text
     for _ in range(api_evidence.MAX_RECORDINGS):
         assert (await world.upload(sos, ogg(os.urandom(32)))).status_code == 201
     r = await world.upload(sos, ogg(os.urandom(32)))

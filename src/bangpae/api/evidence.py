@@ -102,11 +102,11 @@ def _her_sos(ctx: Any, who: Principal, incident_id: int, now: float) -> Any:
     record = ctx.store.get_incident(incident_id)
     mine = False
     if record is not None and record.kind == "sos" and who.person_id is not None:
-        if record.order_id is not None:
+        if record.person_id is not None:  # raised by her own device, not his
+            mine = record.person_id == who.person_id
+        elif record.order_id is not None:
             order = ctx.store.get_order(record.order_id)
             mine = order is not None and order.victim_id == who.person_id
-        else:
-            mine = record.person_id == who.person_id
         if mine and record.status in FINAL:
             mine = now - (record.updated_at or record.opened_at) <= CLOSED_WINDOW_S
     if not mine:
@@ -120,6 +120,16 @@ def _her_sos(ctx: Any, who: Principal, incident_id: int, now: float) -> Any:
     status_code=201,
     max_body_size=MAX_UPLOAD,
     responses={200: {"description": "The same bytes were kept already: the same record."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The recording as the phone made it; its type is read from its bytes.",
+            "content": {
+                kind: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ("audio/webm", "audio/ogg", "audio/mp4", "application/octet-stream")
+            },
+        }
+    },
 )
 async def upload_evidence(
     incident_id: IdPath,
