@@ -26,6 +26,7 @@ import pytest_asyncio
 from bangpae.adapters.casefile import CaseFileError, export_case, import_case, verify_case
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.crypto import DataKeyError, FieldCipher, add_key, new_key, write_key_file
+from bangpae.adapters.housekeeping import run_purge
 from bangpae.adapters.store import Store
 from bangpae.adapters.store.evidence import EvidenceFull
 from bangpae.api import evidence as api_evidence
@@ -33,6 +34,7 @@ from bangpae.api.app import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import Event, EventKind, Order, event_id
+from bangpae.domain.retention import Policy as RetentionPolicy
 from bangpae.services import sessions
 from bangpae.services.auth import hash_password
 
@@ -487,3 +489,49 @@ async def test_a_case_carries_the_recording_with_its_sha256_and_an_import_refuse
         assert got is not None and got[1] == data and got[0].sha256 == digest
     finally:
         target.close()
+
+
+def test_retention_purges_a_recording_with_its_incident_and_a_hold_keeps_both(
+    tmp_path: Path,
+) -> None:
+    day = 86400.0
+    store = Store(f"sqlite:///{tmp_path / 'purge.sqlite'}", FieldCipher([new_key()]))
+    store.migrate()
+    try:
+        off, vic = store.add_person("offender", "O"), store.add_person("victim", "V")
+        ends = T0 + 30 * day
+        order = store.add_order(Order(0, off, vic, valid_from=T0, valid_until=ends))
+        ids = []
+        for n in (1, 2):
+            event = Event(event_id("purge", n), EventKind.SOS, T0 + n, order_id=order)
+            iid, _ = store.record_incident("sos", "critical", event)
+            store.add_evidence(
+                iid,
+                vic,
+                ogg(os.urandom(100)),
+                "audio/ogg",
+                at=T0 + n,
+                recorded_at=None,
+                uploaded_by="user:1:v",
+                max_total=10_000,
+                max_count=5,
+            )
+            store.incident_action(iid, "resolve", "user:2:op", T0 + day)
+            ids.append(iid)
+        store.place_hold(
+            "incident",
+            ids[1],
+            None,
+            None,
+            "court case 2027-31",
+            actor="t",
+            role="admin",
+            at=T0 + day,
+        )
+        report = run_purge(store, RetentionPolicy(), ends + 400 * day)
+        assert report.counts["incidents"] == 1
+        assert store.get_incident(ids[0]) is None and store.incident_evidence(ids[0]) == []
+        [kept] = store.incident_evidence(ids[1])
+        assert store.evidence_with_bytes(kept.id) is not None
+    finally:
+        store.close()
