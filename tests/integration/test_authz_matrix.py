@@ -287,6 +287,7 @@ class Call:
     path: str
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None  # a raw body instead of JSON (a recording)
 
 
 Build = Callable[[World, str, str], Awaitable[Call]]  # (world, caller, variant) -> request
@@ -513,6 +514,55 @@ async def refuges_near_her(w: World, who: str, variant: str) -> Call:
         places = parse_collection(west_refuge())
         w.ctx.store.import_refuges(places, "merge", actor="test", role="admin", at=T0)
     return Call("GET", f"/api/v1/victim/refuges?lat={HOME[0]}&lon={HOME[1]}")
+def recording() -> bytes:
+    """A WebM recording's header (EBML, document type webm) and fresh bytes."""
+    header = b"\x42\x82\x84webm"
+    return b"\x1a\x45\xdf\xa3" + bytes([0x80 | len(header)]) + header + secrets.token_bytes(64)
+
+
+def sos_of(w: World, whose: str) -> int:
+    """An SOS of her order (``own``: victim 1's; ``other``: victim 2's), made once."""
+    key = f"sos-{whose}"
+    if key not in w.incidents:
+        order = w.ctx.store.get_order(w.orders[whose])
+        event = Event(
+            event_id("authz-matrix-sos", whose),
+            EventKind.SOS,
+            T0,
+            order_id=order.id,
+            person_id=order.victim_id,
+        )
+        w.incidents[key], _ = w.ctx.store.record_incident("sos", "critical", event)
+    return w.incidents[key]
+
+
+async def upload_recording(w: World, who: str, variant: str) -> Call:
+    """A recording of her SOS: her own, or another victim's."""
+    iid = sos_of(w, "own" if variant == "own" else "other")
+    return Call("POST", f"/api/v1/victim/sos/{iid}/evidence", content=recording())
+
+
+def evidence_purpose(who: str) -> str:
+    """A purpose the policy gives the caller for recordings (any, for roles it gives none)."""
+    return min(POLICY.evidence.get(who, {Purpose.INCIDENT_RESPONSE}))
+
+
+async def list_recordings(w: World, who: str, variant: str) -> Call:
+    iid = sos_of(w, "own")
+    return Call("GET", f"/api/v1/incidents/{iid}/evidence?purpose={evidence_purpose(who)}")
+
+
+async def hear_recording(w: World, who: str, variant: str) -> Call:
+    if "recording" not in w.links:
+        r = await w.api.post(
+            f"/api/v1/victim/sos/{sos_of(w, 'own')}/evidence",
+            content=recording(),
+            headers=w.headers["victim"],
+        )
+        assert r.status_code == 201, r.text
+        w.links["recording"] = str(r.json()["id"])
+    eid = w.links["recording"]
+    return Call("GET", f"/api/v1/evidence/{eid}?purpose={evidence_purpose(who)}")
 
 
 # -- object-level checks on a reply that was allowed -------------------------------------------
@@ -768,6 +818,17 @@ ROUTES: dict[tuple[str, str], Rule] = {
         roles=OFFICER,
         scope="own_dispatch",
     ),
+    # recordings of an SOS: her own SOS only; heard by the roles the policy's [evidence]
+    # names, each for a purpose it gives them (docs/evidence.md)
+    ("POST", "/api/v1/victim/sos/{incident_id}/evidence"): Rule(
+        upload_recording, roles=VICTIM, scope="own_object"
+    ),
+    ("GET", "/api/v1/incidents/{incident_id}/evidence"): Rule(
+        list_recordings, roles=frozenset(POLICY.evidence)
+    ),
+    ("GET", "/api/v1/evidence/{evidence_id}"): Rule(
+        hear_recording, roles=frozenset(POLICY.evidence)
+    ),
     ("POST", "/api/v1/field/location"): Rule(
         on("POST", "/api/v1/field/location", located(0)),
         roles=OFFICER,
@@ -886,7 +947,9 @@ async def run(w: World, key: tuple[str, str], principal: str, variant: str) -> s
             return f"{label}: admitted caller got {kind} {got}"
         body = got
     else:
-        r = await w.api.request(call.method, call.path, json=call.json, headers=headers)
+        r = await w.api.request(
+            call.method, call.path, json=call.json, content=call.content, headers=headers
+        )
         if want is not None:
             if r.status_code != want:
                 return f"{label}: expected {want}, got {r.status_code} {r.text[:300]}"

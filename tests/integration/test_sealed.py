@@ -151,6 +151,7 @@ def test_a_rotation_reseals_so_the_newest_key_alone_reads_everything(
         "incident_entries.data": {"resealed": 0, "sealed": 0},
         "handoffs.summary": {"resealed": 0, "sealed": 0},
         "fixes.position": {"resealed": 0, "sealed": 0, "current": 0},
+        "evidence.blob": {"resealed": 0, "sealed": 0, "current": 0},
     }
     after = _raw(sealed)
     assert after != before and not [x for x in SECRETS if x in after]

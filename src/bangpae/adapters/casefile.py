@@ -6,6 +6,13 @@ import reads) and ``<table>.csv`` (for people and spreadsheets); the fixes also 
 ``audit.csv``; ``manifest.json`` (format, schema version, order, counts, when and where
 from); and ``MANIFEST.sha256`` (``sha256sum -c`` checks it) over every other file.
 
+Recordings kept as evidence of the case's SOS incidents (docs/evidence.md) are written
+opened, each as a file under ``evidence/`` (as the phone recorded it), and listed in
+``evidence.jsonl`` (incident, times, type, size, SHA-256, file): the SHA-256 is the one
+computed when the recording arrived, so a court can check that the file is what the
+phone sent. Both are in ``MANIFEST.sha256``. A case without ``evidence.jsonl`` (exported
+before recordings existed) has none.
+
 Floats are written with ``repr`` (JSON and CSV alike), which Python reads back as the
 same double, so ids, times and values survive a round trip exactly. An import checks
 every checksum before it reads anything else, and refuses a case whose ids are already
@@ -39,6 +46,7 @@ from bangpae.adapters.store.case import (
     check_value,
 )
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.adapters.store.evidence import EvidenceRecord
 from bangpae.adapters.store.store import audit_hash
 
 FORMAT = "bangpae-case"
@@ -47,6 +55,23 @@ MANIFEST = "MANIFEST.sha256"
 MANIFEST_JSON = "manifest.json"
 PROGRESS_EVERY = 100_000
 _LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+EVIDENCE_DIR = "evidence"
+EVIDENCE_LIST = "evidence.jsonl"
+# A recording's file: its id and the start of its digest, and the extension of its type.
+_EVIDENCE_FILE = re.compile(r"^evidence/[0-9]{1,18}-[0-9a-f]{16}\.(webm|ogg|m4a)$")
+_EXTENSIONS = {"audio/webm": "webm", "audio/ogg": "ogg", "audio/mp4": "m4a"}
+_EVIDENCE_COLUMNS = {
+    "id": int,
+    "incident_id": int,
+    "person_id": int,
+    "uploaded_at": float,
+    "recorded_at": float,
+    "content_type": str,
+    "size": int,
+    "sha256": str,
+    "uploaded_by": str,
+    "file": str,
+}
 
 
 class CaseFileError(Exception):
@@ -87,6 +112,45 @@ def _create(path: Path) -> IO[str]:
     # Case files are personal data: readable by the owner only.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     return open(fd, "w", encoding="utf-8", newline="")
+
+
+def _write_evidence(
+    store: Store, out: Path, incident_ids: list[int], progress: TextIO | None
+) -> list[str]:
+    """The recordings of these incidents as files under ``evidence/``, opened, and their
+    list ``evidence.jsonl``; the names written."""
+    files = [EVIDENCE_LIST]
+    (out / EVIDENCE_DIR).mkdir(mode=0o700)
+    with _create(out / EVIDENCE_LIST) as listing:
+        for record, data in store.case_evidence(incident_ids):
+            name = _evidence_name(record)
+            fd = os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "wb") as f:
+                f.write(data)
+            listing.write(_json(_evidence_row(record, name)) + "\n")
+            files.append(name)
+    if progress is not None:
+        print(f"export: evidence: {len(files) - 1} recordings", file=progress, flush=True)
+    return files
+
+
+def _evidence_name(record: EvidenceRecord) -> str:
+    return f"{EVIDENCE_DIR}/{record.id}-{record.sha256[:16]}.{_EXTENSIONS[record.content_type]}"
+
+
+def _evidence_row(record: EvidenceRecord, name: str) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "incident_id": record.incident_id,
+        "person_id": record.person_id,
+        "uploaded_at": record.uploaded_at,
+        "recorded_at": record.recorded_at,
+        "content_type": record.content_type,
+        "size": record.size,
+        "sha256": record.sha256,
+        "uploaded_by": record.uploaded_by,
+        "file": name,
+    }
 
 
 class _TableWriter:
@@ -145,12 +209,15 @@ def export_case(
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     files: list[str] = []
+    incident_ids: list[int] = []
     for name, rows in store.case_tables(order_id):
         columns = list(AUDIT_COLUMNS) if name == "audit" else case_columns(name)
         w = _TableWriter(out, name, columns)
         try:
             for row in rows:
                 w.write(row)
+                if name == "incidents":
+                    incident_ids.append(int(row["id"]))
                 if progress is not None and w.n % PROGRESS_EVERY == 0:
                     print(f"export: {name}: {w.n} rows ...", file=progress, flush=True)
         finally:
@@ -158,6 +225,8 @@ def export_case(
         counts[name], files = w.n, files + w.files
         if progress is not None:
             print(f"export: {name}: {w.n} rows", file=progress, flush=True)
+    written = _write_evidence(store, out, incident_ids, progress)
+    counts["evidence"], files = len(written) - 1, files + written
     head = store.audit_head()
     manifest = {
         "format": FORMAT,
@@ -192,10 +261,8 @@ def export_case(
     return manifest
 
 
-def verify_case(directory: Path) -> dict[str, Any]:
-    """Check every checksum of a case directory first, then its manifest; return it."""
-    if not directory.is_dir():
-        raise CaseFileError(f"{directory} is not a directory")
+def _listing(directory: Path) -> dict[str, str]:
+    """The files ``MANIFEST.sha256`` lists, with their digests (not yet checked)."""
     listing = directory / MANIFEST
     if not listing.is_file():
         raise CaseFileError(f"{MANIFEST} is missing from {directory}")
@@ -205,16 +272,31 @@ def verify_case(directory: Path) -> dict[str, Any]:
         if m is None:
             raise CaseFileError(f"{MANIFEST} line {k} is not '<sha256>  <file>'")
         digest, name = m.groups()
-        if name != Path(name).name or name.startswith(".") or name == MANIFEST:
+        top = name == Path(name).name and not name.startswith(".") and name != MANIFEST
+        if not (top or _EVIDENCE_FILE.match(name)):
             raise CaseFileError(f"{MANIFEST} line {k} names {name!r}, not a file of the case")
         listed[name] = digest
+    return listed
+
+
+def verify_case(directory: Path) -> dict[str, Any]:
+    """Check every checksum of a case directory first, then its manifest; return it."""
+    if not directory.is_dir():
+        raise CaseFileError(f"{directory} is not a directory")
+    listed = _listing(directory)
     for name, digest in sorted(listed.items()):
         path = directory / name
         if not path.is_file():
             raise CaseFileError(f"{name} is listed in {MANIFEST} but missing")
         if sha256_file(path) != digest:
             raise CaseFileError(f"checksum mismatch: {name} is not the file that was exported")
-    unlisted = sorted(p.name for p in directory.iterdir() if p.name not in (*listed, MANIFEST))
+    present = [p.name for p in directory.iterdir() if p.name != EVIDENCE_DIR]
+    evidence_dir = directory / EVIDENCE_DIR
+    if evidence_dir.is_dir() and not evidence_dir.is_symlink():
+        present += [f"{EVIDENCE_DIR}/{p.name}" for p in evidence_dir.iterdir()]
+    elif evidence_dir.exists() or evidence_dir.is_symlink():
+        present.append(EVIDENCE_DIR)
+    unlisted = sorted(name for name in present if name not in (*listed, MANIFEST))
     if unlisted:
         raise CaseFileError(f"{unlisted[0]} is in the case directory but not in {MANIFEST}")
     if MANIFEST_JSON not in listed:
@@ -237,7 +319,60 @@ def verify_case(directory: Path) -> dict[str, Any]:
     for name in (*CASE_TABLES, "audit"):
         if f"{name}.jsonl" not in listed:
             raise CaseFileError(f"{name}.jsonl is not listed in {MANIFEST}")
+    recordings = [x for x in listed if x.startswith(f"{EVIDENCE_DIR}/")]
+    if recordings and EVIDENCE_LIST not in listed:
+        raise CaseFileError(f"{recordings[0]} is in the case but {EVIDENCE_LIST} is not")
     return manifest
+
+
+def _checked_evidence(
+    directory: Path, listed: Mapping[str, str], incident_ids: set[Any], expected: Any
+) -> list[dict[str, Any]]:
+    """The recordings ``evidence.jsonl`` lists, each checked against its file: the digest
+    the file arrived with is the one ``MANIFEST.sha256`` holds for it, its size is the
+    file's, its type is one kept, its incident is one of the case's; every recording
+    file is listed once."""
+    if EVIDENCE_LIST not in listed:
+        if expected not in (None, 0):
+            raise CaseFileError(f"{MANIFEST_JSON} counts recordings, {EVIDENCE_LIST} is missing")
+        return []
+    out: list[dict[str, Any]] = []
+    named: set[str] = set()
+    for k, row in _lines(directory / EVIDENCE_LIST):
+        where = f"{EVIDENCE_LIST} line {k}"
+        if set(row) != set(_EVIDENCE_COLUMNS):
+            raise CaseFileError(f"{where}: columns {sorted(row)}, not {sorted(_EVIDENCE_COLUMNS)}")
+        for col, kind in _EVIDENCE_COLUMNS.items():
+            value = row[col]
+            if value is None and col == "recorded_at":
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = row[col] = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise CaseFileError(f"{where}: {col} {value!r} is not a {kind.__name__}")
+        name = row["file"]
+        if not _EVIDENCE_FILE.match(name) or name not in listed or name in named:
+            raise CaseFileError(f"{where}: file {name!r} is not a listed recording of the case")
+        named.add(name)
+        if row["content_type"] not in _EXTENSIONS or not name.endswith(
+            "." + _EXTENSIONS[row["content_type"]]
+        ):
+            raise CaseFileError(f"{where}: type {row['content_type']!r} does not match {name}")
+        if listed[name] != row["sha256"]:
+            raise CaseFileError(
+                f"{where}: {name} is not the recording that arrived (its SHA-256 differs)"
+            )
+        if (directory / name).stat().st_size != row["size"]:
+            raise CaseFileError(f"{where}: {name} is not {row['size']} bytes long")
+        if row["incident_id"] not in incident_ids:
+            raise CaseFileError(f"{where}: incident {row['incident_id']} is not in the case")
+        out.append(row)
+    unnamed = sorted(x for x in listed if x.startswith(f"{EVIDENCE_DIR}/") and x not in named)
+    if unnamed:
+        raise CaseFileError(f"{unnamed[0]} is not in {EVIDENCE_LIST}")
+    if len(out) != (expected or 0):
+        raise CaseFileError(f"{EVIDENCE_LIST} has {len(out)} rows, the manifest disagrees")
+    return out
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -304,6 +439,9 @@ def import_case(
     ids: dict[str, list[Any]] = {"orders": [order_id]}
     for name in ("people", "devices", "incidents"):
         ids[name] = [row.get("id") for _, row in _lines(directory / f"{name}.jsonl")]
+    recordings = _checked_evidence(
+        directory, _listing(directory), set(ids["incidents"]), counts.get("evidence")
+    )
     taken = store.case_id_taken(ids)
     if taken is not None:
         raise CaseFileError(
@@ -314,6 +452,13 @@ def import_case(
     source = manifest.get("source") or {}
 
     def rows(name: str) -> Iterable[dict[str, Any]]:
+        if name == "evidence":
+            for row in recordings:  # each file read once the tables are in
+                data = (directory / row["file"]).read_bytes()
+                if hashlib.sha256(data).hexdigest() != row["sha256"]:
+                    raise CaseFileError(f"{row['file']} changed while the case was imported")
+                yield {k: v for k, v in row.items() if k != "file"} | {"bytes": data}
+            return
         expected = counts.get(name)
         if not isinstance(expected, int):
             raise CaseFileError(f"{MANIFEST_JSON}: no count for {name}")

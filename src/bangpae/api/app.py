@@ -13,6 +13,7 @@ from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
 from bangpae.api import access, apps, auth, disclosure, notices, problems, response, streams
 from bangpae.api.refuges import router as refuges_router
+from bangpae.api.evidence import body_limit, evidence_router
 from bangpae.api.routes import api, root
 from bangpae.web import content_security_policy, mount_web
 from bangpae.web.docs import mount_docs
@@ -27,8 +28,9 @@ class _Hardening(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY:
-            return problems.problem(413, f"request bodies are limited to {MAX_BODY} bytes")
+        limit = body_limit(request.url.path, MAX_BODY)  # a recording may be larger
+        if length and length.isdigit() and int(length) > limit:
+            return problems.problem(413, f"request bodies are limited to {limit} bytes")
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -65,6 +67,7 @@ def create_app(ctx: Any) -> FastAPI:
     app.include_router(disclosure.router)
     app.include_router(access.router)
     app.include_router(refuges_router)
+    app.include_router(evidence_router)
     if ctx.settings.api_docs:
         mount_docs(app)
     mount_web(app, ctx.settings)

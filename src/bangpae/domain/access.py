@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -102,6 +102,8 @@ class Policy:
     subject_report_roles: frozenset[str]
     incident_look_back_s: float = 3600.0
     break_glass_look_back_s: float = 3600.0
+    # role -> the purposes it may list and hear an SOS's recordings for (docs/evidence.md)
+    evidence: Mapping[str, frozenset[Purpose]] = field(default_factory=dict)
 
     def bases(self, role: str, relation: str, purpose: str) -> frozenset[Basis]:
         """The bases on which ``role`` may read a position in ``relation`` for ``purpose``."""
@@ -119,6 +121,10 @@ class Policy:
         """Whether ``role`` may read without a basis, with a written reason, for ``purpose``."""
         return role in self.break_glass_roles and purpose in self.break_glass_purposes
 
+    def may_read_evidence(self, role: str, purpose: str) -> bool:
+        """Whether ``role`` may list and hear an SOS's recordings for ``purpose``."""
+        return purpose in self.evidence.get(role, frozenset())
+
     def readers(self) -> frozenset[str]:
         """Every role that may read some position on some basis."""
         return frozenset(role for role, _, _ in self.rules)
@@ -126,7 +132,10 @@ class Policy:
 
 # -- parsing ----------------------------------------------------------------------------
 
-_TOP = {"version", "approval", "break_glass", "reports", "look_back", "rule"}
+_TOP = {"version", "approval", "break_glass", "reports", "look_back", "rule", "evidence"}
+_OPTIONAL = {"version", "evidence"}  # a policy without [evidence] lets nobody hear recordings
+# The only roles a policy may let hear an SOS's recordings (it may narrow them, never add).
+EVIDENCE_READERS = ("operator", "supervisor", "auditor")
 _SECTIONS = {
     "look_back": {"incident_s", "break_glass_s"},
     "approval": {"ttl_s", "requesters", "approvers"},
@@ -167,7 +176,7 @@ def _keys(where: str, table: Any, allowed: set[str]) -> Mapping[str, Any]:
     unknown = set(table) - allowed
     if unknown:
         raise PolicyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    missing = allowed - set(table) - {"version"}
+    missing = allowed - set(table) - _OPTIONAL
     if missing:
         raise PolicyError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
     return table
@@ -256,6 +265,17 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
         incident_look_back_s=float(look_back["incident_s"]),
         break_glass_look_back_s=float(look_back["break_glass_s"]),
     )
+    evidence: dict[str, frozenset[Purpose]] = {}
+    section = top.get("evidence", {})
+    if not isinstance(section, Mapping):
+        raise PolicyError(f"[evidence]: expected a table of roles, got {section!r}")
+    for role, purposes in section.items():
+        if role not in EVIDENCE_READERS:
+            raise PolicyError(
+                f"[evidence]: {role!r} may not hear recordings (only {', '.join(EVIDENCE_READERS)})"
+            )
+        evidence[role] = _purposes(f"[evidence].{role}", purposes)
+    policy = replace(policy, evidence=evidence)
     uses_approval = any(Basis.APPROVAL in b for b in rules.values())
     if uses_approval and not policy.approvers:
         raise PolicyError("[approval].approvers: a rule needs approval, so someone must approve")

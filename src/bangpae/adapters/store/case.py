@@ -279,11 +279,24 @@ class CaseStore(StoreBase):
                 except DBAPIError as exc:
                     raise Invalid(f"{name}: the database refused a row: {exc.orig}") from exc
                 counts[name] = n
+            try:
+                counts |= self._import_case_extras(c, tables)
+            except IntegrityError as exc:
+                raise Conflict(
+                    "a record of the case is already in this database; a case is imported once"
+                ) from exc
             if self.dialect == "postgresql":
                 self._advance_sequences(c)
             actor, role, subject, purpose, fields, at = audit(counts)
             self._audit_insert(c, actor, role, "import", subject, purpose, fields, at=at)
         return counts
+
+    def _import_case_extras(
+        self, c: Connection, tables: Callable[[str], Iterable[dict[str, Any]]]
+    ) -> dict[str, int]:
+        """What a case carries besides its tables, inserted in the import's transaction
+        (a mixin's part: the recordings of adapters/store/evidence.py); counts per kind."""
+        return {}
 
     @staticmethod
     def _insert(c: Connection, table: Table, rows: list[dict[str, Any]]) -> int:

@@ -402,6 +402,7 @@ class RetentionStore(StoreBase):
             counts["incidents"] = len(p.incidents)
             details["incidents"] = {"entries": entries}
             if not dry_run:
+                self._delete_ids(c, s.evidence.c.incident_id, p.incidents)  # recordings too
                 self._delete_ids(c, e.c.incident_id, p.incidents)
                 counts["incidents"] = self._delete_ids(c, i.c.id, p.incidents)
                 record(c, "incidents", counts["incidents"], [f"entries={entries}"])

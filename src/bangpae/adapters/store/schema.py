@@ -340,3 +340,24 @@ refuges = Table(
     Column("imported_at", Float, nullable=False),
     Index("ix_refuges_lat_lon", "lat", "lon"),  # the bounding box around her
 )
+
+# -- recordings kept as evidence of an SOS (schema 0012; docs/evidence.md) ---------------
+
+evidence = Table(
+    "evidence",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False),
+    Column("person_id", Id, ForeignKey("people.id"), nullable=False),  # who recorded it
+    Column("uploaded_at", Float, nullable=False),
+    Column("recorded_at", Float),  # as her phone said, bounded (None: not said)
+    Column("content_type", String(32), nullable=False),  # sniffed from the bytes
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the bytes as received
+    # the bytes, sealed with the data keys and bound to incident, person and digest
+    # (adapters/store/evidence.py)
+    Column("blob", LargeBinary, nullable=False),
+    Column("uploaded_by", String(100), nullable=False),
+    # a second upload of the same bytes (a reply lost on the way) is the same evidence
+    UniqueConstraint("incident_id", "sha256", name="uq_evidence_incident_sha256"),
+)

@@ -69,6 +69,7 @@ from bangpae.adapters.store.base import (
 )
 from bangpae.adapters.store.case import CaseStore
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.adapters.store.evidence import EvidenceStore
 from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.positions import packed_positions, take_ids
 from bangpae.adapters.store.refuges import RefugeStore
@@ -451,6 +452,7 @@ def _credential(r: Row[Any]) -> DeviceCredential:
 
 
 class Store(
+    EvidenceStore,
     SealedFields,
     ResponseStore,
     NoticeStore,

@@ -1,6 +1,6 @@
 """places of refuge, imported by the control centre (docs/refuges.md)
 
-Revision ID: 0011_refuges
+Revision ID: 0011
 Revises: 0008
 Create Date: 2027-01-20 10:00:00
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011_refuges"
+revision: str = "0011"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
