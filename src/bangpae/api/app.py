@@ -12,8 +12,8 @@ from starlette.responses import Response
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
 from bangpae.api import access, apps, auth, disclosure, notices, problems, response, streams
-from bangpae.api.refuges import router as refuges_router
 from bangpae.api.evidence import body_limit, evidence_router
+from bangpae.api.refuges import router as refuges_router
 from bangpae.api.routes import api, root
 from bangpae.web import content_security_policy, mount_web
 from bangpae.web.docs import mount_docs
