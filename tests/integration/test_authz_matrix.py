@@ -514,6 +514,8 @@ async def refuges_near_her(w: World, who: str, variant: str) -> Call:
         places = parse_collection(west_refuge())
         w.ctx.store.import_refuges(places, "merge", actor="test", role="admin", at=T0)
     return Call("GET", f"/api/v1/victim/refuges?lat={HOME[0]}&lon={HOME[1]}")
+
+
 def recording() -> bytes:
     """A WebM recording's header (EBML, document type webm) and fresh bytes."""
     header = b"\x42\x82\x84webm"
