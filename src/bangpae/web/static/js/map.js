@@ -284,8 +284,15 @@ export class MapView {
       }
       if (it.label) markers.push([marker, it]);
     }
-    if (bounds.length === 1) this.map.setView(bounds[0], 16);
-    else if (bounds.length > 1) this.map.fitBounds(bounds, { padding: [40, 40], maxZoom: 17 });
+    // The view is fitted when someone appears or leaves, or a pin is out of view; a
+    // redraw with the same people in view keeps the zoom and pan the reader chose.
+    const who = items.map((it) => it.kind).join(",");
+    const view = this.map.getBounds();
+    if (who !== this.fitted || bounds.some((b) => !view.contains(b))) {
+      if (bounds.length === 1) this.map.setView(bounds[0], 16);
+      else if (bounds.length > 1) this.map.fitBounds(bounds, { padding: [40, 40], maxZoom: 17 });
+      this.fitted = who;
+    }
     this.labelPins(markers);
     if (this.labels) this.labels.draw(); // place names make way for the pins
   }
