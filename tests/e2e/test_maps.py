@@ -238,3 +238,27 @@ def test_a_configured_tile_server_is_drawn_over_the_offline_map(
     assert order[0] < order[1]
     assert requests.hosts() == {f"127.0.0.1:{plain.http_port}"}
     ctx.close()
+
+
+def test_a_redraw_keeps_the_readers_zoom_until_someone_leaves_the_view(
+    plain: Server,
+    browser: Any,  # noqa: F811
+) -> None:
+    """The field list redraws every 5 s: the officer's zoom must not be undone by it."""
+    ctx, page, _ = _open(browser, plain, "ko")
+    page.evaluate(MAP, [""])
+    draw = """([dlat, zoom]) => {
+      const items = [
+        {kind: "target", lat: 37.5665, lon: 126.978, label: "t"},
+        {kind: "me", lat: 37.5665 + dlat, lon: 126.978, label: "me"},
+      ];
+      window.testMap.draw(items);
+      if (zoom !== null) window.testMap.map.setZoom(zoom, {animate: false});
+      return window.testMap.map.getZoom();
+    }"""
+    fitted = page.evaluate(draw, [0.002, None])
+    assert page.evaluate(draw, [0.002, fitted - 2]) == fitted - 2  # the reader zooms out
+    assert page.evaluate(draw, [0.0021, None]) == fitted - 2  # a poll: the same people, in view
+    # someone far outside the view: the map fits everyone again
+    assert page.evaluate(draw, [0.05, None]) < fitted - 2
+    ctx.close()

@@ -289,8 +289,9 @@ export class MapView {
     const who = items.map((it) => it.kind).join(",");
     const view = this.map.getBounds();
     if (who !== this.fitted || bounds.some((b) => !view.contains(b))) {
-      if (bounds.length === 1) this.map.setView(bounds[0], 16);
-      else if (bounds.length > 1) this.map.fitBounds(bounds, { padding: [40, 40], maxZoom: 17 });
+      const now = { animate: false }; // the labels are placed on the final view
+      if (bounds.length === 1) this.map.setView(bounds[0], 16, now);
+      else if (bounds.length > 1) this.map.fitBounds(bounds, { padding: [40, 40], maxZoom: 17, ...now });
       this.fitted = who;
     }
     this.labelPins(markers);
