@@ -55,7 +55,14 @@ def profile() -> str:
 
 
 @pytest.fixture
-async def env(tmp_path: Path, smsc: Smsc, password: str, profile: str) -> AsyncIterator[Env]:
+def enquire_s() -> float:
+    return 30.0
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, smsc: Smsc, password: str, profile: str, enquire_s: float
+) -> AsyncIterator[Env]:
     clock = ManualClock(T0)
     settings = Settings(
         data_dir=tmp_path,
@@ -65,6 +72,7 @@ async def env(tmp_path: Path, smsc: Smsc, password: str, profile: str) -> AsyncI
         sms_reconnect_min_s=0.05,
         sms_retry_base_s=0.05,
         sms_submit_timeout_s=30.0,
+        sms_enquire_link_s=enquire_s,
     )
     ctx = build(settings, clock=clock)
     s = ctx.store
@@ -196,6 +204,13 @@ async def test_a_dropped_connection_is_bound_again_and_texts_go_on(env: Env, sms
     await env.walk(600, 1800)
     await env.settled()
     await until(lambda: sms_state(env, "tier_notify") == "delivered")
+
+
+@pytest.mark.parametrize("enquire_s", [1.0])
+async def test_an_idle_bind_is_kept_alive_with_enquire_link(env: Env, smsc: Smsc) -> None:
+    await until(lambda: smsc.bound == 1)
+    await until(lambda: smsc.enquire_links >= 2, within_s=8.0)
+    assert smsc.bound == 1 and len(smsc.binds) == 1
 
 
 @pytest.mark.parametrize("password", ["wrong1"])
