@@ -105,6 +105,20 @@ class _IngestCollector(Collector):
             yield CounterMetricFamily(
                 "bangpae_notices_suppressed", "Notices suppressed as duplicates", value=n.suppressed
             )
+        if self.ctx.sms is not None:  # texts over SMPP (docs/sms.md)
+            m = self.ctx.sms.stats
+            for name, value, what in (
+                ("queued", m.queued, "Texts handed to the SMPP session"),
+                ("submitted", m.submitted, "Texts the SMSC accepted"),
+                ("retried", m.retried, "Text attempts tried again"),
+                ("failed", m.failed, "Texts given up after their attempts"),
+                ("receipts", m.receipts, "Final delivery receipts received"),
+                ("binds", m.binds, "Successful binds to the SMSC"),
+            ):
+                yield CounterMetricFamily(f"bangpae_sms_{name}", what, value=value)
+            yield GaugeMetricFamily(
+                "bangpae_sms_bound", "Whether the SMPP bind is up", value=int(self.ctx.sms.bound)
+            )
 
 
 # Her app reports every 15 s while he is near, every 60 s otherwise; this leaves room

@@ -129,6 +129,8 @@ async def test_the_kr_pre_alert_reaches_her_phone_as_ucs2_korean_and_its_receipt
     assert notice.delivery["sms"] == "delivered"
     row = env.ctx.store.sms(text["id"])
     assert row is not None and row["message_id"] == submit.message_id
+    metrics = (await env.api.get("/metrics")).text
+    assert "bangpae_sms_receipts_total 1.0" in metrics and "bangpae_sms_bound 1.0" in metrics
     # she reads it too, without the number
     r = await env.api.get("/api/v1/victim/notices", headers=env.headers["vic"])
     sent = [n for n in r.json() if n["kind"] == "tier_notify"]

@@ -273,7 +273,7 @@ class SmppGateway:
     @property
     def bound(self) -> bool:
         """Whether a bind is up now."""
-        return self.esme.session_state == self.esme.bind_mode.session_state
+        return bool(self.esme.session_state == self.esme.bind_mode.session_state)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
