@@ -186,7 +186,9 @@ class _Hook(AbstractHook):
     async def send_error(self, smpp_message: SmppMessage, error: Exception, client_id: str) -> None:
         """A text could not be sent (lost connection, no answer in time)."""
         if isinstance(smpp_message, SubmitSm):
-            await self.gateway.attempt_failed(smpp_message.log_id, type(error).__name__)
+            await self.gateway.attempt_failed(
+                smpp_message.log_id, type(error).__name__, smpp_message.extra_data
+            )
 
 
 class _LibraryLog(logging.Handler):
@@ -326,11 +328,17 @@ class SmppGateway:
         pending = self._pending.get(_sms_id(message.log_id) or -1)
         return pending is not None and str(pending.attempts) == message.extra_data
 
-    async def attempt_failed(self, log_id: str, reason: str) -> None:
-        """One attempt failed: try again after a backoff, or record the text as failed."""
+    async def attempt_failed(self, log_id: str, reason: str, attempt: str | None = None) -> None:
+        """One attempt failed: try again after a backoff, or record the text as failed.
+
+        ``attempt``: which attempt failed, when known; an older one than the newest (its
+        answer timed out after the text was tried again) changes nothing.
+        """
         sms_id = _sms_id(log_id)
         pending = self._pending.get(sms_id or -1)
         if sms_id is None or pending is None:
+            return
+        if attempt is not None and attempt != str(pending.attempts):
             return
         if pending.attempts >= self.max_attempts:
             del self._pending[sms_id]
@@ -385,7 +393,9 @@ class SmppGateway:
         if sms_id is None:
             return
         if resp.command_status != SmppCommandStatus.ESME_ROK:
-            await self.attempt_failed(resp.log_id, f"refused: {resp.command_status.name}")
+            await self.attempt_failed(
+                resp.log_id, f"refused: {resp.command_status.name}", resp.extra_data or None
+            )
             return
         if self._pending.pop(sms_id, None) is None:
             return  # an old attempt answered late: the newest one decides
