@@ -8,7 +8,8 @@ classes; submit_sm is decoded here, field by field from the specification (§4.4
 so the test does not read the client's bytes with the client's own code.
 
 ``drop()`` closes every connection (a lost bind); ``submit_status`` makes it refuse
-submits; ``receipt_stat`` sets what the receipts say.
+submits; ``receipt_stat`` sets what the receipts say; ``hold_receipts`` keeps them
+until ``release()``, as an SMSC does that delivers a receipt hours later.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class Smsc:
     unbinds: int = 0
     submit_status: SmppCommandStatus = SmppCommandStatus.ESME_ROK
     receipt_stat: str = "DELIVRD"
+    hold_receipts: bool = False  # keep receipts until release() (sent on the bind open then)
+    held: list[bytes] = field(default_factory=list)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _server: asyncio.Server | None = None
     _seq: int = 0
@@ -86,6 +89,13 @@ class Smsc:
         for w in list(self._writers):
             w.transport.abort()
         self._writers.clear()
+
+    def release(self) -> None:
+        """Send the held receipts on the connections open now."""
+        for pdu in self.held:
+            for w in self._writers:
+                w.write(pdu)
+        self.held.clear()
 
     @property
     def bound(self) -> int:
@@ -216,7 +226,10 @@ class Smsc:
                 esm_class=0x04,  # SMSC delivery receipt
                 registered_delivery=0,
             )
-            writer.write(receipt.pdu())
+            if self.hold_receipts:
+                self.held.append(receipt.pdu())
+            else:
+                writer.write(receipt.pdu())
             self.receipts_sent.append(message_id)
 
 

@@ -258,6 +258,36 @@ async def test_refused_submits_are_retried_a_bounded_number_of_times(env: Env, s
     assert "ESME_RSYSERR" in notice.sms[0]["error"]
 
 
+async def test_a_receipt_after_a_restart_is_matched_by_the_stored_message_id(
+    env: Env, smsc: Smsc
+) -> None:
+    from bangpae.adapters.sms import SmppGateway, parse_sms_url
+
+    smsc.hold_receipts = True
+    await env.api.put("/api/v1/victim/contact", json=CONTACT, headers=env.headers["vic"])
+    await until(lambda: smsc.bound == 1)
+    await env.walk(0, 5000)
+    await env.walk(600, 1800)
+    await env.settled()
+    await until(lambda: sms_state(env, "tier_notify") == "submitted")
+    old = env.ctx.sms
+    assert old is not None
+    await old.stop()  # the process that sent it is gone, and its correlator with it
+    await until(lambda: smsc.bound == 0)
+    settings = env.ctx.settings
+    assert settings.sms_url is not None
+    config = parse_sms_url(settings.sms_url.get_secret_value())
+    new = SmppGateway(config, env.ctx.store, env.clock, reconnect_min_s=0.05)
+    await new.start()
+    try:
+        await until(lambda: smsc.bound == 1)
+        smsc.release()
+        await until(lambda: sms_state(env, "tier_notify") == "delivered")
+        assert new.stats.receipts == 1
+    finally:
+        await new.stop()
+
+
 async def test_an_undeliverable_receipt_is_kept_as_such(env: Env, smsc: Smsc) -> None:
     smsc.receipt_stat = "UNDELIV"
     await env.api.put("/api/v1/victim/contact", json=CONTACT, headers=env.headers["vic"])
