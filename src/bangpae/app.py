@@ -43,6 +43,7 @@ from bangpae.adapters.listeners.budget import (
 from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.notify import LogChannel, LogGateway, WebhookChannel
 from bangpae.adapters.policyfile import PolicyFileError, load_policy
+from bangpae.adapters.sms import SmppGateway, SmsUrlError, parse_sms_url
 from bangpae.adapters.store import AuditKeyMissing, Store
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.access import Policy
@@ -51,7 +52,14 @@ from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, run_pursuit
 from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.ingest import Clock, Ingest
-from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
+from bangpae.services.notices import (
+    Gateway,
+    NoticeChannel,
+    Notifier,
+    SmsChannel,
+    StreamHub,
+    run_notices,
+)
 from bangpae.services.passwords import PasswordPool
 from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
@@ -97,6 +105,20 @@ class _IngestCollector(Collector):
             yield CounterMetricFamily(
                 "bangpae_notices_suppressed", "Notices suppressed as duplicates", value=n.suppressed
             )
+        if self.ctx.sms is not None:  # texts over SMPP (docs/sms.md)
+            m = self.ctx.sms.stats
+            for name, value, what in (
+                ("queued", m.queued, "Texts handed to the SMPP session"),
+                ("submitted", m.submitted, "Texts the SMSC accepted"),
+                ("retried", m.retried, "Text attempts tried again"),
+                ("failed", m.failed, "Texts given up after their attempts"),
+                ("receipts", m.receipts, "Final delivery receipts received"),
+                ("binds", m.binds, "Successful binds to the SMSC"),
+            ):
+                yield CounterMetricFamily(f"bangpae_sms_{name}", what, value=value)
+            yield GaugeMetricFamily(
+                "bangpae_sms_bound", "Whether the SMPP bind is up", value=int(self.ctx.sms.bound)
+            )
 
 
 # Her app reports every 15 s while he is near, every 60 s otherwise; this leaves room
@@ -128,6 +150,7 @@ class AppContext:
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
     push_key: str = ""  # the VAPID public key browsers subscribe with
+    sms: SmppGateway | None = None  # the SMPP session, when BANGPAE_SMS_URL names an SMSC
     # each listener's connection budget (docs/robustness.md), by listener name
     budgets: dict[str, Budgeted] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -164,6 +187,8 @@ class AppContext:
                     name="escalation",
                 )
             )
+        if self.sms is not None:
+            await self.sms.start()
         if self.notifier is not None:
             self._tasks.append(
                 asyncio.create_task(
@@ -180,6 +205,8 @@ class AppContext:
             task.cancel()
         if self.handoffs is not None:
             await self.handoffs.stop()
+        if self.sms is not None:
+            await self.sms.stop()
         await self.ingest.stop()
         self.passwords.close()
         self.store.close()
@@ -224,6 +251,14 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         policy=policy,
     )
     ctx.notifier, ctx.push_key = notifier(settings, store, clock)
+    ctx.sms = next(
+        (
+            ch.gateway
+            for ch in ctx.notifier.channels
+            if isinstance(ch, SmsChannel) and isinstance(ch.gateway, SmppGateway)
+        ),
+        None,
+    )
     ctx.metrics.register(_IngestCollector(ctx))
     ctx.metrics.register(BudgetCollector(ctx.budgets))
     return ctx
@@ -297,9 +332,30 @@ def notifier(settings: Settings, store: Store, clock: Clock) -> tuple[Notifier, 
     channels: list[NoticeChannel] = [
         PushChannel(store, clock, vapid, settings.push_subject, settings.push_hosts())
     ]
-    if settings.sms_gateway == "log":
-        channels.append(SmsChannel(store, LogGateway("sms")))
+    gateway = sms_gateway(settings, store, clock)
+    if gateway is not None:
+        channels.append(SmsChannel(store, gateway))
     return Notifier(store, clock, StreamHub(), channels), application_server_key(vapid)
+
+
+def sms_gateway(settings: Settings, store: Store, clock: Clock) -> Gateway | None:
+    """SMPP to the SMSC of ``BANGPAE_SMS_URL``; without one the log sink (or nothing)."""
+    if settings.sms_url is None:
+        return LogGateway("sms") if settings.sms_gateway == "log" else None
+    try:
+        config = parse_sms_url(settings.sms_url.get_secret_value())
+    except SmsUrlError as exc:
+        raise SystemExit(f"BANGPAE_SMS_URL: {exc}") from None
+    return SmppGateway(
+        config,
+        store,
+        clock,
+        max_attempts=settings.sms_max_attempts,
+        retry_base_s=settings.sms_retry_base_s,
+        submit_timeout_s=settings.sms_submit_timeout_s,
+        enquire_link_s=settings.sms_enquire_link_s,
+        reconnect_min_s=settings.sms_reconnect_min_s,
+    )
 
 
 def handoff_channels(settings: Settings) -> dict[str, Channel]:

@@ -151,6 +151,17 @@ def _parser() -> argparse.ArgumentParser:
     hr.add_argument("hold_id", type=int)
     hr.add_argument("--reason", required=True)
 
+    sc = sub.add_parser(
+        "set-contact", help="a protected person's phone number for texts (docs/sms.md), audited"
+    )
+    _common(sc)
+    sc.add_argument("--person", type=int, required=True, help="the protected person's id")
+    sc.add_argument(
+        "--phone", required=True, help="+821012345678 or 010-1234-5678; 'none' to remove it"
+    )
+    sc.add_argument("--sms", choices=("on", "off"), help="texts on or off (default: as they are)")
+    sc.add_argument("--lang", choices=("ko", "en"), help="the texts' language (default: as it is)")
+
     ex = sub.add_parser("export", help="write one order's case to a directory, checksummed")
     _common(ex)
     ex.add_argument("--order", type=int, required=True)
@@ -546,6 +557,48 @@ def _when(value: str | None) -> float | None:
     return t.timestamp()
 
 
+def _set_contact(args: argparse.Namespace) -> int:
+    from bangpae.adapters.clock import SystemClock
+    from bangpae.adapters.store.errors import Invalid, NotFound
+    from bangpae.api.notices import e164
+    from bangpae.domain.notices import sms_prefs
+
+    try:
+        phone = None if args.phone.strip().lower() in ("", "none") else e164(args.phone)
+    except ValueError as exc:
+        print(f"set-contact: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store(_settings(args))
+    try:
+        now = SystemClock().now()
+        contact = store.contact(args.person)
+        if contact is None:
+            raise NotFound(f"person {args.person} not found")
+        orders = [o for o in store.orders_for_person(args.person) if o.victim_id == args.person]
+        prefs = sms_prefs(contact.sms_prefs, orders[0].profile if orders else "kr").as_dict()
+        if args.sms is not None:
+            prefs["enabled"] = args.sms == "on"
+        if args.lang is not None:
+            prefs["lang"] = args.lang
+        changed = store.set_contact(args.person, phone, prefs)
+        store.audit_append(  # who and when; never the number itself
+            actor="cli",
+            role="admin",
+            action="contact.set",
+            subject=f"person:{args.person}",
+            purpose="administration",
+            fields=(["phone"] if changed else []) + ["sms", "lang"],
+            at=now,
+        )
+    except (Invalid, NotFound) as exc:
+        print(f"set-contact: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(json.dumps({"person": args.person, "phone_set": phone is not None, "sms": prefs}))
+    return 0
+
+
 def _hold_add(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
     from bangpae.adapters.store.errors import Invalid, NotFound
@@ -832,6 +885,7 @@ COMMANDS: dict[str, Any] = {
     "hold.add": _hold_add,
     "hold.list": _hold_list,
     "hold.release": _hold_release,
+    "set-contact": _set_contact,
     "export": _export,
     "import": _import,
     "import-refuges": _import_refuges,

@@ -444,9 +444,37 @@ class Settings(BaseSettings):
     sms_gateway: str = Field(
         "log",
         pattern=r"^(log|off)$",
-        description="Where urgent notices to victims' phones go: log (no gateway yet: "
-        "the log records that a text was due, masked number and length, never its "
-        "words) or off.",
+        description="Where notices to victims' phones go when no SMSC is configured "
+        "(BANGPAE_SMS_URL unset): log (the log records that a text was due, masked "
+        "number and length, never its words) or off.",
+    )
+    sms_url: SecretStr | None = Field(
+        None,
+        description="The SMSC texts to her phone go to, over SMPP 3.4: "
+        "smpp://system_id:password@host:port?source=BANGPAE&tls=0 (docs/sms.md). "
+        "Unset: the log sink of sms_gateway. A secret: never logged.",
+    )
+    sms_max_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts to submit a text before it is recorded as failed."
+    )
+    sms_retry_base_s: float = Field(
+        5.0, gt=0, le=300, description="Wait before a text's second attempt; doubles each time."
+    )
+    sms_submit_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="An attempt the SMSC has not answered in this long (no bind, a lost "
+        "answer) counts as failed.",
+    )
+    sms_enquire_link_s: float = Field(
+        30.0, ge=1, le=600, description="Idle time after which the bind is checked (enquire_link)."
+    )
+    sms_reconnect_min_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="First wait before binding again after a lost bind; doubles up to 32 times it.",
     )
 
     def push_hosts(self) -> list[str]:

@@ -640,6 +640,25 @@ class Rule:
         return ("own",)
 
 
+CONTACT = {"phone": "010-1234-5678", "sms": {"enabled": True, "tiers": ["notify"]}, "lang": "ko"}
+
+
+def contact_of(method: str) -> Build:
+    """A call on the protected person's contact (the number texts go to, docs/sms.md)."""
+
+    async def build(w: World, who: str, variant: str) -> Call:
+        path = f"/api/v1/people/{w.person['victim']}/contact"
+        if method == "GET":
+            return Call("GET", path + "?purpose=administration")
+        return Call(method, path, CONTACT)
+
+    return build
+
+
+async def own_contact(w: World, who: str, variant: str) -> Call:
+    return Call("PUT", "/api/v1/victim/contact", CONTACT)
+
+
 VICTIM = frozenset({"victim"})
 OFFICER = frozenset({"field_officer"})
 ADMIN = frozenset({"admin"})
@@ -799,6 +818,11 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/refuges"): Rule(get("/api/v1/refuges"), roles=STAFF | ADMIN),
     # who read her position and why: roles and purposes, never the readers' names
     ("GET", "/api/v1/victim/accesses"): Rule(get("/api/v1/victim/accesses"), roles=VICTIM),
+    # her phone number for texts: her own, and the supervisors and admins who set it up
+    ("GET", "/api/v1/victim/contact"): Rule(get("/api/v1/victim/contact"), roles=VICTIM),
+    ("PUT", "/api/v1/victim/contact"): Rule(own_contact, roles=VICTIM),
+    ("GET", "/api/v1/people/{person_id}/contact"): Rule(contact_of("GET"), roles=ADMINISTRATION),
+    ("PUT", "/api/v1/people/{person_id}/contact"): Rule(contact_of("PUT"), roles=ADMINISTRATION),
     # Web Push: a browser is subscribed for its own user, and only they can remove it
     ("POST", "/api/v1/push/subscriptions"): Rule(subscribe, roles=SUBSCRIBERS),
     ("DELETE", "/api/v1/push/subscriptions"): Rule(

@@ -350,7 +350,7 @@ async def test_urgent_notices_reach_her_phone_number_through_the_sms_gateway(
     assert sms == [
         ("tier_notify", "logged"),
         ("tier_breach", "logged"),
-        ("tier_clear", "not urgent"),
+        ("tier_clear", "not texted"),
     ]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sms to")]
     assert len(lines) == 2

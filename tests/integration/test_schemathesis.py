@@ -219,8 +219,14 @@ def integer_parameters(definition: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def minimal_value(prop: dict[str, Any]) -> Any:
-    """The smallest valid value of a required field: an enum's first, else by its type."""
+def minimal_value(prop: dict[str, Any], spec: dict[str, Any] | None = None) -> Any:
+    """The smallest valid value of a required field: an enum's first, else by its type
+    (an object of the spec's schemas: its own required fields, each smallest)."""
+    if "$ref" in prop and spec is not None:
+        schema = spec["components"]["schemas"][prop["$ref"].rsplit("/", 1)[1]]
+        return {n: minimal_value(schema["properties"][n], spec) for n in schema["required"]}
+    if prop.get("type") == "array":
+        return []
     if "enum" in prop:
         return prop["enum"][0]
     kind = prop.get("type")
@@ -239,7 +245,9 @@ def minimal_body(spec: dict[str, Any], definition: dict[str, Any]) -> Any:
     schema = content["schema"]
     if "$ref" in schema:
         schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    return {name: minimal_value(schema["properties"][name]) for name in schema.get("required", [])}
+    return {
+        name: minimal_value(schema["properties"][name], spec) for name in schema.get("required", [])
+    }
 
 
 def test_ids_beyond_what_the_database_holds_are_refused_not_crashed(

@@ -1,5 +1,8 @@
 """Outbound channels: a signed webhook, and log sinks standing in for e-mail, SMS and voice.
 
+Texts to her phone go over SMPP when ``BANGPAE_SMS_URL`` names an SMSC
+(:mod:`bangpae.adapters.sms`); without one, :class:`LogGateway` stays the SMS gateway.
+
 A log sink records that a message was due and how long it was, never what it said:
 a case summary holds both parties' names and exact positions and the live link, and
 the log is read by many more people than the police (docs/robustness.md).
@@ -13,6 +16,7 @@ import logging
 
 import httpx
 
+from bangpae.domain.notices import Notice
 from bangpae.services.response import Delivery
 
 log = logging.getLogger("bangpae.handoff")
@@ -80,12 +84,13 @@ def mask_phone(phone: str) -> str:
 
 
 class LogGateway:
-    """The default SMS/voice gateway: records in the log that a message was due."""
+    """The SMS/voice gateway when no SMSC is configured: records in the log that a
+    message was due (``BANGPAE_SMS_URL`` unset, docs/sms.md)."""
 
     def __init__(self, kind: str = "sms") -> None:
         self.kind = kind
 
-    async def send(self, phone: str, text: str) -> str:
+    async def send(self, phone: str, text: str, notice: Notice | None = None) -> str:
         """Log the number masked and the message's length; always ``logged``."""
         log.warning(
             "%s to %s: %d characters, not sent: no gateway", self.kind, mask_phone(phone), len(text)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+import phonenumbers
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field, field_validator
 
+from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.adapters.webpush import endpoint_allowed
-from bangpae.api.deps import Ctx, require
+from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import MAX_ID, Strict
+from bangpae.domain.notices import sms_prefs
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["notices"])
@@ -68,6 +71,9 @@ class NoticeOut(BaseModel):
     priority: str
     text: dict[str, str]
     delivery: dict[str, str]
+    # the texts that carried it: state (queued, submitted, delivered, failed, expired,
+    # undeliverable), parts, attempts and times; never the number nor the words
+    sms: list[dict[str, Any]] = []
 
 
 @router.get("/push/key", response_model=PushKey)
@@ -134,3 +140,149 @@ async def all_notices(
         ctx.store.notices, order_id=order_id, audience=audience, after_id=after_id, limit=limit
     )
     return _out(records)
+
+
+# -- her contact: the phone number texts go to, and her choices (docs/sms.md) ------------
+
+ContactStaff = Annotated[Principal, Depends(require("supervisor", "admin"))]
+SmsTier = Literal["notify", "reveal", "breach", "uncertain"]
+# Why staff read a protected person's phone number (the read is audited with it).
+ContactPurpose = Literal["administration", "victim_safety", "incident_response"]
+
+
+def e164(phone: str) -> str:
+    """A phone number as E.164 (``+821012345678``); a national number is read as Korean."""
+    try:
+        parsed = phonenumbers.parse(phone, "KR")
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number: give +821012345678 or 010-1234-5678") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number: give +821012345678 or 010-1234-5678")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class SmsChoice(Strict):
+    """Whether she is texted, and for which tiers (his device going silent and bangpae
+    failing are texted whenever texts are on)."""
+
+    enabled: bool
+    tiers: list[SmsTier] = Field(max_length=4)
+
+
+class ContactIn(Strict):
+    """Her phone number (None: none) and her choices of texts."""
+
+    phone: str | None = Field(None, min_length=3, max_length=32)
+    sms: SmsChoice
+    lang: Literal["ko", "en"] = "ko"
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else e164(v)
+
+
+class ContactOut(BaseModel):
+    """Her contact as kept: the number in E.164, the choices of texts, the language."""
+
+    phone: str | None
+    sms: SmsChoice
+    lang: Literal["ko", "en"]
+
+
+def _profile(store: Any, person_id: int, now: float) -> str:
+    """The profile of her active order (her texts' defaults follow it); kr without one."""
+    mine = [o for o in store.orders_for_person(person_id) if o.victim_id == person_id]
+    active = [o for o in mine if o.active(now)] or mine
+    return active[0].profile if active else "kr"
+
+
+def _contact(store: Any, person_id: int, now: float) -> ContactOut:
+    c = store.contact(person_id)
+    if c is None:
+        raise HTTPException(404, f"person {person_id} not found")
+    if c.kind != "victim":
+        # the offender is never told anything: he has no contact for notices
+        raise HTTPException(404, f"person {person_id} is not a protected person")
+    prefs = sms_prefs(c.sms_prefs, _profile(store, person_id, now))
+    return ContactOut(
+        phone=c.phone,
+        sms=SmsChoice(enabled=prefs.enabled, tiers=list(prefs.tiers)),  # type: ignore[arg-type]
+        lang=prefs.lang,  # type: ignore[arg-type]
+    )
+
+
+def _store_contact(ctx: Any, who: Principal, person_id: int, body: ContactIn, rid: str) -> None:
+    prefs = {"enabled": body.sms.enabled, "tiers": sorted(set(body.sms.tiers)), "lang": body.lang}
+    try:
+        changed = ctx.store.set_contact(person_id, body.phone, prefs)
+    except NotFound:
+        raise HTTPException(404, f"person {person_id} not found") from None
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from None
+    # who and when, and what changed; never the number itself
+    ctx.store.audit_append(
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action="contact.set",
+        subject=f"person:{person_id}",
+        purpose="victim_safety" if who.role == "victim" else "administration",
+        fields=(["phone"] if changed else []) + ["sms", "lang"],
+        at=ctx.clock.now(),
+        request_id=rid,
+    )
+
+
+@router.get("/victim/contact", response_model=ContactOut)
+async def my_contact(who: Victim, ctx: Ctx) -> ContactOut:
+    """Her own phone number and choices of texts."""
+    if who.person_id is None:
+        raise HTTPException(404, "no protected person is linked to this account")
+    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now())
+
+
+@router.put("/victim/contact", response_model=ContactOut)
+async def set_my_contact(body: ContactIn, who: Victim, ctx: Ctx, rid: RequestId) -> ContactOut:
+    """Set her own phone number and choices of texts (audited, without the number)."""
+    if who.person_id is None:
+        raise HTTPException(404, "no protected person is linked to this account")
+    await asyncio.to_thread(_store_contact, ctx, who, who.person_id, body, rid)
+    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now())
+
+
+@router.get("/people/{person_id}/contact", response_model=ContactOut)
+async def person_contact(
+    person_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    who: ContactStaff,
+    ctx: Ctx,
+    rid: RequestId,
+    purpose: Annotated[ContactPurpose, Query(description="Why the number is read.")],
+) -> ContactOut:
+    """A protected person's contact, for a purpose; the read is audited with it."""
+    out = await asyncio.to_thread(_contact, ctx.store, person_id, ctx.clock.now())
+    await asyncio.to_thread(
+        ctx.store.audit_append,
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action="contact.read",
+        subject=f"person:{person_id}",
+        purpose=purpose,
+        fields=["phone"],
+        at=ctx.clock.now(),
+        request_id=rid,
+    )
+    return out
+
+
+@router.put("/people/{person_id}/contact", response_model=ContactOut)
+async def set_person_contact(
+    person_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    body: ContactIn,
+    who: ContactStaff,
+    ctx: Ctx,
+    rid: RequestId,
+) -> ContactOut:
+    """Set a protected person's phone number and choices of texts (audited, without the
+    number)."""
+    await asyncio.to_thread(_store_contact, ctx, who, person_id, body, rid)
+    return await asyncio.to_thread(_contact, ctx.store, person_id, ctx.clock.now())

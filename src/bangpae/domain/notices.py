@@ -219,3 +219,88 @@ def service_notices(orders: Iterable[Order], degraded: bool, at: float) -> list[
 def due(last_sent_at: float | None, notice: Notice) -> bool:
     """Whether ``notice`` is sent, given when the last one with its key was."""
     return last_sent_at is None or notice.at - last_sent_at >= notice.window_s
+
+
+# -- text messages (SMS) to her phone: docs/sms.md -------------------------------------------
+
+# The tiers she may choose to be texted for, in the order the apps list them.
+SMS_TIERS: tuple[str, ...] = ("notify", "reveal", "breach", "uncertain")
+# The notice kinds each choosable tier covers.
+SMS_TIER_OF: dict[str, str] = {
+    "tier_notify": "notify",
+    "tier_reveal": "reveal",
+    "tier_breach": "breach",
+    "offender_signal_lost": "uncertain",
+}
+# Texted whenever her texts are on, whatever tiers she chose: her protection itself is
+# weakened (his device silent, bangpae failing), and she may not have the app open.
+SMS_ALWAYS: frozenset[str] = frozenset({"offender_device_down", "service_degraded"})
+# The tiers texted by default, per profile: Korea texts the 2 km pre-alert (notify) since
+# 2024; elsewhere the pre-alert stays in the app unless she asks for it.
+SMS_DEFAULT_TIERS: dict[str, tuple[str, ...]] = {
+    "kr": SMS_TIERS,
+}
+SMS_DEFAULT_TIERS_OTHER: tuple[str, ...] = ("reveal", "breach", "uncertain")
+# The cap on texts: one per kind per person inside this window (a tier flapping at a
+# boundary, or bangpae flapping between degraded and back, sends one text, not a storm);
+# the notice itself still reaches her app and push at once.
+SMS_MIN_INTERVAL_S = 300.0
+# And at most this many texts per person per hour, whatever the kinds (a breach is never
+# held back by this cap, only by its own 5 minutes).
+SMS_MAX_PER_HOUR = 6
+LANGS: tuple[str, ...] = ("ko", "en")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsPrefs:
+    """Whether she is texted, for which tiers, and in which language."""
+
+    enabled: bool
+    tiers: tuple[str, ...]
+    lang: str = "ko"
+
+    def as_dict(self) -> dict[str, object]:
+        """As stored and as the API shows them."""
+        return {"enabled": self.enabled, "tiers": list(self.tiers), "lang": self.lang}
+
+
+def default_sms_prefs(profile: str) -> SmsPrefs:
+    """Her texts before she chose: on, for the tiers her order's profile texts."""
+    tiers = SMS_DEFAULT_TIERS.get(profile, SMS_DEFAULT_TIERS_OTHER)
+    return SmsPrefs(True, tiers, "ko")
+
+
+def sms_prefs(stored: dict[str, object] | None, profile: str) -> SmsPrefs:
+    """Her stored choices, or the defaults of her order's profile."""
+    if not stored:
+        return default_sms_prefs(profile)
+    raw = stored.get("tiers")
+    tiers = tuple(t for t in SMS_TIERS if isinstance(raw, list) and t in raw)
+    lang = stored.get("lang")
+    return SmsPrefs(bool(stored.get("enabled")), tiers, lang if lang in LANGS else "ko")
+
+
+def sms_wanted(notice: Notice, prefs: SmsPrefs) -> str | None:
+    """Why ``notice`` is not texted to her under her choices; None: it is."""
+    if notice.audience != VICTIM or notice.person_id is None:
+        return "not for staff"
+    if not prefs.enabled:
+        return "texts off"
+    if notice.kind in SMS_ALWAYS:
+        return None
+    tier = SMS_TIER_OF.get(notice.kind)
+    if tier is None:
+        return "not texted"  # safe again, service restored: no need to wake her
+    return None if tier in prefs.tiers else "tier not chosen"
+
+
+def sms_capped(notice: Notice, last_same_kind_at: float | None, sent_last_hour: int) -> bool:
+    """Whether the cap holds ``notice`` back (``docs/sms.md``, "How often")."""
+    if last_same_kind_at is not None and notice.at - last_same_kind_at < SMS_MIN_INTERVAL_S:
+        return True
+    return notice.kind != "tier_breach" and sent_last_hour >= SMS_MAX_PER_HOUR
+
+
+def sms_text(notice: Notice, lang: str) -> str:
+    """The words of the text: the notice's discreet sentence in her language."""
+    return notice.text.en if lang == "en" else notice.text.ko

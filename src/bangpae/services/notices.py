@@ -55,8 +55,8 @@ class Gateway(Protocol):
 
     kind: str
 
-    async def send(self, phone: str, text: str) -> str:
-        """Send; an outcome such as ``delivered`` or ``logged``."""
+    async def send(self, phone: str, text: str, notice: Notice | None = None) -> str:
+        """Send (or queue) the text of ``notice``; an outcome such as ``queued`` or ``logged``."""
         ...
 
 
@@ -116,32 +116,66 @@ class StreamHub:
 
 
 class SmsChannel:
-    """Urgent notices to the victim's phone number through the SMS (or voice) gateway."""
+    """Her notices as text messages to her phone, as she chose (docs/sms.md).
+
+    Which notices are texted, in which language, and how often, are the rules of
+    :mod:`bangpae.domain.notices` (``sms_wanted``, ``sms_capped``); this reads her contact,
+    her order's profile and her recent texts for a whole round at once, and hands each
+    text to the gateway (SMPP, or the log sink when none is configured).
+    """
 
     def __init__(self, store: Any, gateway: Gateway) -> None:
         self.store = store
         self.gateway = gateway
         self.name = gateway.kind
 
+    def _round(
+        self, people: list[int], order_ids: list[int], now: float
+    ) -> tuple[dict[int, Any], dict[int, Any], dict[tuple[int, str], float], dict[int, int]]:
+        contacts = self.store.contacts(people)
+        orders = self.store.get_orders(order_ids)
+        last, count = self.store.sms_recent(people, now - 3600.0)
+        return contacts, orders, last, count
+
     async def deliver_all(self, batch: Sequence[Notice]) -> list[str]:
-        """Text the victim for critical and high notices (staff are reached in-app and by
-        push); the phone numbers of the whole round are read at once."""
-        urgent = [
-            n.person_id
-            for n in batch
-            if n.audience == notices.VICTIM and n.person_id is not None and n.priority != "normal"
-        ]
-        phones = await asyncio.to_thread(self.store.person_phones, urgent) if urgent else {}
+        """Text each notice she chose to be texted, unless the cap holds it back."""
+        mine = [n for n in batch if n.audience == notices.VICTIM and n.person_id is not None]
+        if not mine:
+            return ["not for staff"] * len(batch)
+        now = max(n.at for n in mine)  # the cap counts in the notices' own time
+        people = sorted({n.person_id for n in mine if n.person_id is not None})
+        order_ids = sorted({n.order_id for n in mine if n.order_id is not None})
+        contacts, orders, last, count = await asyncio.to_thread(self._round, people, order_ids, now)
         out = []
         for notice in batch:
-            if notice.audience != notices.VICTIM or notice.person_id is None:
-                out.append("not for staff")
-            elif notice.priority == "normal":
-                out.append("not urgent")
-            elif not (phone := phones.get(notice.person_id)):
+            pid = notice.person_id
+            contact = contacts.get(pid) if pid is not None else None
+            order = orders.get(notice.order_id) if notice.order_id is not None else None
+            prefs = notices.sms_prefs(
+                contact.sms_prefs if contact is not None else None,
+                order.profile if order is not None else "kr",
+            )
+            why = notices.sms_wanted(notice, prefs)
+            if why is not None:
+                out.append(why)
+                continue
+            if pid is None or contact is None or not contact.phone:
                 out.append("no phone number")
-            else:
-                out.append(await self.gateway.send(phone, notice.text.ko))
+                continue
+            if notices.sms_capped(notice, last.get((pid, notice.kind)), count.get(pid, 0)):
+                out.append("capped")
+                continue
+            last[(pid, notice.kind)] = notice.at
+            count[pid] = count.get(pid, 0) + 1
+            try:
+                out.append(
+                    await self.gateway.send(
+                        contact.phone, notices.sms_text(notice, prefs.lang), notice
+                    )
+                )
+            except Exception as exc:  # the store failing: the next text may still go
+                log.exception("a text for a notice could not be queued")
+                out.append(f"failed: {type(exc).__name__}")
         return out
 
 

@@ -1,7 +1,9 @@
 """Store methods for notices: the record of what was told to whom, and push subscriptions.
 
 A mixin of :class:`~bangpae.adapters.store.store.Store`; every method runs in its own
-transaction and has committed when it returns.
+transaction and has committed when it returns. Also her contact (the phone number,
+sealed, and her choices of texts) and the texts sent by SMPP with their receipts
+(docs/sms.md).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ class NoticeRecord:
     priority: str
     text: dict[str, str]
     delivery: dict[str, str]
+    sms: tuple[dict[str, Any], ...] = ()  # the texts that carried it, with their receipts
 
     def as_dict(self) -> dict[str, Any]:
         """JSON for the API."""
         return {
+            "sms": list(self.sms),
             "id": self.id,
             "at": self.at,
             "order_id": self.order_id,
@@ -55,6 +59,21 @@ class NoticeRecord:
             "text": self.text,
             "delivery": self.delivery,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Her phone number (opened) and her stored choices of texts (None: the defaults)."""
+
+    person_id: int
+    kind: str
+    phone: str | None
+    sms_prefs: dict[str, Any] | None
+
+
+# What the API shows of a text: never the number, never the words.
+_SMS_SHOWN = ("id", "state", "parts", "attempts", "queued_at", "submitted_at", "done_at", "error")
+SMS_FINAL = frozenset({"delivered", "failed", "expired", "undeliverable"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +126,37 @@ class NoticeStore(StoreBase):
             for notice, delivery in sent
         ]
         with self._write() as c:
-            return self._insert_rows(c, s.notices, rows)
+            ids = self._insert_rows(c, s.notices, rows)
+            self._link_sms(c, [(n, i) for (n, _), i in zip(sent, ids, strict=True)])
+            return ids
+
+    def _link_sms(self, c: Any, kept: Sequence[tuple[Notice, int]]) -> None:
+        """Link the texts already queued for these notices to them, and put what their
+        receipts said so far in the notices' delivery (a receipt may come first)."""
+        m = s.sms_messages
+        for notice, notice_id in kept:
+            if notice.person_id is None:
+                continue
+            where = and_(
+                m.c.dedup_key == notice.dedup_key[:200],
+                m.c.notice_at == notice.at,
+                m.c.person_id == notice.person_id,
+                m.c.notice_id.is_(None),
+            )
+            state = c.execute(select(m.c.state).where(where).order_by(m.c.id.desc())).scalar()
+            if state is None:
+                continue
+            c.execute(update(m).where(where).values(notice_id=notice_id))
+            if state != "queued":
+                self._note_sms_state(c, notice_id, state)
+
+    def _note_sms_state(self, c: Any, notice_id: int, state: str) -> None:
+        n = s.notices
+        delivery = c.execute(select(n.c.delivery).where(n.c.id == notice_id)).scalar()
+        if delivery is not None:
+            c.execute(
+                update(n).where(n.c.id == notice_id).values(delivery={**delivery, "sms": state})
+            )
 
     def notices(
         self,
@@ -129,6 +178,15 @@ class NoticeStore(StoreBase):
             q = q.where(n.c.order_id == order_id)
         with self._read() as c:
             rows = c.execute(q.order_by(n.c.id).limit(limit)).all()
+            texts: dict[int, list[dict[str, Any]]] = {}
+            ids = [int(r.id) for r in rows]
+            m = s.sms_messages
+            for i in range(0, len(ids), 500):
+                q_sms = select(m).where(m.c.notice_id.in_(ids[i : i + 500])).order_by(m.c.id)
+                for r in c.execute(q_sms):
+                    texts.setdefault(int(r.notice_id), []).append(
+                        {k: getattr(r, k) for k in _SMS_SHOWN}
+                    )
         return [
             NoticeRecord(
                 int(r.id),
@@ -141,6 +199,7 @@ class NoticeStore(StoreBase):
                 r.priority,
                 dict(r.text),
                 dict(r.delivery),
+                tuple(texts.get(int(r.id), ())),
             )
             for r in rows
         ]
@@ -160,6 +219,151 @@ class NoticeStore(StoreBase):
             r = c.execute(update(s.people).where(s.people.c.id == person_id).values(phone=sealed))
             if r.rowcount == 0:
                 raise NotFound(f"person {person_id} not found")
+
+    # -- her contact: phone number and choices of texts ------------------------------------
+
+    def contact(self, person_id: int) -> Contact | None:
+        """A person's contact (None: no such person)."""
+        p = s.people
+        with self._read() as c:
+            r = c.execute(
+                select(p.c.id, p.c.kind, p.c.phone, p.c.sms_prefs).where(p.c.id == person_id)
+            ).first()
+        if r is None:
+            return None
+        phone = None if r.phone is None else str(self._open(p.c.phone, r.phone, person_id))
+        return Contact(int(r.id), r.kind, phone, None if r.sms_prefs is None else dict(r.sms_prefs))
+
+    def contacts(self, person_ids: Iterable[int]) -> dict[int, Contact]:
+        """The contacts of many people at once (for the texts of a round of notices)."""
+        ids = sorted(set(person_ids))
+        p, out = s.people, {}
+        with self._read() as c:
+            for i in range(0, len(ids), 500):
+                rows = c.execute(
+                    select(p.c.id, p.c.kind, p.c.phone, p.c.sms_prefs).where(
+                        p.c.id.in_(ids[i : i + 500])
+                    )
+                )
+                for r in rows:
+                    pid = int(r.id)
+                    phone = None if r.phone is None else str(self._open(p.c.phone, r.phone, pid))
+                    prefs = None if r.sms_prefs is None else dict(r.sms_prefs)
+                    out[pid] = Contact(pid, r.kind, phone, prefs)
+        return out
+
+    def set_contact(self, person_id: int, phone: str | None, sms_prefs: dict[str, Any]) -> bool:
+        """Keep a protected person's phone number (sealed) and choices of texts; whether the
+        number changed. Only a victim has a contact: the offender is never told anything."""
+        if phone is not None and len(phone) > 64:
+            raise Invalid("phone is longer than 64 characters")
+        p = s.people
+        with self._write() as c:
+            r = c.execute(select(p.c.kind, p.c.phone).where(p.c.id == person_id)).first()
+            if r is None:
+                raise NotFound(f"person {person_id} not found")
+            if r.kind != "victim":
+                raise Invalid("only a protected person (victim) has a contact for notices")
+            old = None if r.phone is None else self._open(p.c.phone, r.phone, person_id)
+            c.execute(
+                update(p)
+                .where(p.c.id == person_id)
+                .values(phone=self._seal(p.c.phone, phone), sms_prefs=sms_prefs)
+            )
+            return bool(old != phone)
+
+    # -- texts sent by SMPP ---------------------------------------------------------------
+
+    def add_sms(self, notice: Notice, person_id: int, parts: int, at: float) -> int:
+        """Keep a text as queued for a notice; its id (the SMPP messages carry it)."""
+        with self._write() as c:
+            r = c.execute(
+                insert(s.sms_messages).values(
+                    person_id=person_id,
+                    dedup_key=notice.dedup_key[:200],
+                    notice_at=notice.at,
+                    kind=notice.kind,
+                    state="queued",
+                    parts=parts,
+                    attempts=0,
+                    queued_at=at,
+                    error="",
+                )
+            )
+            pk = r.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def sms_update(self, sms_id: int, **values: Any) -> None:
+        """Record a text's progress: attempts, the SMSC's id, its state and times.
+
+        A final state is written once: a late or repeated receipt does not undo it. The
+        notice it carries has the state in its delivery too.
+        """
+        m = s.sms_messages
+        if "error" in values:
+            values["error"] = str(values["error"])[:200]
+        with self._write() as c:
+            r = c.execute(select(m.c.state, m.c.notice_id).where(m.c.id == sms_id)).first()
+            if r is None or r.state in SMS_FINAL:
+                return
+            c.execute(update(m).where(m.c.id == sms_id).values(**values))
+            if r.notice_id is not None and "state" in values and values["state"] != r.state:
+                self._note_sms_state(c, int(r.notice_id), values["state"])
+
+    def sms_by_message_id(self, message_id: str) -> int | None:
+        """The text the SMSC gave this id (a receipt after a restart is matched so)."""
+        m = s.sms_messages
+        with self._read() as c:
+            v = c.execute(
+                select(m.c.id).where(m.c.message_id == message_id).order_by(m.c.id.desc())
+            ).scalar()
+        return None if v is None else int(v)
+
+    def sms(self, sms_id: int) -> dict[str, Any] | None:
+        """One text as kept (never the number nor the words: they are not kept)."""
+        m = s.sms_messages
+        with self._read() as c:
+            r = c.execute(select(m).where(m.c.id == sms_id)).first()
+        return None if r is None else dict(r._mapping)
+
+    def sms_recent(
+        self, person_ids: Iterable[int], since: float
+    ) -> tuple[dict[tuple[int, str], float], dict[int, int]]:
+        """Texts for notices of these people since ``since`` (notice time): when the last
+        of each (person, kind) was, and how many each person had (for the cap)."""
+        ids = sorted(set(person_ids))
+        m = s.sms_messages
+        last: dict[tuple[int, str], float] = {}
+        count: dict[int, int] = dict.fromkeys(ids, 0)
+        if not ids:
+            return last, count
+        with self._read() as c:
+            rows = c.execute(
+                select(m.c.person_id, m.c.kind, m.c.notice_at).where(
+                    and_(m.c.person_id.in_(ids), m.c.notice_at >= since)
+                )
+            )
+            for pid, kind, at in rows:
+                key = (int(pid), kind)
+                last[key] = max(last.get(key, 0.0), float(at))
+                count[int(pid)] += 1
+        return last, count
+
+    def fail_unfinished_sms(self, before: float, reason: str) -> int:
+        """Mark texts still queued from before a restart as failed (their retries were in
+        the memory of the process that stopped); how many."""
+        m = s.sms_messages
+        with self._write() as c:
+            ids = [
+                int(i)
+                for i in c.execute(
+                    select(m.c.id).where(and_(m.c.state == "queued", m.c.queued_at < before))
+                ).scalars()
+            ]
+        for sms_id in ids:
+            self.sms_update(sms_id, state="failed", done_at=before, error=reason)
+        return len(ids)
 
     # -- push subscriptions ---------------------------------------------------------------
 

@@ -41,6 +41,9 @@ people = Table(
     Column("name", String(200), nullable=False),
     # for the SMS/voice gateway (schema 0005)
     Column("phone", Text),  # encrypted at rest: longer than the number
+    # her SMS choices (schema 0009): {"enabled": bool, "tiers": [...], "lang": "ko"|"en"};
+    # None: the defaults of her order's profile (domain/sms.py)
+    Column("sms_prefs", JSON),
     Column("created_at", Float, nullable=False),
 )
 
@@ -250,6 +253,33 @@ notices = Table(
     Column("delivery", JSON, nullable=False),
     Index("ix_notices_dedup", "dedup_key", "at"),
     Index("ix_notices_person", "person_id", "id"),
+)
+
+# -- text messages sent by SMPP, and their delivery receipts (schema 0009) --------------
+
+sms_messages = Table(
+    "sms_messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("person_id", Id, ForeignKey("people.id"), nullable=False),
+    # the notice it carries: linked when the notice is kept (it may be kept after the
+    # text is queued), gone with it when notices are purged
+    Column("notice_id", Id, ForeignKey("notices.id", ondelete="CASCADE")),
+    Column("dedup_key", String(200), nullable=False),
+    Column("notice_at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    # queued, submitted, delivered, failed, expired, undeliverable
+    Column("state", String(16), nullable=False),
+    Column("message_id", String(65)),  # the SMSC's id (of the last part of a long text)
+    Column("parts", Integer, nullable=False, default=1),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("queued_at", Float, nullable=False),
+    Column("submitted_at", Float),
+    Column("done_at", Float),
+    Column("error", String(200), nullable=False, default=""),
+    Index("ix_sms_messages_message_id", "message_id"),
+    Index("ix_sms_messages_person", "person_id", "kind", "queued_at"),
+    Index("ix_sms_messages_notice", "dedup_key", "notice_at"),
 )
 
 push_subscriptions = Table(
