@@ -53,8 +53,9 @@ from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
 from bangpae.services.passwords import PasswordPool
-from bangpae.services.ratelimit import RateLimiter
+from bangpae.services.ratelimit import FailureLimiter, RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
+from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
@@ -124,6 +125,11 @@ class AppContext:
     )
     passwords: PasswordPool = field(default_factory=PasswordPool)  # people's argon2 checks
     device_keys: DeviceKeys = field(init=False)  # every device's credentials, in memory
+    sos: SosWatch = field(init=False)  # wakes her stream when her SOS moves (docs/sos.md)
+    # wrong PINs per person (docs/sos.md): 5 within 5 minutes, then refused for a while
+    pin_failures: FailureLimiter = field(
+        default_factory=lambda: FailureLimiter(PIN_FAILURES, PIN_WINDOW_S)
+    )
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
@@ -134,6 +140,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.trackers = TrackerSessions(self)
+        self.sos = SosWatch(self.store)
         self.device_keys = DeviceKeys(
             self.store,
             pepper_from(self.secret),
@@ -150,6 +157,7 @@ class AppContext:
 
     async def start(self) -> None:
         """Start the ingest worker, timers, housekeeping and pending hand-off deliveries."""
+        self.sos.bind(asyncio.get_running_loop())
         await self.ingest.start(tick_s=self.settings.tick_s)
         self._tasks.append(asyncio.create_task(run_pursuit(self, self.commands)))
         self._tasks.append(
