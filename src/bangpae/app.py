@@ -53,7 +53,7 @@ from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import NoticeChannel, Notifier, SmsChannel, StreamHub, run_notices
 from bangpae.services.passwords import PasswordPool
-from bangpae.services.ratelimit import FailureLimiter, RateLimiter
+from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
 from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
@@ -127,8 +127,8 @@ class AppContext:
     device_keys: DeviceKeys = field(init=False)  # every device's credentials, in memory
     sos: SosWatch = field(init=False)  # wakes her stream when her SOS moves (docs/sos.md)
     # wrong PINs per person (docs/sos.md): 5 within 5 minutes, then refused for a while
-    pin_failures: FailureLimiter = field(
-        default_factory=lambda: FailureLimiter(PIN_FAILURES, PIN_WINDOW_S)
+    pin_failures: RateLimiter = field(
+        default_factory=lambda: RateLimiter(PIN_FAILURES, PIN_WINDOW_S)
     )
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None

@@ -127,3 +127,47 @@ async def test_heartbeats_keep_their_deadline_while_updates_keep_arriving(
         await walker
         # every second since the last message, whatever the queue does (generous bound)
         assert heartbeats >= 3 and max(gaps) < 2.0
+
+
+def _post(url: str, headers: dict[str, str], body: dict) -> dict:
+    r = httpx.post(url, headers=headers, json=body)
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json())
+
+
+async def test_her_link_carries_her_sos_loop_within_two_seconds_of_each_step(
+    server: Server,
+) -> None:
+    staff, [off], vic = _people(server)
+    _order(server, staff, off, vic)
+    victim = server.login("victim1", PASSWORD)
+    ws_url = server.api.replace("http", "ws") + "/api/v1"
+    api = f"{server.api}/api/v1"
+    async with websockets.connect(f"{ws_url}/victim/stream") as ws:
+        await ws.send(json.dumps({"token": victim["Authorization"][7:]}))
+        assert (await _recv(ws, 5))["type"] == "status"  # no SOS yet: no "sos" frame
+
+        async def next_sos(since: float) -> list[dict]:
+            while True:  # a correctness bound: she is told within 2 s (3 s: generous)
+                frame = await _recv(ws, max(0.01, 3.0 - (time.monotonic() - since)))
+                if frame["type"] == "sos":
+                    return list(frame["sos"])
+
+        sent = time.monotonic()
+        body = await asyncio.to_thread(_post, f"{api}/victim/sos", victim, {"silent": True})
+        [received] = await next_sos(sent)
+        assert received["id"] == body["sos_id"] and received["state"] == "received"
+        assert received["silent"] is True
+        acted = time.monotonic()
+        url = f"{api}/incidents/{body['sos_id']}/acknowledge"
+        await asyncio.to_thread(_post, url, staff, {"note": "on it"})
+        [seen] = await next_sos(acted)
+        assert seen["state"] == "seen" and [s["state"] for s in seen["steps"]] == [
+            "received",
+            "seen",
+        ]
+    # a new link starts with her SOS list
+    async with websockets.connect(f"{ws_url}/victim/stream") as ws:
+        await ws.send(json.dumps({"token": victim["Authorization"][7:]}))
+        frames = [await _recv(ws, 5), await _recv(ws, 5)]
+        assert [f["type"] for f in frames] == ["status", "sos"] and frames[1]["sos"] == [seen]

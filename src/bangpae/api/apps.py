@@ -14,17 +14,27 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel
 
-from bangpae.api.deps import Ctx, RequestId, require
-from bangpae.api.schemas import FieldOutcome, IdPath, IncidentAction, OwnLocation, SosRequest
+from bangpae.api.deps import Ctx, RequestId, audit_admin, require
+from bangpae.api.schemas import (
+    FieldOutcome,
+    IdPath,
+    IncidentAction,
+    OwnLocation,
+    PinCheck,
+    PinsUpdate,
+    SosCancel,
+    SosRequest,
+)
 from bangpae.domain import disclosure
 from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
-from bangpae.domain.model import Alarm, DeviceKind, Fix
-from bangpae.services import queries
+from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
+from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
+from bangpae.services.passwords import PoolBusy
 
 router = APIRouter(prefix="/api/v1")
 Victim = Annotated[Principal, Depends(require("victim"))]
@@ -120,7 +130,150 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
         )
 
     await _submit_own(ctx, who, fix_of, DeviceKind.PHONE.value)
-    return {"sent": True, "silent": body.silent, "at": iso(now)}
+    # the incident it opened (or joined, if one of hers is open): her loop follows it
+    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    if record is None:
+        # A device's alarm is raised on its rising edge; her app's stays up until the app
+        # next reports without it, which it may never do (no location sharing). Each press
+        # is a new call for help: raised here, with the position the press carried.
+        did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+        where = {"lat": body.lat, "lon": body.lon} if has_position else {}
+        await ctx.ingest.record(
+            make_event(
+                EventKind.SOS,
+                now,
+                did,
+                alarm,
+                person_id=who.person_id,
+                device_id=did,
+                data={"alarm": alarm, **where},
+            )
+        )
+        record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    return {
+        "sent": True,
+        "silent": body.silent,
+        "at": iso(now),
+        "sos_id": None if record is None else record.id,
+    }
+
+
+@router.get("/victim/sos", tags=["victim"])
+async def my_sos(ctx: Ctx, who: Victim) -> dict[str, Any]:
+    """Her SOS calls open or closed within 24 h, newest first: what has happened so far."""
+    return {"sos": await asyncio.to_thread(sos.victim_sos, ctx.store, who, ctx.clock.now())}
+
+
+async def _raise_duress(ctx: Any, who: Principal, now: float, source: str) -> None:
+    """A silent SOS for her under duress, kept from her phone's screens (docs/sos.md)."""
+    assert who.person_id is not None
+    did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+    await ctx.ingest.record(
+        make_event(
+            EventKind.SOS,
+            now,
+            who.person_id,
+            "duress",
+            source,
+            person_id=who.person_id,
+            device_id=did,
+            data={"alarm": Alarm.SOS_SILENT.value, "source": source},
+        )
+    )
+    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    if record is not None:
+        raised = record.opened_at == now  # opened by this: never listed on her phone
+        await asyncio.to_thread(
+            ctx.store.incident_duress,
+            record.id,
+            _actor(who),
+            now,
+            "under duress: her duress PIN; do not call back",
+            {"source": source, "silent": True, "raised": raised},
+        )
+
+
+async def _which_pin(ctx: Any, who: Principal, pin: str) -> str:
+    """``app``, ``duress`` or ``wrong``, checked in the password pool."""
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    try:
+        return str(await ctx.passwords.run(sos.check_pin, app_hash, duress_hash, pin))
+    except PoolBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+
+
+@router.post("/victim/sos/{incident_id}/cancel", tags=["victim"])
+async def cancel_sos(
+    incident_id: IdPath, body: SosCancel, ctx: Ctx, who: Victim, rid: RequestId
+) -> dict[str, Any]:
+    """She says she is safe; the incident stays open for an operator to verify.
+
+    With her duress PIN the answer is the same, but the operators are told she is not
+    safe (docs/sos.md).
+    """
+    record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
+    if record is None or record.kind != "sos" or record.person_id != who.person_id:
+        raise HTTPException(404, f"no SOS {incident_id} of yours")
+    duress = body.pin is not None and await _which_pin(ctx, who, body.pin) == "duress"
+    now = ctx.clock.now()
+    if record.status in ("resolved", "false_alarm"):
+        if duress:  # closed already: a new one, silent, for the operators alone
+            await _raise_duress(ctx, who, now, "cancel")
+    else:
+        await asyncio.to_thread(sos.cancel, ctx.store, who, record, duress, now)
+    return {"cancelled": True}
+
+
+@router.get("/victim/pins", tags=["victim"])
+async def my_pins(ctx: Ctx, who: Victim) -> dict[str, bool]:
+    """Whether her app-lock PIN and duress PIN are set (never the PINs)."""
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    return {"app_pin_set": app_hash is not None, "duress_pin_set": duress_hash is not None}
+
+
+@router.put("/victim/pins", status_code=204, tags=["victim"])
+async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -> Response:
+    """Set or clear her app-lock PIN and duress PIN; kept as argon2 hashes."""
+    if body.app_pin is not None and body.app_pin == body.duress_pin:
+        raise HTTPException(422, "the duress PIN must differ from the app PIN")
+    try:
+        hashes = await ctx.passwords.run(sos.pin_hashes, body.app_pin, body.duress_pin)
+    except PoolBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    await asyncio.to_thread(ctx.store.set_pins, who.user_id, *hashes)
+    fields = [
+        f"{name}={'set' if value is not None else 'cleared'}"
+        for name, value in (("app_pin", body.app_pin), ("duress_pin", body.duress_pin))
+    ]
+    await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
+    return Response(status_code=204)
+
+
+@router.post("/victim/pin/check", tags=["victim"])
+async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, bool]:
+    """The app lock: whether the PIN opens the app. Her duress PIN opens it too, and
+    raises a silent SOS that her phone never shows (docs/sos.md)."""
+    now = ctx.clock.now()
+    key = f"user:{who.user_id}"
+    if ctx.pin_failures.blocked(key, now):
+        wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+        raise HTTPException(
+            429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
+        )
+    which = await _which_pin(ctx, who, body.pin)
+    if which == "wrong":
+        ctx.pin_failures.failed(key, now)
+    elif which == "duress":
+        await _raise_duress(ctx, who, now, "app_lock")
+    ok = which != "wrong"
+    # the audit says whether the app opened; the duress itself is on the incident
+    outcome = [f"ok={str(ok).lower()}"]
+    await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
+    return {"ok": ok}
+
+
+def _actor(who: Principal) -> str:
+    return f"user:{who.user_id}:{who.username}"
 
 
 # -- field officers -----------------------------------------------------------------------

@@ -68,9 +68,13 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     dispatch: dict[str, Any] | None = None
     for e in record.timeline:
         action = e["action"]
-        if action == DURESS and (e["data"] or {}).get("raised"):
-            return None
-        if action in (CANCEL, DURESS):
+        if action == DURESS:
+            data = e["data"] or {}
+            if data.get("raised"):
+                return None
+            cancelled = cancelled or data.get("source") == "cancel"  # as a cancel looks
+            continue
+        if action == CANCEL:
             cancelled = True
             continue
         state = STATE_OF.get(action)
