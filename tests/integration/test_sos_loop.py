@@ -4,6 +4,7 @@ shown of a dispatch (docs/disclosure.md): SQLite (and PostgreSQL where present).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,75 @@ async def test_pins_are_kept_as_hashes_and_her_duress_pin_opens_the_app_and_call
         "app_pin_set": False,
         "duress_pin_set": False,
     }
+
+
+# -- what a field officer is shown of a dispatch ---------------------------------------------
+
+
+async def dispatches(env: Env) -> list[dict]:
+    r = await env.api.get("/api/v1/field/dispatches", headers=env.h["kim"])
+    assert r.status_code == 200, r.text
+    return list(r.json()["dispatches"])
+
+
+async def test_an_officer_sent_to_her_sos_is_told_she_asked_for_help_with_the_dispatch_note(
+    env: Env,
+) -> None:
+    await env.ctx.ingest.submit([fix(env.ankle, -5, 400)])
+    iid = await sos(env)
+    await act(env, iid, "dispatch", officer_id=env.officer, note="back entrance, 3rd floor")
+    [d] = await dispatches(env)
+    assert d["id"] == iid and d["dispatch_note"] == "back entrance, 3rd floor"
+    assert d["target"]["whom"] == "requester"  # not "the supervised person"
+    assert (d["target"]["lat"], d["target"]["lon"]) == pytest.approx(at(0), abs=1e-6)
+    # her SOS names no order: he is not a subject of it, and is not read for it
+    assert d["offender"] is None
+    reads = [a for a in env.ctx.store.audit_records(limit=1000) if a["role"] == "field_officer"]
+    assert [(a["subject"], a["purpose"]) for a in reads] == [
+        (f"incident:{iid}/person:{env.vic}", "dispatch")
+    ]
+
+
+async def test_an_officer_sent_to_a_breach_goes_to_her_and_is_told_where_he_is_audited(
+    env: Env,
+) -> None:
+    await env.ctx.ingest.submit([fix(env.phone, 0, 0), fix(env.ankle, 0, 3000)])
+    env.clock.set(T0 + 10)
+    await env.ctx.ingest.submit([fix(env.phone, 10, 0), fix(env.ankle, 10, 50)])
+    [breach] = [i for i in env.ctx.store.incidents(status="open") if i.kind == "breach"]
+    await act(env, breach.id, "dispatch", officer_id=env.officer)
+    [d] = await dispatches(env)
+    assert d["target"]["whom"] == "victim" and d["dispatch_note"] is None
+    assert set(d["offender"]) == {"lat", "lon", "accuracy_m", "fix_time", "age_s"}
+    assert (d["offender"]["lat"], d["offender"]["lon"]) == pytest.approx(at(50), abs=1e-6)
+    off = env.ctx.store.get_order(env.order).offender_id
+    reads = [a for a in env.ctx.store.audit_records(limit=1000) if a["role"] == "field_officer"]
+    assert sorted(a["subject"] for a in reads) == sorted(
+        [f"incident:{breach.id}/person:{env.vic}", f"incident:{breach.id}/person:{off}"]
+    )
+    # the field list polls every 5 s: each poll is kept, and she sees one row for them
+    for k in range(1, 12):
+        env.clock.set(T0 + 10 + 5 * k)
+        await dispatches(env)
+    records = env.ctx.store.audit_records(limit=1000)
+    assert sum(a["subject"] == f"incident:{breach.id}/person:{env.vic}" for a in records) == 12
+    r = await env.api.get("/api/v1/victim/accesses", headers=env.h["vic"])
+    officer_rows = [x for x in r.json() if x["role"] == "field_officer"]
+    assert officer_rows == [
+        {
+            "at": "2027-01-15T08:01:05.000Z",
+            "role": "field_officer",
+            "purpose": "dispatch",
+            "fields": ["lat", "lon", "accuracy_m"],
+            "count": 12,
+            "first_at": "2027-01-15T08:00:10.000Z",
+            "last_at": "2027-01-15T08:01:05.000Z",
+        }
+    ]  # his position read for the officer is his, not hers
+    codes = re.compile(r"^[a-z_]+$")
+    assert all(codes.match(x["role"]) and codes.match(x["purpose"]) for x in r.json())
+    # reads more than 10 minutes apart are two rows
+    env.clock.set(T0 + 10 + 55 + 601)
+    await dispatches(env)
+    r = await env.api.get("/api/v1/victim/accesses", headers=env.h["vic"])
+    assert [x["count"] for x in r.json() if x["role"] == "field_officer"] == [1, 12]

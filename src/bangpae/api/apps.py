@@ -297,16 +297,10 @@ def _my_dispatches(ctx: Any, who: Principal) -> list[Any]:
     return out
 
 
-def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict[str, Any] | None:
-    """Where the officer should go, read through the policy and audited."""
-    if not ctx.access_policy.allows(who.role, Relation.DISPATCHED, Purpose.DISPATCH):
-        return None
-    person = record.person_id
-    order = ctx.store.get_order(record.order_id) if record.order_id is not None else None
-    if order is not None:
-        person = order.victim_id if record.kind in _TO_VICTIM else order.offender_id
-    if person is None:
-        return None
+def _read_for_dispatch(
+    ctx: Any, who: Principal, record: Any, person: int, now: float, rid: str
+) -> Any:
+    """A person's newest position for an officer's dispatch (None: none recent), audited."""
     devices = ctx.store.device_ids_of_person(person)
     fix = ctx.store.fix_at_or_before(devices, now, TARGET_WINDOW_S)
     if fix is None:
@@ -321,13 +315,54 @@ def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict
         now,
         rid,
     )
-    return {
-        "whom": "victim" if order is not None and person == order.victim_id else "offender",
-        **disclosure.offender_position(fix, now),
-    }
+    return fix
+
+
+def _whom(ctx: Any, record: Any, order: Any) -> tuple[str, int | None]:
+    """Whom the officer is sent to, and that person: ``requester`` for her own SOS (she
+    asked for help), ``victim`` when she is in danger, ``offender`` when his device is
+    the concern (docs/disclosure.md, "Field officers")."""
+    if order is not None:
+        if record.kind in _TO_VICTIM:
+            return ("requester" if record.kind == "sos" else "victim"), order.victim_id
+        return "offender", order.offender_id
+    if record.person_id is None:
+        return "offender", None
+    person = ctx.store.get_person(record.person_id)
+    if person is not None and person.kind == "victim":
+        return ("requester" if record.kind == "sos" else "victim"), record.person_id
+    return "offender", record.person_id
+
+
+def _target(
+    ctx: Any, who: Principal, record: Any, now: float, rid: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Where the officer should go, and where the offender is when the policy lets the
+    officer know (he is a party of the incident's order); read through the policy and
+    audited each."""
+    if not ctx.access_policy.allows(who.role, Relation.DISPATCHED, Purpose.DISPATCH):
+        return None, None
+    order = ctx.store.get_order(record.order_id) if record.order_id is not None else None
+    whom, person = _whom(ctx, record, order)
+    target = None
+    if person is not None:
+        fix = _read_for_dispatch(ctx, who, record, person, now, rid)
+        if fix is not None:
+            target = {"whom": whom, **disclosure.offender_position(fix, now)}
+    offender = None
+    # The dispatched relation covers the incident's subjects: the parties of its order.
+    # An SOS of hers without an order names no offender, so none is read for it.
+    if order is not None and whom != "offender":
+        fix = _read_for_dispatch(ctx, who, record, order.offender_id, now, rid)
+        if fix is not None:
+            shown = disclosure.offender_position(fix, now)
+            offender = {k: shown[k] for k in ("lat", "lon", "accuracy_m", "fix_time", "age_s")}
+    return target, offender
 
 
 def _dispatch_public(ctx: Any, who: Principal, r: Any, now: float, rid: str) -> dict[str, Any]:
+    target, offender = _target(ctx, who, r, now, rid)
+    dispatches = [e for e in r.timeline if e["action"] == "dispatch"]
     return {
         "id": r.id,
         "kind": r.kind,
@@ -335,7 +370,11 @@ def _dispatch_public(ctx: Any, who: Principal, r: Any, now: float, rid: str) -> 
         "status": r.status,
         "order_id": r.order_id,
         "opened_at": iso(r.opened_at),
-        "target": _target(ctx, who, r, now, rid),
+        "duress": r.duress,  # she gave her duress PIN: do not call her (docs/sos.md)
+        "target": target,
+        "offender": offender,
+        # what the operator said when sending this officer
+        "dispatch_note": (dispatches[-1]["note"] or None) if dispatches else None,
         "notes": [
             {"at": iso(e["at"]), "action": e["action"], "note": e["note"]}
             for e in r.timeline
@@ -417,10 +456,13 @@ async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str,
 class Access(BaseModel):
     """One read of the protected person's position: when, by which role, for what."""
 
-    at: str
-    role: str
-    purpose: str
+    at: str  # the last of the reads this row stands for
+    role: str  # a role code (field_officer, operator, police, ...): her app words it
+    purpose: str  # a purpose code (dispatch, incident_response, ...)
     fields: list[str]
+    count: int  # reads of the same kind, each within 10 minutes of the next
+    first_at: str
+    last_at: str
 
 
 @router.get("/victim/accesses", response_model=list[Access])
