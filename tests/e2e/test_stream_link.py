@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -171,3 +172,23 @@ async def test_her_link_carries_her_sos_loop_within_two_seconds_of_each_step(
         await ws.send(json.dumps({"token": victim["Authorization"][7:]}))
         frames = [await _recv(ws, 5), await _recv(ws, 5)]
         assert [f["type"] for f in frames] == ["status", "sos"] and frames[1]["sos"] == [seen]
+
+
+async def test_an_order_ending_while_her_link_is_open_leaves_her_status_then(
+    server: Server,
+) -> None:
+    staff, [off], vic = _people(server)
+    ends = datetime.now(UTC) + timedelta(seconds=4)
+    body = {"offender_id": off, "victim_id": vic, "valid_until": ends.isoformat()}
+    await asyncio.to_thread(_post, f"{server.api}/api/v1/orders", staff, body)
+    victim = server.login("victim1", PASSWORD)
+    ws_url = server.api.replace("http", "ws") + "/api/v1"
+    async with websockets.connect(f"{ws_url}/victim/stream") as ws:
+        await ws.send(json.dumps({"token": victim["Authorization"][7:]}))
+        assert len((await _recv(ws, 5))["orders"]) == 1
+        while True:  # nothing else happens: the order's end alone must be noticed
+            frame = await _recv(ws, 8)
+            if frame["type"] == "status":
+                break
+        assert frame["orders"] == []
+        assert datetime.now(UTC) >= ends
