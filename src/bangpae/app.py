@@ -63,6 +63,7 @@ from bangpae.services.notices import (
 from bangpae.services.passwords import PasswordPool
 from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
+from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
@@ -146,6 +147,11 @@ class AppContext:
     )
     passwords: PasswordPool = field(default_factory=PasswordPool)  # people's argon2 checks
     device_keys: DeviceKeys = field(init=False)  # every device's credentials, in memory
+    sos: SosWatch = field(init=False)  # wakes her stream when her SOS moves (docs/sos.md)
+    # wrong PINs per person (docs/sos.md): 5 within 5 minutes, then refused for a while
+    pin_failures: RateLimiter = field(
+        default_factory=lambda: RateLimiter(PIN_FAILURES, PIN_WINDOW_S)
+    )
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
@@ -157,6 +163,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.trackers = TrackerSessions(self)
+        self.sos = SosWatch(self.store)
         self.device_keys = DeviceKeys(
             self.store,
             pepper_from(self.secret),
@@ -173,6 +180,7 @@ class AppContext:
 
     async def start(self) -> None:
         """Start the ingest worker, timers, housekeeping and pending hand-off deliveries."""
+        self.sos.bind(asyncio.get_running_loop())
         await self.ingest.start(tick_s=self.settings.tick_s)
         self._tasks.append(asyncio.create_task(run_pursuit(self, self.commands)))
         self._tasks.append(

@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     cu.add_argument("--password", required=True)
     cu.add_argument("--role", required=True, choices=sorted(ROLES))
     cu.add_argument("--person-id", type=int)
+    cu.add_argument(
+        "--init",
+        action="store_true",
+        help="make the data directory and database when there are none (a new installation)",
+    )
 
     au = sub.add_parser("audit", help="the audit trail")
     ausub = au.add_subparsers(dest="audit_command", required=True)
@@ -303,12 +308,16 @@ def _create_user(args: argparse.Namespace) -> int:
     from bangpae.services.auth import WeakPassword, new_password_hash
 
     settings = _settings(args)
-    store = _open_store(settings, create=True)
     try:
         password_hash = new_password_hash(args.password, args.username)
     except WeakPassword as exc:
         print(f"password: {exc}", file=sys.stderr)
         return 2
+    missing = None if args.init else _no_database(settings)
+    if missing is not None:  # a mistyped --data-dir must not become an empty installation
+        print(f"bangpae admin create-user: {missing}", file=sys.stderr)
+        return 2
+    store = _open_store(settings, create=True)
     try:
         uid = store.add_user(args.username, password_hash, args.role, args.person_id)
     except Conflict:
@@ -328,6 +337,26 @@ def _create_user(args: argparse.Namespace) -> int:
     print(json.dumps({"id": uid, "username": args.username, "role": args.role}))
     store.close()
     return 0
+
+
+def _no_database(settings: Settings) -> str | None:
+    """Why there is no database to add a login to (None: there is one, or it lives on a
+    server, whose business it is)."""
+    from bangpae.adapters.datadir import sqlite_file
+
+    db = sqlite_file(settings.resolved_database_url())
+    if db is None or db.exists():
+        return None
+    demo = settings.data_dir / "demo"
+    if (demo / db.name).exists():
+        return (
+            f"no database at {db}; the demo's is in {demo}: pass --data-dir {demo} "
+            "(bangpae demo starts it afresh each time)"
+        )
+    return (
+        f"no database at {db}: check --data-dir / BANGPAE_DATA_DIR, "
+        "or pass --init to make a new installation there"
+    )
 
 
 def _open_store(settings: Settings, create: bool = False, check_audit_key: bool = True) -> Any:

@@ -186,6 +186,13 @@ class Settings(BaseSettings):
     tick_s: float = Field(
         1.0, gt=0, le=60, description="How often timers (offline, stale) are checked."
     )
+    stream_heartbeat_s: float | None = Field(
+        None,
+        gt=0,
+        le=40,
+        description="Her live stream sends at least this often, a heartbeat when it has "
+        "nothing else (unset: 20 s); her app takes 45 s of silence for a dead link.",
+    )
     tile_url: str = Field(
         "",
         max_length=300,

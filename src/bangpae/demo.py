@@ -34,6 +34,7 @@ def seed(ctx: AppContext) -> dict[str, Any]:
         ("vic1", "victim", "Victim A (피해자 A)"),
         ("off2", "offender", "Offender B (가해자 B)"),
         ("vic2", "victim", "Victim B (피해자 B)"),
+        ("officer", "officer", "Officer Kim (경찰관 김)"),
     ):
         people[key] = store.add_person(kind, name)
     devices = {
@@ -58,6 +59,7 @@ def seed(ctx: AppContext) -> dict[str, Any]:
         ("supervisor", "supervisor", None),
         ("auditor", "auditor", None),
         ("victim-a", "victim", people["vic1"]),
+        ("officer-kim", "field_officer", people["officer"]),  # the field app, /field/
     ):
         password_hash = None
         while password_hash is None:  # a random 16-character password passes the policy

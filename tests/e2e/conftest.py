@@ -58,6 +58,8 @@ class Server:
         }
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("admin", "create-user") and not (self.data_dir / "bangpae.sqlite").exists():
+            args = (*args, "--init")  # the first login makes the installation, as it must say
         return subprocess.run(
             [sys.executable, "-m", "bangpae.cli", *args],
             env=self.env(),

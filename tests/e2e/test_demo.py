@@ -36,6 +36,7 @@ def test_the_demo_shows_moving_devices_within_15_seconds(tmp_path: Path) -> None
     assert time.monotonic() - started < 40
     text = out.stdout
     assert "victim-a" in text and "operator" in text  # logins are printed
+    assert re.search(r"officer-kim\s+field_officer\s+\S{12,}", text)  # the field app
     distances = [
         int(d.replace(",", "")) for d in re.findall(r"order 1: \w+\s+\S+\s+([\d,]+) m", text)
     ]

@@ -475,9 +475,9 @@ async def test_his_report_leaves_out_the_reads_of_her_position_on_their_incident
         headers=env.headers["op"],
     )
     assert r.status_code == 200, r.text
-    # the officer is sent to her: her position is read, not his
+    # the officer is sent to her, who asked for help: her position is read
     r = await env.api.get("/api/v1/field/dispatches", headers=env.headers["officer"])
-    assert r.json()["dispatches"][0]["target"]["whom"] == "victim"
+    assert r.json()["dispatches"][0]["target"]["whom"] == "requester"
     # the suggestions read both parties' last positions
     r = await env.api.get(f"/api/v1/incidents/{iid}/suggestions", headers=env.headers["op"])
     assert r.status_code == 200
@@ -489,5 +489,6 @@ async def test_his_report_leaves_out_the_reads_of_her_position_on_their_incident
         assert r.status_code == 200, r.text
         return [(x["role"], x["purpose"]) for x in r.json()["reads"]]
 
-    assert await report(env.offender) == [("operator", "dispatch")]
+    # the officer is told where he is too (a party of the incident's order): his read
+    assert await report(env.offender) == [("field_officer", "dispatch"), ("operator", "dispatch")]
     assert await report(env.victim) == [("field_officer", "dispatch"), ("operator", "dispatch")]

@@ -344,6 +344,7 @@ async def test_a_weak_password_is_refused_when_a_user_is_created(tmp_path: Path)
                 password,
                 "--role",
                 "operator",
+                "--init",
             ]
         )
 

@@ -352,6 +352,15 @@ def dispatch(action: str, body: dict[str, Any]) -> Build:
     return build
 
 
+async def sos_cancel(w: World, who: str, variant: str) -> Call:
+    """Her own SOS (a fresh one), or an incident that is not her SOS: not found."""
+    iid = w.incidents["mine"]
+    if variant == "own":
+        r = await w.api.post("/api/v1/victim/sos", json={}, headers=w.headers["victim"])
+        iid = r.json()["sos_id"]
+    return Call("POST", f"/api/v1/victim/sos/{iid}/cancel", {"pin": None})
+
+
 async def new_device(w: World, who: str, variant: str) -> Call:
     n = w.next()
     person = w.ctx.store.add_person("offender", f"Device holder {n}")
@@ -816,6 +825,18 @@ ROUTES: dict[tuple[str, str], Rule] = {
     # places of refuge: imported by supervisors and administrators, listed for staff
     ("POST", "/api/v1/refuges/import"): Rule(import_refuges, roles=ADMINISTRATION),
     ("GET", "/api/v1/refuges"): Rule(get("/api/v1/refuges"), roles=STAFF | ADMIN),
+    # her SOS loop and her PINs (docs/sos.md): her own, no one else's
+    ("GET", "/api/v1/victim/sos"): Rule(get("/api/v1/victim/sos"), roles=VICTIM),
+    ("POST", "/api/v1/victim/sos/{incident_id}/cancel"): Rule(
+        sos_cancel, roles=VICTIM, scope="own_object"
+    ),
+    ("GET", "/api/v1/victim/pins"): Rule(get("/api/v1/victim/pins"), roles=VICTIM),
+    ("PUT", "/api/v1/victim/pins"): Rule(
+        on("PUT", "/api/v1/victim/pins", {"app_pin": "2468", "duress_pin": None}), roles=VICTIM
+    ),
+    ("POST", "/api/v1/victim/pin/check"): Rule(
+        on("POST", "/api/v1/victim/pin/check", {"pin": "2468"}), roles=VICTIM
+    ),
     # who read her position and why: roles and purposes, never the readers' names
     ("GET", "/api/v1/victim/accesses"): Rule(get("/api/v1/victim/accesses"), roles=VICTIM),
     # her phone number for texts: her own, and the supervisors and admins who set it up

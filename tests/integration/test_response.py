@@ -343,6 +343,9 @@ async def test_she_sees_who_read_her_position_by_role_and_purpose_never_by_name(
             "role": "operator",
             "purpose": "dispatch",
             "fields": ["lat", "lon", "officers", "count=2", f"basis=incident:{iid}"],
+            "count": 1,
+            "first_at": "2027-01-15T08:00:20.000Z",
+            "last_at": "2027-01-15T08:00:20.000Z",
         }
     ]
     # her own device's fixes read by staff are hers

@@ -14,17 +14,27 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel
 
-from bangpae.api.deps import Ctx, RequestId, require
-from bangpae.api.schemas import FieldOutcome, IdPath, IncidentAction, OwnLocation, SosRequest
+from bangpae.api.deps import Ctx, RequestId, audit_admin, require
+from bangpae.api.schemas import (
+    FieldOutcome,
+    IdPath,
+    IncidentAction,
+    OwnLocation,
+    PinCheck,
+    PinsUpdate,
+    SosCancel,
+    SosRequest,
+)
 from bangpae.domain import disclosure
 from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
-from bangpae.domain.model import Alarm, DeviceKind, Fix
-from bangpae.services import queries
+from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
+from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
+from bangpae.services.passwords import PoolBusy
 
 router = APIRouter(prefix="/api/v1")
 Victim = Annotated[Principal, Depends(require("victim"))]
@@ -120,7 +130,150 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
         )
 
     await _submit_own(ctx, who, fix_of, DeviceKind.PHONE.value)
-    return {"sent": True, "silent": body.silent, "at": iso(now)}
+    # the incident it opened (or joined, if one of hers is open): her loop follows it
+    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    if record is None:
+        # A device's alarm is raised on its rising edge; her app's stays up until the app
+        # next reports without it, which it may never do (no location sharing). Each press
+        # is a new call for help: raised here, with the position the press carried.
+        did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+        where = {"lat": body.lat, "lon": body.lon} if has_position else {}
+        await ctx.ingest.record(
+            make_event(
+                EventKind.SOS,
+                now,
+                did,
+                alarm,
+                person_id=who.person_id,
+                device_id=did,
+                data={"alarm": alarm, **where},
+            )
+        )
+        record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    return {
+        "sent": True,
+        "silent": body.silent,
+        "at": iso(now),
+        "sos_id": None if record is None else record.id,
+    }
+
+
+@router.get("/victim/sos", tags=["victim"])
+async def my_sos(ctx: Ctx, who: Victim) -> dict[str, Any]:
+    """Her SOS calls open or closed within 24 h, newest first: what has happened so far."""
+    return {"sos": await asyncio.to_thread(sos.victim_sos, ctx.store, who, ctx.clock.now())}
+
+
+async def _raise_duress(ctx: Any, who: Principal, now: float, source: str) -> None:
+    """A silent SOS for her under duress, kept from her phone's screens (docs/sos.md)."""
+    assert who.person_id is not None
+    did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+    await ctx.ingest.record(
+        make_event(
+            EventKind.SOS,
+            now,
+            who.person_id,
+            "duress",
+            source,
+            person_id=who.person_id,
+            device_id=did,
+            data={"alarm": Alarm.SOS_SILENT.value, "source": source},
+        )
+    )
+    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    if record is not None:
+        raised = record.opened_at == now  # opened by this: never listed on her phone
+        await asyncio.to_thread(
+            ctx.store.incident_duress,
+            record.id,
+            _actor(who),
+            now,
+            "under duress: her duress PIN; do not call back",
+            {"source": source, "silent": True, "raised": raised},
+        )
+
+
+async def _which_pin(ctx: Any, who: Principal, pin: str) -> str:
+    """``app``, ``duress`` or ``wrong``, checked in the password pool."""
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    try:
+        return str(await ctx.passwords.run(sos.check_pin, app_hash, duress_hash, pin))
+    except PoolBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+
+
+@router.post("/victim/sos/{incident_id}/cancel", tags=["victim"])
+async def cancel_sos(
+    incident_id: IdPath, body: SosCancel, ctx: Ctx, who: Victim, rid: RequestId
+) -> dict[str, Any]:
+    """She says she is safe; the incident stays open for an operator to verify.
+
+    With her duress PIN the answer is the same, but the operators are told she is not
+    safe (docs/sos.md).
+    """
+    record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
+    if record is None or record.kind != "sos" or record.person_id != who.person_id:
+        raise HTTPException(404, f"no SOS {incident_id} of yours")
+    duress = body.pin is not None and await _which_pin(ctx, who, body.pin) == "duress"
+    now = ctx.clock.now()
+    if record.status in ("resolved", "false_alarm"):
+        if duress:  # closed already: a new one, silent, for the operators alone
+            await _raise_duress(ctx, who, now, "cancel")
+    else:
+        await asyncio.to_thread(sos.cancel, ctx.store, who, record, duress, now)
+    return {"cancelled": True}
+
+
+@router.get("/victim/pins", tags=["victim"])
+async def my_pins(ctx: Ctx, who: Victim) -> dict[str, bool]:
+    """Whether her app-lock PIN and duress PIN are set (never the PINs)."""
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    return {"app_pin_set": app_hash is not None, "duress_pin_set": duress_hash is not None}
+
+
+@router.put("/victim/pins", status_code=204, tags=["victim"])
+async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -> Response:
+    """Set or clear her app-lock PIN and duress PIN; kept as argon2 hashes."""
+    if body.app_pin is not None and body.app_pin == body.duress_pin:
+        raise HTTPException(422, "the duress PIN must differ from the app PIN")
+    try:
+        hashes = await ctx.passwords.run(sos.pin_hashes, body.app_pin, body.duress_pin)
+    except PoolBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    await asyncio.to_thread(ctx.store.set_pins, who.user_id, *hashes)
+    fields = [
+        f"{name}={'set' if value is not None else 'cleared'}"
+        for name, value in (("app_pin", body.app_pin), ("duress_pin", body.duress_pin))
+    ]
+    await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
+    return Response(status_code=204)
+
+
+@router.post("/victim/pin/check", tags=["victim"])
+async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, bool]:
+    """The app lock: whether the PIN opens the app. Her duress PIN opens it too, and
+    raises a silent SOS that her phone never shows (docs/sos.md)."""
+    now = ctx.clock.now()
+    key = f"user:{who.user_id}"
+    if ctx.pin_failures.blocked(key, now):
+        wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+        raise HTTPException(
+            429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
+        )
+    which = await _which_pin(ctx, who, body.pin)
+    if which == "wrong":
+        ctx.pin_failures.failed(key, now)
+    elif which == "duress":
+        await _raise_duress(ctx, who, now, "app_lock")
+    ok = which != "wrong"
+    # the audit says whether the app opened; the duress itself is on the incident
+    outcome = [f"ok={str(ok).lower()}"]
+    await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
+    return {"ok": ok}
+
+
+def _actor(who: Principal) -> str:
+    return f"user:{who.user_id}:{who.username}"
 
 
 # -- field officers -----------------------------------------------------------------------
@@ -144,16 +297,10 @@ def _my_dispatches(ctx: Any, who: Principal) -> list[Any]:
     return out
 
 
-def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict[str, Any] | None:
-    """Where the officer should go, read through the policy and audited."""
-    if not ctx.access_policy.allows(who.role, Relation.DISPATCHED, Purpose.DISPATCH):
-        return None
-    person = record.person_id
-    order = ctx.store.get_order(record.order_id) if record.order_id is not None else None
-    if order is not None:
-        person = order.victim_id if record.kind in _TO_VICTIM else order.offender_id
-    if person is None:
-        return None
+def _read_for_dispatch(
+    ctx: Any, who: Principal, record: Any, person: int, now: float, rid: str
+) -> Any:
+    """A person's newest position for an officer's dispatch (None: none recent), audited."""
     devices = ctx.store.device_ids_of_person(person)
     fix = ctx.store.fix_at_or_before(devices, now, TARGET_WINDOW_S)
     if fix is None:
@@ -168,13 +315,54 @@ def _target(ctx: Any, who: Principal, record: Any, now: float, rid: str) -> dict
         now,
         rid,
     )
-    return {
-        "whom": "victim" if order is not None and person == order.victim_id else "offender",
-        **disclosure.offender_position(fix, now),
-    }
+    return fix
+
+
+def _whom(ctx: Any, record: Any, order: Any) -> tuple[str, int | None]:
+    """Whom the officer is sent to, and that person: ``requester`` for her own SOS (she
+    asked for help), ``victim`` when she is in danger, ``offender`` when his device is
+    the concern (docs/disclosure.md, "Field officers")."""
+    if order is not None:
+        if record.kind in _TO_VICTIM:
+            return ("requester" if record.kind == "sos" else "victim"), order.victim_id
+        return "offender", order.offender_id
+    if record.person_id is None:
+        return "offender", None
+    person = ctx.store.get_person(record.person_id)
+    if person is not None and person.kind == "victim":
+        return ("requester" if record.kind == "sos" else "victim"), record.person_id
+    return "offender", record.person_id
+
+
+def _target(
+    ctx: Any, who: Principal, record: Any, now: float, rid: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Where the officer should go, and where the offender is when the policy lets the
+    officer know (he is a party of the incident's order); read through the policy and
+    audited each."""
+    if not ctx.access_policy.allows(who.role, Relation.DISPATCHED, Purpose.DISPATCH):
+        return None, None
+    order = ctx.store.get_order(record.order_id) if record.order_id is not None else None
+    whom, person = _whom(ctx, record, order)
+    target = None
+    if person is not None:
+        fix = _read_for_dispatch(ctx, who, record, person, now, rid)
+        if fix is not None:
+            target = {"whom": whom, **disclosure.offender_position(fix, now)}
+    offender = None
+    # The dispatched relation covers the incident's subjects: the parties of its order.
+    # An SOS of hers without an order names no offender, so none is read for it.
+    if order is not None and whom != "offender":
+        fix = _read_for_dispatch(ctx, who, record, order.offender_id, now, rid)
+        if fix is not None:
+            shown = disclosure.offender_position(fix, now)
+            offender = {k: shown[k] for k in ("lat", "lon", "accuracy_m", "fix_time", "age_s")}
+    return target, offender
 
 
 def _dispatch_public(ctx: Any, who: Principal, r: Any, now: float, rid: str) -> dict[str, Any]:
+    target, offender = _target(ctx, who, r, now, rid)
+    dispatches = [e for e in r.timeline if e["action"] == "dispatch"]
     return {
         "id": r.id,
         "kind": r.kind,
@@ -182,7 +370,11 @@ def _dispatch_public(ctx: Any, who: Principal, r: Any, now: float, rid: str) -> 
         "status": r.status,
         "order_id": r.order_id,
         "opened_at": iso(r.opened_at),
-        "target": _target(ctx, who, r, now, rid),
+        "duress": r.duress,  # she gave her duress PIN: do not call her (docs/sos.md)
+        "target": target,
+        "offender": offender,
+        # what the operator said when sending this officer
+        "dispatch_note": (dispatches[-1]["note"] or None) if dispatches else None,
         "notes": [
             {"at": iso(e["at"]), "action": e["action"], "note": e["note"]}
             for e in r.timeline
@@ -264,10 +456,13 @@ async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str,
 class Access(BaseModel):
     """One read of the protected person's position: when, by which role, for what."""
 
-    at: str
-    role: str
-    purpose: str
+    at: str  # the last of the reads this row stands for
+    role: str  # a role code (field_officer, operator, police, ...): her app words it
+    purpose: str  # a purpose code (dispatch, incident_response, ...)
     fields: list[str]
+    count: int  # reads of the same kind, each within 10 minutes of the next
+    first_at: str
+    last_at: str
 
 
 @router.get("/victim/accesses", response_model=list[Access])

@@ -31,7 +31,7 @@ from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
 from bangpae.domain.response import response_times
 from bangpae.domain.retention import fix_time_refusal
 from bangpae.domain.zones import compile_zone
-from bangpae.services import access, devicekeys, queries
+from bangpae.services import access, devicekeys, queries, response
 from bangpae.services.auth import Principal
 from bangpae.services.devicekeys import Known, WeakKey, check_key_strength, new_key
 
@@ -268,6 +268,7 @@ def _incident_public(i: Any) -> dict[str, Any]:
         person_id=i.person_id,
         opened_at=iso(i.opened_at),
         late=i.late,
+        duress=i.duress,
     ).model_dump()
 
 
@@ -336,7 +337,18 @@ async def act_on_incident(
             raise HTTPException(422, "dispatch needs the officer_id of a field officer")
     if step == "resolve" and body.outcome == "false_alarm":
         step = "false_alarm"
-    data = {"officer_id": body.officer_id} if body.officer_id is not None else None
+    data: dict[str, Any] | None = None
+    if body.officer_id is not None:
+        data = {"officer_id": body.officer_id}
+    if step == "dispatch" and data is not None:  # her SOS loop says when help comes (docs/sos.md)
+        data["eta_s"] = await asyncio.to_thread(
+            response.dispatch_eta_s,
+            ctx.store,
+            incident_id,
+            body.officer_id,
+            ctx.settings.dispatch_speed_kmh,
+            ctx.clock.now(),
+        )
     i = await asyncio.to_thread(
         ctx.store.incident_action,
         incident_id,

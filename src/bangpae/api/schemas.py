@@ -154,6 +154,8 @@ class IncidentPublic(BaseModel):
     person_id: int | None
     opened_at: str
     late: bool = False
+    # she gave her duress PIN: do not call her back, treat as an emergency (docs/sos.md)
+    duress: bool = False
 
 
 class OwnLocation(Strict):
@@ -182,3 +184,26 @@ class FieldOutcome(Strict):
 
     outcome: Literal["resolved", "false_alarm"]
     note: str = Field("", max_length=2000)
+
+
+PinText = Annotated[str, Field(pattern=r"^[0-9]{4,8}$", description="4 to 8 digits")]
+
+
+class SosCancel(Strict):
+    """She says she is safe; ``pin`` is what she typed to confirm (her duress PIN, if she
+    is not; docs/sos.md)."""
+
+    pin: str | None = Field(None, max_length=8)
+
+
+class PinsUpdate(Strict):
+    """Her app-lock PIN and duress PIN (null: none); the two must differ."""
+
+    app_pin: PinText | None
+    duress_pin: PinText | None
+
+
+class PinCheck(Strict):
+    """A PIN typed at the app lock."""
+
+    pin: str = Field(max_length=8)

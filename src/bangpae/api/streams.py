@@ -17,12 +17,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from bangpae.api.deps import authenticate
 from bangpae.domain.model import Event
-from bangpae.services import queries
+from bangpae.services import queries, sos
 from bangpae.services.auth import SCOPE_FULL, Principal
+from bangpae.services.ingest import REGISTRY_CHANGED
 
 router = APIRouter(prefix="/api/v1")
 AUTH_TIMEOUT_S = 10.0
-HEARTBEAT_S = 20.0
+HEARTBEAT_S = 20.0  # the control centre's stream; hers follows ``stream_heartbeat_s``
+SOS_CHANGED = "sos"  # put on her stream's queue when one of her SOS incidents moved
 SESSION_CHECK_S = 20.0  # an open stream ends this soon after its session is revoked
 STAFF = ("operator", "supervisor")
 
@@ -69,33 +71,65 @@ class _Session:
         return True
 
 
+def _her_orders(ctx: Any, who: Principal) -> list[Any]:
+    """The orders protecting her (not those she is the other party of)."""
+    if who.person_id is None:
+        return []
+    return [o for o in ctx.store.orders_for_person(who.person_id) if o.victim_id == who.person_id]
+
+
+def _next_boundary(orders: list[Any], now: float) -> float | None:
+    """When one of these orders next starts or ends (None: none will)."""
+    times = [t for o in orders for t in (o.valid_from, o.valid_until) if t is not None and t > now]
+    return min(times, default=None)
+
+
+def _shape(status: dict[str, Any]) -> list[dict[str, Any]]:
+    # the age of a fix changes every second; a status is sent when anything else changed
+    return [
+        {k: v for k, v in o.items() if k != "offender"}
+        | {"fix": (o["offender"] or {}).get("fix_time")}
+        for o in status["orders"]
+    ]
+
+
 @router.websocket("/victim/stream")
 async def victim_stream(ws: WebSocket) -> None:
-    """The protected person's status: sent at once, then whenever it changes."""
+    """The protected person's status: sent at once, then whenever it changes.
+
+    Orders entered or ended while the stream is open are picked up (docs/disclosure.md,
+    "The live link"); her SOS incidents are sent as they move (docs/sos.md); and a
+    heartbeat goes out whenever nothing else was sent for ``stream_heartbeat_s``,
+    however busy the queue, so the app's watchdog never takes a live link for dead.
+    """
     who = await _authenticate(ws, ("victim",))
     if who is None:
         return
     ctx = ws.app.state.ctx
-    orders = [
-        o
-        for o in await asyncio.to_thread(ctx.store.orders_for_person, who.person_id)
-        if o.victim_id == who.person_id
-    ]
-    mine = {o.id for o in orders}
+    heartbeat_s = float(ctx.settings.stream_heartbeat_s or HEARTBEAT_S)
+    orders = await asyncio.to_thread(_her_orders, ctx, who)
 
     def view(now: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         status, reads = queries.victim_view(ctx.engine, who, now, orders)
         return status, queries.victim_reads(who, reads, now)
 
-    q = ctx.ingest.watch(mine, view)
+    q = ctx.ingest.watch({o.id for o in orders}, view)
     lock = asyncio.Lock()  # the stream loop and the notices task both send
+    sent_at = time.monotonic()
 
     async def send(message: dict[str, Any]) -> None:
+        nonlocal sent_at
         async with lock:
             await ws.send_json(message)
+            sent_at = time.monotonic()
 
     async def pursuit(seconds: int) -> None:  # her app reports faster while he is near
         await send({"type": "report_interval", "seconds": seconds})
+
+    def sos_changed() -> None:  # on the event loop: the SOS hub wakes the stream
+        if q.full():
+            q.get_nowait()
+        q.put_nowait(SOS_CHANGED)
 
     devices = await asyncio.to_thread(ctx.store.device_ids_of_person, who.person_id)
     for d in devices:
@@ -103,42 +137,62 @@ async def victim_stream(ws: WebSocket) -> None:
     hub = ctx.notifier.hub if ctx.notifier is not None else None
     if hub is not None and who.person_id is not None:
         hub.listen_person(who.person_id, send)
-    last: Any = None
+    if who.person_id is not None:
+        ctx.sos.listen(who.person_id, sos_changed)
     session = _Session(ctx, who)
+    last: Any = None
+    last_sos: Any = None
+
+    async def send_status(status: dict[str, Any] | None) -> None:
+        nonlocal last
+        if status is None:  # read (and audited) here; a batch's view is audited already
+            status = await asyncio.to_thread(
+                queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None, orders
+            )
+        if _shape(status) != last:
+            await send({"type": "status", **status})
+            last = _shape(status)
+
+    async def send_sos(first: bool) -> None:
+        nonlocal last_sos
+        mine = await asyncio.to_thread(sos.victim_sos, ctx.store, who, ctx.clock.now())
+        if mine != last_sos and (mine or not first):
+            await send({"type": "sos", "sos": mine})
+        last_sos = mine
+
     try:
-        status: dict[str, Any] | None = None  # given by a batch, its reads already audited
+        await send_status(None)
+        await send_sos(first=True)
         while not await session.ended(ws):
-            if status is None:
-                status = await asyncio.to_thread(
-                    queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), None, orders
-                )
-            # the age of a fix changes every second; send when anything else changed
-            shape = [
-                {k: v for k, v in o.items() if k != "offender"}
-                | {"fix": (o["offender"] or {}).get("fix_time")}
-                for o in status["orders"]
-            ]
-            if shape != last:
-                await send({"type": "status", **status})
-                last = shape
-            status = None
-            while True:  # a heartbeat when quiet, so the app can tell a live link from a dead one
-                try:
-                    update = await asyncio.wait_for(q.get(), HEARTBEAT_S)
-                except TimeoutError:
-                    if await session.ended(ws):
-                        return
+            wait = sent_at + heartbeat_s - time.monotonic()
+            boundary = _next_boundary(orders, ctx.clock.now())
+            if boundary is not None:
+                wait = min(wait, boundary - ctx.clock.now())
+            try:
+                update = await asyncio.wait_for(q.get(), max(wait, 0.0))
+            except TimeoutError:
+                if boundary is not None and ctx.clock.now() >= boundary:
+                    await send_status(None)  # an order began or ended
+                if time.monotonic() - sent_at >= heartbeat_s:
                     await send({"type": "heartbeat"})
-                    continue
-                if isinstance(update, dict):
-                    status = update
-                    break
-                if update & mine:
-                    break
+                continue
+            if isinstance(update, dict):
+                await send_status(update)
+            elif update == SOS_CHANGED:
+                await send_sos(first=False)
+            elif update == REGISTRY_CHANGED:
+                fresh = await asyncio.to_thread(_her_orders, ctx, who)
+                if fresh != orders:
+                    orders[:] = fresh
+                    ctx.ingest.rewatch(q, {o.id for o in orders})
+                    await send_status(None)
+            elif isinstance(update, set) and update & {o.id for o in orders}:
+                await send_status(None)
     except WebSocketDisconnect:
         pass
     finally:
         ctx.ingest.unwatch(q)
+        ctx.sos.forget(sos_changed)
         if hub is not None:
             hub.forget(send)
         for d in devices:

@@ -1388,6 +1388,50 @@ class Engine:
             notify_radius_m=float(o.notify[slot]),
         )
 
+    def evaluate_orders(self, order_ids: Iterable[int], now: float) -> list[Event]:
+        """Decide orders just registered from what is known of both parties now.
+
+        Each order is evaluated as if his latest fix had just arrived (her side from her
+        stored state), so a new order is not shown ``clear`` until one of them next
+        reports; only these orders are evaluated, and no device or person state moves.
+        """
+        ps = self.persons
+        events: list[Event] = []
+        for oid in order_ids:
+            slot = self._order_slot.get(oid)
+            if slot is None:
+                continue
+            off = int(self.orders.off[slot])
+            if not math.isfinite(ps.t[off]):
+                continue  # he never reported: nothing to decide yet
+            person = np.array([off], dtype=np.int64)
+            start = np.zeros(off + 1, dtype=np.int64)  # his orders here: this one alone
+            flat = np.array([slot], dtype=np.int64)
+
+            def col(a: F64) -> F64:
+                return np.array([a[off]], dtype=np.float64)  # noqa: B023 - used at once
+
+            events.extend(
+                self._evaluate(
+                    person,
+                    np.ones(1, dtype=np.int64),
+                    start,
+                    flat,
+                    col(ps.t),
+                    col(ps.lat),
+                    col(ps.lon),
+                    col(ps.acc),
+                    np.array([bool(ps.valid[off])]),
+                    col(ps.vx),
+                    col(ps.vy),
+                    np.zeros(1, dtype=np.int64),
+                    {"device": np.array([int(ps.device[off])], dtype=np.int64)},
+                    now,
+                    _Her(1),
+                )
+            )
+        return events
+
     def tier_of(self, order_id: int) -> Tier | None:
         """An order's live tier (None: unknown order), without building its whole view."""
         slot = self._order_slot.get(order_id)

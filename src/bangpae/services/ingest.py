@@ -63,9 +63,11 @@ class _Pending:
     future: asyncio.Future[list[int]]
 
 
-# What a live stream gets: the status a batch showed it (already audited), or the orders
-# a batch or a timer touched (it reads its status itself).
-Update = dict[str, Any] | set[int]
+# What a live stream gets: the status a batch showed it (already audited), the orders
+# a batch or a timer touched (it reads its status itself), or REGISTRY_CHANGED (people,
+# devices or orders changed: it reads which orders it follows again).
+REGISTRY_CHANGED = "registry"
+Update = dict[str, Any] | set[int] | str
 # A stream's view of the engine: its status now and the audit records of the positions it
 # shows, written in the transaction of the batch that changed it.
 View = Callable[[float], tuple[dict[str, Any], list[dict[str, Any]]]]
@@ -95,6 +97,7 @@ class Ingest:
         self._lock = asyncio.Lock()
         # live streams, by the orders each follows: a batch wakes only those it touched
         self._watchers: dict[int, set[_Watch]] = {}
+        self._streams: set[_Watch] = set()  # every live stream, whatever it follows
         self._stale_engine = False
         # orders whose profile changes which incidents events open (kr, the default, does not)
         self._profiles: dict[int, str] = {}
@@ -123,13 +126,23 @@ class Ingest:
                     pass
 
     async def reload_registry(self, restore: bool = False) -> None:
-        """Load people, devices and orders (after a change); on start also live state."""
+        """Load people, devices and orders (after a change); on start also live state.
+
+        An order new to the engine is decided at once from both parties' latest positions
+        (what that decides is stored before this returns), and every live stream is told
+        to read its orders again: an order entered while her link is open reaches her
+        within a moment, not at his next fix.
+        """
         people, devices, orders = await asyncio.to_thread(self.store.load_all)
         self._profiles = {o.id: o.profile for o in orders if o.profile != "kr"}
+        events: list[Event] = []
         async with self._lock:
             if restore:
                 self.engine = Engine(self.engine.grid_key)
+            new = [o.id for o in orders if self.engine.tier_of(o.id) is None]
             self.engine.load(people, devices, orders)
+            if not restore and new:
+                events = self.engine.evaluate_orders(new, self.clock.now())
             if restore:
                 latest = await asyncio.to_thread(self.store.latest_fixes)
                 tiers = await asyncio.to_thread(self.store.latest_tiers)
@@ -137,6 +150,10 @@ class Ingest:
                 pauses = await asyncio.to_thread(self.store.disclosure_pauses)
                 for order_id, paused in pauses.items():
                     self.engine.set_misuse_pause(order_id, paused)
+        if events:
+            await self.record(*events)
+        for w in self._streams:
+            self._put(w.queue, REGISTRY_CHANGED)
 
     def profile_of(self, order_id: int) -> str:
         """An order's response profile (``kr`` unless the registry says otherwise)."""
@@ -300,16 +317,36 @@ class Ingest:
         status is the one the batch made and its reads are audited before it is sent.
         """
         w = _Watch(asyncio.Queue(1000), view)
+        self._streams.add(w)
         for oid in set(order_ids):
             self._watchers.setdefault(oid, set()).add(w)
         return w.queue
 
+    def rewatch(self, q: asyncio.Queue[Update], order_ids: Iterable[int]) -> None:
+        """Follow these orders with a queue from now on (its orders changed)."""
+        w = next((w for w in self._streams if w.queue is q), None)
+        if w is None:
+            return
+        self._drop(q)
+        for oid in set(order_ids):
+            self._watchers.setdefault(oid, set()).add(w)
+
     def unwatch(self, q: asyncio.Queue[Update]) -> None:
         """Stop announcing to a queue."""
+        self._drop(q)
+        self._streams = {w for w in self._streams if w.queue is not q}
+
+    def _drop(self, q: asyncio.Queue[Update]) -> None:
         for oid in list(self._watchers):
             self._watchers[oid] = {w for w in self._watchers[oid] if w.queue is not q}
             if not self._watchers[oid]:
                 del self._watchers[oid]
+
+    @staticmethod
+    def _put(q: asyncio.Queue[Update], update: Update) -> None:
+        if q.full():  # a slow reader loses detail, never the fact that something changed
+            q.get_nowait()
+        q.put_nowait(update)
 
     def _following(self, touched: set[int]) -> dict[_Watch, set[int]]:
         found: dict[_Watch, set[int]] = {}
@@ -344,10 +381,7 @@ class Ingest:
     ) -> None:
         """Hand each stream its view, or the orders of its that were touched."""
         for w, mine in following.items():
-            q = w.queue
-            if q.full():  # a slow reader loses detail, never the fact that something changed
-                q.get_nowait()
-            q.put_nowait(views[w] if views and w in views else mine)
+            self._put(w.queue, views[w] if views and w in views else mine)
 
     def _commit(
         self,

@@ -71,5 +71,10 @@ class PasswordPool:
             self.devices_in_flight -= 1
 
     def close(self) -> None:
-        """Stop the threads (waiting calls finish first)."""
+        """Stop the threads (waiting calls finish first). The pool stays usable: a context
+        stopped and started again (the API's fuzz tests do) gets new threads on demand."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        # an executor starts its threads at its first call: this one holds none until then
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="bangpae-pw"
+        )

@@ -186,12 +186,22 @@ def device_fixes(
     }
 
 
+ACCESS_GROUP_S = 600.0  # her view joins repeated reads of one kind this close together
+
+
 def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[str, Any]]:
     """Who read the protected person's position, when, and for what purpose.
 
     Reads of her own devices' fixes, of her position for an incident about her safety
-    (a dispatch, the police live link), and any read naming her. Her own reads are
-    left out; who the reader was is given by role, not by name.
+    (a dispatch, the police live link), and any read naming her; a read of an incident
+    that names another person (an officer told where he is) is his, not hers. Her own
+    reads are left out; who the reader was is given by role, not by name; role and
+    purpose are codes her app words in her language.
+
+    Every read has its audit record, but she is shown consecutive reads by the same
+    role, for the same purpose, of the same subject, each within ``ACCESS_GROUP_S`` of
+    the previous, as one row: ``count``, ``first_at``, ``last_at`` (``at`` is the last).
+    A field officer's list polled every 5 s is one row per dispatch, not hundreds.
     """
     if who.person_id is None:
         return []
@@ -205,14 +215,42 @@ def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[s
         who.person_id,
         exclude_actor=f"user:{who.user_id}:{who.username}",
         action="read_position",
-        limit=limit,
+        limit=limit * 50,
     )
+    mine = f"/person:{who.person_id}"
+    rows: list[dict[str, Any]] = []
+    key: tuple[str, str, str] | None = None
+    for r in records:  # newest first
+        subject = str(r["subject"])
+        if "/person:" in subject and not subject.endswith(mine):
+            continue
+        k = (r["role"], r["purpose"], subject)
+        if k == key and rows[-1]["_first"] - r["at"] <= ACCESS_GROUP_S:
+            rows[-1]["_first"] = r["at"]
+            rows[-1]["count"] += 1
+            continue
+        if len(rows) == limit:
+            break
+        key = k
+        rows.append(
+            {
+                "_first": r["at"],
+                "_last": r["at"],
+                "count": 1,
+                "role": r["role"],
+                "purpose": r["purpose"],
+                "fields": r["fields"],
+            }
+        )
     return [
         {
-            "at": disclosure.iso(r["at"]),
-            "role": r["role"],
-            "purpose": r["purpose"],
-            "fields": r["fields"],
+            "at": disclosure.iso(x["_last"]),
+            "role": x["role"],
+            "purpose": x["purpose"],
+            "fields": x["fields"],
+            "count": x["count"],
+            "first_at": disclosure.iso(x["_first"]),
+            "last_at": disclosure.iso(x["_last"]),
         }
-        for r in records
+        for x in rows
     ]

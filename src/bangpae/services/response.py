@@ -229,6 +229,30 @@ def parties_positions(store: Any, incident: Any, now: float) -> dict[str, dict[s
     return out
 
 
+def _target_of(incident: Any, positions: dict[str, dict[str, Any] | None]) -> Any:
+    """Where an officer goes for an incident: her for one about her safety, else him."""
+    prefer = ("victim", "offender") if incident.kind in VICTIM_CENTRED else ("offender", "victim")
+    order = [p for p in prefer if p in positions] + [p for p in positions if p not in prefer]
+    return next((positions[p] for p in order if positions.get(p) is not None), None)
+
+
+def dispatch_eta_s(
+    store: Any, incident_id: int, officer_id: int, speed_kmh: float, now: float
+) -> float | None:
+    """The officer's travel time to the incident when dispatched, as the suggestions
+    reckon it (None: a position is unknown). Kept with the dispatch, so that she can be
+    told roughly when help arrives (docs/sos.md); no position leaves this function."""
+    incident = store.get_incident(incident_id)
+    if incident is None:
+        return None
+    target = _target_of(incident, parties_positions(store, incident, now))
+    fix = store.latest_fix_of_person(officer_id)
+    if target is None or fix is None:
+        return None
+    d = geodesic_distance_m(target["lat"], target["lon"], fix.lat, fix.lon)
+    return round(d / (speed_kmh / 3.6), 1)
+
+
 def suggest_officers(
     store: Any,
     incident_id: int,
@@ -241,10 +265,7 @@ def suggest_officers(
     incident = store.get_incident(incident_id)
     if incident is None:
         return None
-    positions = parties_positions(store, incident, now)
-    prefer = ("victim", "offender") if incident.kind in VICTIM_CENTRED else ("offender", "victim")
-    order = [p for p in prefer if p in positions] + [p for p in positions if p not in prefer]
-    target = next((positions[p] for p in order if positions.get(p) is not None), None)
+    target = _target_of(incident, parties_positions(store, incident, now))
     officers: list[dict[str, Any]] = []
     if target is not None:
         mps = speed_kmh / 3.6

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, and_, delete, false, func, or_, select, 
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Conflict, NotFound
+from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.services.auth import locked_until
 
 # PostgreSQL advisory lock: checking the recent failures and recording an attempt is one step.
@@ -452,6 +452,32 @@ class AuthStore(StoreBase):
         u = s.users
         with self._write() as c:
             r = c.execute(update(u).where(u.c.id == user_id).values(password_hash=password_hash))
+            if r.rowcount == 0:
+                raise NotFound(f"user {user_id} does not exist")
+
+    def pins(self, user_id: int) -> tuple[str | None, str | None]:
+        """A user's app-lock and duress PIN hashes (docs/sos.md)."""
+        u = s.users
+        with self._read() as c:
+            r = c.execute(
+                select(u.c.app_pin_hash, u.c.duress_pin_hash).where(u.c.id == user_id)
+            ).first()
+        if r is None:
+            raise NotFound(f"user {user_id} does not exist")
+        return r.app_pin_hash, r.duress_pin_hash
+
+    def set_pins(self, user_id: int, app_pin_hash: str | None, duress_pin_hash: str | None) -> None:
+        """Replace a user's app-lock and duress PIN hashes (None: no such PIN)."""
+        u = s.users
+        for value in (app_pin_hash, duress_pin_hash):
+            if value is not None and len(value) > 200:
+                raise Invalid("a PIN hash is at most 200 characters")
+        with self._write() as c:
+            r = c.execute(
+                update(u)
+                .where(u.c.id == user_id)
+                .values(app_pin_hash=app_pin_hash, duress_pin_hash=duress_pin_hash)
+            )
             if r.rowcount == 0:
                 raise NotFound(f"user {user_id} does not exist")
 

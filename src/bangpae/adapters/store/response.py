@@ -184,6 +184,7 @@ class ResponseStore(StoreBase):
         """Add an entry (a checklist step, a call) to the timeline of an incident not closed."""
         with self._write() as c:
             self._entry(c, incident_id, action, actor, at, note, dict(data or {}), True)
+        self._incidents_moved([incident_id])
 
     # -- positions ---------------------------------------------------------------------
 
@@ -265,7 +266,8 @@ class ResponseStore(StoreBase):
             )
             data = {"handoff_id": hid, "channel": channel}
             self._entry(c, incident_id, "handoff", actor, at, note, data, True)
-            return hid
+        self._incidents_moved([incident_id])
+        return hid
 
     def _handoff(self, r: Row[Any], attempts: tuple[HandoffAttempt, ...]) -> HandoffRecord:
         return HandoffRecord(

@@ -146,6 +146,8 @@ incidents = Table(
     Column("opened_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("late", Boolean, nullable=False, default=False),
+    # she gave her duress PIN (docs/sos.md): no call-back, shown prominently (schema 0010)
+    Column("duress", Boolean, nullable=False, server_default=sa_false()),
     Index("ix_incidents_open", "status", "order_id", "person_id", "kind"),
 )
 
@@ -175,6 +177,9 @@ users = Table(
     Column("person_id", Id, ForeignKey("people.id")),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
+    # a protected person's app-lock and duress PINs, argon2 hashes (docs/sos.md, schema 0010)
+    Column("app_pin_hash", String(200)),
+    Column("duress_pin_hash", String(200)),
 )
 
 audit = Table(

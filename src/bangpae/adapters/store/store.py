@@ -21,7 +21,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -227,6 +227,7 @@ class IncidentRecord:
     timeline: tuple[dict[str, Any], ...] = ()
     late: bool = False
     updated_at: float | None = None
+    duress: bool = False  # she gave her duress PIN about it (docs/sos.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +520,21 @@ class Store(
         self._writers: threading.RLock | nullcontext[None] = (
             threading.RLock() if self.dialect == "sqlite" and not memory else nullcontext()
         )
+        # told the ids of incidents that moved, once committed (docs/sos.md): any thread
+        self._incident_watchers: list[Callable[[int], None]] = []
+
+    def watch_incidents(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(incident_id)`` after every commit that moved an incident: an
+        operator's action, a timeline entry, a hand-off, or an SOS opened or joined."""
+        self._incident_watchers.append(callback)
+
+    def _incidents_moved(self, incident_ids: Iterable[int]) -> None:
+        for iid in incident_ids:
+            for callback in self._incident_watchers:
+                try:
+                    callback(iid)
+                except Exception:  # a watcher's failure never undoes a commit
+                    log.exception("an incident watcher failed")
 
     @property
     def dialect(self) -> str:
@@ -1133,11 +1149,18 @@ class Store(
                 if e.id in fresh and kind:
                     grouped.append((e, kind, priority))
                     fresh.discard(e.id)
+            moved: list[int] = []
             if grouped:
-                self._record_incidents(c, grouped)
+                results = self._record_incidents(c, grouped)
+                moved = [
+                    r[0]
+                    for r, (_, kind, _) in zip(results, grouped, strict=True)
+                    if r is not None and kind == "sos"  # her SOS loop (docs/sos.md)
+                ]
             for a in audits:
                 self._audit_insert(c, **a)
-            return ids, new
+        self._incidents_moved(moved)
+        return ids, new
 
     def latest_tiers(self) -> dict[int, tuple[Tier, Tier, float]]:
         """Each order's live tier from its last live tier change: (tier, base tier, since)."""
@@ -1228,6 +1251,7 @@ class Store(
             timeline=entries,
             late=bool(r.late),
             updated_at=r.updated_at,
+            duress=bool(r.duress),
         )
 
     def incidents(self, status: str | None = None, limit: int = 200) -> list[IncidentRecord]:
@@ -1285,7 +1309,43 @@ class Store(
             )
             insert_action_entry(c, incident_id, action, actor, at, note, dict(data or {}))
             r = c.execute(select(i).where(i.c.id == incident_id)).one()
-            return self._incident(c, r, True)
+            record = self._incident(c, r, True)
+        self._incidents_moved([incident_id])
+        return record
+
+    def sos_incidents(self, person_id: int, closed_since: float) -> list[IncidentRecord]:
+        """A person's SOS incidents still open or closed since then, newest first, with
+        their timelines (her SOS loop, docs/sos.md)."""
+        i = s.incidents
+        q = select(i).where(
+            and_(
+                i.c.kind == "sos",
+                i.c.person_id == person_id,
+                or_(i.c.status.not_in(FINAL), i.c.updated_at >= closed_since),
+            )
+        )
+        with self._read() as c:
+            rows = c.execute(q.order_by(i.c.id.desc()).limit(100)).all()
+            return [self._incident(c, r, True) for r in rows]
+
+    def incident_duress(
+        self, incident_id: int, actor: str, at: float, note: str, data: dict[str, Any]
+    ) -> None:
+        """Mark an open incident as under duress (docs/sos.md): critical, shown as such, and
+        a ``duress`` entry on its timeline."""
+        _fits(s.incident_entries.c.actor, actor)
+        i = s.incidents
+        with self._write() as c:
+            r = c.execute(select(i).where(i.c.id == incident_id).with_for_update()).first()
+            if r is None:
+                raise NotFound(f"incident {incident_id} does not exist")
+            c.execute(
+                i.update()
+                .where(i.c.id == incident_id)
+                .values(priority="critical", duress=True, updated_at=max(at, r.updated_at))
+            )
+            insert_action_entry(c, incident_id, "duress", actor, at, note, dict(data))
+        self._incidents_moved([incident_id])
 
     # -- users -------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """places of refuge, imported by the control centre (docs/refuges.md)
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2027-01-20 10:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

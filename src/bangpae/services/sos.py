@@ -1,0 +1,214 @@
+"""Her SOS loop: what has actually happened to her call for help, as it happens.
+
+The rules are in docs/sos.md: the states an SOS goes through as she is shown them,
+what "I am safe" (cancel) does, what her duress PIN does instead, and how her PINs are
+kept. She is told what was done, never who did it or where anyone is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bangpae.domain.disclosure import iso
+from bangpae.services.auth import Principal, hash_password, verify_password
+
+LOOP_WINDOW_S = 24 * 3600.0  # a closed SOS stays in her list this long
+# Timeline actions -> the state she is shown; the first entry of each state counts.
+STATE_OF = {
+    "acknowledge": "seen",
+    "dispatch": "officer_assigned",
+    "on_scene": "officer_on_scene",
+    "handoff": "police_informed",
+    "resolve": "closed",
+    "false_alarm": "closed",
+}
+CANCEL = "victim_cancel"
+DURESS = "duress"
+PIN = re.compile(r"^[0-9]{4,8}$")
+PIN_FAILURES = 5  # wrong PINs per person within PIN_WINDOW_S before refusing (429)
+PIN_WINDOW_S = 300.0
+
+
+def _actor(who: Principal) -> str:
+    return f"user:{who.user_id}:{who.username}"
+
+
+def _silent(record: Any) -> bool:
+    """Whether the SOS was sent silent (her choice when she sent it, nothing later)."""
+    for e in record.timeline:
+        if e["action"] == "event" and isinstance(e["data"], dict):
+            alarm = (e["data"].get("data") or {}).get("alarm")
+            if alarm is not None:
+                return bool(alarm == "sos_silent")
+    return False
+
+
+def _eta_min(dispatch: dict[str, Any], now: float) -> int | None:
+    """Minutes until the officer is expected, from the ETA the dispatch recorded."""
+    eta_s = (dispatch.get("data") or {}).get("eta_s")
+    if not isinstance(eta_s, int | float) or not math.isfinite(eta_s):
+        return None
+    left = dispatch["at"] + float(eta_s) - now
+    return max(1, math.ceil(left / 60.0))  # not there yet until the officer says so
+
+
+def sos_view(record: Any, now: float) -> dict[str, Any] | None:
+    """One SOS incident as she is shown it (None: not shown to her).
+
+    An SOS her duress PIN raised from the app lock is never shown on her phone: whoever
+    made her open it is looking (docs/sos.md).
+    """
+    steps = [{"state": "received", "at": iso(record.opened_at)}]
+    seen = {"received"}
+    cancelled = False
+    dispatch: dict[str, Any] | None = None
+    for e in record.timeline:
+        action = e["action"]
+        if action == DURESS:
+            data = e["data"] or {}
+            if data.get("raised"):
+                return None
+            cancelled = cancelled or data.get("source") == "cancel"  # as a cancel looks
+            continue
+        if action == CANCEL:
+            cancelled = True
+            continue
+        state = STATE_OF.get(action)
+        if state is None or state in seen:
+            continue
+        seen.add(state)
+        steps.append({"state": state, "at": iso(e["at"])})
+        if action == "dispatch":
+            dispatch = e
+    state = steps[-1]["state"]
+    return {
+        "id": record.id,
+        "at": iso(record.opened_at),
+        "silent": _silent(record),
+        "state": state,
+        "steps": steps,
+        "eta_min": _eta_min(dispatch, now)
+        if dispatch is not None and state == "officer_assigned"
+        else None,
+        "cancelled": cancelled,
+    }
+
+
+def victim_sos(store: Any, who: Principal, now: float) -> list[dict[str, Any]]:
+    """Her SOS incidents still open or closed within the last 24 h, newest first.
+
+    Her own data, read by her: not audited (no one else's position is in it).
+    """
+    if who.person_id is None:
+        return []
+    out = []
+    for record in store.sos_incidents(who.person_id, now - LOOP_WINDOW_S):
+        view = sos_view(record, now)
+        if view is not None:
+            out.append(view)
+    return out
+
+
+def latest_sos(store: Any, person_id: int, since: float) -> Any:
+    """Her open SOS incident that an SOS sent at ``since`` opened or joined (None: none)."""
+    for record in store.sos_incidents(person_id, since):
+        if record.status not in ("resolved", "false_alarm"):
+            return record
+    return None
+
+
+def cancel(store: Any, who: Principal, record: Any, duress: bool, now: float) -> None:
+    """She says she is safe; with her duress PIN, the operators learn the opposite.
+
+    Either way the incident stays open for an operator to verify; what she is answered
+    and shown is the same (docs/sos.md).
+    """
+    if duress:
+        store.incident_duress(
+            record.id,
+            _actor(who),
+            now,
+            "under duress: she cancelled with her duress PIN; do not call back",
+            {"source": "cancel", "silent": True},
+        )
+    else:
+        store.add_incident_entry(
+            record.id, CANCEL, _actor(who), now, "she says she is safe: verify", {}
+        )
+
+
+# -- PINs ------------------------------------------------------------------------------------
+
+
+def pin_hashes(app_pin: str | None, duress_pin: str | None) -> tuple[str | None, str | None]:
+    """The argon2 hashes to keep (slow: run in the password pool)."""
+    return (
+        None if app_pin is None else hash_password(app_pin),
+        None if duress_pin is None else hash_password(duress_pin),
+    )
+
+
+def check_pin(app_hash: str | None, duress_hash: str | None, pin: str) -> str:
+    """``app``, ``duress`` or ``wrong`` (slow: run in the password pool)."""
+    # both checked every time: the answer takes as long whichever PIN she gave
+    duress = verify_password(duress_hash, pin)
+    app = verify_password(app_hash, pin)
+    return "duress" if duress else "app" if app else "wrong"
+
+
+# -- waking her streams ----------------------------------------------------------------------
+
+
+class SosWatch:
+    """Wakes her open streams when one of her SOS incidents moves (within a moment).
+
+    The store tells it which incident moved, from whatever thread committed; it finds
+    whose SOS that is (once per incident) and calls her streams on the event loop.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: dict[int, set[Callable[[], None]]] = {}
+        self._person_of: dict[int, int | None] = {}  # incident -> her person (None: not SOS)
+        store.watch_incidents(self.moved)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop her streams run on."""
+        self._loop = loop
+
+    def listen(self, person_id: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the loop whenever one of her SOS incidents moves."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._listeners.setdefault(person_id, set()).add(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Stop calling a callback."""
+        for person in list(self._listeners):
+            self._listeners[person].discard(callback)
+            if not self._listeners[person]:
+                del self._listeners[person]
+
+    def moved(self, incident_id: int) -> None:
+        """An incident moved (called by the store after its commit, from any thread)."""
+        if not self._listeners or self._loop is None:
+            return
+        if incident_id not in self._person_of:
+            record = self.store.get_incident(incident_id)
+            if record is None:
+                return
+            if len(self._person_of) > 100_000:  # bounded: forget the oldest
+                self._person_of.pop(next(iter(self._person_of)))
+            self._person_of[incident_id] = record.person_id if record.kind == "sos" else None
+        person = self._person_of[incident_id]
+        if person is not None and person in self._listeners:
+            self._loop.call_soon_threadsafe(self._wake, person)
+
+    def _wake(self, person_id: int) -> None:
+        for callback in list(self._listeners.get(person_id, ())):
+            callback()
