@@ -178,15 +178,18 @@ def test_the_officer_is_told_whom_to_go_to_with_its_own_pin_label_and_age(
     ctx, page = open_field(browser, case, permissions=("geolocation",))
     a11y: dict[str, list[str]] = {}
     page.click(f"button.dispatch[data-id='{breach}']")
-    # a breach: the officer goes to her, the protected person, and only she is on the map
+    # a breach: the officer goes to her, the protected person; he is a party of the order,
+    # so the policy shows him too, apart, under his own label and pin
     pw.expect(page.locator("#headline")).to_have_text("보호대상자에게 가세요")
     target = page.locator("#detail-target")
     pw.expect(target).to_contain_text("보호대상자 위치")
     pw.expect(target).to_contain_text("3분 전")
-    assert pins(page) == {"requester": 0, "victim": 1, "offender": 0}
+    assert pins(page) == {"requester": 0, "victim": 1, "offender": 1}
     pw.expect(page.locator("#legend")).to_contain_text("보호대상자 위치")
-    detail = page.inner_text("#detail")
-    assert "감독대상자" not in detail and "요청자" not in detail
+    pw.expect(page.locator("#legend")).to_contain_text("감독대상자 위치")
+    pw.expect(page.locator("#detail-offender")).to_contain_text("감독대상자 위치")
+    assert "감독대상자" not in page.inner_text("#detail-target")
+    assert "요청자" not in page.inner_text("#detail")
     # her position is over 2 min old: said where it cannot be missed
     pw.expect(page.locator("#target-old")).to_be_visible()
     pw.expect(page.locator("#target-old")).to_contain_text("3분 전")
@@ -365,7 +368,7 @@ def test_an_sos_sends_the_officer_to_the_requester_and_shows_him_apart(
     case: dict[str, Any],
     browser: Any,  # noqa: F811
 ) -> None:
-    """Needs the server's dispatch contract (whom "requester", ``offender`` beside it)."""
+    """Her SOS sends the officer to her as the one who asked for help, never as him."""
     offender_at(case["srv"], 860)
     victim = case["srv"].login("victim1", PASSWORD)
     r = httpx.post(
@@ -378,8 +381,8 @@ def test_an_sos_sends_the_officer_to_the_requester_and_shows_him_apart(
     dispatch(case, sos, "조용한 SOS: 전화하지 말 것")
     mine = httpx.get(f"{case['api']}/field/dispatches", headers=case["officer_headers"]).json()
     item = next(d for d in mine["dispatches"] if d["id"] == sos)
-    if (item.get("target") or {}).get("whom") != "requester":
-        pytest.xfail("the server does not yet send whom='requester' for an SOS")
+    assert item["target"]["whom"] == "requester", item
+    assert item["dispatch_note"] == "조용한 SOS: 전화하지 말 것"
     ctx, page = open_field(browser, case)
     page.click(f"button.dispatch[data-id='{sos}']")
     pw.expect(page.locator("#headline")).to_contain_text("요청자에게 가세요")
