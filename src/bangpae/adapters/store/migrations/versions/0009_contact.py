@@ -58,9 +58,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # SQLite drops a plain column in place: rebuilding the table would drop one that
+    # other tables' rows still refer to, which their foreign keys refuse.
     op.drop_index("ix_sms_messages_notice", table_name="sms_messages")
     op.drop_index("ix_sms_messages_person", table_name="sms_messages")
     op.drop_index("ix_sms_messages_message_id", table_name="sms_messages")
     op.drop_table("sms_messages")
-    with op.batch_alter_table("people") as batch:
+    with op.batch_alter_table("people", recreate="never") as batch:
         batch.drop_column("sms_prefs")

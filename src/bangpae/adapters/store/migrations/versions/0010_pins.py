@@ -27,8 +27,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("incidents") as batch:
+    # SQLite drops a plain column in place: rebuilding the table would drop one that
+    # other tables' rows still refer to, which their foreign keys refuse.
+    with op.batch_alter_table("incidents", recreate="never") as batch:
         batch.drop_column("duress")
-    with op.batch_alter_table("users") as batch:
+    with op.batch_alter_table("users", recreate="never") as batch:
         batch.drop_column("duress_pin_hash")
         batch.drop_column("app_pin_hash")
