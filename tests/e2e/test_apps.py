@@ -60,7 +60,9 @@ def _create_user(srv: Server, name: str, role: str, person: int | None = None) -
     assert r.returncode == 0, r.stderr
 
 
-def seed(srv: Server, stale_after_s: float = 120.0) -> dict[str, Any]:
+def seed(
+    srv: Server, stale_after_s: float = 120.0, radii: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Staff, a victim with an app, an offender with an ankle monitor, one order, an officer."""
     _create_user(srv, "sup1", "supervisor")
     _create_user(srv, "op1", "operator")
@@ -80,10 +82,20 @@ def seed(srv: Server, stale_after_s: float = 120.0) -> dict[str, Any]:
         "/devices",
         {"identifier": "ANKLE-1", "kind": "ankle_monitor", "protocol": "osmand", "person_id": off},
     )
-    order = post("/orders", {"offender_id": off, "victim_id": vic, "stale_after_s": stale_after_s})
+    order = post(
+        "/orders",
+        {"offender_id": off, "victim_id": vic, "stale_after_s": stale_after_s, **(radii or {})},
+    )
     _create_user(srv, "victim1", "victim", vic)
     _create_user(srv, "officer1", "field_officer", officer)
-    return {"staff": srv.login("op1", PASSWORD), "order": order, "officer": officer, "api": api}
+    return {
+        "staff": srv.login("op1", PASSWORD),
+        "supervisor": sup,
+        "order": order,
+        "officer": officer,
+        "api": api,
+        "victim": vic,
+    }
 
 
 def offender_at(srv: Server, d: float) -> tuple[float, float]:
@@ -461,6 +473,9 @@ def test_the_field_officer_sees_only_their_dispatch_and_reports_arrival(
     assert "officer1" not in vpage.locator("#access-list").inner_text()
     shot(vpage, "victim-accesses-ko")
     a11y["victim-accesses"] = serious(vpage)
+    vpage.click("#lang")  # the roles and purposes in English too, on the screen she is on
+    pw.expect(rows.filter(has_text="Field officer · Dispatch").first).to_be_visible(timeout=5000)
+    shot(vpage, "victim-accesses-en")
     assert {k: v for k, v in a11y.items() if v} == {}
     assert vpage.errors == []  # type: ignore[attr-defined]
     vctx.close()
