@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+import bangpae.web
+
 from . import test_apps
 from .conftest import Server
 from .test_apps import (
@@ -41,7 +43,7 @@ pw = pytest.importorskip("playwright.sync_api")
 browser = test_apps.browser  # one Chromium for the module, as in test_apps.py
 
 GREEN = "rgb(30, 107, 52)"  # --clear: the colour that says "safe"
-LOCALES = Path(__file__).parents[2] / "src/bangpae/web/static/locales"
+LOCALES = Path(bangpae.web.__file__).parent / "static" / "locales"
 
 
 def signed_in(browser: Any, server: Server) -> tuple[Any, Any]:
@@ -49,7 +51,8 @@ def signed_in(browser: Any, server: Server) -> tuple[Any, Any]:
     ctx, page = open_app(browser, server)
     sign_in(page, "victim1")
     onboard(page)
-    pw.expect(page.locator("body")).to_have_attribute("data-freshness", "live", timeout=5000)
+    pw.expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=5000)
+    pw.expect(page.locator("#tier-title")).not_to_have_text("", timeout=5000)
     return ctx, page
 
 
@@ -95,8 +98,10 @@ def test_the_screen_is_never_safe_without_live_data(server: Server, browser: Any
 
     ctx.set_offline(True)
     # well within the watchdog's 45 s: the link is gone, so is "safe"
-    pw.expect(page.locator("body")).to_have_attribute("data-freshness", "stale", timeout=10000)
+    pw.expect(page.locator("#conn")).not_to_have_attribute("data-state", "live", timeout=10000)
+    page.wait_for_timeout(300)
     assert card_colour(page) != GREEN
+    assert page.get_attribute("body", "data-freshness") == "stale"
     pw.expect(page.locator("#tier-title")).to_contain_text("연결 끊김")
     pw.expect(page.locator("#tier-detail")).to_have_text("마지막으로 받은 상태: 안전")
     assert "평소처럼 지내셔도 됩니다" not in page.inner_text("body")
@@ -184,6 +189,7 @@ def test_breach_keeps_112_and_sos_in_view_and_a_way_back_to_the_guidance(
         if lang == "ko":
             english(page)
     pw.expect(page.locator("#bar-guide")).to_have_text("Back to guidance")
+    pw.expect(page.locator("#share-state")).to_contain_text("Location sent")  # said again
     page.click("#bar-guide")
     pw.expect(page.locator("#breach")).to_be_visible()
     pw.expect(page.locator("#breach-title")).to_be_focused()
@@ -680,7 +686,18 @@ def test_the_app_can_be_installed_under_a_neutral_name_and_icon(
     onboard(page)
     page.click("a[data-go='help']")
     pw.expect(page.locator("#help a[href='/app/?look=weather']")).to_be_visible()
-    assert serious(page) == []
+    a11y = serious(page)
+    # the PIN settings screen (saving needs the server's PIN routes: tested further down)
+    page.click("#help a[data-go='status']")
+    page.click("a[data-go='pins']")
+    pw.expect(page.locator("#pins h1")).to_be_focused()
+    a11y += serious(page)
+    shot(page, "victim-pins-ko")
+    english(page)
+    pw.expect(page.locator("#pins h1")).to_have_text("PIN settings")
+    a11y += serious(page)
+    shot(page, "victim-pins-en")
+    assert a11y == []
     ctx.close()
 
 

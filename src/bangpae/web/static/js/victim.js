@@ -450,11 +450,10 @@ async function disablePush() {
 
 async function askNotifications(out) {
   const p = await Notification.requestPermission();
-  if (p !== "granted") {
-    out.textContent = t("notify_denied");
-    return;
-  }
-  out.textContent = t((await enablePush()) ? "notify_push" : "notify_push_unavailable");
+  let key = "notify_denied";
+  if (p === "granted") key = (await enablePush()) ? "notify_push" : "notify_push_unavailable";
+  lastSaid.notify[out.id] = key;
+  out.textContent = t(key);
 }
 
 function onStatus(msg) {
@@ -513,7 +512,11 @@ async function batteryLow() {
   }
 }
 
+// What the sharing and alert lines last said, to say again in another language.
+const lastSaid = { share: null, notify: {} };
+
 function shareSay(key, vars) {
+  lastSaid.share = [key, vars];
   const text = t(key, vars);
   $("share-state").textContent = text;
   $("onb-share-state").textContent = text;
@@ -1072,6 +1075,8 @@ async function switchLang() {
     $("onb-count").textContent = t("onb_step", { n: state.onb + 1, total: ONBOARDING.length });
   }
   if (state.screen === "accesses") loadAccesses();
+  if (lastSaid.share) shareSay(...lastSaid.share);
+  for (const [id, key] of Object.entries(lastSaid.notify)) $(id).textContent = t(key);
 }
 
 // Overlays start below the header, so quick exit stays within reach on every screen.
