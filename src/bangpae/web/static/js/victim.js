@@ -955,8 +955,11 @@ async function unlock(e) {
   if (PIN.test(pin)) {
     try {
       ok = (await api("/victim/pin/check", { method: "POST", body: { pin } })).ok === true;
-    } catch {
-      ok = false;
+    } catch (err) {
+      if (!(err instanceof ApiError)) {
+        $("lock-error").textContent = t("lock_offline"); // not "wrong": she would doubt her PIN
+        return;
+      }
     }
   }
   if (!ok) {
