@@ -32,6 +32,8 @@ axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright")
 CHROMIUM = os.environ.get("BANGPAE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("BANGPAE_ARTIFACTS", "artifacts")) / "screenshots"
 BEARING = 45.0  # he walks in from the north-east, so neither coordinate is hers
+# Routes of the SOS loop and the PINs the app already asks for, which the server gains on
+# another branch: until then they answer 404 or 405 (the app carries on without them).
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 
 
@@ -57,7 +59,9 @@ def _create_user(srv: Server, name: str, role: str, person: int | None = None) -
     assert r.returncode == 0, r.stderr
 
 
-def seed(srv: Server, stale_after_s: float = 120.0) -> dict[str, Any]:
+def seed(
+    srv: Server, stale_after_s: float = 120.0, radii: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Staff, a victim with an app, an offender with an ankle monitor, one order, an officer."""
     _create_user(srv, "sup1", "supervisor")
     _create_user(srv, "op1", "operator")
@@ -77,10 +81,20 @@ def seed(srv: Server, stale_after_s: float = 120.0) -> dict[str, Any]:
         "/devices",
         {"identifier": "ANKLE-1", "kind": "ankle_monitor", "protocol": "osmand", "person_id": off},
     )
-    order = post("/orders", {"offender_id": off, "victim_id": vic, "stale_after_s": stale_after_s})
+    order = post(
+        "/orders",
+        {"offender_id": off, "victim_id": vic, "stale_after_s": stale_after_s, **(radii or {})},
+    )
     _create_user(srv, "victim1", "victim", vic)
     _create_user(srv, "officer1", "field_officer", officer)
-    return {"staff": srv.login("op1", PASSWORD), "order": order, "officer": officer, "api": api}
+    return {
+        "staff": srv.login("op1", PASSWORD),
+        "supervisor": sup,
+        "order": order,
+        "officer": officer,
+        "api": api,
+        "victim": vic,
+    }
 
 
 def offender_at(srv: Server, d: float) -> tuple[float, float]:
@@ -183,6 +197,15 @@ def sign_in(page: Any, user: str) -> None:
     page.click("#login-form button[type=submit]")
 
 
+def onboard(page: Any) -> None:
+    """She goes through the onboarding's steps without the asks (each is tested on its own)."""
+    page.wait_for_selector("#onboarding:not([hidden])")
+    while page.locator("#onb-next").is_visible():
+        page.click("#onb-next")
+    page.click("#onboarding-done")
+    page.wait_for_selector("#status:not([hidden])")
+
+
 def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -216,10 +239,11 @@ def test_a_walk_from_3_km_to_50_m_and_back_in_the_victim_app(server: Server, bro
     shot(page, "victim-login-ko")
     sign_in(page, "victim1")
     page.wait_for_selector("#onboarding:not([hidden])")
-    assert "600 m" in page.inner_text("#onboarding")
+    # the tiers are taught with her order's radii, which come with her status
+    pw.expect(page.locator("#onboarding")).to_contain_text("600 m")
     a11y["onboarding"] = serious(page)
     shot(page, "victim-onboarding-ko")
-    page.click("#onboarding-done")
+    onboard(page)
     pw.expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     page.click("#notify-on")
     share(page, ctx)  # consent: her position goes to the control centre
@@ -307,13 +331,13 @@ def test_a_walk_from_3_km_to_50_m_and_back_in_the_victim_app(server: Server, bro
         page.wait_for_timeout(500)
         assert page.get_attribute("body", "data-sos") is None
         sent = time.monotonic()
-        hold(page, "#sos", 2300)
-        pw.expect(page.locator("body")).to_have_attribute("data-sos", "sent", timeout=3000)
+        hold(page, "#sos", 2300)  # then a 3 s count she could cancel
+        pw.expect(page.locator("body")).to_have_attribute("data-sos", "sent", timeout=6000)
         kinds = []
         while "sos" not in kinds:
-            msg = json.loads(ops.recv(timeout=5))
+            msg = json.loads(ops.recv(timeout=8))
             kinds.append(msg.get("kind"))
-        assert time.monotonic() - sent < 5.0
+        assert time.monotonic() - sent < 8.0
     incidents = httpx.get(
         f"{case['api']}/incidents", params={"status": "open"}, headers=staff
     ).json()
@@ -339,7 +363,7 @@ def test_signal_lost_offline_sos_and_the_offline_shell(server: Server, browser: 
     case = seed(server, stale_after_s=10)
     ctx, page = open_app(browser, server)
     sign_in(page, "victim1")
-    page.click("#onboarding-done")
+    onboard(page)
     share(page, ctx)
     offender_at(server, 400)
     pw.expect(page.locator(TIER)).to_have_attribute("data-tier", "reveal", timeout=1000)
@@ -348,11 +372,10 @@ def test_signal_lost_offline_sos_and_the_offline_shell(server: Server, browser: 
     pw.expect(page.locator("#tier-detail")).to_contain_text("신호가")
     pw.expect(page.locator(".leaflet-tooltip", has_text="마지막 위치")).to_be_visible()
     assert page.locator(".pin-him").count() == 0  # never a stale dot shown as current
-    # the control centre's notice of it reaches the open app as a banner, without a digit
-    notice = page.locator("#notice")
-    pw.expect(notice).to_be_visible(timeout=5000)
-    pw.expect(page.locator("#notice-text")).to_contain_text("상대방의 신호가 끊겼습니다")
-    assert not re.search(r"\d", page.locator("#notice-text").inner_text())
+    # the control centre's notice of it ("check the app") is not repeated in the open app,
+    # whose live screen already says it (tests/e2e/test_victim_app.py)
+    page.wait_for_timeout(1000)
+    assert page.locator("#notice").is_hidden()
     shot(page, "victim-uncertain-ko")
     assert serious(page) == []
 
@@ -362,7 +385,7 @@ def test_signal_lost_offline_sos_and_the_offline_shell(server: Server, browser: 
     pw.expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=10000)
     page.check("#silent")
     hold(page, "#sos", 2300)
-    pw.expect(page.locator("body")).to_have_attribute("data-sos", "queued", timeout=3000)
+    pw.expect(page.locator("body")).to_have_attribute("data-sos", "queued", timeout=6000)
     shot(page, "victim-sos-queued-ko")
     # the installed shell opens without a network
     page.reload()
@@ -370,7 +393,8 @@ def test_signal_lost_offline_sos_and_the_offline_shell(server: Server, browser: 
     pw.expect(page.locator("#tier-card")).to_be_attached()
     ctx.set_offline(False)
     pw.expect(page.locator("body")).to_have_attribute("data-sos", "sent", timeout=10000)
-    pw.expect(page.locator("#sos-state")).to_contain_text("조용한 SOS")
+    # a silent SOS: a small plain note, not the loop
+    pw.expect(page.locator("#sos-quiet")).to_contain_text("보냈습니다")
     staff = case["staff"]
     incidents = httpx.get(
         f"{case['api']}/incidents", params={"status": "open"}, headers=staff
@@ -437,14 +461,17 @@ def test_the_field_officer_sees_only_their_dispatch_and_reports_arrival(
     # she sees that a field officer read her position, for the dispatch: a role, not a name
     vctx, vpage = open_app(browser, server)
     sign_in(vpage, "victim1")
-    vpage.click("#onboarding-done")
     vpage.click("#breach-map")  # he is still near: the emergency screen comes first
+    onboard(vpage)
     vpage.click("a[data-go='accesses']")
     rows = vpage.locator("#access-list li")
     pw.expect(rows.filter(has_text="현장 보호관찰관 · 출동").first).to_be_visible(timeout=5000)
     assert "officer1" not in vpage.locator("#access-list").inner_text()
     shot(vpage, "victim-accesses-ko")
     a11y["victim-accesses"] = serious(vpage)
+    vpage.click("#lang")  # the roles and purposes in English too, on the screen she is on
+    pw.expect(rows.filter(has_text="Field officer · Dispatch").first).to_be_visible(timeout=5000)
+    shot(vpage, "victim-accesses-en")
     assert {k: v for k, v in a11y.items() if v} == {}
     assert vpage.errors == []  # type: ignore[attr-defined]
     vctx.close()
@@ -459,7 +486,7 @@ def test_a_web_push_message_becomes_a_discreet_notification(server: Server, brow
     case = seed(server)
     ctx, page = open_app(browser, server)
     sign_in(page, "victim1")
-    page.click("#onboarding-done")
+    onboard(page)
     page.click("#notify-on")
     pw.expect(page.locator("#notify-state")).to_contain_text("알림", timeout=10000)
     page.evaluate("navigator.serviceWorker.ready")

@@ -120,6 +120,13 @@ def victim_view(
             stale_after_s=order.stale_after_s,
         )
         entry = {"order_id": order.id, **disclosure.victim_view(state, now)}
+        # her own order's radii are hers to know: they say nothing of where he is
+        # (docs/disclosure.md, "What the app teaches her")
+        entry["radii"] = {
+            "notify_m": order.notify_radius_m,
+            "reveal_m": order.reveal_radius_m,
+            "breach_m": order.keep_away_m,
+        }
         if entry["offender"] is not None:
             reads.append(f"order:{order.id}/offender:{order.offender_id}")
         out.append(entry)

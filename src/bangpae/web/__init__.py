@@ -35,6 +35,9 @@ LANGS = ("ko", "en")
 APPS = {"app": "victim", "field": "field"}
 BASEMAP_CACHE = "public, max-age=86400"  # the same file for everyone; revalidated by ETag
 log = logging.getLogger(__name__)
+# Neutral names and icons the victim app may be installed under (``/app/?look=notes``),
+# so that a home screen does not say what it is: look -> icon under static/icons/.
+LOOKS = {"notes": "notes.svg", "weather": "weather.svg"}
 
 
 @cache
@@ -59,6 +62,11 @@ def _lang(request: Request) -> str:
     return wanted if wanted in LANGS else "ko"
 
 
+def _look(request: Request) -> str | None:
+    wanted = request.query_params.get("look")
+    return wanted if wanted in LOOKS else None
+
+
 def web_router(settings: Any) -> APIRouter:
     """The pages, manifests and service workers of both apps."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -67,6 +75,7 @@ def web_router(settings: Any) -> APIRouter:
     def page(request: Request, name: str) -> HTMLResponse:
         lang = _lang(request)
         messages = catalog(lang)
+        look = _look(request) if name == "victim.html" else None
         return templates.TemplateResponse(
             request,
             name,
@@ -75,6 +84,8 @@ def web_router(settings: Any) -> APIRouter:
                 "t": lambda key: messages.get(key, key),
                 "tile_url": settings.tile_url,
                 "control_room_phone": settings.control_room_phone,
+                "look": look,
+                "icon": LOOKS[look] if look else "shield.svg",
             },
         )
 
@@ -176,19 +187,21 @@ def _app_files(router: APIRouter, prefix: str, kind: str) -> None:
     @router.get(f"/{prefix}/manifest.webmanifest")
     async def manifest(request: Request) -> JSONResponse:
         messages = catalog(_lang(request))
-        name = messages[f"manifest_{kind}_name"]
+        look = _look(request) if kind == "victim" else None
+        name = messages[f"look_{look}_name" if look else f"manifest_{kind}_name"]
+        icon = LOOKS[look] if look else "shield.svg"
         body = {
             "name": name,
             "short_name": name,
             "lang": _lang(request),
-            "start_url": f"/{prefix}/",
+            "start_url": f"/{prefix}/" + (f"?look={look}" if look else ""),
             "scope": f"/{prefix}/",
             "display": "standalone",
             "orientation": "portrait",
             "background_color": "#f7f8fa",
             "theme_color": "#12263a",
             "icons": [
-                {"src": "/static/icons/shield.svg", "sizes": "any", "type": "image/svg+xml"},
+                {"src": f"/static/icons/{icon}", "sizes": "any", "type": "image/svg+xml"},
             ],
         }
         return JSONResponse(body, media_type="application/manifest+json")

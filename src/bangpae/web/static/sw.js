@@ -2,7 +2,7 @@
 // shown from a cache would be a stale status shown as current. The offline base map
 // (docs/maps.md) is part of the shell, so the map draws Korea with no network; street
 // map byte ranges are not cached here (the browser's HTTP cache keeps what it read).
-const VERSION = "bangpae-shell-v3";
+const VERSION = "bangpae-shell-v4";
 const scope = new URL(self.registration.scope).pathname; // "/app/" or "/field/"
 const SHARED = [
   "/static/css/app.css",
@@ -13,6 +13,8 @@ const SHARED = [
   "/static/locales/ko.json",
   "/static/locales/en.json",
   "/static/icons/shield.svg",
+  "/static/icons/notes.svg",
+  "/static/icons/weather.svg",
   "/today",
   "/static/css/today.css",
   "/basemap/index.json",

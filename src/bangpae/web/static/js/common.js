@@ -280,8 +280,18 @@ export function clock(iso) {
   });
 }
 
+// Hours and minutes only: "as of 14:05".
+export function hm(iso) {
+  return new Date(iso).toLocaleTimeString(lang() === "en" ? "en-GB" : "ko-KR", {
+    hour: "2-digit",
+    minute: "2-digit",
+    hour12: false,
+  });
+}
+
+// A distance; the number and its unit are never split over two lines.
 export function km(m) {
-  return m >= 1000 ? `${(m / 1000).toFixed(1)} km` : `${Math.round(m)} m`;
+  return m >= 1000 ? `${(m / 1000).toFixed(1)}\u00a0km` : `${Math.round(m)}\u00a0m`;
 }
 
 export async function registerWorker(path) {

@@ -1,11 +1,12 @@
 // The protected person's app: status per order, her own location, SOS, quick exit.
+// What each screen may say, and when, is in docs/victim-app.md.
 import {
   api,
   ApiError,
   bearingDeg,
   clock,
   compass,
-  distanceM,
+  hm,
   km,
   liveStream,
   loadLang,
@@ -21,11 +22,41 @@ import { MapView } from "./map.js";
 const $ = (id) => document.getElementById(id);
 const SEVERITY = { clear: 0, notify: 1, reveal: 2, breach: 3, uncertain: 4 };
 const HOLD_MS = 2000; // SOS needs a press this long, so a pocket cannot send one
-const SOS_QUEUE = "sosQueue";
+const COUNTDOWN_S = 3; // then a count she can cancel, so a mistaken hold sends nothing
+// The server sends a status or a heartbeat at least every 20 s: silence for longer than
+// this means the screen no longer knows, and must not say "safe" (docs/victim-app.md).
+const FRESH_MS = 45000;
+const FIX_FRESH_S = 60; // his heading and speed are shown only from a fix younger than this
+const QUIET_NOTE_MS = 5000; // a silent SOS's note disappears after this long
+const LOCK_AFTER_MS = 5 * 60000; // hidden for longer than this: the app PIN is asked again
+const PIN = /^[0-9]{4,8}$/;
+// What this device keeps between visits; a quick exit forgets all of it.
+const KEEP = { onboarded: "onboarded", share: "share", sosQueue: "sosQueue" };
+const SCREENS = ["login", "lock", "onboarding", "status", "help", "accesses", "practice", "pins"];
+const ONBOARDING = ["tiers", "sos", "exit", "share", "alerts"];
+// A notice of a tier change names the tier it announced (domain/notices.py kinds).
+const TIER_NOTICE = {
+  tier_notify: "notify",
+  tier_reveal: "reveal",
+  tier_breach: "breach",
+  tier_clear: "clear",
+  offender_signal_lost: "uncertain",
+};
+const GEO_ERRORS = { 1: "share_denied", 2: "share_position_unavailable", 3: "share_timeout" };
+const PRACTICE_STEPS = [
+  ["received", 0],
+  ["seen", 2000],
+  ["officer_assigned", 4000],
+  ["police_informed", 6000],
+  ["closed", 8000],
+];
 
 const state = {
   orders: [],
   tier: null,
+  freshness: "unknown", // live | stale | unknown
+  statusAt: null, // when the last status arrived (ms)
+  heardAt: null, // when anything last arrived on the stream (ms)
   me: null, // her latest position from the phone
   interval: 60, // seconds between her location reports (15 while he is near)
   sent: 0, // reports sent since sharing started
@@ -37,20 +68,48 @@ const state = {
   stream: null,
   map: null,
   registration: null,
-  liveSince: null,
   connection: "connecting",
-  lastMessage: null,
   receivedAt: Date.now(),
   breachMinimised: false,
   push: null, // this browser's push subscription, when the server can reach it
+  notice: null,
+  screen: null,
+  back: "status", // where the practice screen returns to
+  onb: 0,
+  sos: null, // the SOS shown: {id, at, silent, steps, eta_min, cancelled, local, cancelAt}
+  flushing: false,
+  counting: false,
+  practice: [],
+  practiceTimers: [],
+  pins: { app_pin_set: false, duress_pin_set: false },
+  locked: false,
+  hiddenAt: null,
+  quietTimer: null,
+  exiting: false,
 };
 
 // -- screens ---------------------------------------------------------------------------
 
+// Every change of screen starts at the top, with the keyboard and screen reader on its heading.
 function screen(name) {
-  for (const id of ["login", "onboarding", "status", "help", "accesses"]) show($(id), id === name);
+  if (state.screen && state.screen !== name && name === "practice") state.back = state.screen;
+  state.screen = name;
+  for (const id of SCREENS) show($(id), id === name);
   if (name === "accesses") loadAccesses();
   if (name === "status" && state.map) setTimeout(() => state.map.resize(), 0);
+  window.scrollTo(0, 0);
+  focusHeading(name);
+  renderBar();
+}
+
+function focusHeading(name) {
+  let heading = $(name).querySelector("h1");
+  if (name === "status") heading = $("tier-title");
+  if (name === "onboarding") heading = $("onboarding").querySelector(".step:not([hidden]) h1");
+  if (heading) {
+    if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1");
+    heading.focus({ preventScroll: true });
+  }
 }
 
 function worst(orders) {
@@ -60,19 +119,46 @@ function worst(orders) {
   );
 }
 
+// live: a status or heartbeat came within FRESH_MS on an open link; stale: the screen had
+// data and lost the link; unknown: nothing yet (or a page reloaded without a connection).
+function freshness() {
+  if (state.statusAt === null) return "unknown";
+  if (state.connection === "live" && Date.now() - state.heardAt < FRESH_MS) return "live";
+  return "stale";
+}
+
 function render() {
-  const o = worst(state.orders);
-  const tier = o ? o.tier : "clear";
+  const f = freshness();
+  state.freshness = f;
+  document.body.dataset.freshness = f;
+  const o = f === "unknown" ? null : worst(state.orders);
+  const tier = f === "unknown" ? "none" : o ? o.tier : "clear";
   document.body.dataset.tier = tier;
   const card = $("tier-card");
-  card.className = `card tier-${tier}`;
-  $("tier-title").textContent = t(`tier_${tier}_title`);
-  $("tier-detail").textContent = detail(o);
-  $("advice").textContent = o ? advice(o) : t("tier_clear_advice");
+  if (f === "unknown") {
+    card.className = "card tier-unknown";
+    $("tier-title").textContent = t("fresh_unknown_title");
+    $("tier-detail").textContent = t("fresh_unknown_detail");
+    $("advice").textContent = t("fresh_unknown_advice");
+  } else if (f === "stale") {
+    // what she last received, said as the past: never a colour, never "go about your day"
+    card.className = "card tier-stale";
+    $("tier-title").textContent = t("fresh_stale_title", { time: hm(new Date(state.statusAt)) });
+    $("tier-detail").textContent = t("fresh_stale_detail", { tier: t(`tier_${tier}_title`) });
+    $("advice").textContent = t("fresh_stale_advice");
+  } else {
+    card.className = `card tier-${tier}`;
+    $("tier-title").textContent = t(`tier_${tier}_title`);
+    $("tier-detail").textContent = detail(o);
+    $("advice").textContent = o ? advice(o) : t("tier_clear_advice");
+  }
   renderFacts(o);
   renderMap(o);
   renderBreach(o);
   renderOthers(o);
+  renderBar();
+  renderNotice();
+  renderTierTexts();
 }
 
 function detail(o) {
@@ -100,6 +186,15 @@ function advice(o) {
   return t(`tier_${o.tier}_advice`);
 }
 
+function ageOf(him) {
+  return him.age_s + (Date.now() - state.receivedAt) / 1000;
+}
+
+// His heading and speed describe a moving man now: shown only from a fresh fix on live data.
+function hisFixIsFresh(o) {
+  return state.freshness === "live" && o.tier !== "uncertain" && ageOf(o.offender) <= FIX_FRESH_S;
+}
+
 function renderFacts(o) {
   const facts = $("facts");
   const him = o && o.offender;
@@ -108,14 +203,19 @@ function renderFacts(o) {
     for (const dd of facts.querySelectorAll("dd")) dd.textContent = "";
     return;
   }
+  const fresh = hisFixIsFresh(o);
+  facts.dataset.lost = fresh ? "0" : "1";
+  facts.dataset.live = fresh ? "1" : "0";
   $("fact-distance").textContent = o.distance_m == null ? "—" : km(o.distance_m);
   $("fact-direction").textContent = state.me ? compass(bearingDeg(state.me, him)) : t("unknown_me");
-  $("fact-heading").textContent = him.heading_deg == null ? "—" : compass(him.heading_deg);
-  $("fact-speed").textContent =
-    him.speed_mps == null ? "—" : `${Math.round(him.speed_mps * 3.6)} km/h`;
+  const live = (text) => (fresh ? text : ""); // hidden with their labels when not fresh
+  $("fact-heading").textContent = live(him.heading_deg == null ? "—" : compass(him.heading_deg));
+  $("fact-speed").textContent = live(
+    him.speed_mps == null ? "—" : `${Math.round(him.speed_mps * 3.6)} km/h`,
+  );
   $("fact-accuracy").textContent = him.accuracy_m == null ? "—" : `± ${Math.round(him.accuracy_m)} m`;
-  const age = him.age_s + (Date.now() - state.receivedAt) / 1000;
-  $("fact-age").textContent = t("seconds_ago", { s: Math.round(age) });
+  $("fact-age").textContent = fresh ? t("seconds_ago", { s: Math.round(ageOf(him)) }) : "";
+  $("fact-last-seen").textContent = hm(him.fix_time);
 }
 
 function renderMap(o) {
@@ -129,42 +229,91 @@ function renderMap(o) {
   if (!state.map) {
     state.map = new MapView(el, document.body.dataset.tiles, "© OpenStreetMap");
   }
-  const lost = o.tier === "uncertain";
+  const fresh = hisFixIsFresh(o);
+  const lost = o.tier === "uncertain" || state.freshness !== "live";
   const items = [
     {
       kind: lost ? "lastSeen" : "him",
       lat: him.lat,
       lon: him.lon,
       accuracy_m: him.accuracy_m,
-      heading_deg: lost ? null : him.heading_deg,
-      label: lost ? t("map_last_seen", { time: clock(him.fix_time) }) : t("map_him"),
+      heading_deg: fresh ? him.heading_deg : null,
+      label: lost ? t("map_last_seen", { time: hm(him.fix_time) }) : t("map_him"),
     },
   ];
-  if (state.me) items.push({ kind: "me", ...state.me, label: t("map_me") });
+  if (state.me) {
+    items.push({
+      kind: "me",
+      lat: state.me.lat,
+      lon: state.me.lon,
+      accuracy_m: state.me.accuracy_m,
+      label: t("map_me"),
+    });
+  }
   state.map.resize();
   state.map.draw(items);
 }
 
 function renderBreach(o) {
-  const on = Boolean(o && o.tier === "breach") && !state.breachMinimised;
+  // a breach last received stays on screen when the link is lost: doubt counts toward danger
+  const inBreach = Boolean(o && o.tier === "breach");
+  if (!inBreach) state.breachMinimised = false;
+  const on = inBreach && !state.breachMinimised && !state.locked && !state.exiting;
+  const was = !$("breach").hidden;
   show($("breach"), on);
-  if (!o || o.tier !== "breach") state.breachMinimised = false;
-  if (on) {
-    $("breach-detail").textContent =
-      o.distance_m == null ? t("breach_detail_unknown") : t("breach_detail", { distance: km(o.distance_m) });
-  }
+  if (!on) return;
+  $("breach-detail").textContent =
+    o.distance_m == null ? t("breach_detail_unknown") : t("breach_detail", { distance: km(o.distance_m) });
+  const stale = state.freshness !== "live";
+  show($("breach-stale"), stale);
+  $("breach-stale").textContent = stale
+    ? t("fresh_stale_title", { time: hm(new Date(state.statusAt)) })
+    : "";
+  if (!was) $("breach-title").focus({ preventScroll: true });
 }
 
+// Other orders by their place among hers, never by the server's internal id.
 function renderOthers(top) {
   const list = $("others");
   list.replaceChildren();
-  for (const o of state.orders) {
-    if (o === top) continue;
+  const mine = [...state.orders].sort((a, b) => a.order_id - b.order_id);
+  mine.forEach((o, i) => {
+    if (!top || o === top) return;
     const li = document.createElement("li");
-    li.textContent = `${t("order")} ${o.order_id}: ${t(`tier_${o.tier}_title`)}`;
+    li.textContent = `${t("other_order", { n: i + 1 })}: ${t(`tier_${o.tier}_title`)}`;
     list.append(li);
-  }
+  });
   show(list, list.children.length > 0);
+}
+
+// 112 and SOS in view without scrolling whenever he may be near, or the screen cannot tell.
+function renderBar() {
+  const signedIn = !["login", "lock", null].includes(state.screen) && !state.locked;
+  const f = state.freshness;
+  const tier = document.body.dataset.tier;
+  const breachHidden = $("breach").hidden;
+  const near =
+    f !== "live" || tier === "reveal" || tier === "uncertain" || tier === "breach";
+  const on = signedIn && near && breachHidden && !state.exiting;
+  show($("action-bar"), on);
+  show($("bar-guide"), on && tier === "breach");
+  document.body.classList.toggle("has-bar", on);
+}
+
+function radius(m) {
+  return m >= 1000 ? `${Number((m / 1000).toFixed(1))}\u00a0km` : `${Math.round(m)}\u00a0m`;
+}
+
+// The tiers taught with her own order's radii (the first of her orders); without them, in words.
+function renderTierTexts() {
+  const o = [...state.orders].sort((a, b) => a.order_id - b.order_id).find((x) => x.radii);
+  const r = o && o.radii;
+  const vars = r
+    ? { notify: radius(r.notify_m), reveal: radius(r.reveal_m), breach: radius(r.breach_m) }
+    : null;
+  for (const el of document.querySelectorAll("[data-radii]")) {
+    el.textContent = vars ? t(el.dataset.radii, vars) : t(`${el.dataset.radii}_plain`);
+  }
 }
 
 function renderConnection() {
@@ -173,8 +322,8 @@ function renderConnection() {
   el.dataset.state = s;
   if (s === "live") el.textContent = t("conn_live");
   else if (s === "denied") el.textContent = t("conn_denied");
-  else if (state.lastMessage)
-    el.textContent = t("conn_stale", { time: clock(new Date(state.lastMessage).toISOString()) });
+  else if (state.heardAt)
+    el.textContent = t("conn_stale", { time: clock(new Date(state.heardAt).toISOString()) });
   else el.textContent = t("conn_connecting");
 }
 
@@ -185,7 +334,8 @@ async function announce(from, to) {
   const patterns = { breach: [600, 200, 600, 200, 600], reveal: [300, 150, 300], notify: [200] };
   if (navigator.vibrate && patterns[to]) navigator.vibrate(patterns[to]);
   // with Web Push the server's notice reaches the lock screen: one notification, not two
-  if (state.push || Notification.permission !== "granted" || !state.registration) return;
+  if (state.push || !("Notification" in window) || Notification.permission !== "granted") return;
+  if (!state.registration) return;
   await state.registration.showNotification(t("notification_title"), {
     body: t(`notification_${to}`),
     tag: "bangpae-tier",
@@ -202,6 +352,14 @@ function said(prefix, value) {
   return text === key ? value : text; // a purpose staff wrote in their own words
 }
 
+function when(a) {
+  const day = new Date(a.first_at || a.at).toLocaleDateString(document.documentElement.lang);
+  if (a.count > 1 && a.first_at && a.last_at) {
+    return `${day} ${t("accesses_times", { n: a.count })}, ${hm(a.first_at)}–${hm(a.last_at)}`;
+  }
+  return `${day} ${clock(a.at || a.last_at)}`;
+}
+
 async function loadAccesses() {
   const list = $("access-list");
   try {
@@ -209,8 +367,7 @@ async function loadAccesses() {
     list.replaceChildren(
       ...rows.map((a) => {
         const li = document.createElement("li");
-        const when = new Date(a.at);
-        li.textContent = `${when.toLocaleDateString()} ${clock(a.at)} · ${said("role", a.role)} · ${said("purpose", a.purpose)}`;
+        li.textContent = `${when(a)} · ${said("role", a.role)} · ${said("purpose", a.purpose)}`;
         return li;
       }),
     );
@@ -221,15 +378,30 @@ async function loadAccesses() {
 }
 
 // -- notices from the control centre: a banner while the app is open -------------------
+// A tier notice tells the lock screen to open the app; in the open app the live screen
+// already says it, so it is shown only while the screen has no live data, and goes with
+// the next status. Other notices show the app's own words for their kind.
 
-function showNotice(msg) {
+function onNotice(msg) {
+  if (msg.kind in TIER_NOTICE && state.freshness === "live") return;
+  state.notice = msg;
+  renderNotice();
+}
+
+function renderNotice() {
   const box = $("notice");
+  const msg = state.notice;
+  show(box, Boolean(msg));
+  if (!msg) return;
   box.dataset.kind = msg.kind;
   box.dataset.priority = msg.priority;
   box.setAttribute("role", msg.priority === "normal" ? "status" : "alert");
-  $("notice-text").textContent = msg.text[document.documentElement.lang] || msg.text.ko;
+  const time = hm(new Date(msg.at * 1000));
+  const key = `notice_in_app_${msg.kind}`;
+  const own = t(key, { time });
+  const lang = document.documentElement.lang;
+  $("notice-text").textContent = own !== key ? own : (msg.text && (msg.text[lang] || msg.text.ko)) || "";
   $("notice-time").textContent = clock(new Date(msg.at * 1000).toISOString());
-  show(box, true);
 }
 
 // Web Push: subscribe this browser with the server's key; the notices then reach her
@@ -276,9 +448,21 @@ async function disablePush() {
   }
 }
 
+async function askNotifications(out) {
+  const p = await Notification.requestPermission();
+  let key = "notify_denied";
+  if (p === "granted") key = (await enablePush()) ? "notify_push" : "notify_push_unavailable";
+  lastSaid.notify[out.id] = key;
+  out.textContent = t(key);
+}
+
 function onStatus(msg) {
   if (msg.type === "notice") {
-    showNotice(msg);
+    onNotice(msg);
+    return;
+  }
+  if (msg.type === "sos") {
+    applySos(msg.sos);
     return;
   }
   if (msg.type === "report_interval") {
@@ -290,6 +474,8 @@ function onStatus(msg) {
   if (msg.type !== "status") return;
   state.orders = msg.orders;
   state.receivedAt = Date.now();
+  state.statusAt = Date.now();
+  if (state.notice && state.notice.kind in TIER_NOTICE) state.notice = null;
   const top = worst(msg.orders);
   const tier = top ? top.tier : "clear";
   const before = state.tier;
@@ -302,12 +488,14 @@ function startStream() {
   if (state.stream) state.stream.close();
   state.stream = liveStream("/victim/stream", {
     onMessage: (m) => {
-      state.lastMessage = Date.now();
+      state.heardAt = Date.now();
       onStatus(m);
+      if (state.freshness !== freshness()) render();
     },
     onState: (s) => {
       state.connection = s;
       renderConnection();
+      if (state.freshness !== freshness()) render();
       if (s === "denied") signOut("session_expired");
     },
   });
@@ -322,6 +510,17 @@ async function batteryLow() {
   } catch {
     return false;
   }
+}
+
+// What the sharing and alert lines last said, to say again in another language.
+const lastSaid = { share: null, notify: {} };
+
+function shareSay(key, vars) {
+  lastSaid.share = [key, vars];
+  const text = t(key, vars);
+  $("share-state").textContent = text;
+  $("onb-share-state").textContent = text;
+  document.body.dataset.share = key;
 }
 
 async function shareNow(force = false) {
@@ -340,7 +539,7 @@ async function shareNow(force = false) {
         fix_time: new Date(state.me.at).toISOString(),
       },
     });
-    $("share-state").textContent = t("share_sent", { time: clock(new Date().toISOString()) });
+    shareSay("share_sent", { time: clock(new Date().toISOString()) });
     state.sent += 1;
     state.lastFixSent = state.me.at;
     // Her first report starts her track; a second a few seconds later confirms it, so
@@ -348,7 +547,7 @@ async function shareNow(force = false) {
     if (state.sent === 1) setTimeout(confirmTrack, CONFIRM_AFTER_MS);
   } catch (e) {
     state.lastSent = 0;
-    $("share-state").textContent = t("share_failed");
+    shareSay("share_failed");
     if (e instanceof ApiError && e.status === 401) signOut("session_expired");
   }
 }
@@ -363,6 +562,7 @@ function confirmTrack() {
 }
 
 function takePosition(p) {
+  show($("share-retry"), false);
   state.me = {
     lat: p.coords.latitude,
     lon: p.coords.longitude,
@@ -378,13 +578,18 @@ function takePosition(p) {
   render();
 }
 
+// Each GeolocationPositionError code says something different, and what she can do.
+function geoFailed(err) {
+  shareSay(GEO_ERRORS[err.code] || "share_position_unavailable");
+  show($("share-retry"), true);
+}
+
 function startSharing() {
   if (!navigator.geolocation) {
-    $("share-state").textContent = t("share_unavailable");
+    shareSay("share_unavailable");
     return;
   }
-  const denied = () => ($("share-state").textContent = t("share_denied"));
-  state.watch = navigator.geolocation.watchPosition(takePosition, denied, {
+  state.watch = navigator.geolocation.watchPosition(takePosition, geoFailed, {
     enableHighAccuracy: true,
     maximumAge: 5000,
     timeout: 30000,
@@ -393,14 +598,14 @@ function startSharing() {
   // whenever a report is due, so her position never goes stale while she shares it.
   state.refresh = setInterval(() => {
     if (Date.now() - state.lastSent >= state.interval * 1000) {
-      navigator.geolocation.getCurrentPosition(takePosition, denied, {
+      navigator.geolocation.getCurrentPosition(takePosition, geoFailed, {
         enableHighAccuracy: true,
         maximumAge: 0,
         timeout: 30000,
       });
     }
   }, 5000);
-  $("share-state").textContent = t("share_on");
+  shareSay("share_on");
 }
 
 function stopSharing() {
@@ -410,44 +615,293 @@ function stopSharing() {
   state.lastSent = 0;
   state.sent = 0;
   state.confirmPending = false;
-  $("share-state").textContent = t("share_off");
+  state.me = null;
+  show($("share-retry"), false);
+  shareSay("share_off");
 }
 
-// -- SOS: press and hold; queued and retried while offline -------------------------------
+// Her choice is kept on this device (until a quick exit), and sharing resumes on reload.
+function setShare(on) {
+  $("share").checked = on;
+  localStorage.setItem(KEEP.share, on ? "on" : "off");
+  stopSharing();
+  if (on) startSharing();
+  render();
+}
+
+// -- SOS: hold, a count she can cancel, then the loop as the control centre works it ------
 
 function queuedSos() {
-  return JSON.parse(localStorage.getItem(SOS_QUEUE) || "[]");
+  return JSON.parse(localStorage.getItem(KEEP.sosQueue) || "[]");
+}
+
+function saveQueue(queue) {
+  if (state.exiting) return;
+  if (queue.length) localStorage.setItem(KEEP.sosQueue, JSON.stringify(queue));
+  else localStorage.removeItem(KEEP.sosQueue);
+}
+
+// A silent SOS is confirmed only by a small, plain note that goes away.
+function quietNote(key) {
+  const el = $("sos-quiet");
+  el.textContent = t(key);
+  clearTimeout(state.quietTimer);
+  state.quietTimer = setTimeout(() => (el.textContent = ""), QUIET_NOTE_MS);
 }
 
 async function flushSos() {
-  const queue = queuedSos();
-  while (queue.length) {
-    try {
-      await api("/victim/sos", { method: "POST", body: queue[0] });
-    } catch (e) {
-      if (e instanceof ApiError && e.status < 500 && e.status !== 401) queue.shift();
-      else break;
-      continue;
+  if (state.flushing || state.exiting) return;
+  state.flushing = true;
+  try {
+    const queue = queuedSos();
+    while (queue.length) {
+      let r;
+      try {
+        r = await api("/victim/sos", { method: "POST", body: queue[0] });
+      } catch (e) {
+        if (e instanceof ApiError && e.status < 500 && ![401, 429].includes(e.status)) {
+          queue.shift(); // refused as malformed: retrying would never succeed
+          saveQueue(queue);
+          continue;
+        }
+        break;
+      }
+      const sent = queue.shift();
+      saveQueue(queue);
+      document.body.dataset.sos = "sent";
+      if (sent.silent) {
+        quietNote("sos_sent_silent");
+      } else {
+        const at = r.at || new Date().toISOString();
+        state.sos = {
+          id: r.sos_id ?? null,
+          at,
+          silent: false,
+          steps: [{ state: "received", at }],
+          eta_min: null,
+          cancelled: false,
+          local: null,
+        };
+        renderSos();
+        loadSos();
+      }
     }
-    const sent = queue.shift();
-    localStorage.setItem(SOS_QUEUE, JSON.stringify(queue));
-    $("sos-state").textContent = t(sent.silent ? "sos_sent_silent" : "sos_sent");
-    document.body.dataset.sos = "sent";
-  }
-  localStorage.setItem(SOS_QUEUE, JSON.stringify(queue));
-  if (queue.length) {
-    $("sos-state").textContent = t("sos_queued");
-    document.body.dataset.sos = "queued";
+    if (queue.length) {
+      const first = document.body.dataset.sos !== "queued";
+      document.body.dataset.sos = "queued";
+      if (queue.some((b) => !b.silent)) {
+        state.sos = { ...(state.sos || {}), id: null, steps: [], local: "queued" };
+        renderSos();
+      } else if (first) {
+        quietNote("sos_queued_quiet");
+      }
+    }
+  } finally {
+    state.flushing = false;
   }
 }
 
 function sendSos(silent) {
   const body = { silent };
   if (state.me) Object.assign(body, { lat: state.me.lat, lon: state.me.lon, accuracy_m: state.me.accuracy_m });
-  localStorage.setItem(SOS_QUEUE, JSON.stringify([...queuedSos(), body]));
-  if (!silent && navigator.vibrate) navigator.vibrate(200);
-  $("sos-state").textContent = t("sos_sending");
+  saveQueue([...queuedSos(), body]);
+  document.body.dataset.sos = "sending";
+  if (!silent) {
+    if (navigator.vibrate) navigator.vibrate(200);
+    state.sos = { id: null, at: null, silent: false, steps: [], local: "sending", cancelled: false };
+    renderSos();
+  }
   flushSos();
+}
+
+async function loadSos() {
+  try {
+    const data = await api("/victim/sos");
+    applySos(data.sos || []);
+  } catch {
+    // a server without the SOS loop, or offline: the screen keeps what it knows
+  }
+}
+
+// The control centre's progress of her newest SOS (a silent one is never shown as a loop).
+function applySos(list) {
+  const loud = list.filter((s) => !s.silent).sort((a, b) => (a.at < b.at ? 1 : -1));
+  const cur = state.sos;
+  let pick = null;
+  if (cur && cur.id != null) pick = loud.find((s) => s.id === cur.id) || null;
+  if (!pick && (!cur || cur.local === null)) {
+    pick = loud.find((s) => s.state !== "closed" && !s.cancelled && (!cur || s.at >= cur.at)) || null;
+  }
+  if (!pick) return;
+  const cancelAt = cur && cur.id === pick.id ? cur.cancelAt : undefined;
+  state.sos = { ...pick, local: null, cancelAt };
+  renderSos();
+}
+
+function stepText(step, eta) {
+  if (step === "officer_assigned" && eta != null) return t("sos_step_officer_assigned_eta", { eta });
+  return t(`sos_step_${step}`);
+}
+
+function loopItems(ol, steps, eta) {
+  ol.replaceChildren(
+    ...steps.map((s) => {
+      const li = document.createElement("li");
+      li.dataset.state = s.state;
+      li.append(stepText(s.state, eta));
+      if (s.at) {
+        const time = document.createElement("time");
+        time.dateTime = s.at;
+        time.textContent = clock(s.at);
+        li.append(" ", time);
+      }
+      return li;
+    }),
+  );
+}
+
+function renderSos() {
+  const cur = state.sos;
+  let steps = [];
+  if (cur) {
+    if (cur.local === "queued" || cur.local === "sending") steps = [{ state: cur.local, at: null }];
+    else steps = [...(cur.steps || [])].sort((a, b) => (a.at < b.at ? -1 : 1));
+    if (cur.cancelAt) steps = [...steps, { state: "cancel_requested", at: cur.cancelAt }];
+  }
+  const last = steps.length ? steps[steps.length - 1].state : "";
+  document.body.dataset.sosStep = last;
+  const canCancel =
+    cur && cur.id != null && !cur.cancelled && !cur.cancelAt && cur.state !== "closed" && !cur.local;
+  for (const panel of document.querySelectorAll("[data-sos-panel]")) {
+    const said = panel.querySelector(".sos-state");
+    const loop = panel.querySelector(".sos-loop");
+    if (!cur) {
+      said.textContent = "";
+      show(loop, false);
+      continue;
+    }
+    said.textContent = t(
+      cur.local === "queued" ? "sos_queued" : cur.local === "sending" ? "sos_sending" : "sos_sent",
+    );
+    show(loop, steps.length > 0);
+    loopItems(loop.querySelector("ol"), steps, cur.eta_min);
+    show(loop.querySelector(".sos-safe"), Boolean(canCancel));
+  }
+}
+
+// "I am safe": the operator still verifies. With a duress PIN set, a PIN is asked; whatever
+// the PIN, the screen says the same, for the duress PIN raises the alarm on the server.
+async function cancelSos() {
+  const cur = state.sos;
+  if (!cur || cur.id == null) return;
+  let pin = null;
+  if (state.pins.duress_pin_set) {
+    pin = await askPin();
+    if (pin === null) return;
+  }
+  try {
+    await api(`/victim/sos/${cur.id}/cancel`, { method: "POST", body: { pin } });
+  } catch (e) {
+    if (!(e instanceof ApiError)) {
+      for (const el of document.querySelectorAll("[data-sos-panel] .sos-state")) {
+        el.textContent = t("sos_cancel_failed");
+      }
+      return;
+    }
+  }
+  cur.cancelAt = new Date().toISOString();
+  renderSos();
+}
+
+function askPin() {
+  return new Promise((resolve) => {
+    const box = $("pin-ask");
+    const input = $("pin-ask-input");
+    const before = document.activeElement;
+    input.value = "";
+    show(box, true);
+    input.focus();
+    const done = (value) => {
+      show(box, false);
+      $("pin-ask-form").removeEventListener("submit", submit);
+      $("pin-ask-cancel").removeEventListener("click", cancel);
+      if (before) before.focus({ preventScroll: true });
+      resolve(value);
+    };
+    const submit = (e) => {
+      e.preventDefault();
+      if (PIN.test(input.value)) done(input.value);
+    };
+    const cancel = () => done(null);
+    $("pin-ask-form").addEventListener("submit", submit);
+    $("pin-ask-cancel").addEventListener("click", cancel);
+  });
+}
+
+// The count after a hold: resolves true when it ran out, false when cancelled.
+function countdown({ quiet = false, practice = false } = {}) {
+  return new Promise((resolve) => {
+    const box = $("countdown");
+    const before = document.activeElement;
+    let n = COUNTDOWN_S;
+    state.counting = true;
+    document.body.dataset.sos = practice ? document.body.dataset.sos || "" : "counting";
+    box.classList.toggle("quiet", quiet);
+    box.classList.toggle("practice", practice);
+    $("countdown-title").textContent = t(practice ? "practice_label" : "countdown_title");
+    const draw = () => {
+      $("countdown-n").textContent = String(n);
+      const key = practice ? "countdown_practice" : quiet ? "countdown_quiet" : "countdown_text";
+      $("countdown-text").textContent = t(key, { n });
+    };
+    draw();
+    show(box, true);
+    $("countdown-cancel").focus();
+    const done = (go) => {
+      clearInterval(tick);
+      $("countdown-cancel").removeEventListener("click", cancel);
+      show(box, false);
+      state.counting = false;
+      if (before && before.focus) before.focus({ preventScroll: true });
+      resolve(go);
+    };
+    const tick = setInterval(() => {
+      n -= 1;
+      if (n <= 0) done(true);
+      else draw();
+    }, 1000);
+    const cancel = () => {
+      if (!practice) document.body.dataset.sos = "cancelled";
+      done(false);
+    };
+    $("countdown-cancel").addEventListener("click", cancel);
+  });
+}
+
+async function startSos(silent) {
+  if (state.counting) return;
+  if (await countdown({ quiet: silent })) sendSos(silent);
+  else quietNote("sos_cancelled_before");
+}
+
+// -- practice: the same hold and count, a simulated loop, nothing sent -----------------
+
+async function startPractice() {
+  if (state.counting) return;
+  if (!(await countdown({ practice: true }))) return;
+  for (const timer of state.practiceTimers) clearTimeout(timer);
+  state.practice = [];
+  state.practiceTimers = PRACTICE_STEPS.map(([step, after]) =>
+    setTimeout(() => {
+      state.practice.push({ state: step, at: new Date().toISOString() });
+      renderPractice();
+    }, after),
+  );
+}
+
+function renderPractice() {
+  show($("practice-loop"), state.practice.length > 0);
+  loopItems($("practice-loop").querySelector("ol"), state.practice, 7);
 }
 
 function holdButton(button, onDone) {
@@ -475,11 +929,112 @@ function holdButton(button, onDone) {
   button.addEventListener("contextmenu", (e) => e.preventDefault());
 }
 
-// -- quick exit: a neutral page, nothing left in this tab --------------------------------
+// -- PINs: a lock on reopening, and a duress PIN that looks like the real one ----------
 
-function quickExit() {
+async function loadPins() {
+  try {
+    state.pins = await api("/victim/pins");
+  } catch {
+    state.pins = { app_pin_set: false, duress_pin_set: false };
+  }
+}
+
+function lock() {
+  state.locked = true;
+  $("lock-pin").value = "";
+  $("lock-error").textContent = "";
+  screen("lock");
+  render();
+}
+
+async function unlock(e) {
+  e.preventDefault();
+  const pin = $("lock-pin").value;
+  $("lock-error").textContent = "";
+  let ok = false;
+  if (PIN.test(pin)) {
+    try {
+      ok = (await api("/victim/pin/check", { method: "POST", body: { pin } })).ok === true;
+    } catch (err) {
+      if (!(err instanceof ApiError)) {
+        $("lock-error").textContent = t("lock_offline"); // not "wrong": she would doubt her PIN
+        return;
+      }
+    }
+  }
+  if (!ok) {
+    $("lock-error").textContent = t("lock_wrong");
+    return;
+  }
+  state.locked = false;
+  $("lock-pin").value = "";
+  if (localStorage.getItem(KEEP.onboarded)) screen("status");
+  else onboarding(0);
+  render();
+}
+
+async function savePins(e) {
+  e.preventDefault();
+  const app = $("app-pin").value;
+  const duress = $("duress-pin").value;
+  const out = $("pins-state");
+  if ((app && !PIN.test(app)) || (duress && !PIN.test(duress)) || (app && app === duress)) {
+    out.textContent = t("pins_invalid");
+    return;
+  }
+  try {
+    await api("/victim/pins", {
+      method: "PUT",
+      body: { app_pin: app || null, duress_pin: duress || null },
+    });
+    $("app-pin").value = "";
+    $("duress-pin").value = "";
+    out.textContent = t("pins_saved");
+    await loadPins();
+  } catch {
+    out.textContent = t("pins_failed");
+  }
+}
+
+// -- onboarding: the tiers with her radii, SOS, quick exit, and the two asks -------------
+
+function onboarding(step) {
+  state.onb = Math.max(0, Math.min(step, ONBOARDING.length - 1));
+  const steps = $("onboarding").querySelectorAll(".step");
+  steps.forEach((el, i) => show(el, i === state.onb));
+  const last = state.onb === ONBOARDING.length - 1;
+  show($("onb-back"), state.onb > 0);
+  show($("onb-next"), !last);
+  show($("onboarding-done"), last);
+  $("onb-count").textContent = t("onb_step", { n: state.onb + 1, total: ONBOARDING.length });
+  document.body.dataset.onboarding = ONBOARDING[state.onb];
+  screen("onboarding");
+}
+
+// -- quick exit: a neutral page, nothing of the app left on this device ------------------
+
+async function quickExit() {
+  if (state.exiting) return;
+  state.exiting = true;
+  document.body.classList.add("leaving");
+  const queue = queuedSos();
+  const token = session.token;
+  // an SOS not yet sent goes first, on a request that outlives the page
+  const sends =
+    token === null
+      ? []
+      : queue.map((body) =>
+          fetch("/api/v1/victim/sos", {
+            method: "POST",
+            headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+            body: JSON.stringify(body),
+            keepalive: true,
+          }).catch(() => null),
+        );
   if (state.stream) state.stream.close();
   if (state.watch !== null) navigator.geolocation.clearWatch(state.watch);
+  localStorage.clear();
+  if (sends.length) await Promise.race([Promise.all(sends), new Promise((r) => setTimeout(r, 1000))]);
   session.clear();
   location.replace("/today");
 }
@@ -489,32 +1044,57 @@ function signOut(reason) {
   if (state.stream) state.stream.close();
   state.stream = null;
   session.clear();
+  state.locked = false;
   $("login-error").textContent = reason ? t(reason) : "";
   screen("login");
 }
 
 // -- wiring ------------------------------------------------------------------------------
 
-function afterLogin() {
-  if (!localStorage.getItem("onboarded")) {
-    screen("onboarding");
-    return;
-  }
-  screen("status");
-  render();
+// After signing in (fresh) or on a reload with a session: a reload asks the app PIN first.
+async function afterLogin(fresh) {
   startStream();
   flushSos();
   enablePush();
+  await loadPins();
+  if (!fresh && state.pins.app_pin_set) lock();
+  else if (!localStorage.getItem(KEEP.onboarded)) onboarding(0);
+  else screen("status");
+  if (localStorage.getItem(KEEP.share) === "on" && state.watch === null) {
+    $("share").checked = true;
+    startSharing();
+  }
+  loadSos();
+  render();
+}
+
+async function switchLang() {
+  await loadLang(document.documentElement.lang === "ko" ? "en" : "ko");
+  render();
+  renderConnection();
+  renderSos();
+  renderPractice();
+  if (state.screen === "onboarding") {
+    $("onb-count").textContent = t("onb_step", { n: state.onb + 1, total: ONBOARDING.length });
+  }
+  if (state.screen === "accesses") loadAccesses();
+  if (lastSaid.share) shareSay(...lastSaid.share);
+  for (const [id, key] of Object.entries(lastSaid.notify)) $(id).textContent = t(key);
+}
+
+// Overlays start below the header, so quick exit stays within reach on every screen.
+function trackHeader() {
+  const bar = document.querySelector("header.bar");
+  const set = () => document.documentElement.style.setProperty("--bar-h", `${bar.offsetHeight}px`);
+  set();
+  if ("ResizeObserver" in window) new ResizeObserver(set).observe(bar);
 }
 
 async function main() {
+  trackHeader();
   await loadLang(preferredLang());
   state.registration = await registerWorker("/app/sw.js");
-  $("lang").addEventListener("click", async () => {
-    await loadLang(document.documentElement.lang === "ko" ? "en" : "ko");
-    render();
-    renderConnection();
-  });
+  $("lang").addEventListener("click", switchLang);
   $("exit").addEventListener("click", quickExit);
   let lastEscape = 0;
   document.addEventListener("keydown", (e) => {
@@ -528,14 +1108,22 @@ async function main() {
     try {
       await login($("username").value, $("password").value, "victim");
       $("password").value = "";
-      afterLogin();
+      afterLogin(true);
     } catch (err) {
       $("login-error").textContent = t(err.status === 429 ? "login_throttled" : "login_failed");
     }
   });
+  $("lock-form").addEventListener("submit", unlock);
+  $("pins-form").addEventListener("submit", savePins);
+  $("onb-next").addEventListener("click", () => onboarding(state.onb + 1));
+  $("onb-back").addEventListener("click", () => onboarding(state.onb - 1));
+  $("onb-share").addEventListener("click", () => setShare(true));
+  $("onb-notify").addEventListener("click", () => askNotifications($("onb-notify-state")));
   $("onboarding-done").addEventListener("click", () => {
-    localStorage.setItem("onboarded", "1");
-    afterLogin();
+    localStorage.setItem(KEEP.onboarded, "1");
+    if (!localStorage.getItem(KEEP.share)) localStorage.setItem(KEEP.share, "off");
+    screen("status");
+    render();
   });
   for (const link of document.querySelectorAll("[data-go]")) {
     link.addEventListener("click", (e) => {
@@ -543,31 +1131,52 @@ async function main() {
       screen(link.dataset.go);
     });
   }
-  $("share").addEventListener("change", (e) => (e.target.checked ? startSharing() : stopSharing()));
-  $("notify-on").addEventListener("click", async () => {
-    const p = await Notification.requestPermission();
-    if (p !== "granted") {
-      $("notify-state").textContent = t("notify_denied");
-      return;
-    }
-    $("notify-state").textContent = t((await enablePush()) ? "notify_push" : "notify_push_unavailable");
+  $("practice-back").addEventListener("click", () => {
+    if (state.back === "onboarding") onboarding(state.onb);
+    else screen(state.back || "status");
   });
+  $("share").addEventListener("change", (e) => setShare(e.target.checked));
+  $("share-retry").addEventListener("click", () => setShare(true));
+  $("notify-on").addEventListener("click", () => askNotifications($("notify-state")));
   $("logout").addEventListener("click", () => signOut(""));
-  $("notice-dismiss").addEventListener("click", () => show($("notice"), false));
-  holdButton($("sos"), () => sendSos($("silent").checked));
-  holdButton($("sos-breach"), () => sendSos(false));
+  $("notice-dismiss").addEventListener("click", () => {
+    state.notice = null;
+    renderNotice();
+  });
+  holdButton($("sos"), () => startSos($("silent").checked));
+  holdButton($("bar-sos"), () => startSos($("silent").checked));
+  holdButton($("sos-breach"), () => startSos(false));
+  holdButton($("practice-sos"), startPractice);
+  for (const button of document.querySelectorAll(".sos-safe")) button.addEventListener("click", cancelSos);
   $("breach-map").addEventListener("click", () => {
     state.breachMinimised = true;
     render();
+    focusHeading("status");
+  });
+  $("bar-guide").addEventListener("click", () => {
+    state.breachMinimised = false;
+    render();
+    $("breach-title").focus({ preventScroll: true });
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      state.hiddenAt = Date.now();
+      return;
+    }
+    const away = state.hiddenAt !== null && Date.now() - state.hiddenAt > LOCK_AFTER_MS;
+    state.hiddenAt = null;
+    if (away && state.pins.app_pin_set && session.token && !state.locked) lock();
   });
   window.addEventListener("online", flushSos);
   setInterval(flushSos, 5000);
   setInterval(() => {
     renderConnection();
-    if (state.orders.some((o) => o.offender)) renderFacts(worst(state.orders));
+    if (state.freshness !== freshness()) render(); // the link went quiet: no longer live
+    else if (state.orders.some((o) => o.offender)) renderFacts(worst(state.orders));
   }, 1000);
+  render();
   document.body.dataset.ready = "1";
-  if (session.token && session.role === "victim") afterLogin();
+  if (session.token && session.role === "victim") afterLogin(false);
   else screen("login");
 }
 
