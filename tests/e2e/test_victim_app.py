@@ -646,7 +646,7 @@ def test_quick_exit_leaves_nothing_of_the_app_and_sends_a_waiting_sos_first(
         assert name.startswith("bangpae-shell"), name
         for path in paths:
             assert not path.startswith("/api/"), path
-            assert path.startswith(("/static/", "/app/", "/today")), path
+            assert path.startswith(("/static/", "/app/", "/today", "/basemap/")), path
     # the SOS went out before the page did
     deadline = time.monotonic() + 5
     sos: list[Any] = []
