@@ -255,12 +255,17 @@ async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) ->
     raises a silent SOS that her phone never shows (docs/sos.md)."""
     now = ctx.clock.now()
     key = f"user:{who.user_id}"
-    if ctx.pin_failures.blocked(key, now):
+    blocked = ctx.pin_failures.blocked(key, now)
+    # checked even when locked out: her duress PIN still calls for help after someone
+    # else's wrong guesses, and the answer (429) is the same whichever PIN it was
+    which = await _which_pin(ctx, who, body.pin)
+    if blocked:
+        if which == "duress":
+            await _raise_duress(ctx, who, now, "app_lock")
         wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
         raise HTTPException(
             429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
         )
-    which = await _which_pin(ctx, who, body.pin)
     if which == "wrong":
         ctx.pin_failures.failed(key, now)
     elif which == "duress":

@@ -1,0 +1,92 @@
+"""Attacks on her SOS loop and PINs by whoever holds her unlocked phone (docs/sos.md):
+what her screens and live link show must not tell a duress PIN from a real one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bangpae.services import sos as sos_service
+from bangpae.services.auth import Principal
+from tests.integration.test_sos_loop import T0, Env, act, env, loop, sos  # noqa: F401
+
+PINS = {"app_pin": "1234", "duress_pin": "9876"}
+
+
+async def _pins(env: Env) -> None:
+    r = await env.api.put("/api/v1/victim/pins", json=PINS, headers=env.h["vic"])
+    assert r.status_code == 204, r.text
+
+
+def _her_link(env: Env) -> list[asyncio.Task[list[dict]]]:
+    """What her live link reads each time the store says one of her SOS moved (as
+    api/streams.py does: woken on the loop, then read in a thread)."""
+    reads: list[asyncio.Task[list[dict]]] = []
+    her = Principal(2, "vic", "victim", env.vic)
+
+    def woke() -> None:
+        now = env.ctx.clock.now()
+        reads.append(
+            asyncio.create_task(asyncio.to_thread(sos_service.victim_sos, env.ctx.store, her, now))
+        )
+
+    env.ctx.sos.listen(env.vic, woke)
+    return reads
+
+
+async def test_a_duress_pin_at_the_app_lock_never_flashes_an_sos_on_her_live_link(
+    env: Env,
+) -> None:
+    await _pins(env)
+    reads = _her_link(env)
+    r = await env.api.post("/api/v1/victim/pin/check", json={"pin": "9876"}, headers=env.h["vic"])
+    assert r.json() == {"ok": True}
+    [raised] = env.ctx.store.incidents(status="open")
+    assert env.ctx.store.get_incident(raised.id).duress
+    shown = [s for s in await asyncio.gather(*reads) if s]
+    # whoever made her open the app sees the link's SOS list: not one frame may name it
+    assert shown == [], f"her link showed the duress SOS {len(shown)} time(s): {shown}"
+    assert await loop(env) == []
+
+
+async def test_a_duress_cancel_of_a_closed_sos_changes_nothing_she_sees_of_her_open_one(
+    env: Env,
+) -> None:
+    """A real cancel of a closed SOS changes nothing; the duress one must not either."""
+    await _pins(env)
+    closed = await sos(env)
+    await act(env, closed, "resolve", note="she is fine")
+    env.clock.set(T0 + 60)
+    opened = await sos(env)
+    r = await env.api.post(
+        f"/api/v1/victim/sos/{closed}/cancel", json={"pin": "1234"}, headers=env.h["vic"]
+    )
+    assert r.json() == {"cancelled": True}
+    after_real = await loop(env)
+    env.clock.set(T0 + 120)
+    r = await env.api.post(
+        f"/api/v1/victim/sos/{closed}/cancel", json={"pin": "9876"}, headers=env.h["vic"]
+    )
+    assert r.json() == {"cancelled": True}
+    assert env.ctx.store.get_incident(opened).duress  # the operators are told
+    after_duress = await loop(env)
+    assert [(s["id"], s["cancelled"]) for s in after_duress] == [
+        (s["id"], s["cancelled"]) for s in after_real
+    ], "her open SOS turned 'cancelled' only after the duress PIN"
+
+
+async def test_her_duress_pin_still_calls_for_help_after_he_locked_the_app_out(env: Env) -> None:
+    """He tries five PINs; then she is made to give one: her duress PIN must still raise
+    the silent SOS (the answer stays the lockout's, whichever PIN it was)."""
+    await _pins(env)
+    check = "/api/v1/victim/pin/check"
+    for guess in ("0000", "1111", "2222", "3333", "4444"):
+        r = await env.api.post(check, json={"pin": guess}, headers=env.h["vic"])
+        assert r.json() == {"ok": False}
+    r_real = await env.api.post(check, json={"pin": "1234"}, headers=env.h["vic"])
+    r_duress = await env.api.post(check, json={"pin": "9876"}, headers=env.h["vic"])
+    assert r_real.status_code == r_duress.status_code == 429
+    assert r_real.content == r_duress.content
+    raised = env.ctx.store.incidents(status="open")
+    assert len(raised) == 1, "her duress PIN was refused unread: no one was called"
+    assert env.ctx.store.get_incident(raised[0].id).duress
+    assert await loop(env) == []
