@@ -7,7 +7,10 @@ import asyncio
 
 from bangpae.services import sos as sos_service
 from bangpae.services.auth import Principal
-from tests.integration.test_sos_loop import T0, Env, act, env, loop, sos  # noqa: F401
+from tests.integration import test_sos_loop
+from tests.integration.test_sos_loop import T0, Env, act, loop, sos
+
+env = test_sos_loop.env  # the same composition root, SQLite and PostgreSQL
 
 PINS = {"app_pin": "1234", "duress_pin": "9876"}
 
