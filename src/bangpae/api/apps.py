@@ -212,7 +212,12 @@ async def cancel_sos(
     safe (docs/sos.md).
     """
     record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
-    if record is None or record.kind != "sos" or record.person_id != who.person_id:
+    if (
+        record is None
+        or record.kind != "sos"
+        or record.person_id != who.person_id
+        or sos.hidden(record)  # her duress PIN's: as if it did not exist (docs/sos.md)
+    ):
         raise HTTPException(404, f"no SOS {incident_id} of yours")
     duress = body.pin is not None and await _which_pin(ctx, who, body.pin) == "duress"
     now = ctx.clock.now()

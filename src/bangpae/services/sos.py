@@ -70,13 +70,25 @@ def _raised_by_duress(record: Any) -> bool:
     return False
 
 
+def hidden(record: Any) -> bool:
+    """Whether her duress PIN raised this SOS: then it is never shown on her phone, and
+    her routes answer for it as for an SOS that is not hers (404), so that trying ids
+    cannot find it (docs/sos.md)."""
+    if _raised_by_duress(record):
+        return True
+    return any(
+        e["action"] == DURESS and isinstance(e["data"], dict) and e["data"].get("raised")
+        for e in record.timeline
+    )
+
+
 def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     """One SOS incident as she is shown it (None: not shown to her).
 
     An SOS her duress PIN raised from the app lock is never shown on her phone: whoever
     made her open it is looking (docs/sos.md).
     """
-    if _raised_by_duress(record):
+    if hidden(record):
         return None
     steps = [{"state": "received", "at": iso(record.opened_at)}]
     seen = {"received"}
@@ -86,8 +98,6 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
         action = e["action"]
         if action == DURESS:
             data = e["data"] or {}
-            if data.get("raised"):
-                return None
             # a duress cancel of this SOS looks like a cancel; a raise that joined it
             # (``raised`` present: from the lock, or a cancel of another, closed SOS)
             # leaves it as it was
