@@ -140,3 +140,18 @@ async def test_her_own_sos_after_a_hidden_duress_sos_is_shown_to_her(env: Env) -
     shown = await loop(env)
     assert [s["id"] for s in shown] == [iid]
     assert shown[0]["at"] == "2027-01-15T08:02:00.000Z"  # from her press, not the duress
+
+
+async def test_a_burst_of_concurrent_pin_guesses_gets_no_more_than_five_checked(env: Env) -> None:
+    """The limit is checked before the (slow) argon2 check and counted after it: guesses
+    sent at once all pass the check. Measured: how many PINs were actually tried."""
+    await _pins(env)
+    guesses = [f"{n:04d}" for n in range(5000, 5009)]  # the password pool's 9 slots
+    answers = await asyncio.gather(
+        *(
+            env.api.post("/api/v1/victim/pin/check", json={"pin": g}, headers=env.h["vic"])
+            for g in guesses
+        )
+    )
+    tried = sum(r.status_code == 200 for r in answers)
+    assert tried <= 5, f"{tried} PINs tried in one window (limit 5)"

@@ -258,6 +258,13 @@ async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -
 async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, bool]:
     """The app lock: whether the PIN opens the app. Her duress PIN opens it too, and
     raises a silent SOS that her phone never shows (docs/sos.md)."""
+    # one check at a time per user: the limit is read after the previous guess counted,
+    # so guesses sent at once get no more than the limit between them (docs/sos.md)
+    async with ctx.pin_locks.setdefault(who.user_id, asyncio.Lock()):
+        return await _check_pin_locked(body, ctx, who, rid)
+
+
+async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) -> dict[str, bool]:
     now = ctx.clock.now()
     key = f"user:{who.user_id}"
     blocked = ctx.pin_failures.blocked(key, now)
