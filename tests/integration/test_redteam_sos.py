@@ -155,3 +155,43 @@ async def test_a_burst_of_concurrent_pin_guesses_gets_no_more_than_five_checked(
     )
     tried = sum(r.status_code == 200 for r in answers)
     assert tried <= 5, f"{tried} PINs tried in one window (limit 5)"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PUT /victim/pins asks for no current PIN: whoever holds her unlocked phone "
+    "clears or replaces her duress PIN (and app PIN) and she is not told, so her next "
+    "duress PIN opens the app and calls no one. The fix needs the current PIN on the "
+    "route (her duress PIN given there must seem to succeed, change nothing and raise the "
+    "silent SOS), the settings screen asking for it, and its texts in both languages",
+)
+async def test_her_duress_pin_cannot_be_cleared_from_her_phone_without_her_pin(
+    env: Env,
+) -> None:
+    await _pins(env)
+    r = await env.api.put(
+        "/api/v1/victim/pins", json={"app_pin": "1111", "duress_pin": None}, headers=env.h["vic"]
+    )
+    assert r.status_code in (401, 403, 422), "her PINs were changed by whoever held the phone"
+    r = await env.api.post("/api/v1/victim/pin/check", json={"pin": "9876"}, headers=env.h["vic"])
+    assert r.json() == {"ok": True}
+    assert len(env.ctx.store.incidents(status="open")) == 1  # her duress PIN still calls
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GET /victim/pins says duress_pin_set: whoever holds her unlocked phone learns "
+    "that she has a duress PIN, and so to doubt any PIN she gives. Hiding it is a design "
+    "choice (her settings screen would offer 'set a duress PIN' whether or not one is set)",
+)
+async def test_her_phone_does_not_say_whether_a_duress_pin_is_set(env: Env) -> None:
+    r = await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])
+    without = r.content
+    await _pins(env)
+    r = await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])
+    r_app_only = await env.api.put(
+        "/api/v1/victim/pins", json={"app_pin": "1234", "duress_pin": None}, headers=env.h["vic"]
+    )
+    assert r_app_only.status_code == 204
+    app_only = (await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])).content
+    assert r.content == app_only, f"{r.content!r} != {app_only!r} (unset: {without!r})"
