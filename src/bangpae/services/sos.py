@@ -66,7 +66,8 @@ def _raised_by_duress(record: Any) -> bool:
     """
     for e in record.timeline:
         if e["action"] == "event" and isinstance(e["data"], dict):
-            return (e["data"].get("data") or {}).get("source") in DURESS_SOURCES
+            source = (e["data"].get("data") or {}).get("source")
+            return e["at"] == record.opened_at and source in DURESS_SOURCES  # it opened it
     return False
 
 
