@@ -195,3 +195,34 @@ async def test_her_phone_does_not_say_whether_a_duress_pin_is_set(env: Env) -> N
     assert r_app_only.status_code == 204
     app_only = (await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])).content
     assert r.content == app_only, f"{r.content!r} != {app_only!r} (unset: {without!r})"
+
+
+def _looks(view: dict) -> tuple:
+    return (view["state"], [s["state"] for s in view["steps"]], view["eta_min"], view["cancelled"])
+
+
+async def test_what_follows_a_cancel_on_her_screen_is_the_same_for_her_duress_pin(
+    env: Env,
+) -> None:
+    """He makes her cancel, then watches her SOS screen. After her duress PIN the
+    operators send an officer (do not call back); after a real cancel they call her to
+    verify. Her screen must not turn to 'officer assigned, 2 min' only in the first case."""
+    await _pins(env)
+    looks = {}
+    for pin, t in (("1234", 0), ("9876", 1000)):
+        env.clock.set(T0 + t)
+        iid = await sos(env)
+        await act(env, iid, "acknowledge")
+        r = await env.api.post(
+            f"/api/v1/victim/sos/{iid}/cancel", json={"pin": pin}, headers=env.h["vic"]
+        )
+        assert r.json() == {"cancelled": True}
+        [after_cancel] = [s for s in await loop(env) if s["id"] == iid]
+        env.clock.set(T0 + t + 30)
+        if env.ctx.store.get_incident(iid).duress:  # what the operators do
+            await act(env, iid, "dispatch", officer_id=env.officer, note="do not call her")
+        [watched] = [s for s in await loop(env) if s["id"] == iid]
+        looks[pin] = (_looks(after_cancel), _looks(watched))
+        env.clock.set(T0 + t + 60)
+        await act(env, iid, "resolve")
+    assert looks["1234"] == looks["9876"], looks

@@ -110,6 +110,11 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
         state = STATE_OF.get(action)
         if state is None or state in seen:
             continue
+        if cancelled and state != "closed":
+            # after her cancel only its closing is shown: after a duress cancel the
+            # operators send an officer, after a real one they call her, and whoever made
+            # her cancel is watching this screen (docs/sos.md)
+            continue
         seen.add(state)
         steps.append({"state": state, "at": iso(e["at"])})
         if action == "dispatch":
