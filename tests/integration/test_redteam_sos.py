@@ -226,3 +226,23 @@ async def test_what_follows_a_cancel_on_her_screen_is_the_same_for_her_duress_pi
         env.clock.set(T0 + t + 60)
         await act(env, iid, "resolve")
     assert looks["1234"] == looks["9876"], looks
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PUT /victim/contact asks for no PIN and tells no one: whoever holds her "
+    "unlocked phone moves her texts to his own number, and from then on is texted "
+    "whenever he comes within 2 km of her (docs/sms.md), long after he gave the phone "
+    "back, while she gets nothing. The fix (her app PIN on the route, a text to the old "
+    "number on a change) touches the contact route, her settings screen and the texts",
+)
+async def test_her_texts_cannot_be_moved_to_his_number_from_her_phone_without_her_pin(
+    env: Env,
+) -> None:
+    await _pins(env)
+    body = {"phone": "010-1234-5678", "sms": {"enabled": True, "tiers": []}, "lang": "ko"}
+    r = await env.api.put("/api/v1/victim/contact", json=body, headers=env.h["vic"])
+    assert r.status_code == 200, r.text
+    his = {**body, "phone": "010-9876-5432"}
+    r = await env.api.put("/api/v1/victim/contact", json=his, headers=env.h["vic"])
+    assert r.status_code in (401, 403, 422), "her texts now go to the number he gave"
