@@ -152,6 +152,8 @@ class AppContext:
     pin_failures: RateLimiter = field(
         default_factory=lambda: RateLimiter(PIN_FAILURES, PIN_WINDOW_S)
     )
+    # one PIN check at a time per user, so guesses sent at once are each counted first
+    pin_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None

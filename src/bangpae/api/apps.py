@@ -212,7 +212,12 @@ async def cancel_sos(
     safe (docs/sos.md).
     """
     record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
-    if record is None or record.kind != "sos" or record.person_id != who.person_id:
+    if (
+        record is None
+        or record.kind != "sos"
+        or record.person_id != who.person_id
+        or sos.hidden(record)  # her duress PIN's: as if it did not exist (docs/sos.md)
+    ):
         raise HTTPException(404, f"no SOS {incident_id} of yours")
     duress = body.pin is not None and await _which_pin(ctx, who, body.pin) == "duress"
     now = ctx.clock.now()
@@ -253,14 +258,26 @@ async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -
 async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, bool]:
     """The app lock: whether the PIN opens the app. Her duress PIN opens it too, and
     raises a silent SOS that her phone never shows (docs/sos.md)."""
+    # one check at a time per user: the limit is read after the previous guess counted,
+    # so guesses sent at once get no more than the limit between them (docs/sos.md)
+    async with ctx.pin_locks.setdefault(who.user_id, asyncio.Lock()):
+        return await _check_pin_locked(body, ctx, who, rid)
+
+
+async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) -> dict[str, bool]:
     now = ctx.clock.now()
     key = f"user:{who.user_id}"
-    if ctx.pin_failures.blocked(key, now):
+    blocked = ctx.pin_failures.blocked(key, now)
+    # checked even when locked out: her duress PIN still calls for help after someone
+    # else's wrong guesses, and the answer (429) is the same whichever PIN it was
+    which = await _which_pin(ctx, who, body.pin)
+    if blocked:
+        if which == "duress":
+            await _raise_duress(ctx, who, now, "app_lock")
         wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
         raise HTTPException(
             429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
         )
-    which = await _which_pin(ctx, who, body.pin)
     if which == "wrong":
         ctx.pin_failures.failed(key, now)
     elif which == "duress":

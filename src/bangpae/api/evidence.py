@@ -23,6 +23,7 @@ from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
 from bangpae.domain.access import EVIDENCE_READERS, Purpose
 from bangpae.domain.disclosure import iso
+from bangpae.services import sos
 from bangpae.services.auth import Principal
 
 MAX_UPLOAD = 8 * 1024 * 1024  # one recording: 60 s of AAC at 256 kbit/s is under 2 MB
@@ -107,6 +108,8 @@ def _her_sos(ctx: Any, who: Principal, incident_id: int, now: float) -> Any:
         elif record.order_id is not None:
             order = ctx.store.get_order(record.order_id)
             mine = order is not None and order.victim_id == who.person_id
+        if mine and sos.hidden(record):  # her duress PIN's: never hers to name (docs/sos.md)
+            mine = False
         if mine and record.status in FINAL:
             mine = now - (record.updated_at or record.opened_at) <= CLOSED_WINDOW_S
     if not mine:

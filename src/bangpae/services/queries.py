@@ -206,7 +206,7 @@ def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[s
     purpose are codes her app words in her language.
 
     Every read has its audit record, but she is shown consecutive reads by the same
-    role, for the same purpose, of the same subject, each within ``ACCESS_GROUP_S`` of
+    role, for the same purpose, of the same subject and fields, each within ``ACCESS_GROUP_S`` of
     the previous, as one row: ``count``, ``first_at``, ``last_at`` (``at`` is the last).
     A field officer's list polled every 5 s is one row per dispatch, not hundreds.
     """
@@ -226,12 +226,14 @@ def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[s
     )
     mine = f"/person:{who.person_id}"
     rows: list[dict[str, Any]] = []
-    key: tuple[str, str, str] | None = None
+    key: tuple[str, str, str, tuple[str, ...]] | None = None
     for r in records:  # newest first
         subject = str(r["subject"])
         if "/person:" in subject and not subject.endswith(mine):
             continue
-        k = (r["role"], r["purpose"], subject)
+        # the same fields too: a row shows one read's fields, so a read of her whole
+        # track never hides in a row that says one position was read
+        k = (r["role"], r["purpose"], subject, tuple(r["fields"]))
         if k == key and rows[-1]["_first"] - r["at"] <= ACCESS_GROUP_S:
             rows[-1]["_first"] = r["at"]
             rows[-1]["count"] += 1

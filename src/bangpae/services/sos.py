@@ -28,6 +28,7 @@ STATE_OF = {
 }
 CANCEL = "victim_cancel"
 DURESS = "duress"
+DURESS_SOURCES = ("app_lock", "cancel")  # where her duress PIN raised an SOS from
 PIN = re.compile(r"^[0-9]{4,8}$")
 PIN_FAILURES = 5  # wrong PINs per person within PIN_WINDOW_S before refusing (429)
 PIN_WINDOW_S = 300.0
@@ -56,12 +57,40 @@ def _eta_min(dispatch: dict[str, Any], now: float) -> int | None:
     return max(1, math.ceil(left / 60.0))  # not there yet until the officer says so
 
 
+def _raised_by_duress(record: Any) -> bool:
+    """Whether the event that opened the incident was her duress PIN's silent SOS.
+
+    Known from the opening event itself, so the SOS is hidden from the moment it is
+    committed, before its ``duress`` entry is added: her live link reads as soon as the
+    store says it moved (docs/sos.md).
+    """
+    for e in record.timeline:
+        if e["action"] == "event" and isinstance(e["data"], dict):
+            source = (e["data"].get("data") or {}).get("source")
+            return e["at"] == record.opened_at and source in DURESS_SOURCES  # it opened it
+    return False
+
+
+def hidden(record: Any) -> bool:
+    """Whether her duress PIN raised this SOS: then it is never shown on her phone, and
+    her routes answer for it as for an SOS that is not hers (404), so that trying ids
+    cannot find it (docs/sos.md)."""
+    if _raised_by_duress(record):
+        return True
+    return any(
+        e["action"] == DURESS and isinstance(e["data"], dict) and e["data"].get("raised")
+        for e in record.timeline
+    )
+
+
 def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     """One SOS incident as she is shown it (None: not shown to her).
 
     An SOS her duress PIN raised from the app lock is never shown on her phone: whoever
     made her open it is looking (docs/sos.md).
     """
+    if hidden(record):
+        return None
     steps = [{"state": "received", "at": iso(record.opened_at)}]
     seen = {"received"}
     cancelled = False
@@ -70,15 +99,21 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
         action = e["action"]
         if action == DURESS:
             data = e["data"] or {}
-            if data.get("raised"):
-                return None
-            cancelled = cancelled or data.get("source") == "cancel"  # as a cancel looks
+            # a duress cancel of this SOS looks like a cancel; a raise that joined it
+            # (``raised`` present: from the lock, or a cancel of another, closed SOS)
+            # leaves it as it was
+            cancelled = cancelled or (data.get("source") == "cancel" and "raised" not in data)
             continue
         if action == CANCEL:
             cancelled = True
             continue
         state = STATE_OF.get(action)
         if state is None or state in seen:
+            continue
+        if cancelled and state != "closed":
+            # after her cancel only its closing is shown: after a duress cancel the
+            # operators send an officer, after a real one they call her, and whoever made
+            # her cancel is watching this screen (docs/sos.md)
             continue
         seen.add(state)
         steps.append({"state": state, "at": iso(e["at"])})

@@ -96,13 +96,18 @@ def open_archive(path: Path) -> Archive | None:
     )
 
 
+def _digits(s: str) -> bool:
+    """ASCII digits only: str.isdigit() also says yes to '²', which int() refuses."""
+    return s.isascii() and s.isdigit()
+
+
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
     """The one byte range ``value`` asks of a file of ``size`` bytes (first, last), or None."""
     unit, _, spec = value.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first_s, dash, last_s = spec.strip().partition("-")
-    if not dash or not (first_s.isdigit() or last_s.isdigit()):
+    if not dash or not (_digits(first_s) or _digits(last_s)):
         return None
     if len(first_s) > 19 or len(last_s) > 19:
         return None
@@ -112,7 +117,7 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
             return None
         first, last = max(0, size - n), size - 1
     else:
-        if not first_s.isdigit() or (last_s and not last_s.isdigit()):
+        if not _digits(first_s) or (last_s and not _digits(last_s)):
             return None
         first = int(first_s)
         last = int(last_s) if last_s else size - 1
