@@ -752,7 +752,7 @@ def test_the_sos_loop_follows_the_control_centre_step_by_step(server: Server, br
 
 
 def test_cancelling_an_sos_looks_the_same_with_the_duress_pin(server: Server, browser: Any) -> None:
-    seed(server)
+    case = seed(server)
     her = needs(server, "/victim/pins")
     r = httpx.put(
         f"{server.api}/api/v1/victim/pins",
@@ -778,6 +778,17 @@ def test_cancelling_an_sos_looks_the_same_with_the_duress_pin(server: Server, br
         screens.append(re.sub(r"\d\d:\d\d:\d\d", "T", page.inner_text("#status .sos-panel")))
         assert serious(page) == []
         ctx.close()
+        # the operator verifies and closes it, so that the next SOS is a new one
+        for i in httpx.get(
+            f"{case['api']}/incidents", params={"status": "open"}, headers=case["staff"]
+        ).json():
+            if i["kind"] == "sos":
+                r = httpx.post(
+                    f"{case['api']}/incidents/{i['id']}/resolve",
+                    json={"note": "verified by phone"},
+                    headers=case["staff"],
+                )
+                assert r.status_code == 200, r.text
     assert screens[0] == screens[1]
 
 

@@ -330,3 +330,29 @@ async def test_an_officer_sent_to_a_breach_goes_to_her_and_is_told_where_he_is_a
     await dispatches(env)
     r = await env.api.get("/api/v1/victim/accesses", headers=env.h["vic"])
     assert [x["count"] for x in r.json() if x["role"] == "field_officer"] == [1, 12]
+
+
+async def test_an_sos_pressed_again_after_i_am_safe_is_shown_as_a_new_call_for_help(
+    env: Env,
+) -> None:
+    """She said she was safe, then pressed SOS again while the operator had not yet closed
+    the first: the press joins the open incident, and her loop shows it received, with
+    "I am safe" offered again; nothing of the cancel hides her new call."""
+    first = await sos(env)
+    r = await env.api.post(
+        f"/api/v1/victim/sos/{first}/cancel", json={"pin": None}, headers=env.h["vic"]
+    )
+    assert r.status_code == 200, r.text
+    [shown] = await loop(env)
+    assert shown["cancelled"] is True
+    env.clock.set(T0 + 30)
+    again = await sos(env)
+    assert again == first  # the incident is still open: the press joined it
+    [shown] = await loop(env)
+    assert shown["cancelled"] is False and shown["state"] == "received"
+    assert [s["state"] for s in shown["steps"]] == ["received", "received"]
+    assert shown["steps"][-1]["at"] > shown["steps"][0]["at"]
+    # the operator's steps after it are shown again
+    await act(env, first, "acknowledge", note="")
+    [shown] = await loop(env)
+    assert shown["state"] == "seen"

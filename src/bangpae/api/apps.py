@@ -132,10 +132,11 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
     await _submit_own(ctx, who, fix_of, DeviceKind.PHONE.value)
     # the incident it opened (or joined, if one of hers is open): her loop follows it
     record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
-    if record is None:
+    if record is None or not sos.raised_at(record, now):
         # A device's alarm is raised on its rising edge; her app's stays up until the app
         # next reports without it, which it may never do (no location sharing). Each press
-        # is a new call for help: raised here, with the position the press carried.
+        # is a new call for help: raised here, with the position the press carried (an
+        # SOS of hers still open, one she said "I am safe" on included, is joined).
         did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
         where = {"lat": body.lat, "lon": body.lon} if has_position else {}
         await ctx.ingest.record(

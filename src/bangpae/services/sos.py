@@ -107,6 +107,13 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
         if action == CANCEL:
             cancelled = True
             continue
+        if action == "event" and e["note"] == "sos" and cancelled:
+            # she pressed SOS again after saying she was safe: a new call for help, shown
+            # from its receipt on (it joined the incident still open for the operator)
+            cancelled = False
+            seen = {"received"}
+            steps.append({"state": "received", "at": iso(e["at"])})
+            continue
         state = STATE_OF.get(action)
         if state is None or state in seen:
             continue
@@ -154,6 +161,11 @@ def latest_sos(store: Any, person_id: int, since: float) -> Any:
         if record.status not in ("resolved", "false_alarm"):
             return record
     return None
+
+
+def raised_at(record: Any, at: float) -> bool:
+    """Whether an SOS event joined this incident at ``at`` or later (a press was heard)."""
+    return any(e["action"] == "event" and e["at"] >= at for e in record.timeline)
 
 
 def cancel(store: Any, who: Principal, record: Any, duress: bool, now: float) -> None:

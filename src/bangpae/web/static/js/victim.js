@@ -766,7 +766,10 @@ function renderSos() {
   if (cur) {
     if (cur.local === "queued" || cur.local === "sending") steps = [{ state: cur.local, at: null }];
     else steps = [...(cur.steps || [])].sort((a, b) => (a.at < b.at ? -1 : 1));
-    if (cur.cancelAt) steps = [...steps, { state: "cancel_requested", at: cur.cancelAt }];
+    // her cancel, as she sent it, or as the server knows it (after a reload)
+    if (cur.cancelAt || cur.cancelled) {
+      steps = [...steps, { state: "cancel_requested", at: cur.cancelAt || null }];
+    }
   }
   const last = steps.length ? steps[steps.length - 1].state : "";
   document.body.dataset.sosStep = last;
@@ -809,7 +812,9 @@ async function cancelSos() {
       return;
     }
   }
-  cur.cancelAt = new Date().toISOString();
+  // the stream may have brought a fresher copy of this SOS meanwhile: mark the one shown
+  const shown = state.sos && state.sos.id === cur.id ? state.sos : cur;
+  shown.cancelAt = new Date().toISOString();
   renderSos();
 }
 
