@@ -152,6 +152,8 @@ def test_breach_keeps_112_and_sos_in_view_and_a_way_back_to_the_guidance(
     share(page, ctx)
     offender_at(server, 50)
     pw.expect(page.locator("#breach")).to_be_visible(timeout=3000)
+    # the way to go: the server's direction away from him (docs/refuges.md)
+    pw.expect(page.locator("#breach-away")).to_contain_text("방향으로 멀어지세요", timeout=5000)
     a11y = {"breach": serious(page)}
 
     # an SOS from the breach screen is confirmed in the breach screen
@@ -662,7 +664,7 @@ def test_quick_exit_leaves_nothing_of_the_app_and_sends_a_waiting_sos_first(
         assert name.startswith("bangpae-shell"), name
         for path in paths:
             assert not path.startswith("/api/"), path
-            assert path.startswith(("/static/", "/app/", "/today")), path
+            assert path.startswith(("/static/", "/app/", "/today", "/basemap/")), path
     # the SOS went out before the page did
     deadline = time.monotonic() + 5
     sos: list[Any] = []

@@ -22,15 +22,24 @@ from geographiclib.geodesic import Geodesic
 import bangpae.web
 from tests.conftest import need_service
 
-from . import test_apps
 from .conftest import Server
-from .test_apps import CHROMIUM, SHOTS, hold, offender_at, onboard, open_app, seed, serious, share
-from .test_apps import shot, sign_in
+from .test_apps import (
+    CHROMIUM,
+    SHOTS,
+    hold,
+    offender_at,
+    onboard,
+    open_app,
+    seed,
+    serious,
+    share,
+    shot,
+    sign_in,
+)
 from .test_serve import HOME, PASSWORD
 from .test_victim_app import english, korean, signed_in
 
 pw = pytest.importorskip("playwright.sync_api")
-browser = test_apps.browser  # one Chromium for the module, as in test_apps.py
 
 SAMPLE = Path(bangpae.web.__file__).parents[1] / "samples" / "refuges-seoul.geojson"
 LOCALES = Path(bangpae.web.__file__).parent / "static" / "locales"
@@ -38,8 +47,9 @@ POINTS = ["n", "ne", "e", "se", "s", "sw", "w", "nw"]
 
 
 @pytest.fixture(scope="module")
-def mic_browser() -> Iterator[Any]:
-    """Chromium with a fake microphone that needs no one to allow it (as test_evidence.py)."""
+def browser() -> Iterator[Any]:
+    """One Chromium for the module, with a fake microphone that needs no one to allow it
+    (as test_evidence.py); the app asks for it only when told to."""
     if not shutil.which(CHROMIUM):
         need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium fonts-nanum)")
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -79,8 +89,9 @@ def test_her_safe_places_leave_out_those_towards_him_only_while_he_is_shown(
     # the five nearest her, by distance alone, computed here independently
     places = sorted(
         (
-            Geodesic.WGS84.Inverse(HOME[0], HOME[1], f["geometry"]["coordinates"][1],
-                                   f["geometry"]["coordinates"][0])["s12"],
+            Geodesic.WGS84.Inverse(
+                HOME[0], HOME[1], f["geometry"]["coordinates"][1], f["geometry"]["coordinates"][0]
+            )["s12"],
             f["properties"]["name_ko"],
         )
         for f in sample["features"]
@@ -183,10 +194,10 @@ def open_sos(case: dict[str, Any]) -> int:
     return int(sos)
 
 
-def evidence_app(mic_browser: Any, server: Server) -> tuple[Any, Any]:
+def evidence_app(browser: Any, server: Server) -> tuple[Any, Any]:
     """Her app with a clock the test can move on (a recording runs a minute) and a count
     of the app's asks for the microphone."""
-    ctx, page = open_app(mic_browser, server)
+    ctx, page = open_app(browser, server)
     ctx.add_init_script(MIC)
     page.clock.install()
     page.reload()
@@ -198,10 +209,10 @@ def evidence_app(mic_browser: Any, server: Server) -> tuple[Any, Any]:
 
 
 def test_a_real_sos_is_recorded_with_her_consent_and_practice_records_nothing(
-    server: Server, mic_browser: Any
+    server: Server, browser: Any
 ) -> None:
     case = seed(server)
-    ctx, page = evidence_app(mic_browser, server)
+    ctx, page = evidence_app(browser, server)
     a11y: dict[str, list[str]] = {}
 
     # consent off (as it starts): an SOS records nothing, and nothing asks for the microphone
@@ -253,19 +264,22 @@ def test_a_real_sos_is_recorded_with_her_consent_and_practice_records_nothing(
     pw.expect(page.locator("#status .evidence-state")).to_have_text(catalog("en")["evidence_sent"])
     shot(page, "victim-sos-recorded-en")
     # nothing of it stays on the phone once sent
-    assert page.evaluate(
-        """async () => { const ev = await import('/static/js/evidence.js');
+    assert (
+        page.evaluate(
+            """async () => { const ev = await import('/static/js/evidence.js');
         return (await ev.queuedEvidence()).length; }"""
-    ) == 0
+        )
+        == 0
+    )
     assert a11y == {k: [] for k in a11y}, a11y
     ctx.close()
 
 
 def test_a_silent_sos_records_without_a_sign_and_quick_exit_throws_a_recording_away(
-    server: Server, mic_browser: Any
+    server: Server, browser: Any
 ) -> None:
     case = seed(server)
-    ctx, page = evidence_app(mic_browser, server)
+    ctx, page = evidence_app(browser, server)
     page.click("a[data-go='settings']")
     page.check("#evidence-consent")
     pw.expect(page.locator("#evidence-state")).not_to_be_empty()

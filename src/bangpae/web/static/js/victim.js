@@ -292,9 +292,7 @@ function renderBreach(o) {
   if (!on) return;
   $("breach-detail").textContent =
     o.distance_m == null ? t("breach_detail_unknown") : t("breach_detail", { distance: km(o.distance_m) });
-  const away = o.offender && state.freshness === "live" ? awayText(currentRefuges(), t) : null;
-  show($("breach-away"), Boolean(away));
-  $("breach-away").textContent = away || "";
+  renderBreachAway(o);
   const stale = state.freshness !== "live";
   show($("breach-stale"), stale);
   $("breach-stale").textContent = stale
@@ -389,7 +387,21 @@ async function updateRefuges() {
   }
   if (!$("share").checked || state.exiting) return;
   state.refuges = { data, me, him, key, failed, at: Date.now() };
-  render(); // the advice follows the new list, and asks again if the tier moved meanwhile
+  // the list and the advice follow (the map is left as it is), and it is asked again if
+  // the tier moved meanwhile
+  renderRefugeList();
+  if (state.freshness === "live") {
+    const top = worst(state.orders);
+    $("advice").textContent = top ? advice(top) : t("tier_clear_advice");
+  }
+  if (!$("breach").hidden) renderBreachAway(worst(state.orders));
+  updateRefuges();
+}
+
+function renderBreachAway(o) {
+  const away = o && o.offender && state.freshness === "live" ? awayText(currentRefuges(), t) : null;
+  show($("breach-away"), Boolean(away));
+  $("breach-away").textContent = away || "";
 }
 
 function renderRefugeList() {
