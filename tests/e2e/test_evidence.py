@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import need_service
 
 from .conftest import Server
-from .test_apps import CHROMIUM, hold, open_app, seed, sign_in
+from .test_apps import CHROMIUM, hold, onboard, open_app, seed, sign_in
 
 pw = pytest.importorskip("playwright.sync_api")
 
@@ -51,7 +51,7 @@ def test_a_recording_is_queued_offline_uploaded_when_back_and_heard_by_staff_unc
     case = seed(server)
     ctx, page = open_app(browser, server)
     sign_in(page, "victim1")
-    page.click("#onboarding-done")
+    onboard(page)
     hold(page, "#sos", 2300)
     pw.expect(page.locator("body")).to_have_attribute("data-sos", "sent", timeout=10000)
     staff, api = case["staff"], case["api"]

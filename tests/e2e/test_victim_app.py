@@ -152,6 +152,8 @@ def test_breach_keeps_112_and_sos_in_view_and_a_way_back_to_the_guidance(
     share(page, ctx)
     offender_at(server, 50)
     pw.expect(page.locator("#breach")).to_be_visible(timeout=3000)
+    # the way to go: the server's direction away from him (docs/refuges.md)
+    pw.expect(page.locator("#breach-away")).to_contain_text("방향으로 멀어지세요", timeout=5000)
     a11y = {"breach": serious(page)}
 
     # an SOS from the breach screen is confirmed in the breach screen
@@ -463,7 +465,7 @@ def test_onboarding_teaches_her_radii_asks_for_location_and_alerts_and_sharing_r
     assert style == ["keep-all", "anywhere"], style
     a11y = {"onb-tiers": serious(page)}
     shot(page, "victim-onboarding-radii-ko")
-    steps = ["sos", "exit", "share", "alerts"]
+    steps = ["sos", "exit", "share", "alerts", "evidence"]
     for step in steps:
         page.click("#onb-next")
         pw.expect(page.locator("body")).to_have_attribute("data-onboarding", step)
@@ -481,6 +483,9 @@ def test_onboarding_teaches_her_radii_asks_for_location_and_alerts_and_sharing_r
         if step == "alerts":
             page.click("#onb-notify")
             pw.expect(page.locator("#onb-notify-state")).to_contain_text("알림", timeout=10000)
+        if step == "evidence":  # recording after an SOS: explained, and off unless she says
+            pw.expect(page.locator("#onboarding")).to_contain_text("최대 1분")
+            assert not page.is_checked("#onb-evidence")
     page.evaluate("window.scrollTo(0, 10000)")
     page.click("#onboarding-done")
     # the status screen from its top, its heading focused, the card clear of the header
@@ -627,11 +632,24 @@ def test_quick_exit_leaves_nothing_of_the_app_and_sends_a_waiting_sos_first(
     pw.expect(page.locator("body")).to_have_attribute("data-sos", "queued", timeout=6000)
     assert "sosQueue" in page.evaluate("Object.keys(localStorage)")
     page.unroute("**/api/v1/victim/sos")
+    # and a recording of an SOS waits in the evidence queue, in IndexedDB
+    page.route("**/api/v1/victim/sos/*/evidence", lambda route: route.abort())
+    queued = page.evaluate(
+        """async () => { const ev = await import('/static/js/evidence.js');
+        await ev.queueEvidence(1, new Blob(["recording"], { type: "audio/webm" }), null);
+        return (await ev.queuedEvidence()).length; }"""
+    )
+    assert queued == 1
+    assert "bangpae-evidence" in page.evaluate(
+        "async () => (await indexedDB.databases()).map((d) => d.name)"
+    )
 
     page.click("#exit")
     page.wait_for_url(re.compile(r"/today$"))
     assert page.evaluate("localStorage.length") == 0
     assert page.evaluate("sessionStorage.length") == 0
+    # no database of the app's is left, the evidence queue's included
+    assert page.evaluate("async () => (await indexedDB.databases()).map((d) => d.name)") == []
     # what the offline shell keeps: the same public files for everyone, nothing of hers
     cached = page.evaluate(
         """async () => {
@@ -685,14 +703,16 @@ def test_the_app_can_be_installed_under_a_neutral_name_and_icon(
     page.click("a[data-go='help']")
     pw.expect(page.locator("#help a[href='/app/?look=weather']")).to_be_visible()
     a11y = serious(page)
-    # the PIN settings screen (saving needs the server's PIN routes: tested further down)
+    # the settings screen, its PIN section (saving: tested further down)
     page.click("#help a[data-go='status']")
-    page.click("a[data-go='pins']")
-    pw.expect(page.locator("#pins h1")).to_be_focused()
+    page.click("a[data-go='settings']")
+    pw.expect(page.locator("#settings h1")).to_be_focused()
+    pw.expect(page.locator("#pins-title")).to_have_text("PIN 설정")
     a11y += serious(page)
     shot(page, "victim-pins-ko")
     english(page)
-    pw.expect(page.locator("#pins h1")).to_have_text("PIN settings")
+    pw.expect(page.locator("#settings h1")).to_have_text("Settings")
+    pw.expect(page.locator("#pins-title")).to_have_text("PIN settings")
     a11y += serious(page)
     shot(page, "victim-pins-en")
     assert a11y == []
@@ -798,8 +818,8 @@ def test_the_app_pin_locks_a_reload_and_a_duress_pin_opens_it_the_same(
     seed(server)
     needs(server, "/victim/pins")
     ctx, page = signed_in(browser, server)
-    page.click("a[data-go='pins']")
-    pw.expect(page.locator("#pins h1")).to_be_focused()
+    page.click("a[data-go='settings']")
+    pw.expect(page.locator("#settings h1")).to_be_focused()
     page.fill("#app-pin", "12")
     page.click("#pins-form button[type=submit]")
     pw.expect(page.locator("#pins-state")).to_contain_text("숫자 4–8자리")

@@ -2,7 +2,7 @@
 // shown from a cache would be a stale status shown as current. The offline base map
 // (docs/maps.md) is part of the shell, so the map draws Korea with no network; street
 // map byte ranges are not cached here (the browser's HTTP cache keeps what it read).
-const VERSION = "bangpae-shell-v4";
+const VERSION = "bangpae-shell-v5";
 const scope = new URL(self.registration.scope).pathname; // "/app/" or "/field/"
 const SHARED = [
   "/static/css/app.css",
@@ -20,7 +20,9 @@ const SHARED = [
   "/basemap/index.json",
   "/basemap/korea.json",
 ];
-const SHELL = [scope, `${scope}manifest.webmanifest`, scope === "/field/" ? "/static/js/field.js" : "/static/js/victim.js", ...SHARED];
+// The victim app's modules: its SOS recording (docs/evidence.md) and places of refuge.
+const VICTIM = ["/static/js/victim.js", "/static/js/evidence.js", "/static/js/refuges.js"];
+const SHELL = [scope, `${scope}manifest.webmanifest`, ...(scope === "/field/" ? ["/static/js/field.js"] : VICTIM), ...SHARED];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(VERSION).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));

@@ -6,18 +6,31 @@ import {
   bearingDeg,
   clock,
   compass,
+  distanceM,
   hm,
   km,
   liveStream,
   loadLang,
   login,
   preferredLang,
+  refreshSession,
   registerWorker,
   session,
   show,
   t,
 } from "./common.js";
+import {
+  clearEvidence,
+  evidenceConsent,
+  flushEvidence,
+  MAX_SECONDS,
+  queueEvidence,
+  setEvidenceConsent,
+  startRecording,
+  supportedType,
+} from "./evidence.js";
 import { MapView } from "./map.js";
+import { awayText, loadRefuges, renderRefuges } from "./refuges.js";
 
 const $ = (id) => document.getElementById(id);
 const SEVERITY = { clear: 0, notify: 1, reveal: 2, breach: 3, uncertain: 4 };
@@ -32,8 +45,12 @@ const LOCK_AFTER_MS = 5 * 60000; // hidden for longer than this: the app PIN is 
 const PIN = /^[0-9]{4,8}$/;
 // What this device keeps between visits; a quick exit forgets all of it.
 const KEEP = { onboarded: "onboarded", share: "share", sosQueue: "sosQueue" };
-const SCREENS = ["login", "lock", "onboarding", "status", "help", "accesses", "practice", "pins"];
-const ONBOARDING = ["tiers", "sos", "exit", "share", "alerts"];
+const SCREENS = ["login", "lock", "onboarding", "status", "help", "accesses", "practice", "settings"];
+const ONBOARDING = ["tiers", "sos", "exit", "share", "alerts", "evidence"];
+// Her places of refuge are asked again when she has moved this far, when her tier changes,
+// or when his shown position has moved this far (docs/refuges.md).
+const REFUGE_MOVE_M = 100;
+const EVIDENCE_DB = "bangpae-evidence"; // evidence.js's queue (docs/evidence.md)
 // A notice of a tier change names the tier it announced (domain/notices.py kinds).
 const TIER_NOTICE = {
   tier_notify: "notify",
@@ -86,6 +103,12 @@ const state = {
   hiddenAt: null,
   quietTimer: null,
   exiting: false,
+  refuges: null, // her last list: {data, me, key, him} (docs/refuges.md)
+  refugesLoading: false,
+  recordings: new Map(), // recordings of SOSes not yet sent, by the queue entry's ref
+  evidenceFlushing: false,
+  evidenceLoud: false, // the last recording's SOS was not silent: its state may be shown
+  phoneError: null, // the server's words for a refused number, while shown
 };
 
 // -- screens ---------------------------------------------------------------------------
@@ -96,6 +119,7 @@ function screen(name) {
   state.screen = name;
   for (const id of SCREENS) show($(id), id === name);
   if (name === "accesses") loadAccesses();
+  if (name === "settings") openSettings();
   if (name === "status" && state.map) setTimeout(() => state.map.resize(), 0);
   window.scrollTo(0, 0);
   focusHeading(name);
@@ -159,6 +183,8 @@ function render() {
   renderBar();
   renderNotice();
   renderTierTexts();
+  renderRefugeList();
+  updateRefuges();
 }
 
 function detail(o) {
@@ -178,10 +204,12 @@ function detail(o) {
   return t("tier_clear_detail");
 }
 
+// While his position is shown, the direction away is the server's: away from him and out
+// of his predicted path (docs/refuges.md), not simply the bearing opposite him.
 function advice(o) {
-  if (o.tier === "reveal" && o.offender && state.me) {
-    const away = (bearingDeg(state.me, o.offender) + 180) % 360;
-    return t("advice_move_away", { direction: compass(away) });
+  if ((o.tier === "reveal" || o.tier === "breach") && o.offender) {
+    const away = awayText(currentRefuges(), t);
+    if (away) return away;
   }
   return t(`tier_${o.tier}_advice`);
 }
@@ -264,6 +292,7 @@ function renderBreach(o) {
   if (!on) return;
   $("breach-detail").textContent =
     o.distance_m == null ? t("breach_detail_unknown") : t("breach_detail", { distance: km(o.distance_m) });
+  renderBreachAway(o);
   const stale = state.freshness !== "live";
   show($("breach-stale"), stale);
   $("breach-stale").textContent = stale
@@ -314,6 +343,92 @@ function renderTierTexts() {
   for (const el of document.querySelectorAll("[data-radii]")) {
     el.textContent = vars ? t(el.dataset.radii, vars) : t(`${el.dataset.radii}_plain`);
   }
+}
+
+// -- places of refuge near her, while she shares her position (docs/refuges.md) ----------
+
+// What her list depends on besides her position: her tier, and whether he is shown.
+function refugeKey(o) {
+  return `${o ? o.tier : "clear"}|${o && o.offender ? "shown" : "withheld"}`;
+}
+
+// Her list, only if it was asked for the screen's present tier: a list from before a
+// change of tier could hold a place that now lies towards him.
+function currentRefuges() {
+  const r = state.refuges;
+  return r && !r.failed && r.key === refugeKey(worst(state.orders)) ? r.data : null;
+}
+
+function wantRefuges(o) {
+  if (!state.me || !$("share").checked || state.exiting || !session.token || state.locked) return false;
+  const r = state.refuges;
+  if (!r || r.key !== refugeKey(o)) return true;
+  if (r.failed) return Date.now() - r.at > 30000;
+  if (distanceM(r.me, state.me) > REFUGE_MOVE_M) return true;
+  const him = o && o.offender;
+  return Boolean(him && r.him && distanceM(r.him, him) > REFUGE_MOVE_M);
+}
+
+async function updateRefuges() {
+  const o = worst(state.orders);
+  if (state.refugesLoading || !wantRefuges(o)) return;
+  state.refugesLoading = true;
+  const me = { lat: state.me.lat, lon: state.me.lon };
+  const him = o && o.offender ? { lat: o.offender.lat, lon: o.offender.lon } : null;
+  const key = refugeKey(o);
+  let data = null;
+  let failed = false;
+  try {
+    data = await loadRefuges(api, me);
+  } catch {
+    failed = true;
+  } finally {
+    state.refugesLoading = false;
+  }
+  if (!$("share").checked || state.exiting) return;
+  state.refuges = { data, me, him, key, failed, at: Date.now() };
+  // the list and the advice follow (the map is left as it is), and it is asked again if
+  // the tier moved meanwhile
+  renderRefugeList();
+  if (state.freshness === "live") {
+    const top = worst(state.orders);
+    $("advice").textContent = top ? advice(top) : t("tier_clear_advice");
+  }
+  if (!$("breach").hidden) renderBreachAway(worst(state.orders));
+  updateRefuges();
+}
+
+function renderBreachAway(o) {
+  const away = o && o.offender && state.freshness === "live" ? awayText(currentRefuges(), t) : null;
+  show($("breach-away"), Boolean(away));
+  $("breach-away").textContent = away || "";
+}
+
+function renderRefugeList() {
+  const box = $("refuges");
+  const r = state.refuges;
+  const on = Boolean($("share").checked && state.me && !state.exiting && (r || state.refugesLoading));
+  show(box, on);
+  if (!on) {
+    box.dataset.drawn = "";
+    return;
+  }
+  const data = currentRefuges();
+  const status = r && r.failed ? "error" : data ? "ready" : "loading";
+  const drawn = `${status}|${document.documentElement.lang}|${r ? r.at : 0}`;
+  if (box.dataset.drawn === drawn) return; // unchanged: keep the links (and her focus)
+  box.dataset.drawn = drawn;
+  box.dataset.state = status;
+  box.dataset.for = status === "ready" ? r.key : "";
+  const list = $("refuge-list");
+  if (status === "ready") {
+    renderRefuges(list, data, t);
+    return;
+  }
+  const li = document.createElement("li");
+  li.className = "refuge refuge-none";
+  li.textContent = t(status === "error" ? "refuges_error" : "refuges_loading");
+  list.replaceChildren(li);
 }
 
 function renderConnection() {
@@ -513,7 +628,7 @@ async function batteryLow() {
 }
 
 // What the sharing and alert lines last said, to say again in another language.
-const lastSaid = { share: null, notify: {} };
+const lastSaid = { share: null, notify: {}, lines: {}, evidence: null };
 
 function shareSay(key, vars) {
   lastSaid.share = [key, vars];
@@ -616,6 +731,7 @@ function stopSharing() {
   state.sent = 0;
   state.confirmPending = false;
   state.me = null;
+  state.refuges = null; // her list was asked with her position: gone with it
   show($("share-retry"), false);
   shareSay("share_off");
 }
@@ -657,7 +773,7 @@ async function flushSos() {
     while (queue.length) {
       let r;
       try {
-        r = await api("/victim/sos", { method: "POST", body: queue[0] });
+        r = await api("/victim/sos", { method: "POST", body: wire(queue[0]) });
       } catch (e) {
         if (e instanceof ApiError && e.status < 500 && ![401, 429].includes(e.status)) {
           queue.shift(); // refused as malformed: retrying would never succeed
@@ -668,6 +784,7 @@ async function flushSos() {
       }
       const sent = queue.shift();
       saveQueue(queue);
+      attachEvidence(sent.ref, r.sos_id);
       document.body.dataset.sos = "sent";
       if (sent.silent) {
         quietNote("sos_sent_silent");
@@ -704,6 +821,8 @@ async function flushSos() {
 function sendSos(silent) {
   const body = { silent };
   if (state.me) Object.assign(body, { lat: state.me.lat, lon: state.me.lon, accuracy_m: state.me.accuracy_m });
+  const ref = startEvidence(silent);
+  if (ref) body.ref = ref;
   saveQueue([...queuedSos(), body]);
   document.body.dataset.sos = "sending";
   if (!silent) {
@@ -712,6 +831,212 @@ function sendSos(silent) {
     renderSos();
   }
   flushSos();
+}
+
+// A queued SOS as the server takes it: without the page's own reference to its recording.
+function wire(body) {
+  const { ref, ...rest } = body;
+  return rest;
+}
+
+// -- evidence: with her consent, the sound after a real SOS (docs/evidence.md) -----------
+// The recording starts when the count runs out, whether or not the SOS can go yet; it is
+// queued for upload once the server has named the SOS. A silent SOS records without a
+// word on screen.
+
+function evidenceSay(key) {
+  lastSaid.evidence = key;
+  for (const el of document.querySelectorAll(".evidence-state")) el.textContent = key ? t(key) : "";
+}
+
+function startEvidence(silent) {
+  if (!evidenceConsent()) return null;
+  state.evidenceLoud = !silent;
+  evidenceSay(null);
+  if (!supportedType() || !navigator.mediaDevices) {
+    if (!silent) evidenceSay("evidence_unavailable");
+    return null;
+  }
+  const ref = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  const rec = startRecording({ seconds: MAX_SECONDS });
+  rec.then(
+    () => state.evidenceLoud && !silent && evidenceSay("evidence_recording"),
+    () => state.evidenceLoud && !silent && evidenceSay("evidence_unavailable"),
+  );
+  state.recordings.set(ref, rec);
+  return ref;
+}
+
+// The server named the SOS: its recording, once finished, waits in the queue for upload.
+async function attachEvidence(ref, sosId) {
+  const rec = ref ? state.recordings.get(ref) : null;
+  if (!rec) return;
+  state.recordings.delete(ref);
+  let handle = null;
+  try {
+    handle = await rec;
+    if (sosId == null) {
+      handle.discard(); // a server that does not name its SOS cannot take a recording
+      return;
+    }
+    const blob = await handle.blob;
+    if (state.exiting) return;
+    await queueEvidence(sosId, blob, handle.recordedAt);
+  } catch {
+    return; // no microphone, or thrown away by a quick exit
+  }
+  flushEvidenceQueue();
+}
+
+// Whether anything may wait in the queue, without creating its database just to look.
+async function evidenceWaiting() {
+  if (indexedDB.databases) return (await indexedDB.databases()).some((d) => d.name === EVIDENCE_DB);
+  return evidenceConsent();
+}
+
+async function flushEvidenceQueue() {
+  if (state.evidenceFlushing || state.exiting || !session.token) return;
+  state.evidenceFlushing = true;
+  try {
+    if (!(await evidenceWaiting())) return;
+    const out = await flushEvidence();
+    if (!state.evidenceLoud || state.exiting) return;
+    if (out.kept) evidenceSay("evidence_queued");
+    else if (out.sent.length) evidenceSay("evidence_sent");
+  } catch {
+    // the queue stays for the next round
+  } finally {
+    state.evidenceFlushing = false;
+  }
+}
+
+// The same rounds as the SOS queue: on reconnecting, every 5 s, and after signing in.
+function flushQueues() {
+  flushSos();
+  flushEvidenceQueue();
+}
+
+// Her consent, from the settings or the onboarding. The browser asks for the microphone
+// now, once, rather than in the middle of an SOS (a prompt would give a silent SOS away).
+async function setConsent(on, out) {
+  for (const id of ["evidence-consent", "onb-evidence"]) $(id).checked = on;
+  if (!on) {
+    setEvidenceConsent(false);
+    say(out, "evidence_saved_off");
+    return;
+  }
+  try {
+    if (!supportedType() || !navigator.mediaDevices) throw new Error("no recorder");
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+    stream.getTracks().forEach((track) => track.stop());
+  } catch {
+    for (const id of ["evidence-consent", "onb-evidence"]) $(id).checked = false;
+    setEvidenceConsent(false);
+    say(out, "evidence_unavailable");
+    return;
+  }
+  setEvidenceConsent(true);
+  say(out, "evidence_saved_on");
+}
+
+// -- her phone number and her choices of texts (docs/sms.md) ----------------------------
+
+function say(el, key, vars) {
+  if (!el) return;
+  lastSaid.lines[el.id] = key ? [key, vars] : null;
+  el.textContent = key ? t(key, vars) : "";
+}
+
+function openSettings() {
+  $("evidence-consent").checked = evidenceConsent();
+  say($("evidence-state"), null);
+  loadContact();
+}
+
+function smsTiers() {
+  return [...document.querySelectorAll("input[name='sms-tier']")];
+}
+
+function showContact(c) {
+  $("sms-phone").value = c.phone || "";
+  $("sms-enabled").checked = Boolean(c.sms && c.sms.enabled);
+  const tiers = (c.sms && c.sms.tiers) || [];
+  for (const box of smsTiers()) box.checked = tiers.includes(box.value);
+  $("sms-lang").value = c.lang === "en" ? "en" : "ko";
+  $("sms-tiers").disabled = !$("sms-enabled").checked;
+}
+
+function phoneError(server) {
+  const input = $("sms-phone");
+  state.phoneError = server;
+  if (server === null) {
+    input.removeAttribute("aria-invalid");
+    $("sms-phone-error").textContent = "";
+    return;
+  }
+  input.setAttribute("aria-invalid", "true");
+  // the server says what to give in English; in Korean, the same in the app's words
+  const en = document.documentElement.lang === "en" && server;
+  $("sms-phone-error").textContent = en
+    ? server.charAt(0).toUpperCase() + server.slice(1)
+    : t("sms_phone_invalid");
+}
+
+async function loadContact() {
+  phoneError(null);
+  say($("sms-state"), null);
+  try {
+    showContact(await api("/victim/contact"));
+  } catch {
+    say($("sms-state"), "sms_load_failed");
+  }
+}
+
+// PUT as common.js's api() does, but keeping the problem's field errors.
+async function putContact(body, retried = false) {
+  const headers = { Accept: "application/json", "Content-Type": "application/json" };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  const r = await fetch("/api/v1/victim/contact", { method: "PUT", headers, body: JSON.stringify(body) });
+  if (r.status === 401 && !retried && session.refreshToken && (await refreshSession()) === "ok") {
+    return putContact(body, true);
+  }
+  const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+  return { status: r.status, data };
+}
+
+async function saveContact(e) {
+  e.preventDefault();
+  phoneError(null);
+  const out = $("sms-state");
+  say(out, null);
+  const body = {
+    phone: $("sms-phone").value.trim() || null,
+    sms: {
+      enabled: $("sms-enabled").checked,
+      tiers: smsTiers().filter((b) => b.checked).map((b) => b.value),
+    },
+    lang: $("sms-lang").value === "en" ? "en" : "ko",
+  };
+  let r;
+  try {
+    r = await putContact(body);
+  } catch {
+    say(out, "sms_failed");
+    return;
+  }
+  if (r.status === 200) {
+    showContact(r.data);
+    say(out, r.data.phone ? "sms_saved_phone" : "sms_saved", { phone: r.data.phone });
+    return;
+  }
+  const errors = (r.data && r.data.errors) || [];
+  const phone = errors.find((x) => (x.loc || []).includes("phone"));
+  if (r.status === 422 && phone) {
+    phoneError(String(phone.msg || "").replace(/^Value error, /, ""));
+    $("sms-phone").focus();
+    return;
+  }
+  say(out, "sms_failed");
 }
 
 async function loadSos() {
@@ -1013,6 +1338,7 @@ function onboarding(step) {
   show($("onboarding-done"), last);
   $("onb-count").textContent = t("onb_step", { n: state.onb + 1, total: ONBOARDING.length });
   document.body.dataset.onboarding = ONBOARDING[state.onb];
+  $("onb-evidence").checked = evidenceConsent();
   screen("onboarding");
 }
 
@@ -1032,14 +1358,16 @@ async function quickExit() {
           fetch("/api/v1/victim/sos", {
             method: "POST",
             headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
-            body: JSON.stringify(body),
+            body: JSON.stringify(wire(body)),
             keepalive: true,
           }).catch(() => null),
         );
   if (state.stream) state.stream.close();
   if (state.watch !== null) navigator.geolocation.clearWatch(state.watch);
   localStorage.clear();
-  if (sends.length) await Promise.race([Promise.all(sends), new Promise((r) => setTimeout(r, 1000))]);
+  // a recording in progress stops and is thrown away with the queue (docs/evidence.md)
+  const wiped = clearEvidence().catch(() => null);
+  await Promise.race([Promise.all([wiped, ...sends]), new Promise((r) => setTimeout(r, 1000))]);
   session.clear();
   location.replace("/today");
 }
@@ -1059,7 +1387,7 @@ function signOut(reason) {
 // After signing in (fresh) or on a reload with a session: a reload asks the app PIN first.
 async function afterLogin(fresh) {
   startStream();
-  flushSos();
+  flushQueues();
   enablePush();
   await loadPins();
   if (!fresh && state.pins.app_pin_set) lock();
@@ -1085,6 +1413,9 @@ async function switchLang() {
   if (state.screen === "accesses") loadAccesses();
   if (lastSaid.share) shareSay(...lastSaid.share);
   for (const [id, key] of Object.entries(lastSaid.notify)) $(id).textContent = t(key);
+  for (const [id, line] of Object.entries(lastSaid.lines)) $(id).textContent = line ? t(...line) : "";
+  if (lastSaid.evidence) evidenceSay(lastSaid.evidence);
+  if (state.phoneError != null) phoneError(state.phoneError);
 }
 
 // Overlays start below the header, so quick exit stays within reach on every screen.
@@ -1120,6 +1451,10 @@ async function main() {
   });
   $("lock-form").addEventListener("submit", unlock);
   $("pins-form").addEventListener("submit", savePins);
+  $("sms-form").addEventListener("submit", saveContact);
+  $("sms-enabled").addEventListener("change", (e) => ($("sms-tiers").disabled = !e.target.checked));
+  $("evidence-consent").addEventListener("change", (e) => setConsent(e.target.checked, $("evidence-state")));
+  $("onb-evidence").addEventListener("change", (e) => setConsent(e.target.checked, $("onb-evidence-state")));
   $("onb-next").addEventListener("click", () => onboarding(state.onb + 1));
   $("onb-back").addEventListener("click", () => onboarding(state.onb - 1));
   $("onb-share").addEventListener("click", () => setShare(true));
@@ -1172,8 +1507,8 @@ async function main() {
     state.hiddenAt = null;
     if (away && state.pins.app_pin_set && session.token && !state.locked) lock();
   });
-  window.addEventListener("online", flushSos);
-  setInterval(flushSos, 5000);
+  window.addEventListener("online", flushQueues);
+  setInterval(flushQueues, 5000);
   setInterval(() => {
     renderConnection();
     if (state.freshness !== freshness()) render(); // the link went quiet: no longer live
