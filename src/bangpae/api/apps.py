@@ -33,6 +33,7 @@ from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
 from bangpae.services import queries, sos
+from bangpae.services.access import actor
 from bangpae.services.auth import Principal
 from bangpae.services.passwords import PoolBusy
 
@@ -187,7 +188,7 @@ async def _raise_duress(ctx: Any, who: Principal, now: float, source: str) -> No
         await asyncio.to_thread(
             ctx.store.incident_duress,
             record.id,
-            _actor(who),
+            actor(who),
             now,
             "under duress: her duress PIN; do not call back",
             {"source": source, "silent": True, "raised": raised},
@@ -288,10 +289,6 @@ async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) 
     outcome = [f"ok={str(ok).lower()}"]
     await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
     return {"ok": ok}
-
-
-def _actor(who: Principal) -> str:
-    return f"user:{who.user_id}:{who.username}"
 
 
 # -- field officers -----------------------------------------------------------------------

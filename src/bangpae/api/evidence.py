@@ -24,6 +24,7 @@ from bangpae.api.schemas import IdPath
 from bangpae.domain.access import EVIDENCE_READERS, Purpose
 from bangpae.domain.disclosure import iso
 from bangpae.services import sos
+from bangpae.services.access import actor
 from bangpae.services.auth import Principal
 
 MAX_UPLOAD = 8 * 1024 * 1024  # one recording: 60 s of AAC at 256 kbit/s is under 2 MB
@@ -64,10 +65,6 @@ def sniff(data: bytes) -> str | None:
 
 # Major brands of the MP4 files phones' recorders write (Safari: iso5/mp42/M4A).
 _MP4_BRANDS = frozenset({b"M4A ", b"mp42", b"mp41", b"isom", b"iso5", b"iso6", b"iso2", b"dash"})
-
-
-def _actor(who: Principal) -> str:
-    return f"user:{who.user_id}:{who.username}"
 
 
 def _public(r: EvidenceRecord) -> dict[str, Any]:
@@ -162,7 +159,7 @@ async def upload_evidence(
             content_type,
             at=now,
             recorded_at=recorded_at,
-            uploaded_by=_actor(who),
+            uploaded_by=actor(who),
             max_total=MAX_PER_INCIDENT,
             max_count=MAX_RECORDINGS,
         )
@@ -170,7 +167,7 @@ async def upload_evidence(
         raise HTTPException(413, str(exc)) from None
     await asyncio.to_thread(
         ctx.store.audit_append,
-        actor=_actor(who),
+        actor=actor(who),
         role=who.role,
         action="evidence_upload",
         subject=f"incident:{incident_id}/evidence:{kept.id}",
@@ -208,7 +205,7 @@ def _audit_read(
     rid: str,
 ) -> None:
     ctx.store.audit_append(
-        actor=_actor(who),
+        actor=actor(who),
         role=who.role,
         action="read_evidence",
         subject=subject,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bangpae.domain.disclosure import iso
+from bangpae.services.access import actor
 from bangpae.services.auth import Principal, hash_password, verify_password
 
 LOOP_WINDOW_S = 24 * 3600.0  # a closed SOS stays in her list this long
@@ -32,10 +33,6 @@ DURESS_SOURCES = ("app_lock", "cancel")  # where her duress PIN raised an SOS fr
 PIN = re.compile(r"^[0-9]{4,8}$")
 PIN_FAILURES = 5  # wrong PINs per person within PIN_WINDOW_S before refusing (429)
 PIN_WINDOW_S = 300.0
-
-
-def _actor(who: Principal) -> str:
-    return f"user:{who.user_id}:{who.username}"
 
 
 def _silent(record: Any) -> bool:
@@ -177,14 +174,14 @@ def cancel(store: Any, who: Principal, record: Any, duress: bool, now: float) ->
     if duress:
         store.incident_duress(
             record.id,
-            _actor(who),
+            actor(who),
             now,
             "under duress: she cancelled with her duress PIN; do not call back",
             {"source": "cancel", "silent": True},
         )
     else:
         store.add_incident_entry(
-            record.id, CANCEL, _actor(who), now, "she says she is safe: verify", {}
+            record.id, CANCEL, actor(who), now, "she says she is safe: verify", {}
         )
 
 
