@@ -37,18 +37,27 @@ BEARING = 45.0  # he walks in from the north-east, so neither coordinate is hers
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+# A fake microphone that needs no one to allow it (recordings on SOS, docs/evidence.md).
+FAKE_MICROPHONE = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+
+
+def chromium(*extra_args: str) -> Iterator[Any]:
+    """Debian's Chromium for a module's tests (a skip, or a failure in CI, without it)."""
     if not shutil.which(CHROMIUM):
         need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium fonts-nanum)")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with pw.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *extra_args],
         )
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from chromium()
 
 
 def _create_user(srv: Server, name: str, role: str, person: int | None = None) -> None:
@@ -97,9 +106,15 @@ def seed(
     }
 
 
-def offender_at(srv: Server, d: float) -> tuple[float, float]:
-    """One fix of his ankle monitor, ``d`` m from her; returns once it is stored."""
+def offender_at(
+    srv: Server, d: float, speed_kn: float | None = None, heading: float | None = None
+) -> tuple[float, float]:
+    """One fix of his ankle monitor, ``d`` m from her, with a speed and a heading if given
+    (OsmAnd: knots, degrees); returns once it is stored."""
     lat, lon = at(d, BEARING)
+    moving = {} if speed_kn is None else {"speed": str(speed_kn)}
+    if heading is not None:
+        moving["bearing"] = str(heading)
     r = httpx.get(
         srv.osmand,
         params={
@@ -108,6 +123,7 @@ def offender_at(srv: Server, d: float) -> tuple[float, float]:
             "lon": f"{lon:.7f}",
             "timestamp": f"{time.time():.3f}",
             "accuracy": "5",
+            **moving,
         },
     )
     assert r.status_code == 200

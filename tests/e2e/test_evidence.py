@@ -8,17 +8,14 @@ import it, so it runs under the page's content security policy and with her sess
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import need_service
-
 from .conftest import Server
-from .test_apps import CHROMIUM, hold, onboard, open_app, seed, sign_in
+from .test_apps import FAKE_MICROPHONE, chromium, hold, onboard, open_app, seed, sign_in
 
 pw = pytest.importorskip("playwright.sync_api")
 
@@ -28,21 +25,7 @@ IMPORT = "const ev = await import('/static/js/evidence.js');"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Chromium with a fake microphone that needs no one to allow it."""
-    if not shutil.which(CHROMIUM):
-        need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium fonts-nanum)")
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-            ],
-        )
-        yield b
-        b.close()
+    yield from chromium(*FAKE_MICROPHONE)
 
 
 def test_a_recording_is_queued_offline_uploaded_when_back_and_heard_by_staff_unchanged(

@@ -379,20 +379,7 @@ def test_a_silent_sos_shows_only_a_small_note_that_goes_away(server: Server, bro
 
 def his_fix(srv: Server, d: float, speed_kn: float, bearing: float) -> None:
     """One fix of his ankle monitor with a speed and a heading (OsmAnd: knots, degrees)."""
-    lat, lon = at(d, BEARING)
-    r = httpx.get(
-        srv.osmand,
-        params={
-            "id": "ANKLE-1",
-            "lat": f"{lat:.7f}",
-            "lon": f"{lon:.7f}",
-            "timestamp": f"{time.time():.3f}",
-            "accuracy": "5",
-            "speed": str(speed_kn),
-            "bearing": str(bearing),
-        },
-    )
-    assert r.status_code == 200
+    offender_at(srv, d, speed_kn, bearing)
 
 
 def test_signal_lost_shows_when_he_was_last_seen_not_a_heading_or_speed(

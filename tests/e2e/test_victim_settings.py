@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,11 @@ import pytest
 from geographiclib.geodesic import Geodesic
 
 import bangpae.web
-from tests.conftest import need_service
 
 from .conftest import Server
 from .test_apps import (
-    CHROMIUM,
-    SHOTS,
+    FAKE_MICROPHONE,
+    chromium,
     hold,
     offender_at,
     onboard,
@@ -50,22 +48,7 @@ POINTS = ["n", "ne", "e", "se", "s", "sw", "w", "nw"]
 def browser() -> Iterator[Any]:
     """One Chromium for the module, with a fake microphone that needs no one to allow it
     (as test_evidence.py); the app asks for it only when told to."""
-    if not shutil.which(CHROMIUM):
-        need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium fonts-nanum)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-            ],
-        )
-        yield b
-        b.close()
+    yield from chromium(*FAKE_MICROPHONE)
 
 
 def catalog(lang: str) -> dict[str, str]:
