@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make the data directory and database when there are none (a new installation)",
     )
+    cp = asub.add_parser(
+        "clear-pins", help="clear a protected person's app and duress PINs (a forgotten PIN)"
+    )
+    _common(cp)
+    cp.add_argument("--username", required=True)
+    cp.add_argument("--reason", required=True, help="why, for the audit trail")
 
     au = sub.add_parser("audit", help="the audit trail")
     ausub = au.add_subparsers(dest="audit_command", required=True)
@@ -336,6 +342,41 @@ def _create_user(args: argparse.Namespace) -> int:
     )
     print(json.dumps({"id": uid, "username": args.username, "role": args.role}))
     store.close()
+    return 0
+
+
+def _clear_pins(args: argparse.Namespace) -> int:
+    """Her PINs cleared by the control centre when she forgot her app PIN (docs/sos.md):
+    only from the command line, after the centre has verified it is her."""
+    from bangpae.adapters.clock import SystemClock
+
+    settings = _settings(args)
+    missing = _no_database(settings)
+    if missing is not None:
+        print(f"bangpae admin clear-pins: {missing}", file=sys.stderr)
+        return 2
+    if not args.reason.strip():
+        print("--reason: say why, for the audit trail", file=sys.stderr)
+        return 2
+    store = _open_store(settings, create=False)
+    try:
+        user = store.get_user_by_name(args.username)
+        if user is None or user.role != "victim":
+            print(f"no protected person's login {args.username!r}", file=sys.stderr)
+            return 1
+        store.set_pins(user.id, None, None)
+        store.audit_append(
+            actor="cli",
+            role="admin",
+            action="clear_pins",
+            subject=f"user:{user.id}",
+            purpose="administration",
+            fields=["app_pin=cleared", "duress_pin=cleared", f"reason={args.reason[:200]}"],
+            at=SystemClock().now(),
+        )
+    finally:
+        store.close()
+    print(json.dumps({"username": args.username, "pins": "cleared"}))
     return 0
 
 
@@ -906,6 +947,7 @@ COMMANDS: dict[str, Any] = {
     "demo": _demo,
     "simulate": _simulate,
     "admin.create-user": _create_user,
+    "admin.clear-pins": _clear_pins,
     "audit.verify": _audit_verify,
     "audit.anchor": _audit_anchor,
     "audit.review": _audit_review,

@@ -763,12 +763,12 @@ def test_cancelling_an_sos_looks_the_same_with_the_duress_pin(server: Server, br
     her = needs(server, "/victim/pins")
     r = httpx.put(
         f"{server.api}/api/v1/victim/pins",
-        json={"app_pin": None, "duress_pin": "2468"},
+        json={"app_pin": "1357", "duress_pin": "2468"},
         headers=her,
     )
     assert r.status_code in (200, 204), r.text
     screens = []
-    for pin in ("1357", "2468"):  # any PIN, then the duress PIN
+    for pin in ("1357", "2468"):  # her app PIN, then her duress PIN
         ctx, page = signed_in(browser, server)
         page.locator("#sos").hover()
         page.mouse.down()

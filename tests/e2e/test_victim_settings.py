@@ -361,3 +361,73 @@ def test_her_number_is_kept_as_e164_a_bad_one_is_refused_next_to_the_field(
     a11y["sms-off-ko"] = serious(page)
     assert a11y == {k: [] for k in a11y}, a11y
     ctx.close()
+
+
+def test_her_pins_and_her_number_change_only_with_her_app_pin(server: Server, browser: Any) -> None:
+    """Whoever holds her unlocked phone cannot clear her duress PIN or move her texts to
+    his number: once she has an app PIN, both forms ask for it (docs/sos.md)."""
+    case = seed(server)
+    her = server.login("victim1", PASSWORD)
+    ctx, page = signed_in(browser, server)
+    a11y: dict[str, list[str]] = {}
+    page.click("a[data-go='settings']")
+    pw.expect(page.locator("#settings h1")).to_be_focused()
+    assert page.locator("#pins-current").is_hidden() and page.locator("#sms-pin").is_hidden()
+    page.fill("#duress-pin", "9876")
+    page.click("#pins-form button[type=submit]")
+    pw.expect(page.locator("#pins-state")).to_have_text(catalog("ko")["pins_need_app"])
+    page.fill("#app-pin", "1234")
+    page.fill("#duress-pin", "9876")
+    page.click("#pins-form button[type=submit]")
+    pw.expect(page.locator("#pins-state")).to_have_text("저장했습니다.")
+    for field in ("#pins-current", "#sms-pin", "#pins-clear"):
+        pw.expect(page.locator(field)).to_be_visible()
+    # the server never says whether a duress PIN is set
+    assert httpx.get(f"{case['api']}/victim/pins", headers=her).json() == {"app_pin_set": True}
+
+    # a change of PIN with a wrong current PIN changes nothing
+    page.fill("#pins-current", "0000")
+    page.fill("#app-pin", "5555")
+    page.click("#pins-form button[type=submit]")
+    pw.expect(page.locator("#pins-state")).to_have_text("지금 쓰는 앱 PIN이 맞지 않습니다.")
+    pw.expect(page.locator("#pins-current")).to_be_focused()
+    a11y["pins-wrong-ko"] = serious(page)
+    shot(page, "victim-settings-pins-wrong-ko")
+    # "remove all PINs" without her PIN: refused too
+    page.fill("#pins-current", "")
+    page.click("#pins-clear")
+    pw.expect(page.locator("#pins-state")).to_have_text("지금 쓰는 앱 PIN이 맞지 않습니다.")
+
+    # her texts moved to another number without her PIN: refused, nothing stored
+    page.fill("#sms-phone", "010-9876-5432")
+    page.click("#sms-form button[type=submit]")
+    pw.expect(page.locator("#sms-state")).to_have_text(catalog("ko")["sms_pin_wrong"])
+    assert httpx.get(f"{case['api']}/victim/contact", headers=her).json()["phone"] is None
+    english(page)
+    pw.expect(page.locator("#sms-state")).to_have_text(catalog("en")["sms_pin_wrong"])
+    pw.expect(page.locator("label[for='sms-pin']")).to_have_text("App PIN (needed to make changes)")
+    pw.expect(page.locator("label[for='pins-current']")).to_have_text("Your current app PIN")
+    pw.expect(page.locator("#pins-state")).to_have_text("Your current app PIN is not right.")
+    a11y["pins-wrong-en"] = serious(page)
+    shot(page, "victim-settings-pins-wrong-en")
+    page.fill("#sms-pin", "1234")
+    page.click("#sms-form button[type=submit]")
+    pw.expect(page.locator("#sms-state")).to_have_text("Saved. Number: +821098765432")
+    pw.expect(page.locator("#sms-pin")).to_have_value("")
+
+    # with her PIN: the app PIN changes, the duress PIN is kept (the field left empty)
+    page.fill("#pins-current", "1234")
+    page.fill("#app-pin", "5555")
+    page.click("#pins-form button[type=submit]")
+    pw.expect(page.locator("#pins-state")).to_have_text("Saved.")
+    check = f"{case['api']}/victim/pin/check"
+    assert httpx.post(check, json={"pin": "5555"}, headers=her).json() == {"ok": True}
+    opened = httpx.get(f"{case['api']}/incidents", params={"status": "open"}, headers=case["staff"])
+    assert [i for i in opened.json() if i["kind"] == "sos"] == []
+    assert httpx.post(check, json={"pin": "9876"}, headers=her).json() == {"ok": True}
+    opened = httpx.get(f"{case['api']}/incidents", params={"status": "open"}, headers=case["staff"])
+    assert [i["duress"] for i in opened.json() if i["kind"] == "sos"] == [True]
+    korean(page)
+    a11y["pins-saved-ko"] = serious(page)
+    assert a11y == {k: [] for k in a11y}, a11y
+    ctx.close()

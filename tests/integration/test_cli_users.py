@@ -58,3 +58,24 @@ def test_the_demo_gives_a_field_officer_login_bound_to_an_officer(tmp_path: Path
     person = ctx.store.get_person(user.person_id)
     assert person is not None and person.kind == "officer"
     ctx.store.close()
+
+
+def test_the_control_centre_clears_a_forgotten_pin_from_the_command_line_audited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = build(Settings(data_dir=tmp_path))
+    seeded = seed(ctx)
+    victim = ctx.store.get_user_by_name("victim-a")
+    ctx.store.set_pins(victim.id, "$argon2id$app", "$argon2id$duress")
+    ctx.store.close()
+    base = ["admin", "clear-pins", "--data-dir", str(tmp_path)]
+    assert cli_main([*base, "--username", "officer-kim", "--reason", "x"]) == 1
+    assert "no protected person" in capsys.readouterr().err
+    assert cli_main([*base, "--username", "victim-a", "--reason", " "]) == 2
+    assert cli_main([*base, "--username", "victim-a", "--reason", "called back, verified"]) == 0
+    ctx = build(Settings(data_dir=tmp_path))
+    assert ctx.store.pins(victim.id) == (None, None)
+    [rec] = [a for a in ctx.store.audit_records(limit=1000) if a["action"] == "clear_pins"]
+    assert rec["subject"] == f"user:{victim.id}" and rec["actor"] == "cli"
+    assert seeded["logins"]["victim-a"][0] == "victim"
+    ctx.store.close()

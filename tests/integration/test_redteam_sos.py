@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from bangpae.services import sos as sos_service
 from bangpae.services.auth import Principal
 from tests.integration import test_sos_loop
@@ -123,14 +121,6 @@ async def test_her_hidden_duress_sos_cannot_be_found_by_trying_ids_on_her_phone(
     assert "victim_cancel" not in actions, "he 'cancelled' her hidden call for help"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="her later SOS press joins the open SOS her duress PIN raised, which stays "
-    "hidden: the press answers its sos_id yet her loop never lists it, so she is never "
-    "told her call was received (and whoever holds the phone sees an SOS id that is not "
-    "in her list). Showing a joined hidden SOS needs its own view from the press on "
-    "(steps after the press only, so the earlier duress time stays hidden): a design change",
-)
 async def test_her_own_sos_after_a_hidden_duress_sos_is_shown_to_her(env: Env) -> None:
     await _pins(env)
     r = await env.api.post("/api/v1/victim/pin/check", json={"pin": "9876"}, headers=env.h["vic"])
@@ -140,6 +130,13 @@ async def test_her_own_sos_after_a_hidden_duress_sos_is_shown_to_her(env: Env) -
     shown = await loop(env)
     assert [s["id"] for s in shown] == [iid]
     assert shown[0]["at"] == "2027-01-15T08:02:00.000Z"  # from her press, not the duress
+    assert [s["state"] for s in shown[0]["steps"]] == ["received"]
+    assert shown[0]["silent"] is False  # hers was not silent; the duress SOS was
+    # from now on her routes answer for it: she may say she is safe, as after any press
+    r = await env.api.post(
+        f"/api/v1/victim/sos/{iid}/cancel", json={"pin": "1234"}, headers=env.h["vic"]
+    )
+    assert r.json() == {"cancelled": True}
 
 
 async def test_a_burst_of_concurrent_pin_guesses_gets_no_more_than_five_checked(env: Env) -> None:
@@ -157,14 +154,6 @@ async def test_a_burst_of_concurrent_pin_guesses_gets_no_more_than_five_checked(
     assert tried <= 5, f"{tried} PINs tried in one window (limit 5)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PUT /victim/pins asks for no current PIN: whoever holds her unlocked phone "
-    "clears or replaces her duress PIN (and app PIN) and she is not told, so her next "
-    "duress PIN opens the app and calls no one. The fix needs the current PIN on the "
-    "route (her duress PIN given there must seem to succeed, change nothing and raise the "
-    "silent SOS), the settings screen asking for it, and its texts in both languages",
-)
 async def test_her_duress_pin_cannot_be_cleared_from_her_phone_without_her_pin(
     env: Env,
 ) -> None:
@@ -178,19 +167,90 @@ async def test_her_duress_pin_cannot_be_cleared_from_her_phone_without_her_pin(
     assert len(env.ctx.store.incidents(status="open")) == 1  # her duress PIN still calls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /victim/pins says duress_pin_set: whoever holds her unlocked phone learns "
-    "that she has a duress PIN, and so to doubt any PIN she gives. Hiding it is a design "
-    "choice (her settings screen would offer 'set a duress PIN' whether or not one is set)",
-)
+async def test_pin_changes_need_her_app_pin_and_her_duress_pin_there_keeps_hers(
+    env: Env,
+) -> None:
+    """He makes her give a PIN to change her PINs. A wrong one is refused and counted
+    with the lock's; her duress PIN answers as her app PIN does, takes his new app PIN,
+    keeps her duress PIN and calls for help unseen."""
+    await _pins(env)
+    pins = "/api/v1/victim/pins"
+    change = {"app_pin": "5555", "duress_pin": None}
+    r = await env.api.put(pins, json={**change, "current_pin": "0000"}, headers=env.h["vic"])
+    assert r.status_code == 403
+    r_duress = await env.api.put(pins, json={**change, "current_pin": "9876"}, headers=env.h["vic"])
+    assert r_duress.status_code == 204 and r_duress.content == b""
+    [raised] = env.ctx.store.incidents(status="open")
+    assert env.ctx.store.get_incident(raised.id).duress
+    assert await loop(env) == []  # nothing of it on her phone
+    check = "/api/v1/victim/pin/check"
+    r = await env.api.post(check, json={"pin": "5555"}, headers=env.h["vic"])
+    assert r.json() == {"ok": True}  # his new PIN opens the app, as he expects
+    assert len(env.ctx.store.incidents(status="open")) == 1
+    r = await env.api.post(check, json={"pin": "9876"}, headers=env.h["vic"])
+    assert r.json() == {"ok": True}
+    record = env.ctx.store.get_incident(raised.id)
+    assert [e["data"]["source"] for e in record.timeline if e["action"] == "duress"] == [
+        "settings",
+        "app_lock",
+    ], "her duress PIN was cleared by the change he asked for"
+    # her own change with her (now his) app PIN goes through; a PIN-less one does not
+    r = await env.api.put(pins, json={"duress_pin": "2468"}, headers=env.h["vic"])
+    assert r.status_code == 403
+    r = await env.api.put(
+        pins, json={"current_pin": "5555", "duress_pin": "2468"}, headers=env.h["vic"]
+    )
+    assert r.status_code == 204
+    assert (await env.api.post(check, json={"pin": "9876"}, headers=env.h["vic"])).json() == {
+        "ok": False
+    }
+
+
+async def test_a_new_app_pin_cannot_be_used_to_find_her_duress_pin(env: Env) -> None:
+    """With her app PIN he tries new app PINs: one equal to her duress PIN is refused,
+    and each such refusal counts as a wrong PIN, so that no more than five are tried."""
+    await _pins(env)
+    pins = "/api/v1/victim/pins"
+    answers = []
+    for guess in ["9876"] * 6:
+        r = await env.api.put(
+            pins, json={"current_pin": "1234", "app_pin": guess}, headers=env.h["vic"]
+        )
+        answers.append(r.status_code)
+    assert answers == [422] * 5 + [429], answers
+
+
+async def test_her_duress_pin_on_her_contact_changes_nothing_and_answers_as_a_change(
+    env: Env,
+) -> None:
+    await _pins(env)
+    contact = "/api/v1/victim/contact"
+    body = {"phone": "010-1234-5678", "sms": {"enabled": True, "tiers": []}, "lang": "ko"}
+    r = await env.api.put(contact, json={**body, "pin": "1234"}, headers=env.h["vic"])
+    assert r.status_code == 200, r.text
+    his = {**body, "phone": "010-9876-5432", "sms": {"enabled": False, "tiers": []}}
+    r_duress = await env.api.put(contact, json={**his, "pin": "9876"}, headers=env.h["vic"])
+    assert r_duress.status_code == 200
+    assert r_duress.json()["phone"] == "+821098765432"  # what he asked, as if it were done
+    kept = env.ctx.store.contact(env.vic)
+    assert kept.phone == "+821012345678" and kept.sms_prefs["enabled"] is True
+    [raised] = env.ctx.store.incidents(status="open")
+    assert env.ctx.store.get_incident(raised.id).duress
+    assert await loop(env) == []
+    r_real = await env.api.put(contact, json={**his, "pin": "1234"}, headers=env.h["vic"])
+    assert r_real.content == r_duress.content  # the same bytes as a change made
+    assert env.ctx.store.contact(env.vic).phone == "+821098765432"
+
+
 async def test_her_phone_does_not_say_whether_a_duress_pin_is_set(env: Env) -> None:
     r = await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])
     without = r.content
     await _pins(env)
     r = await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])
     r_app_only = await env.api.put(
-        "/api/v1/victim/pins", json={"app_pin": "1234", "duress_pin": None}, headers=env.h["vic"]
+        "/api/v1/victim/pins",
+        json={"current_pin": "1234", "app_pin": "1234", "duress_pin": None},
+        headers=env.h["vic"],
     )
     assert r_app_only.status_code == 204
     app_only = (await env.api.get("/api/v1/victim/pins", headers=env.h["vic"])).content
@@ -228,21 +288,20 @@ async def test_what_follows_a_cancel_on_her_screen_is_the_same_for_her_duress_pi
     assert looks["1234"] == looks["9876"], looks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PUT /victim/contact asks for no PIN and tells no one: whoever holds her "
-    "unlocked phone moves her texts to his own number, and from then on is texted "
-    "whenever he comes within 2 km of her (docs/sms.md), long after he gave the phone "
-    "back, while she gets nothing. The fix (her app PIN on the route, a text to the old "
-    "number on a change) touches the contact route, her settings screen and the texts",
-)
 async def test_her_texts_cannot_be_moved_to_his_number_from_her_phone_without_her_pin(
     env: Env,
 ) -> None:
     await _pins(env)
     body = {"phone": "010-1234-5678", "sms": {"enabled": True, "tiers": []}, "lang": "ko"}
-    r = await env.api.put("/api/v1/victim/contact", json=body, headers=env.h["vic"])
+    r = await env.api.put(
+        "/api/v1/victim/contact", json={**body, "pin": "1234"}, headers=env.h["vic"]
+    )
     assert r.status_code == 200, r.text
     his = {**body, "phone": "010-9876-5432"}
     r = await env.api.put("/api/v1/victim/contact", json=his, headers=env.h["vic"])
     assert r.status_code in (401, 403, 422), "her texts now go to the number he gave"
+    r = await env.api.put(
+        "/api/v1/victim/contact", json={**his, "pin": "0000"}, headers=env.h["vic"]
+    )
+    assert r.status_code == 403
+    assert env.ctx.store.contact(env.vic).phone == "+821012345678"

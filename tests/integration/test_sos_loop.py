@@ -208,9 +208,10 @@ async def test_pins_are_kept_as_hashes_and_her_duress_pin_opens_the_app_and_call
 ) -> None:
     pins = "/api/v1/victim/pins"
     r = await env.api.get(pins, headers=env.h["vic"])
-    assert r.json() == {"app_pin_set": False, "duress_pin_set": False}
+    assert r.json() == {"app_pin_set": False}
     for bad in (
         {"app_pin": "1234", "duress_pin": "1234"},
+        {"app_pin": None, "duress_pin": "1234"},  # a duress PIN needs an app PIN
         {"app_pin": "12a4", "duress_pin": None},
         {"app_pin": "123", "duress_pin": None},
         {"app_pin": "123456789", "duress_pin": None},
@@ -221,10 +222,8 @@ async def test_pins_are_kept_as_hashes_and_her_duress_pin_opens_the_app_and_call
         pins, json={"app_pin": "2468", "duress_pin": "13579"}, headers=env.h["vic"]
     )
     assert r.status_code == 204
-    assert (await env.api.get(pins, headers=env.h["vic"])).json() == {
-        "app_pin_set": True,
-        "duress_pin_set": True,
-    }
+    # whether a duress PIN is set is never said: whoever holds her phone would doubt it
+    assert (await env.api.get(pins, headers=env.h["vic"])).json() == {"app_pin_set": True}
     app_hash, duress_hash = env.ctx.store.pins(2)  # users: op=1, vic=2
     assert app_hash.startswith("$argon2id$") and "2468" not in app_hash
     assert duress_hash.startswith("$argon2id$") and "13579" not in duress_hash
@@ -252,12 +251,11 @@ async def test_pins_are_kept_as_hashes_and_her_duress_pin_opens_the_app_and_call
     assert r.json() == {"ok": True}
     audit = [a for a in env.ctx.store.audit_records(limit=1000) if a["action"] == "pin_check"]
     assert [a["fields"] for a in audit] == [["ok=true"]] * 2 + [["ok=false"]] * 5 + [["ok=true"]]
-    r = await env.api.put(pins, json={"app_pin": None, "duress_pin": None}, headers=env.h["vic"])
+    cleared = {"current_pin": "2468", "app_pin": None, "duress_pin": None}
+    r = await env.api.put(pins, json=cleared, headers=env.h["vic"])
     assert r.status_code == 204
-    assert (await env.api.get(pins, headers=env.h["vic"])).json() == {
-        "app_pin_set": False,
-        "duress_pin_set": False,
-    }
+    assert (await env.api.get(pins, headers=env.h["vic"])).json() == {"app_pin_set": False}
+    assert env.ctx.store.pins(2) == (None, None)
 
 
 # -- what a field officer is shown of a dispatch ---------------------------------------------

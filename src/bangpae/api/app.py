@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from bangpae import __version__
 from bangpae.adapters.listeners.owntracks_http import owntracks_router
-from bangpae.api import access, apps, auth, disclosure, notices, problems, response, streams
+from bangpae.api import access, apps, auth, disclosure, notices, pins, problems, response, streams
 from bangpae.api.evidence import body_limit, evidence_router
 from bangpae.api.refuges import router as refuges_router
 from bangpae.api.routes import api, root
@@ -63,6 +63,7 @@ def create_app(ctx: Any) -> FastAPI:
     app.include_router(api)
     app.include_router(streams.router)
     app.include_router(apps.router)
+    app.include_router(pins.router)
     app.include_router(notices.router)
     app.include_router(disclosure.router)
     app.include_router(access.router)

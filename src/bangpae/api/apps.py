@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
-from bangpae.api.deps import Ctx, RequestId, audit_admin, require
+from bangpae.api.deps import Ctx, RequestId, require
+from bangpae.api.pins import app_device, raise_duress, which_pin
 from bangpae.api.schemas import (
     FieldOutcome,
     IdPath,
     IncidentAction,
     OwnLocation,
-    PinCheck,
-    PinsUpdate,
     SosCancel,
     SosRequest,
 )
@@ -33,9 +32,7 @@ from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
 from bangpae.services import queries, sos
-from bangpae.services.access import actor
 from bangpae.services.auth import Principal
-from bangpae.services.passwords import PoolBusy
 
 router = APIRouter(prefix="/api/v1")
 Victim = Annotated[Principal, Depends(require("victim"))]
@@ -48,20 +45,10 @@ TARGET_WINDOW_S = 3600.0  # the newest position shown for a dispatch is at most 
 _TO_VICTIM = frozenset({"breach", "sos", "approach_fast", "signal_lost", "retro_breach"})
 
 
-def _app_device(ctx: Any, person_id: int, kind: str) -> int:
-    """The person's app device, registered on first use."""
-    for did in ctx.store.device_ids_of_person(person_id):
-        device = ctx.store.get_device(did)
-        if device is not None and device.protocol == "api":
-            return int(did)
-    did = ctx.store.add_device(f"app-{person_id}", kind, "api", person_id, at=ctx.clock.now())
-    return int(did)
-
-
 async def _submit_own(ctx: Any, who: Principal, fix_of: Any, kind: str) -> int:
     if who.person_id is None:
         raise HTTPException(403, "this account is not bound to a person")
-    did = await asyncio.to_thread(_app_device, ctx, who.person_id, kind)
+    did = await asyncio.to_thread(app_device, ctx, who.person_id, kind)
     if not ctx.engine.knows_device(did):  # a new device: the engine learns of it
         await ctx.ingest.reload_registry()
     ids = await ctx.ingest.submit([fix_of(did)])
@@ -138,7 +125,7 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
         # next reports without it, which it may never do (no location sharing). Each press
         # is a new call for help: raised here, with the position the press carried (an
         # SOS of hers still open, one she said "I am safe" on included, is joined).
-        did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+        did = await asyncio.to_thread(app_device, ctx, who.person_id, DeviceKind.PHONE.value)
         where = {"lat": body.lat, "lon": body.lon} if has_position else {}
         await ctx.ingest.record(
             make_event(
@@ -166,44 +153,6 @@ async def my_sos(ctx: Ctx, who: Victim) -> dict[str, Any]:
     return {"sos": await asyncio.to_thread(sos.victim_sos, ctx.store, who, ctx.clock.now())}
 
 
-async def _raise_duress(ctx: Any, who: Principal, now: float, source: str) -> None:
-    """A silent SOS for her under duress, kept from her phone's screens (docs/sos.md)."""
-    assert who.person_id is not None
-    did = await asyncio.to_thread(_app_device, ctx, who.person_id, DeviceKind.PHONE.value)
-    await ctx.ingest.record(
-        make_event(
-            EventKind.SOS,
-            now,
-            who.person_id,
-            "duress",
-            source,
-            person_id=who.person_id,
-            device_id=did,
-            data={"alarm": Alarm.SOS_SILENT.value, "source": source},
-        )
-    )
-    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
-    if record is not None:
-        raised = record.opened_at == now  # opened by this: never listed on her phone
-        await asyncio.to_thread(
-            ctx.store.incident_duress,
-            record.id,
-            actor(who),
-            now,
-            "under duress: her duress PIN; do not call back",
-            {"source": source, "silent": True, "raised": raised},
-        )
-
-
-async def _which_pin(ctx: Any, who: Principal, pin: str) -> str:
-    """``app``, ``duress`` or ``wrong``, checked in the password pool."""
-    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
-    try:
-        return str(await ctx.passwords.run(sos.check_pin, app_hash, duress_hash, pin))
-    except PoolBusy as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
-
-
 @router.post("/victim/sos/{incident_id}/cancel", tags=["victim"])
 async def cancel_sos(
     incident_id: IdPath, body: SosCancel, ctx: Ctx, who: Victim, rid: RequestId
@@ -221,74 +170,14 @@ async def cancel_sos(
         or sos.hidden(record)  # her duress PIN's: as if it did not exist (docs/sos.md)
     ):
         raise HTTPException(404, f"no SOS {incident_id} of yours")
-    duress = body.pin is not None and await _which_pin(ctx, who, body.pin) == "duress"
+    duress = body.pin is not None and await which_pin(ctx, who, body.pin) == "duress"
     now = ctx.clock.now()
     if record.status in ("resolved", "false_alarm"):
         if duress:  # closed already: a new one, silent, for the operators alone
-            await _raise_duress(ctx, who, now, "cancel")
+            await raise_duress(ctx, who, now, "cancel")
     else:
         await asyncio.to_thread(sos.cancel, ctx.store, who, record, duress, now)
     return {"cancelled": True}
-
-
-@router.get("/victim/pins", tags=["victim"])
-async def my_pins(ctx: Ctx, who: Victim) -> dict[str, bool]:
-    """Whether her app-lock PIN and duress PIN are set (never the PINs)."""
-    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
-    return {"app_pin_set": app_hash is not None, "duress_pin_set": duress_hash is not None}
-
-
-@router.put("/victim/pins", status_code=204, tags=["victim"])
-async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -> Response:
-    """Set or clear her app-lock PIN and duress PIN; kept as argon2 hashes."""
-    if body.app_pin is not None and body.app_pin == body.duress_pin:
-        raise HTTPException(422, "the duress PIN must differ from the app PIN")
-    try:
-        hashes = await ctx.passwords.run(sos.pin_hashes, body.app_pin, body.duress_pin)
-    except PoolBusy as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
-    await asyncio.to_thread(ctx.store.set_pins, who.user_id, *hashes)
-    fields = [
-        f"{name}={'set' if value is not None else 'cleared'}"
-        for name, value in (("app_pin", body.app_pin), ("duress_pin", body.duress_pin))
-    ]
-    await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
-    return Response(status_code=204)
-
-
-@router.post("/victim/pin/check", tags=["victim"])
-async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, bool]:
-    """The app lock: whether the PIN opens the app. Her duress PIN opens it too, and
-    raises a silent SOS that her phone never shows (docs/sos.md)."""
-    # one check at a time per user: the limit is read after the previous guess counted,
-    # so guesses sent at once get no more than the limit between them (docs/sos.md)
-    async with ctx.pin_locks.setdefault(who.user_id, asyncio.Lock()):
-        return await _check_pin_locked(body, ctx, who, rid)
-
-
-async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) -> dict[str, bool]:
-    now = ctx.clock.now()
-    key = f"user:{who.user_id}"
-    blocked = ctx.pin_failures.blocked(key, now)
-    # checked even when locked out: her duress PIN still calls for help after someone
-    # else's wrong guesses, and the answer (429) is the same whichever PIN it was
-    which = await _which_pin(ctx, who, body.pin)
-    if blocked:
-        if which == "duress":
-            await _raise_duress(ctx, who, now, "app_lock")
-        wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
-        raise HTTPException(
-            429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
-        )
-    if which == "wrong":
-        ctx.pin_failures.failed(key, now)
-    elif which == "duress":
-        await _raise_duress(ctx, who, now, "app_lock")
-    ok = which != "wrong"
-    # the audit says whether the app opened; the duress itself is on the incident
-    outcome = [f"ok={str(ok).lower()}"]
-    await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
-    return {"ok": ok}
 
 
 # -- field officers -----------------------------------------------------------------------

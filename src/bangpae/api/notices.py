@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field, field_validator
 from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.adapters.webpush import endpoint_allowed
 from bangpae.api.deps import Ctx, RequestId, require
+from bangpae.api.pins import her_pin
 from bangpae.api.schemas import MAX_ID, Strict
-from bangpae.domain.notices import sms_prefs
+from bangpae.domain.notices import SMS_TIERS, sms_prefs
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["notices"])
@@ -182,6 +183,12 @@ class ContactIn(Strict):
         return None if v is None or not v.strip() else e164(v)
 
 
+class VictimContactIn(ContactIn):
+    """Her own contact, with her app PIN once she has one (docs/sms.md)."""
+
+    pin: str | None = Field(None, max_length=8)
+
+
 class ContactOut(BaseModel):
     """Her contact as kept: the number in E.164, the choices of texts, the language."""
 
@@ -242,10 +249,22 @@ async def my_contact(who: Victim, ctx: Ctx) -> ContactOut:
 
 
 @router.put("/victim/contact", response_model=ContactOut)
-async def set_my_contact(body: ContactIn, who: Victim, ctx: Ctx, rid: RequestId) -> ContactOut:
-    """Set her own phone number and choices of texts (audited, without the number)."""
+async def set_my_contact(
+    body: VictimContactIn, who: Victim, ctx: Ctx, rid: RequestId
+) -> ContactOut:
+    """Set her own phone number and choices of texts (audited, without the number).
+
+    Once she has an app PIN it is asked: whoever holds her unlocked phone must not move
+    her texts to his own number. Her duress PIN gets the answer of a change that was made,
+    changes nothing and calls for help in silence (docs/sms.md).
+    """
     if who.person_id is None:
         raise HTTPException(404, "no protected person is linked to this account")
+    if await her_pin(ctx, who, body.pin, "contact") == "duress":
+        tiers = [t for t in SMS_TIERS if t in body.sms.tiers]  # as a change reads back
+        return ContactOut(
+            phone=body.phone, sms=SmsChoice(enabled=body.sms.enabled, tiers=tiers), lang=body.lang
+        )
     await asyncio.to_thread(_store_contact, ctx, who, who.person_id, body, rid)
     return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now())
 

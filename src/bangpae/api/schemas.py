@@ -197,10 +197,12 @@ class SosCancel(Strict):
 
 
 class PinsUpdate(Strict):
-    """Her app-lock PIN and duress PIN (null: none); the two must differ."""
+    """Her app-lock PIN and duress PIN: a field left out is kept, null clears it; the two
+    must differ. ``current_pin`` is her app PIN, asked once she has one (docs/sos.md)."""
 
-    app_pin: PinText | None
-    duress_pin: PinText | None
+    current_pin: str | None = Field(None, max_length=8)
+    app_pin: PinText | None = None
+    duress_pin: PinText | None = None
 
 
 class PinCheck(Strict):

@@ -29,15 +29,16 @@ STATE_OF = {
 }
 CANCEL = "victim_cancel"
 DURESS = "duress"
-DURESS_SOURCES = ("app_lock", "cancel")  # where her duress PIN raised an SOS from
+# where her duress PIN raised an SOS from: the app lock, a cancel, her settings
+DURESS_SOURCES = ("app_lock", "cancel", "settings", "contact")
 PIN = re.compile(r"^[0-9]{4,8}$")
 PIN_FAILURES = 5  # wrong PINs per person within PIN_WINDOW_S before refusing (429)
 PIN_WINDOW_S = 300.0
 
 
-def _silent(record: Any) -> bool:
+def _silent(entries: list[dict[str, Any]]) -> bool:
     """Whether the SOS was sent silent (her choice when she sent it, nothing later)."""
-    for e in record.timeline:
+    for e in entries:
         if e["action"] == "event" and isinstance(e["data"], dict):
             alarm = (e["data"].get("data") or {}).get("alarm")
             if alarm is not None:
@@ -68,31 +69,56 @@ def _raised_by_duress(record: Any) -> bool:
     return False
 
 
-def hidden(record: Any) -> bool:
-    """Whether her duress PIN raised this SOS: then it is never shown on her phone, and
-    her routes answer for it as for an SOS that is not hers (404), so that trying ids
-    cannot find it (docs/sos.md)."""
-    if _raised_by_duress(record):
-        return True
-    return any(
+def _by_duress(e: dict[str, Any]) -> bool:
+    """Whether a timeline entry is the event of an SOS her duress PIN raised."""
+    if e["action"] != "event" or not isinstance(e["data"], dict):
+        return False
+    return (e["data"].get("data") or {}).get("source") in DURESS_SOURCES
+
+
+def _start(record: Any) -> int | None:
+    """Where her phone's view of this SOS starts in its timeline (None: not shown).
+
+    An SOS her duress PIN raised is never shown, until she presses SOS herself while it
+    is open: her press joins it, and she is shown it from that press on, so that her
+    call is seen to be received while the earlier duress stays hidden (docs/sos.md).
+    """
+    raised = _raised_by_duress(record) or any(
         e["action"] == DURESS and isinstance(e["data"], dict) and e["data"].get("raised")
         for e in record.timeline
     )
+    if not raised:
+        return 0
+    for i, e in enumerate(record.timeline):
+        if e["action"] == "event" and e["note"] == "sos" and not _by_duress(e):
+            return i
+    return None
+
+
+def hidden(record: Any) -> bool:
+    """Whether her phone must not know of this SOS: her duress PIN raised it and she has
+    not pressed SOS on it since. Her routes then answer for it as for an SOS that is not
+    hers (404), so that trying ids cannot find it (docs/sos.md)."""
+    return _start(record) is None
 
 
 def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     """One SOS incident as she is shown it (None: not shown to her).
 
-    An SOS her duress PIN raised from the app lock is never shown on her phone: whoever
-    made her open it is looking (docs/sos.md).
+    An SOS her duress PIN raised is not shown on her phone (whoever made her give it is
+    looking) until she presses SOS on it herself, and then only from that press on
+    (docs/sos.md).
     """
-    if hidden(record):
+    start = _start(record)
+    if start is None:
         return None
-    steps = [{"state": "received", "at": iso(record.opened_at)}]
+    entries = record.timeline[start:]
+    since = record.opened_at if start == 0 else entries[0]["at"]
+    steps = [{"state": "received", "at": iso(since)}]
     seen = {"received"}
     cancelled = False
     dispatch: dict[str, Any] | None = None
-    for e in record.timeline:
+    for e in entries:
         action = e["action"]
         if action == DURESS:
             data = e["data"] or {}
@@ -126,8 +152,8 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     state = steps[-1]["state"]
     return {
         "id": record.id,
-        "at": iso(record.opened_at),
-        "silent": _silent(record),
+        "at": iso(since),
+        "silent": _silent(entries),
         "state": state,
         "steps": steps,
         "eta_min": _eta_min(dispatch, now)

@@ -98,7 +98,7 @@ const state = {
   counting: false,
   practice: [],
   practiceTimers: [],
-  pins: { app_pin_set: false, duress_pin_set: false },
+  pins: { app_pin_set: false },
   locked: false,
   hiddenAt: null,
   quietTimer: null,
@@ -950,7 +950,18 @@ function say(el, key, vars) {
 function openSettings() {
   $("evidence-consent").checked = evidenceConsent();
   say($("evidence-state"), null);
+  say($("pins-state"), null);
+  for (const id of ["pins-current", "app-pin", "duress-pin", "sms-pin"]) $(id).value = "";
+  showPinRows();
   loadContact();
+}
+
+// Once she has an app PIN, changing her PINs or her texts asks for it (docs/sos.md).
+function showPinRows() {
+  const has = Boolean(state.pins.app_pin_set);
+  show($("pins-current-row"), has);
+  show($("sms-pin-row"), has);
+  show($("pins-clear"), has);
 }
 
 function smsTiers() {
@@ -1017,6 +1028,7 @@ async function saveContact(e) {
     },
     lang: $("sms-lang").value === "en" ? "en" : "ko",
   };
+  if (state.pins.app_pin_set) body.pin = $("sms-pin").value || null;
   let r;
   try {
     r = await putContact(body);
@@ -1024,6 +1036,12 @@ async function saveContact(e) {
     say(out, "sms_failed");
     return;
   }
+  if (r.status === 403 || r.status === 429) {
+    say(out, r.status === 429 ? "pins_locked" : "sms_pin_wrong");
+    $("sms-pin").focus();
+    return;
+  }
+  $("sms-pin").value = "";
   if (r.status === 200) {
     showContact(r.data);
     say(out, r.data.phone ? "sms_saved_phone" : "sms_saved", { phone: r.data.phone });
@@ -1117,13 +1135,14 @@ function renderSos() {
   }
 }
 
-// "I am safe": the operator still verifies. With a duress PIN set, a PIN is asked; whatever
-// the PIN, the screen says the same, for the duress PIN raises the alarm on the server.
+// "I am safe": the operator still verifies. With an app PIN set, a PIN is asked (the server
+// never says whether a duress PIN is set); whatever the PIN, the screen says the same, for
+// the duress PIN raises the alarm on the server.
 async function cancelSos() {
   const cur = state.sos;
   if (!cur || cur.id == null) return;
   let pin = null;
-  if (state.pins.duress_pin_set) {
+  if (state.pins.app_pin_set) {
     pin = await askPin();
     if (pin === null) return;
   }
@@ -1265,7 +1284,7 @@ async function loadPins() {
   try {
     state.pins = await api("/victim/pins");
   } catch {
-    state.pins = { app_pin_set: false, duress_pin_set: false };
+    state.pins = { app_pin_set: false };
   }
 }
 
@@ -1303,27 +1322,43 @@ async function unlock(e) {
   render();
 }
 
-async function savePins(e) {
+// A field left empty keeps that PIN; "clear" removes both. The server is given her current
+// app PIN once she has one; her duress PIN there looks the same (docs/sos.md).
+async function savePins(e, clear = false) {
   e.preventDefault();
   const app = $("app-pin").value;
   const duress = $("duress-pin").value;
+  const has = Boolean(state.pins.app_pin_set);
   const out = $("pins-state");
-  if ((app && !PIN.test(app)) || (duress && !PIN.test(duress)) || (app && app === duress)) {
-    out.textContent = t("pins_invalid");
+  let body;
+  if (clear) {
+    body = { app_pin: null, duress_pin: null };
+  } else {
+    if ((!app && !duress) || (app && !PIN.test(app)) || (duress && !PIN.test(duress)) || (app && app === duress)) {
+      say(out, "pins_invalid");
+      return;
+    }
+    if (!has && !app) {
+      say(out, "pins_need_app");
+      return;
+    }
+    body = {};
+    if (app) body.app_pin = app;
+    if (duress) body.duress_pin = duress;
+  }
+  if (has) body.current_pin = $("pins-current").value || null;
+  try {
+    await api("/victim/pins", { method: "PUT", body });
+  } catch (err) {
+    const why = { 403: "pins_wrong_current", 422: "pins_other", 429: "pins_locked" };
+    say(out, (err instanceof ApiError && why[err.status]) || "pins_failed");
+    if (err instanceof ApiError && err.status === 403) $("pins-current").focus();
     return;
   }
-  try {
-    await api("/victim/pins", {
-      method: "PUT",
-      body: { app_pin: app || null, duress_pin: duress || null },
-    });
-    $("app-pin").value = "";
-    $("duress-pin").value = "";
-    out.textContent = t("pins_saved");
-    await loadPins();
-  } catch {
-    out.textContent = t("pins_failed");
-  }
+  for (const id of ["pins-current", "app-pin", "duress-pin"]) $(id).value = "";
+  say(out, clear ? "pins_cleared" : "pins_saved");
+  await loadPins();
+  showPinRows();
 }
 
 // -- onboarding: the tiers with her radii, SOS, quick exit, and the two asks -------------
@@ -1451,6 +1486,7 @@ async function main() {
   });
   $("lock-form").addEventListener("submit", unlock);
   $("pins-form").addEventListener("submit", savePins);
+  $("pins-clear").addEventListener("click", (e) => savePins(e, true));
   $("sms-form").addEventListener("submit", saveContact);
   $("sms-enabled").addEventListener("change", (e) => ($("sms-tiers").disabled = !e.target.checked));
   $("evidence-consent").addEventListener("change", (e) => setConsent(e.target.checked, $("evidence-state")));

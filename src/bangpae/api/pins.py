@@ -1,0 +1,203 @@
+"""Her PINs: the app lock, the duress PIN, and the PIN that guards her settings.
+
+The rules are in docs/sos.md ("PINs" and "The duress PIN"). Whoever holds her unlocked
+phone must not be able to clear her duress PIN, move her texts to another number, or
+learn whether she has a duress PIN at all; and her duress PIN, given wherever a PIN is
+asked, seems to work and calls for help in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+
+from bangpae.api.deps import Ctx, RequestId, audit_admin, require
+from bangpae.api.schemas import PinCheck, PinsUpdate
+from bangpae.domain.model import Alarm, DeviceKind, EventKind, make_event
+from bangpae.services import sos
+from bangpae.services.access import actor
+from bangpae.services.auth import Principal
+from bangpae.services.passwords import PoolBusy
+
+router = APIRouter(prefix="/api/v1")
+Victim = Annotated[Principal, Depends(require("victim"))]
+
+
+def app_device(ctx: Any, person_id: int, kind: str) -> int:
+    """The person's app device, registered on first use."""
+    for did in ctx.store.device_ids_of_person(person_id):
+        device = ctx.store.get_device(did)
+        if device is not None and device.protocol == "api":
+            return int(did)
+    did = ctx.store.add_device(f"app-{person_id}", kind, "api", person_id, at=ctx.clock.now())
+    return int(did)
+
+
+async def raise_duress(ctx: Any, who: Principal, now: float, source: str) -> None:
+    """A silent SOS for her under duress, kept from her phone's screens (docs/sos.md)."""
+    assert who.person_id is not None
+    did = await asyncio.to_thread(app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+    await ctx.ingest.record(
+        make_event(
+            EventKind.SOS,
+            now,
+            who.person_id,
+            "duress",
+            source,
+            person_id=who.person_id,
+            device_id=did,
+            data={"alarm": Alarm.SOS_SILENT.value, "source": source},
+        )
+    )
+    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    if record is not None:
+        raised = record.opened_at == now  # opened by this: never listed on her phone
+        await asyncio.to_thread(
+            ctx.store.incident_duress,
+            record.id,
+            actor(who),
+            now,
+            "under duress: her duress PIN; do not call back",
+            {"source": source, "silent": True, "raised": raised},
+        )
+
+
+async def which_pin(ctx: Any, who: Principal, pin: str) -> str:
+    """``app``, ``duress`` or ``wrong``, checked in the password pool."""
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    try:
+        return str(await ctx.passwords.run(sos.check_pin, app_hash, duress_hash, pin))
+    except PoolBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+
+
+async def her_pin(
+    ctx: Any, who: Principal, pin: str | None, source: str
+) -> Literal["app", "duress", "none"]:
+    """Check the PIN she gave for a change of her settings (docs/sos.md, "PINs").
+
+    ``none``: she has no app PIN, nothing is asked. ``app``: go ahead. ``duress``: answer
+    as if it went ahead, change nothing that would leave her less protected; the silent
+    SOS is raised here. A missing or wrong PIN is refused (403) and counts with the app
+    lock's wrong PINs; past the limit, 429 whichever PIN it was.
+    """
+    async with ctx.pin_locks.setdefault(who.user_id, asyncio.Lock()):
+        app_hash, _ = await asyncio.to_thread(ctx.store.pins, who.user_id)
+        if app_hash is None:
+            return "none"
+        now = ctx.clock.now()
+        key = f"user:{who.user_id}"
+        blocked = ctx.pin_failures.blocked(key, now)
+        which = "wrong" if pin is None else await which_pin(ctx, who, pin)
+        if which == "duress":
+            await raise_duress(ctx, who, now, source)
+        if blocked:
+            wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+            raise HTTPException(
+                429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
+            )
+        if which == "wrong":
+            ctx.pin_failures.failed(key, now)
+            raise HTTPException(
+                403, "your app PIN is needed to change this" if pin is None else "wrong PIN"
+            )
+        return "duress" if which == "duress" else "app"
+
+
+@router.get("/victim/pins", tags=["victim"])
+async def my_pins(ctx: Ctx, who: Victim) -> dict[str, bool]:
+    """Whether her app-lock PIN is set (never the PINs, nor whether a duress PIN is)."""
+    app_hash, _ = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    return {"app_pin_set": app_hash is not None}
+
+
+@router.put("/victim/pins", status_code=204, tags=["victim"])
+async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -> Response:
+    """Set, change or clear her PINs, with her current app PIN once she has one.
+
+    A field left out is kept; null clears it. Given her duress PIN as the current one,
+    the answer is the same, her new app PIN is taken (it is the one whoever stands over
+    her will try) and her duress PIN is kept whatever was asked (docs/sos.md).
+    """
+    if body.app_pin is not None and body.app_pin == body.duress_pin:
+        raise HTTPException(422, "the duress PIN must differ from the app PIN")
+    authority = await her_pin(ctx, who, body.current_pin, "settings")
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    set_app = "app_pin" in body.model_fields_set  # a field left out is kept
+    set_duress = "duress_pin" in body.model_fields_set
+    if authority == "duress":
+        set_duress = False  # hers stays: she can still call for help with it
+        if body.app_pin is None or await which_pin(ctx, who, body.app_pin) == "duress":
+            set_app = False  # never no lock, never her duress PIN as the app PIN
+    else:
+        has_app = body.app_pin is not None if set_app else app_hash is not None
+        has_duress = body.duress_pin is not None if set_duress else duress_hash is not None
+        if has_duress and not has_app:
+            raise HTTPException(422, "a duress PIN needs an app PIN")
+        if set_app and body.app_pin is not None and not set_duress and duress_hash:
+            # the new app PIN against the duress PIN kept: a clash counts as a wrong PIN,
+            # so that it cannot be used to find her duress PIN by trying
+            if await which_pin(ctx, who, body.app_pin) == "duress":
+                ctx.pin_failures.failed(f"user:{who.user_id}", ctx.clock.now())
+                raise HTTPException(422, "choose another app PIN")
+        if set_duress and body.duress_pin is not None and not set_app:
+            if await which_pin(ctx, who, body.duress_pin) == "app":
+                raise HTTPException(422, "the duress PIN must differ from the app PIN")
+    try:
+        hashed = await ctx.passwords.run(
+            sos.pin_hashes,
+            body.app_pin if set_app else None,
+            body.duress_pin if set_duress else None,
+        )
+    except PoolBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    hashes = (hashed[0] if set_app else app_hash, hashed[1] if set_duress else duress_hash)
+    await asyncio.to_thread(ctx.store.set_pins, who.user_id, *hashes)
+    # what was changed, never the PINs; under duress the incident says so, not this
+    fields = [
+        f"{name}={'set' if value is not None else 'cleared'}"
+        for name, value, changed in (
+            ("app_pin", body.app_pin, set_app),
+            ("duress_pin", body.duress_pin, set_duress),
+        )
+        if changed
+    ]
+    await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
+    return Response(status_code=204)
+
+
+@router.post("/victim/pin/check", tags=["victim"])
+async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, bool]:
+    """The app lock: whether the PIN opens the app. Her duress PIN opens it too, and
+    raises a silent SOS that her phone never shows (docs/sos.md)."""
+    # one check at a time per user: the limit is read after the previous guess counted,
+    # so guesses sent at once get no more than the limit between them (docs/sos.md)
+    async with ctx.pin_locks.setdefault(who.user_id, asyncio.Lock()):
+        return await _check_pin_locked(body, ctx, who, rid)
+
+
+async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) -> dict[str, bool]:
+    now = ctx.clock.now()
+    key = f"user:{who.user_id}"
+    blocked = ctx.pin_failures.blocked(key, now)
+    # checked even when locked out: her duress PIN still calls for help after someone
+    # else's wrong guesses, and the answer (429) is the same whichever PIN it was
+    which = await which_pin(ctx, who, body.pin)
+    if blocked:
+        if which == "duress":
+            await raise_duress(ctx, who, now, "app_lock")
+        wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+        raise HTTPException(
+            429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
+        )
+    if which == "wrong":
+        ctx.pin_failures.failed(key, now)
+    elif which == "duress":
+        await raise_duress(ctx, who, now, "app_lock")
+    ok = which != "wrong"
+    # the audit says whether the app opened; the duress itself is on the incident
+    outcome = [f"ok={str(ok).lower()}"]
+    await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
+    return {"ok": ok}
