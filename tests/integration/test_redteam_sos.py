@@ -167,57 +167,52 @@ async def test_her_duress_pin_cannot_be_cleared_from_her_phone_without_her_pin(
     assert len(env.ctx.store.incidents(status="open")) == 1  # her duress PIN still calls
 
 
-async def test_pin_changes_need_her_app_pin_and_her_duress_pin_there_keeps_hers(
+async def test_pin_changes_need_her_app_pin_and_her_duress_pin_there_calls_for_help(
     env: Env,
 ) -> None:
     """He makes her give a PIN to change her PINs. A wrong one is refused and counted
-    with the lock's; her duress PIN answers as her app PIN does, takes his new app PIN,
-    keeps her duress PIN and calls for help unseen."""
+    with the lock's; her duress PIN makes the change as her app PIN would (what he reads
+    back must not differ) and calls for help unseen."""
     await _pins(env)
     pins = "/api/v1/victim/pins"
-    change = {"app_pin": "5555", "duress_pin": None}
+    change = {"app_pin": "5555"}
     r = await env.api.put(pins, json={**change, "current_pin": "0000"}, headers=env.h["vic"])
     assert r.status_code == 403
+    r = await env.api.put(pins, json=change, headers=env.h["vic"])
+    assert r.status_code == 403
+    assert env.ctx.store.incidents(status="open") == []
     r_duress = await env.api.put(pins, json={**change, "current_pin": "9876"}, headers=env.h["vic"])
     assert r_duress.status_code == 204 and r_duress.content == b""
     [raised] = env.ctx.store.incidents(status="open")
-    assert env.ctx.store.get_incident(raised.id).duress
+    record = env.ctx.store.get_incident(raised.id)
+    assert record.duress and record.priority == "critical"
+    assert [e["data"]["source"] for e in record.timeline if e["action"] == "duress"] == ["settings"]
     assert await loop(env) == []  # nothing of it on her phone
     check = "/api/v1/victim/pin/check"
     r = await env.api.post(check, json={"pin": "5555"}, headers=env.h["vic"])
     assert r.json() == {"ok": True}  # his new PIN opens the app, as he expects
-    assert len(env.ctx.store.incidents(status="open")) == 1
-    r = await env.api.post(check, json={"pin": "9876"}, headers=env.h["vic"])
-    assert r.json() == {"ok": True}
-    record = env.ctx.store.get_incident(raised.id)
-    assert [e["data"]["source"] for e in record.timeline if e["action"] == "duress"] == [
-        "settings",
-        "app_lock",
-    ], "her duress PIN was cleared by the change he asked for"
-    # her own change with her (now his) app PIN goes through; a PIN-less one does not
-    r = await env.api.put(pins, json={"duress_pin": "2468"}, headers=env.h["vic"])
-    assert r.status_code == 403
-    r = await env.api.put(
-        pins, json={"current_pin": "5555", "duress_pin": "2468"}, headers=env.h["vic"]
-    )
-    assert r.status_code == 204
-    assert (await env.api.post(check, json={"pin": "9876"}, headers=env.h["vic"])).json() == {
-        "ok": False
-    }
+    for old in ("1234", "9876"):  # as after any change of PIN, the old ones do not
+        r = await env.api.post(check, json={"pin": old}, headers=env.h["vic"])
+        assert r.json() == {"ok": False}
 
 
 async def test_a_new_app_pin_cannot_be_used_to_find_her_duress_pin(env: Env) -> None:
-    """With her app PIN he tries new app PINs: one equal to her duress PIN is refused,
-    and each such refusal counts as a wrong PIN, so that no more than five are tried."""
+    """With her app PIN he tries new app PINs, hoping one is refused as her duress PIN.
+    Every answer is the same: a new app PIN equal to her duress PIN is taken, and that
+    PIN is then her app PIN only. Measured: what the answers tell apart."""
     await _pins(env)
     pins = "/api/v1/victim/pins"
-    answers = []
-    for guess in ["9876"] * 6:
+    current, answers = "1234", {}
+    for guess in ("9875", "9876", "9877"):
         r = await env.api.put(
-            pins, json={"current_pin": "1234", "app_pin": guess}, headers=env.h["vic"]
+            pins, json={"current_pin": current, "app_pin": guess}, headers=env.h["vic"]
         )
-        answers.append(r.status_code)
-    assert answers == [422] * 5 + [429], answers
+        answers[guess] = (r.status_code, r.content)
+        current = guess
+    assert len(set(answers.values())) == 1, answers
+    assert answers["9876"] == (204, b"")
+    assert env.ctx.store.incidents(status="open") == []  # her duress PIN was never given
+    assert env.ctx.store.pins(2)[1] is None  # 9876 became an app PIN, then was replaced
 
 
 async def test_her_duress_pin_on_her_contact_changes_nothing_and_answers_as_a_change(
@@ -237,9 +232,22 @@ async def test_her_duress_pin_on_her_contact_changes_nothing_and_answers_as_a_ch
     [raised] = env.ctx.store.incidents(status="open")
     assert env.ctx.store.get_incident(raised.id).duress
     assert await loop(env) == []
+    # her phone reads back what he asked; her texts still go to her own number
+    shown = await env.api.get(contact, headers=env.h["vic"])
+    assert shown.content == r_duress.content
+    assert env.ctx.store.contacts([env.vic])[env.vic].phone == "+821012345678"
+    staff = await env.api.get(
+        f"/api/v1/people/{env.vic}/contact",
+        params={"purpose": "victim_safety"},
+        headers=env.h["op"],
+    )
+    assert staff.status_code in (200, 403)  # staff, where allowed, see where texts go
+    if staff.status_code == 200:
+        assert staff.json()["phone"] == "+821012345678"
     r_real = await env.api.put(contact, json={**his, "pin": "1234"}, headers=env.h["vic"])
     assert r_real.content == r_duress.content  # the same bytes as a change made
     assert env.ctx.store.contact(env.vic).phone == "+821098765432"
+    assert "shown" not in (env.ctx.store.contact(env.vic).sms_prefs or {})
 
 
 async def test_her_phone_does_not_say_whether_a_duress_pin_is_set(env: Env) -> None:

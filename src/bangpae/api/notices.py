@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from bangpae.adapters.store.errors import Invalid, NotFound
+from bangpae.adapters.store.notices import SHOWN
 from bangpae.adapters.webpush import endpoint_allowed
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.pins import her_pin
@@ -204,13 +205,18 @@ def _profile(store: Any, person_id: int, now: float) -> str:
     return active[0].profile if active else "kr"
 
 
-def _contact(store: Any, person_id: int, now: float) -> ContactOut:
+def _contact(store: Any, person_id: int, now: float, hers: bool = False) -> ContactOut:
+    """Her contact as kept; ``hers``: as her own phone is shown it (after a change made
+    with her duress PIN, the change she seemed to make; docs/sms.md)."""
     c = store.contact(person_id)
     if c is None:
         raise HTTPException(404, f"person {person_id} not found")
     if c.kind != "victim":
         # the offender is never told anything: he has no contact for notices
         raise HTTPException(404, f"person {person_id} is not a protected person")
+    shown = (c.sms_prefs or {}).get(SHOWN)
+    if hers and isinstance(shown, dict):
+        return ContactOut.model_validate(shown)
     prefs = sms_prefs(c.sms_prefs, _profile(store, person_id, now))
     return ContactOut(
         phone=c.phone,
@@ -245,7 +251,7 @@ async def my_contact(who: Victim, ctx: Ctx) -> ContactOut:
     """Her own phone number and choices of texts."""
     if who.person_id is None:
         raise HTTPException(404, "no protected person is linked to this account")
-    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now())
+    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
 
 
 @router.put("/victim/contact", response_model=ContactOut)
@@ -261,12 +267,26 @@ async def set_my_contact(
     if who.person_id is None:
         raise HTTPException(404, "no protected person is linked to this account")
     if await her_pin(ctx, who, body.pin, "contact") == "duress":
+        # shown to her phone as changed; texts still go where they went (docs/sms.md)
         tiers = [t for t in SMS_TIERS if t in body.sms.tiers]  # as a change reads back
-        return ContactOut(
-            phone=body.phone, sms=SmsChoice(enabled=body.sms.enabled, tiers=tiers), lang=body.lang
+        shown = {"phone": body.phone, "sms": {"enabled": body.sms.enabled, "tiers": tiers}}
+        await asyncio.to_thread(
+            ctx.store.set_contact_shown, who.person_id, {**shown, "lang": body.lang}
         )
+        await asyncio.to_thread(
+            ctx.store.audit_append,
+            actor=f"user:{who.user_id}:{who.username}",
+            role=who.role,
+            action="contact.shown",  # what her phone shows; the incident says why
+            subject=f"person:{who.person_id}",
+            purpose="victim_safety",
+            fields=["phone", "sms", "lang"],
+            at=ctx.clock.now(),
+            request_id=rid,
+        )
+        return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
     await asyncio.to_thread(_store_contact, ctx, who, who.person_id, body, rid)
-    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now())
+    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
 
 
 @router.get("/people/{person_id}/contact", response_model=ContactOut)

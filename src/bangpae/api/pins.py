@@ -22,6 +22,7 @@ from bangpae.services.auth import Principal
 from bangpae.services.passwords import PoolBusy
 
 router = APIRouter(prefix="/api/v1")
+DUMMY_PIN = "0000"  # checked and hashed when there is nothing to check or hash
 Victim = Annotated[Principal, Depends(require("victim"))]
 
 
@@ -117,52 +118,58 @@ async def my_pins(ctx: Ctx, who: Victim) -> dict[str, bool]:
 async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -> Response:
     """Set, change or clear her PINs, with her current app PIN once she has one.
 
-    A field left out is kept; null clears it. Given her duress PIN as the current one,
-    the answer is the same, her new app PIN is taken (it is the one whoever stands over
-    her will try) and her duress PIN is kept whatever was asked (docs/sos.md).
+    A field left out is kept; null clears it, and clearing the app PIN clears both. Given
+    her duress PIN as the current one, the change is made as if that PIN were her app PIN,
+    and the silent SOS is raised: what her phone reads back afterwards, and which PINs
+    open the app, are what they would be for her app PIN (docs/sos.md).
     """
-    if body.app_pin is not None and body.app_pin == body.duress_pin:
-        raise HTTPException(422, "the duress PIN must differ from the app PIN")
-    authority = await her_pin(ctx, who, body.current_pin, "settings")
-    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
     set_app = "app_pin" in body.model_fields_set  # a field left out is kept
     set_duress = "duress_pin" in body.model_fields_set
-    if authority == "duress":
-        set_duress = False  # hers stays: she can still call for help with it
-        if body.app_pin is None or await which_pin(ctx, who, body.app_pin) == "duress":
-            set_app = False  # never no lock, never her duress PIN as the app PIN
-    else:
-        has_app = body.app_pin is not None if set_app else app_hash is not None
-        has_duress = body.duress_pin is not None if set_duress else duress_hash is not None
-        if has_duress and not has_app:
+    # Refusals read only what was asked and the PIN given, never what is kept: they are the
+    # same whichever PIN she gave and whether a duress PIN is set.
+    if body.duress_pin is not None:
+        if body.duress_pin == body.app_pin or (not set_app and body.duress_pin == body.current_pin):
+            raise HTTPException(422, "the duress PIN must differ from the app PIN")
+        if set_app and body.app_pin is None:
             raise HTTPException(422, "a duress PIN needs an app PIN")
-        if set_app and body.app_pin is not None and not set_duress and duress_hash:
-            # the new app PIN against the duress PIN kept: a clash counts as a wrong PIN,
-            # so that it cannot be used to find her duress PIN by trying
-            if await which_pin(ctx, who, body.app_pin) == "duress":
-                ctx.pin_failures.failed(f"user:{who.user_id}", ctx.clock.now())
-                raise HTTPException(422, "choose another app PIN")
-        if set_duress and body.duress_pin is not None and not set_app:
-            if await which_pin(ctx, who, body.duress_pin) == "app":
-                raise HTTPException(422, "the duress PIN must differ from the app PIN")
+    authority = await her_pin(ctx, who, body.current_pin, "settings")
+    if authority == "none" and body.duress_pin is not None and body.app_pin is None:
+        raise HTTPException(422, "a duress PIN needs an app PIN")
+    app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
+    # The same argon2 work whatever is set and whichever PIN was given: one check of the
+    # new app PIN against those kept, and two hashes (docs/sos.md).
+    clash = await which_pin(ctx, who, body.app_pin or DUMMY_PIN)
     try:
         hashed = await ctx.passwords.run(
-            sos.pin_hashes,
-            body.app_pin if set_app else None,
-            body.duress_pin if set_duress else None,
+            sos.pin_hashes, body.app_pin or DUMMY_PIN, body.duress_pin or DUMMY_PIN
         )
     except PoolBusy as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
-    hashes = (hashed[0] if set_app else app_hash, hashed[1] if set_duress else duress_hash)
-    await asyncio.to_thread(ctx.store.set_pins, who.user_id, *hashes)
-    # what was changed, never the PINs; under duress the incident says so, not this
+    new_app_hash, new_duress_hash = hashed
+    if authority == "duress":
+        # the PIN she gave is the app PIN as far as this change goes: kept (its hash is
+        # her duress PIN's) unless replaced; the duress PIN is whatever he asked, or none
+        app: str | None = duress_hash if not set_app else body.app_pin and new_app_hash
+        duress: str | None = new_duress_hash if body.duress_pin else None
+    else:
+        app = app_hash if not set_app else body.app_pin and new_app_hash
+        if app is None:
+            duress = None  # no duress PIN without an app PIN
+        elif set_duress:
+            duress = body.duress_pin and new_duress_hash
+        elif set_app and clash == "duress":
+            duress = None  # her new app PIN is the PIN her duress PIN was: now only that
+        else:
+            duress = duress_hash
+    await asyncio.to_thread(ctx.store.set_pins, who.user_id, app, duress)
+    # what was asked, never the PINs; under duress the incident says so
     fields = [
         f"{name}={'set' if value is not None else 'cleared'}"
-        for name, value, changed in (
+        for name, value, asked in (
             ("app_pin", body.app_pin, set_app),
             ("duress_pin", body.duress_pin, set_duress),
         )
-        if changed
+        if asked
     ]
     await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
     return Response(status_code=204)

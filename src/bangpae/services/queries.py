@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bangpae.domain import disclosure, incidents, notices
+from bangpae.services import sos
 from bangpae.services.auth import Principal
 
 
@@ -225,12 +226,25 @@ def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[s
         limit=limit * 50,
     )
     mine = f"/person:{who.person_id}"
+    shown_since: dict[int, float | None] = {}  # incident -> since when her phone may know it
     rows: list[dict[str, Any]] = []
     key: tuple[str, str, str, tuple[str, ...]] | None = None
     for r in records:  # newest first
         subject = str(r["subject"])
         if "/person:" in subject and not subject.endswith(mine):
             continue
+        if subject.startswith("incident:"):
+            # a read for an SOS her duress PIN raised is not hers to see while it is kept
+            # from her phone (the officer sent to it would tell that she gave it)
+            head = subject.split("/", 1)[0].removeprefix("incident:")
+            iid = int(head) if head.isdigit() else 0
+            if iid not in shown_since:
+                record = store.get_incident(iid)
+                ordinary = record is None or record.kind != "sos"
+                shown_since[iid] = 0.0 if ordinary else sos.shown_since(record)
+            since = shown_since[iid]
+            if since is None or r["at"] < since:
+                continue
         # the same fields too: a row shows one read's fields, so a read of her whole
         # track never hides in a row that says one position was read
         k = (r["role"], r["purpose"], subject, tuple(r["fields"]))

@@ -95,6 +95,15 @@ def _start(record: Any) -> int | None:
     return None
 
 
+def shown_since(record: Any) -> float | None:
+    """Since when her phone may know of this SOS and what was done for it (None: not at
+    all): from its opening, or for one her duress PIN raised, from her own press on it."""
+    start = _start(record)
+    if start is None:
+        return None
+    return float(record.opened_at if start == 0 else record.timeline[start]["at"])
+
+
 def hidden(record: Any) -> bool:
     """Whether her phone must not know of this SOS: her duress PIN raised it and she has
     not pressed SOS on it since. Her routes then answer for it as for an SOS that is not

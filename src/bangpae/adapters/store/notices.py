@@ -71,6 +71,8 @@ class Contact:
     sms_prefs: dict[str, Any] | None
 
 
+SHOWN = "shown"  # her choices' key for the contact shown to her phone under duress
+
 # What the API shows of a text: never the number, never the words.
 _SMS_SHOWN = ("id", "state", "parts", "attempts", "queued_at", "submitted_at", "done_at", "error")
 SMS_FINAL = frozenset({"delivered", "failed", "expired", "undeliverable"})
@@ -232,7 +234,13 @@ class NoticeStore(StoreBase):
         if r is None:
             return None
         phone = None if r.phone is None else str(self._open(p.c.phone, r.phone, person_id))
-        return Contact(int(r.id), r.kind, phone, None if r.sms_prefs is None else dict(r.sms_prefs))
+        return Contact(int(r.id), r.kind, phone, self._prefs_opened(r.sms_prefs, person_id))
+
+    def _prefs_opened(self, prefs: Any, person_id: int) -> dict[str, Any] | None:
+        """Her stored choices, with the contact shown to her phone (sealed) opened."""
+        if prefs is None:
+            return None
+        return dict(self._open_in(dict(prefs), SHOWN, f"people {person_id}"))
 
     def contacts(self, person_ids: Iterable[int]) -> dict[int, Contact]:
         """The contacts of many people at once (for the texts of a round of notices)."""
@@ -248,8 +256,7 @@ class NoticeStore(StoreBase):
                 for r in rows:
                     pid = int(r.id)
                     phone = None if r.phone is None else str(self._open(p.c.phone, r.phone, pid))
-                    prefs = None if r.sms_prefs is None else dict(r.sms_prefs)
-                    out[pid] = Contact(pid, r.kind, phone, prefs)
+                    out[pid] = Contact(pid, r.kind, phone, self._prefs_opened(r.sms_prefs, pid))
         return out
 
     def set_contact(self, person_id: int, phone: str | None, sms_prefs: dict[str, Any]) -> bool:
@@ -271,6 +278,22 @@ class NoticeStore(StoreBase):
                 .values(phone=self._seal(p.c.phone, phone), sms_prefs=sms_prefs)
             )
             return bool(old != phone)
+
+    def set_contact_shown(self, person_id: int, shown: dict[str, Any]) -> None:
+        """Keep the contact her phone is shown after a change made with her duress PIN
+        (sealed: it holds a number), leaving the number texts go to as it was
+        (docs/sms.md). A change of her contact drops it."""
+        p = s.people
+        with self._write() as c:
+            r = c.execute(select(p.c.kind, p.c.sms_prefs).where(p.c.id == person_id)).first()
+            if r is None:
+                raise NotFound(f"person {person_id} not found")
+            if r.kind != "victim":
+                raise Invalid("only a protected person (victim) has a contact for notices")
+            prefs = {**dict(r.sms_prefs or {}), SHOWN: shown}
+            c.execute(
+                update(p).where(p.c.id == person_id).values(sms_prefs=self._seal_in(prefs, SHOWN))
+            )
 
     # -- texts sent by SMPP ---------------------------------------------------------------
 
