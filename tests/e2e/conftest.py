@@ -27,6 +27,19 @@ def private(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
 
 
+_HASHES: dict[str, str] = {}
+
+
+def _hash_of(password: str) -> str:
+    """The argon2id hash of a test password, made once per session (a real hash: the
+    server checks it as any other)."""
+    if password not in _HASHES:
+        from bangpae.services.auth import hash_password
+
+        _HASHES[password] = hash_password(password)
+    return _HASHES[password]
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -67,6 +80,31 @@ class Server:
             text=True,
             timeout=60,
         )
+
+    def add_user(self, name: str, role: str, password: str, person: int | None = None) -> int:
+        """A login, made in this process the way ``bangpae admin create-user`` makes it
+        (the command itself is tested in tests/integration/test_cli_users.py and by the
+        servers of test_tcp.py): no interpreter to start, the password hashed once."""
+        from bangpae.app import open_store
+        from bangpae.config import Settings
+
+        settings = Settings(data_dir=self.data_dir)
+        first = not (self.data_dir / "bangpae.sqlite").exists()
+        store = open_store(settings, create=first)
+        try:
+            uid = int(store.add_user(name, _hash_of(password), role, person))
+            store.audit_append(
+                actor="cli",
+                role="admin",
+                action="create_user",
+                subject=f"user:{uid}",
+                purpose="administration",
+                fields=["username", "role"],
+                at=time.time(),
+            )
+        finally:
+            store.close()
+        return uid
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -121,4 +159,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "data", free_port(), free_port())
     srv.data_dir.mkdir(mode=0o700)
     yield srv
-    srv.kill(signal.SIGTERM)
+    # a finished test's server is killed: its graceful stop (up to 3 s for open links) has
+    # its own test, test_serve.py's test_sigterm_stops_serve_cleanly
+    srv.kill()

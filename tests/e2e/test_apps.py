@@ -61,11 +61,7 @@ def browser() -> Iterator[Any]:
 
 
 def _create_user(srv: Server, name: str, role: str, person: int | None = None) -> None:
-    args = ["admin", "create-user", "--username", name, "--password", PASSWORD, "--role", role]
-    if person is not None:
-        args += ["--person-id", str(person)]
-    r = srv.cli(*args)
-    assert r.returncode == 0, r.stderr
+    srv.add_user(name, role, PASSWORD, person)
 
 
 def seed(

@@ -18,11 +18,7 @@ from .test_serve import PASSWORD, send
 
 def _people(srv: Server, offenders: int = 1) -> tuple[dict[str, str], list[int], int]:
     """Staff, offenders and a victim with a device each, but no order yet."""
-    for user, role in (("sup1", "supervisor"),):
-        r = srv.cli(
-            "admin", "create-user", "--username", user, "--password", PASSWORD, "--role", role
-        )
-        assert r.returncode == 0, r.stderr
+    srv.add_user("sup1", "supervisor", PASSWORD)
     srv.start()
     staff = srv.login("sup1", PASSWORD)
     api = f"{srv.api}/api/v1"
@@ -39,11 +35,7 @@ def _people(srv: Server, offenders: int = 1) -> tuple[dict[str, str], list[int],
         )
         assert r.status_code == 201, r.text
         ids.append(pid)
-    r = srv.cli(
-        "admin", "create-user", "--username", "victim1", "--password", PASSWORD,
-        "--role", "victim", "--person-id", str(ids[-1]),
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    srv.add_user("victim1", "victim", PASSWORD, ids[-1])
     return staff, ids[:-1], ids[-1]
 
 

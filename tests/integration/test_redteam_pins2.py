@@ -224,7 +224,7 @@ async def test_trying_new_app_pins_never_finds_her_duress_pin(env: Env) -> None:
     await _pins(env)
     current = APP
     tried: list[tuple[str, int, bytes]] = []
-    for n in range(9860, 9880):  # her duress PIN among them
+    for n in range(9874, 9880):  # her duress PIN among them
         guess = f"{n:04d}"
         status, content = await _put_pins(env, {"current_pin": current, "app_pin": guess})
         tried.append((guess, status, content))

@@ -215,7 +215,7 @@ async def test_a_new_app_pin_cannot_be_used_to_find_her_duress_pin(env: Env) -> 
     assert env.ctx.store.pins(2)[1] is None  # 9876 became an app PIN, then was replaced
 
 
-async def test_her_duress_pin_on_her_contact_changes_nothing_and_answers_as_a_change(
+async def test_her_duress_pin_on_her_contact_keeps_her_number_and_answers_as_a_change(
     env: Env,
 ) -> None:
     await _pins(env)
@@ -228,7 +228,8 @@ async def test_her_duress_pin_on_her_contact_changes_nothing_and_answers_as_a_ch
     assert r_duress.status_code == 200
     assert r_duress.json()["phone"] == "+821098765432"  # what he asked, as if it were done
     kept = env.ctx.store.contact(env.vic)
-    assert kept.phone == "+821012345678" and kept.sms_prefs["enabled"] is True
+    # her number stays; her choices follow his (a text he turned off arriving would tell)
+    assert kept.phone == "+821012345678" and kept.sms_prefs["enabled"] is False
     [raised] = env.ctx.store.incidents(status="open")
     assert env.ctx.store.get_incident(raised.id).duress
     assert await loop(env) == []

@@ -15,12 +15,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from bangpae.adapters.store.errors import Invalid, NotFound
-from bangpae.adapters.store.notices import SHOWN
 from bangpae.adapters.webpush import endpoint_allowed
 from bangpae.api.deps import Ctx, RequestId, require
-from bangpae.api.pins import her_pin
+from bangpae.api.pins import answer_floor, her_pin
 from bangpae.api.schemas import MAX_ID, Strict
-from bangpae.domain.notices import SMS_TIERS, sms_prefs
+from bangpae.domain.notices import SHOWN, SMS_TIERS, sms_prefs
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["notices"])
@@ -246,6 +245,29 @@ def _store_contact(ctx: Any, who: Principal, person_id: int, body: ContactIn, ri
     )
 
 
+def _contact_under_duress(
+    ctx: Any, who: Principal, person_id: int, body: ContactIn, rid: str
+) -> None:
+    """A change made with her duress PIN: her choices as asked, her number kept, and the
+    number he gave kept (sealed) as the one her phone is shown."""
+    c = ctx.store.contact(person_id)
+    kept = None if c is None else c.phone
+    _store_contact(ctx, who, person_id, body.model_copy(update={"phone": kept}), rid)
+    tiers = [t for t in SMS_TIERS if t in body.sms.tiers]  # as a change reads back
+    shown = {"phone": body.phone, "sms": {"enabled": body.sms.enabled, "tiers": tiers}}
+    ctx.store.set_contact_shown(person_id, {**shown, "lang": body.lang})
+    ctx.store.audit_append(
+        actor=f"user:{who.user_id}:{who.username}",
+        role=who.role,
+        action="contact.shown",  # the number her phone shows; the incident says why
+        subject=f"person:{person_id}",
+        purpose="victim_safety",
+        fields=["phone"],
+        at=ctx.clock.now(),
+        request_id=rid,
+    )
+
+
 @router.get("/victim/contact", response_model=ContactOut)
 async def my_contact(who: Victim, ctx: Ctx) -> ContactOut:
     """Her own phone number and choices of texts."""
@@ -266,27 +288,20 @@ async def set_my_contact(
     """
     if who.person_id is None:
         raise HTTPException(404, "no protected person is linked to this account")
-    if await her_pin(ctx, who, body.pin, "contact") == "duress":
-        # shown to her phone as changed; texts still go where they went (docs/sms.md)
-        tiers = [t for t in SMS_TIERS if t in body.sms.tiers]  # as a change reads back
-        shown = {"phone": body.phone, "sms": {"enabled": body.sms.enabled, "tiers": tiers}}
-        await asyncio.to_thread(
-            ctx.store.set_contact_shown, who.person_id, {**shown, "lang": body.lang}
-        )
-        await asyncio.to_thread(
-            ctx.store.audit_append,
-            actor=f"user:{who.user_id}:{who.username}",
-            role=who.role,
-            action="contact.shown",  # what her phone shows; the incident says why
-            subject=f"person:{who.person_id}",
-            purpose="victim_safety",
-            fields=["phone", "sms", "lang"],
-            at=ctx.clock.now(),
-            request_id=rid,
-        )
-        return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
+    authority, checked = await her_pin(ctx, who, body.pin, "contact")
+    if authority == "duress":
+        # Her choices of texts and their language are made as asked: they only change what
+        # reaches the phone he holds, and a text he had turned off arriving would tell
+        # him. The number is not: his would be texted whenever he is near her. Her phone
+        # is shown the number he gave (docs/sms.md).
+        await asyncio.to_thread(_contact_under_duress, ctx, who, who.person_id, body, rid)
+        out = await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
+        await answer_floor(checked)
+        return out
     await asyncio.to_thread(_store_contact, ctx, who, who.person_id, body, rid)
-    return await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
+    out = await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
+    await answer_floor(checked)
+    return out
 
 
 @router.get("/people/{person_id}/contact", response_model=ContactOut)

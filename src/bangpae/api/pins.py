@@ -9,6 +9,7 @@ asked, seems to work and calls for help in silence.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Response
@@ -23,6 +24,9 @@ from bangpae.services.passwords import PoolBusy
 
 router = APIRouter(prefix="/api/v1")
 DUMMY_PIN = "0000"  # checked and hashed when there is nothing to check or hash
+# An answer after a PIN check comes no sooner than this after it (docs/sos.md): above the
+# tens of milliseconds her duress PIN's silent SOS takes to record.
+ANSWER_FLOOR_S = 0.15
 Victim = Annotated[Principal, Depends(require("victim"))]
 
 
@@ -74,28 +78,41 @@ async def which_pin(ctx: Any, who: Principal, pin: str) -> str:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
 
 
+async def answer_floor(checked: float) -> None:
+    """Wait until ``ANSWER_FLOOR_S`` after a PIN was checked: what follows differs by the
+    PIN (her duress PIN records a silent SOS first), and the time of the answer must not
+    say which (docs/sos.md)."""
+    left = checked + ANSWER_FLOOR_S - time.monotonic()
+    if left > 0:
+        await asyncio.sleep(left)
+
+
 async def her_pin(
     ctx: Any, who: Principal, pin: str | None, source: str
-) -> Literal["app", "duress", "none"]:
+) -> tuple[Literal["app", "duress", "none"], float]:
     """Check the PIN she gave for a change of her settings (docs/sos.md, "PINs").
 
-    ``none``: she has no app PIN, nothing is asked. ``app``: go ahead. ``duress``: answer
-    as if it went ahead, change nothing that would leave her less protected; the silent
-    SOS is raised here. A missing or wrong PIN is refused (403) and counts with the app
-    lock's wrong PINs; past the limit, 429 whichever PIN it was.
+    ``none``: she has no app PIN, nothing is asked. ``app``: go ahead. ``duress``: the
+    silent SOS is raised here; the route answers as for her app PIN. A missing or wrong
+    PIN is refused (403) and counts with the app lock's wrong PINs; past the limit, 429
+    whichever PIN it was. It returns ``ANSWER_FLOOR_S`` after the check whichever PIN it
+    was, with the time it returned: the route's own work differs by the PIN too, and it
+    answers no sooner than ``answer_floor`` of that time.
     """
     async with ctx.pin_locks.setdefault(who.user_id, asyncio.Lock()):
         app_hash, _ = await asyncio.to_thread(ctx.store.pins, who.user_id)
         if app_hash is None:
-            return "none"
+            return "none", float("-inf")
         now = ctx.clock.now()
         key = f"user:{who.user_id}"
         blocked = ctx.pin_failures.blocked(key, now)
         which = "wrong" if pin is None else await which_pin(ctx, who, pin)
+        checked = time.monotonic()
         if which == "duress":
             await raise_duress(ctx, who, now, source)
         if blocked:
             wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+            await answer_floor(checked)
             raise HTTPException(
                 429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
             )
@@ -104,7 +121,8 @@ async def her_pin(
             raise HTTPException(
                 403, "your app PIN is needed to change this" if pin is None else "wrong PIN"
             )
-        return "duress" if which == "duress" else "app"
+        await answer_floor(checked)  # her duress PIN's SOS is recorded by now, unseen
+        return ("duress" if which == "duress" else "app"), time.monotonic()
 
 
 @router.get("/victim/pins", tags=["victim"])
@@ -132,7 +150,7 @@ async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -
             raise HTTPException(422, "the duress PIN must differ from the app PIN")
         if set_app and body.app_pin is None:
             raise HTTPException(422, "a duress PIN needs an app PIN")
-    authority = await her_pin(ctx, who, body.current_pin, "settings")
+    authority, checked = await her_pin(ctx, who, body.current_pin, "settings")
     if authority == "none" and body.duress_pin is not None and body.app_pin is None:
         raise HTTPException(422, "a duress PIN needs an app PIN")
     app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
@@ -172,6 +190,7 @@ async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -
         if asked
     ]
     await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
+    await answer_floor(checked)
     return Response(status_code=204)
 
 
@@ -192,10 +211,12 @@ async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) 
     # checked even when locked out: her duress PIN still calls for help after someone
     # else's wrong guesses, and the answer (429) is the same whichever PIN it was
     which = await which_pin(ctx, who, body.pin)
+    checked = time.monotonic()
     if blocked:
         if which == "duress":
             await raise_duress(ctx, who, now, "app_lock")
         wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+        await answer_floor(checked)
         raise HTTPException(
             429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
         )
@@ -207,4 +228,5 @@ async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) 
     # the audit says whether the app opened; the duress itself is on the incident
     outcome = [f"ok={str(ok).lower()}"]
     await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
+    await answer_floor(checked)
     return {"ok": ok}

@@ -270,8 +270,14 @@ def default_sms_prefs(profile: str) -> SmsPrefs:
     return SmsPrefs(True, tiers, "ko")
 
 
+# Her stored choices' key for the contact her phone is shown after a change made with her
+# duress PIN (docs/sms.md): never part of the choices texts follow.
+SHOWN = "shown"
+
+
 def sms_prefs(stored: dict[str, object] | None, profile: str) -> SmsPrefs:
     """Her stored choices, or the defaults of her order's profile."""
+    stored = {k: v for k, v in (stored or {}).items() if k != SHOWN}
     if not stored:
         return default_sms_prefs(profile)
     raw = stored.get("tiers")

@@ -197,6 +197,18 @@ def device_fixes(
 ACCESS_GROUP_S = 600.0  # her view joins repeated reads of one kind this close together
 
 
+def _incident_of(subject: str, fields: list[str]) -> int | None:
+    """The incident a read was made for: its subject's, or the ``basis`` it gave."""
+    names = [subject.split("/", 1)[0]] + [
+        f.removeprefix("basis=") for f in fields if f.startswith("basis=incident:")
+    ]
+    for name in names:
+        head = name.removeprefix("incident:")
+        if name.startswith("incident:") and head.isdigit():
+            return int(head)
+    return None
+
+
 def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[str, Any]]:
     """Who read the protected person's position, when, and for what purpose.
 
@@ -233,11 +245,11 @@ def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[s
         subject = str(r["subject"])
         if "/person:" in subject and not subject.endswith(mine):
             continue
-        if subject.startswith("incident:"):
+        iid = _incident_of(subject, r["fields"])
+        if iid is not None:
             # a read for an SOS her duress PIN raised is not hers to see while it is kept
-            # from her phone (the officer sent to it would tell that she gave it)
-            head = subject.split("/", 1)[0].removeprefix("incident:")
-            iid = int(head) if head.isdigit() else 0
+            # from her phone (an officer or operator at work on it would tell that she gave
+            # it), nor from before her own press on it (docs/sos.md)
             if iid not in shown_since:
                 record = store.get_incident(iid)
                 ordinary = record is None or record.kind != "sos"

@@ -51,7 +51,7 @@ def _eta_min(dispatch: dict[str, Any], now: float) -> int | None:
     eta_s = (dispatch.get("data") or {}).get("eta_s")
     if not isinstance(eta_s, int | float) or not math.isfinite(eta_s):
         return None
-    left = dispatch["at"] + float(eta_s) - now
+    left = float(dispatch.get("eta_from", dispatch["at"])) + float(eta_s) - now
     return max(1, math.ceil(left / 60.0))  # not there yet until the officer says so
 
 
@@ -115,7 +115,7 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     """One SOS incident as she is shown it (None: not shown to her).
 
     An SOS her duress PIN raised is not shown on her phone (whoever made her give it is
-    looking) until she presses SOS on it herself, and then only from that press on
+    looking) until she presses SOS on it herself, and then as if it began with her press
     (docs/sos.md).
     """
     start = _start(record)
@@ -127,7 +127,15 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     seen = {"received"}
     cancelled = False
     dispatch: dict[str, Any] | None = None
-    for e in entries:
+    # What the operators did for the hidden SOS before her press is shown as done at her
+    # press: a new SOS would be seen and given an officer as soon, and her screen must not
+    # sit at "received" only because the help was under way already (docs/sos.md).
+    before = [
+        {**e, "at": since, "eta_from": e["at"]}
+        for e in record.timeline[:start]
+        if STATE_OF.get(e["action"]) not in (None, "closed")
+    ]
+    for e in [*before, *entries]:
         action = e["action"]
         if action == DURESS:
             data = e["data"] or {}

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, bound_list, one_of
 from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
-from bangpae.domain.notices import Notice
+from bangpae.domain.notices import SHOWN, Notice
 
 # When a notice with each of some dedup keys was last sent (the notifier asks per round).
 _LAST_NOTICE_AT = {
@@ -70,8 +70,6 @@ class Contact:
     phone: str | None
     sms_prefs: dict[str, Any] | None
 
-
-SHOWN = "shown"  # her choices' key for the contact shown to her phone under duress
 
 # What the API shows of a text: never the number, never the words.
 _SMS_SHOWN = ("id", "state", "parts", "attempts", "queued_at", "submitted_at", "done_at", "error")
