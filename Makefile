@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2  # both cores (docs/testing.md)
 
 .PHONY: install system-deps demo serve test test-unit bench flood soak lint fuzz clean basemap
 
