@@ -31,6 +31,7 @@ from bangpae.domain import disclosure
 from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
+from bangpae.domain.retention import MAX_FUTURE_S
 from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
 
@@ -38,7 +39,6 @@ router = APIRouter(prefix="/api/v1")
 Victim = Annotated[Principal, Depends(require("victim"))]
 Officer = Annotated[Principal, Depends(require("field_officer"))]
 
-FUTURE_S = 300.0  # a fix may be at most this far in the future
 TARGET_WINDOW_S = 3600.0  # the newest position shown for a dispatch is at most this old
 # Whose position an officer is sent to: the protected person when she is in danger,
 # the supervised person when his device is the concern.
@@ -59,7 +59,7 @@ def _own_fix(body: OwnLocation, device_id: int, now: float, alarms: frozenset[st
     if body.fix_time is not None and body.fix_time.tzinfo is None:
         raise HTTPException(422, "fix_time needs a zone, e.g. 2026-11-23T09:00:00+09:00")
     t = body.fix_time.timestamp() if body.fix_time is not None else now
-    if t > now + FUTURE_S:
+    if t > now + MAX_FUTURE_S:
         raise HTTPException(422, "fix_time is more than 5 minutes in the future")
     return Fix(
         device_id,

@@ -29,7 +29,7 @@ from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Fix, Order, WeeklyWindow, Zone
 from bangpae.domain.response import response_times
-from bangpae.domain.retention import fix_time_refusal
+from bangpae.domain.retention import MAX_FUTURE_S, fix_time_refusal
 from bangpae.domain.zones import compile_zone
 from bangpae.services import access, devicekeys, queries, response
 from bangpae.services.auth import Principal
@@ -223,7 +223,7 @@ async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, An
             raise HTTPException(403, "a device may only send its own fixes")
         t = _epoch(f.fix_time)
         assert t is not None
-        if t > now + 300:
+        if t > now + MAX_FUTURE_S:
             raise HTTPException(422, "fix_time is more than 5 minutes in the future")
         late = fix_time_refusal(t, now, device.registered_at, ctx.settings.retention_days)
         if late is not None:

@@ -325,6 +325,9 @@ def plan(
 
 
 CLOCK_SKEW_S = 600.0  # a device's clock may run this far behind the server's
+# A fix may be dated at most this far ahead of the server's clock (docs/robustness.md):
+# every way in refuses one from further ahead, with its own words.
+MAX_FUTURE_S = 300.0
 
 
 def fix_time_refusal(

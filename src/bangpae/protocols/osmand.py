@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bangpae.domain.retention import MAX_FUTURE_S
 from bangpae.protocols.errors import FrameError
 
 KNOT_MPS = 0.514444
 # A device clock may run a little ahead; more than this is refused.
-MAX_FUTURE_S = 300.0
 MAX_SPEED_MPS = 350.0
 MAX_ACCURACY_M = 100_000.0
 ALARMS = {

@@ -14,10 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bangpae.domain.retention import MAX_FUTURE_S
 from bangpae.protocols.errors import FrameError
 from bangpae.protocols.osmand import DecodedFix
-
-MAX_FUTURE_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,19 +21,12 @@ from bangpae.domain import incidents, playbooks, retro
 from bangpae.domain.batch import FixBatch, PackedFixes
 from bangpae.domain.model import Event, EventKind, Fix, make_event
 from bangpae.engine.engine import Engine
+from bangpae.services.ports import Clock
 
 log = logging.getLogger(__name__)
 
 # How far back the partner's stored fix may be for a late fix to be judged against it.
 RETRO_WINDOW_S = 120.0
-
-
-class Clock(Protocol):
-    """Where time comes from."""
-
-    def now(self) -> float:
-        """Seconds since the epoch, UTC."""
-        ...
 
 
 class Bus(Protocol):

@@ -23,20 +23,13 @@ from typing import Any, Protocol
 from bangpae.domain import notices
 from bangpae.domain.model import Event, EventKind
 from bangpae.domain.notices import Notice
+from bangpae.services.ports import Clock
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
 _SILENT = (EventKind.OFFLINE, EventKind.NO_FIX)
 KEEP_PER_COMMIT = 200  # his device went quiet: she is told
-
-
-class Clock(Protocol):
-    """Where time comes from."""
-
-    def now(self) -> float:
-        """Seconds since the epoch, UTC."""
-        ...
 
 
 class NoticeChannel(Protocol):

@@ -34,6 +34,7 @@ from bangpae.domain.response import (
     response_times,
 )
 from bangpae.services.auth import Principal
+from bangpae.services.ports import Clock
 from bangpae.services.queries import audit_read
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,6 @@ log = logging.getLogger(__name__)
 HANDOFF_PURPOSE = Purpose.POLICE_HANDOFF.value
 DISPATCH_PURPOSE = Purpose.DISPATCH.value
 VICTIM_CENTRED = incidents.VICTIM_CENTRED
-
-
-class Clock(Protocol):
-    """Where time comes from."""
-
-    def now(self) -> float:
-        """Seconds since the epoch, UTC."""
-        ...
 
 
 class Bus(Protocol):
