@@ -10,13 +10,14 @@ Her app PIN is 1234 and her duress PIN 9876 unless a test says otherwise.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from bangpae.api import notices as notices_api
+from bangpae.api import pins as pins_api
 from bangpae.domain import incidents
 from bangpae.domain.notices import _to_victim
 from bangpae.services import sos as sos_service
@@ -231,46 +232,44 @@ def _fast_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sos_service, "verify_password", lambda h, p: h == f"h${p}")
 
 
-async def _timed(env: Env, method: str, url: str, body: dict[str, Any]) -> float:
-    t = time.perf_counter()
-    r = await env.api.request(method, url, json=body, headers=env.h["vic"])
-    assert r.status_code in (200, 204), r.text
-    return time.perf_counter() - t
-
-
 async def test_a_pin_answer_takes_as_long_whichever_pin_she_gave(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Her duress PIN records a silent SOS (and on her contact, the number shown) before
+    the answer; her app PIN does not. Each answer waits until 150 ms after the PIN was
+    checked (api/pins.py), so that work is hidden as long as it takes less: measured here
+    is how much of the wait each path's own work used, not a wall-clock comparison that
+    the machine's load would decide."""
     _fast_argon2(monkeypatch)
     env.ctx.store.set_pins(VIC_USER, *sos_service.pin_hashes(APP, DURESS))
     env.ctx.store.set_contact(env.vic, HER_NUMBER, HER_SMS)
+    used: list[float] = []  # seconds of each wait the work before it had used
+    real = pins_api.answer_floor
+
+    async def recorded(checked: float) -> None:
+        used.append(time.monotonic() - checked)
+        await real(checked)
+
+    monkeypatch.setattr(pins_api, "answer_floor", recorded)
+    monkeypatch.setattr(notices_api, "answer_floor", recorded)
     routes = {
         "PUT /victim/contact": ("PUT", CONTACT_URL, lambda pin: {**HIS, "pin": pin}),
         "POST /victim/pin/check": ("POST", CHECK_URL, lambda pin: {"pin": pin}),
     }
-    gaps: dict[str, float] = {}
-    spread: dict[str, dict[str, float]] = {}
+    work: dict[str, dict[str, float]] = {}
     for name, (method, url, body) in routes.items():
-        took: dict[str, list[float]] = {APP: [], DURESS: []}
-        for _ in range(3):  # warm up both paths (the app device, the open incident)
-            for pin in (APP, DURESS):
-                await _timed(env, method, url, body(pin))
-        for k in range(25):
-            for pin in (APP, DURESS) if k % 2 else (DURESS, APP):
+        for pin in (APP, DURESS):
+            used.clear()
+            for _ in range(5):
                 env.clock.set(env.clock.now() + 1)
-                took[pin].append(await _timed(env, method, url, body(pin)))
-        med = {pin: statistics.median(v) * 1000 for pin, v in took.items()}
-        gaps[name] = round(med[DURESS] - med[APP], 2)
-        spread[name] = {
-            pin: round(
-                (statistics.quantiles(v, n=4)[2] - statistics.quantiles(v, n=4)[0]) * 1000, 2
-            )
-            for pin, v in took.items()
-        }
-    slower = {n: g for n, g in gaps.items() if g > 2.0}
-    assert not slower, (
-        f"median ms the duress PIN's answer is slower: {gaps}; interquartile ms: {spread}"
-    )
+                t = time.monotonic()
+                r = await env.api.request(method, url, json=body(pin), headers=env.h["vic"])
+                assert r.status_code in (200, 204), r.text
+                assert time.monotonic() - t >= pins_api.ANSWER_FLOOR_S
+            assert used, f"{name} answered without waiting"
+            work.setdefault(name, {})[pin] = round(max(used) * 1000, 1)
+    over = {n: w for n, w in work.items() if max(w.values()) >= pins_api.ANSWER_FLOOR_S * 1000}
+    assert not over, f"work (ms) that outlasted the wait, by route and PIN: {work}"
 
 
 # -- defended: what the contact decoy shows across later reads and changes ---------------------

@@ -15,26 +15,18 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bangpae.domain import incidents, playbooks, retro
 from bangpae.domain.batch import FixBatch, PackedFixes
 from bangpae.domain.model import Event, EventKind, Fix, make_event
 from bangpae.engine.engine import Engine
-from bangpae.services.ports import Clock
+from bangpae.services.ports import Bus, Clock
 
 log = logging.getLogger(__name__)
 
 # How far back the partner's stored fix may be for a late fix to be judged against it.
 RETRO_WINDOW_S = 120.0
-
-
-class Bus(Protocol):
-    """Where decided events go after they are stored."""
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Deliver events to subscribers."""
-        ...
 
 
 @dataclass

@@ -6,6 +6,7 @@ from typing import Any
 
 from bangpae.domain import disclosure, incidents, notices
 from bangpae.services import sos
+from bangpae.services.access import actor
 from bangpae.services.auth import Principal
 
 
@@ -41,11 +42,7 @@ def _audit(
     now: float,
     request_id: str | None,
 ) -> None:
-    audit_read(store, _actor(who), who.role, subject, purpose, fields, now, request_id)
-
-
-def _actor(who: Principal) -> str:
-    return f"user:{who.user_id}:{who.username}"
+    audit_read(store, actor(who), who.role, subject, purpose, fields, now, request_id)
 
 
 VICTIM_READ_FIELDS = ("lat", "lon", "accuracy_m", "heading_deg", "speed_mps")
@@ -79,7 +76,7 @@ def victim_reads(
     of the store's ``audit_append`` (a live stream's go in with the batch instead)."""
     return [
         {
-            "actor": _actor(who),
+            "actor": actor(who),
             "role": who.role,
             "action": "read_position",
             "subject": subject,

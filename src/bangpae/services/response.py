@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -33,8 +33,9 @@ from bangpae.domain.response import (
     next_page_at,
     response_times,
 )
+from bangpae.services.access import actor
 from bangpae.services.auth import Principal
-from bangpae.services.ports import Clock
+from bangpae.services.ports import Bus, Clock
 from bangpae.services.queries import audit_read
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,6 @@ log = logging.getLogger(__name__)
 HANDOFF_PURPOSE = Purpose.POLICE_HANDOFF.value
 DISPATCH_PURPOSE = Purpose.DISPATCH.value
 VICTIM_CENTRED = incidents.VICTIM_CENTRED
-
-
-class Bus(Protocol):
-    """Where stored facts are announced."""
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Deliver events to subscribers."""
-        ...
-
-
-def _actor(who: Principal) -> str:
-    return f"user:{who.user_id}:{who.username}"
 
 
 # -- escalation ------------------------------------------------------------------------------
@@ -185,7 +174,7 @@ def mark_step(
     steps = {s.id for s in playbooks.playbook(profile, incident.kind).steps}
     if step_id not in steps:
         raise UnknownStep(f"the {profile} playbook for {incident.kind} has no step {step_id!r}")
-    store.add_incident_entry(incident_id, "step", _actor(who), now, note, {"step": step_id})
+    store.add_incident_entry(incident_id, "step", actor(who), now, note, {"step": step_id})
     return incident_response(store, incident_id)
 
 
@@ -280,7 +269,7 @@ def suggest_officers(
         officers.sort(key=lambda o: (o["distance_m"], o["officer_id"]))
     audit_read(
         store,
-        _actor(who),
+        actor(who),
         who.role,
         f"incident:{incident_id}",
         DISPATCH_PURPOSE,
@@ -409,7 +398,7 @@ class Handoffs:
         # the positions leave the service: the read is audited like any other
         audit_read(
             self.store,
-            _actor(who),
+            actor(who),
             who.role,
             f"incident:{incident_id}",
             HANDOFF_PURPOSE,
@@ -419,7 +408,7 @@ class Handoffs:
             request_id,
         )
         hid = self.store.create_handoff(
-            incident_id, channel, note, summary, token_hash(token), now, _actor(who)
+            incident_id, channel, note, summary, token_hash(token), now, actor(who)
         )
         return hid, token
 
@@ -522,7 +511,7 @@ class Handoffs:
         record = self.store.get_handoff(handoff_id)
         if record is None or record.incident_id != incident_id:
             return False
-        self.store.close_handoff(handoff_id, self.clock.now(), _actor(who), note)
+        self.store.close_handoff(handoff_id, self.clock.now(), actor(who), note)
         return True
 
     def live(self, token: str, request_id: str | None = None) -> dict[str, Any] | None:
