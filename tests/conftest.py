@@ -20,6 +20,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("BANGPAE_ALLOW_KEYLESS_DEVICES", "true")
     # Refused device identifications are answered at once (the delay has its own test).
     os.environ.setdefault("BANGPAE_DEVICE_FAILURE_DELAY_S", "0")
+    # PIN answers wait 50 ms after the check, not 500 (the wait has its own test,
+    # tests/integration/test_redteam_pins3.py, at the production value).
+    os.environ.setdefault("BANGPAE_PIN_ANSWER_FLOOR_S", "0.05")
     _cheap_passwords()
 
 

@@ -255,6 +255,14 @@ class Settings(BaseSettings):
         "than this after it arrived, so that how long storing took (which can depend on "
         "the other party) does not show; 0: as soon as stored.",
     )
+    pin_answer_floor_s: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description="An answer after one of her PINs was checked comes no sooner than this "
+        "after the check: her duress PIN records a silent SOS first, and the time of the "
+        "answer must not say which PIN it was (docs/sos.md).",
+    )
     device_failure_delay_s: float = Field(
         1.0,
         ge=0,

@@ -18,6 +18,7 @@ import pytest
 
 from bangpae.api import notices as notices_api
 from bangpae.api import pins as pins_api
+from bangpae.config import Settings
 from bangpae.domain import incidents
 from bangpae.domain.notices import _to_victim
 from bangpae.services import sos as sos_service
@@ -236,7 +237,7 @@ async def test_a_pin_answer_takes_as_long_whichever_pin_she_gave(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Her duress PIN records a silent SOS (and on her contact, the number shown) before
-    the answer; her app PIN does not. Each answer waits until 150 ms after the PIN was
+    the answer; her app PIN does not. Each answer waits until 500 ms after the PIN was
     checked (api/pins.py), so that work is hidden as long as it takes less: measured here
     is how much of the wait each path's own work used, not a wall-clock comparison that
     the machine's load would decide."""
@@ -246,9 +247,14 @@ async def test_a_pin_answer_takes_as_long_whichever_pin_she_gave(
     used: list[float] = []  # seconds of each wait the work before it had used
     real = pins_api.answer_floor
 
-    async def recorded(checked: float) -> None:
+    async def recorded(ctx: Any, checked: float) -> None:
         used.append(time.monotonic() - checked)
-        await real(checked)
+        await real(ctx, checked)
+
+    floor = Settings.model_fields["pin_answer_floor_s"].default  # production's, not the tests'
+    monkeypatch.setattr(
+        env.ctx, "settings", env.ctx.settings.model_copy(update={"pin_answer_floor_s": floor})
+    )
 
     monkeypatch.setattr(pins_api, "answer_floor", recorded)
     monkeypatch.setattr(notices_api, "answer_floor", recorded)
@@ -260,15 +266,15 @@ async def test_a_pin_answer_takes_as_long_whichever_pin_she_gave(
     for name, (method, url, body) in routes.items():
         for pin in (APP, DURESS):
             used.clear()
-            for _ in range(5):
+            for _ in range(3):
                 env.clock.set(env.clock.now() + 1)
                 t = time.monotonic()
                 r = await env.api.request(method, url, json=body(pin), headers=env.h["vic"])
                 assert r.status_code in (200, 204), r.text
-                assert time.monotonic() - t >= pins_api.ANSWER_FLOOR_S
+                assert time.monotonic() - t >= floor
             assert used, f"{name} answered without waiting"
             work.setdefault(name, {})[pin] = round(max(used) * 1000, 1)
-    over = {n: w for n, w in work.items() if max(w.values()) >= pins_api.ANSWER_FLOOR_S * 1000}
+    over = {n: w for n, w in work.items() if max(w.values()) >= floor * 1000}
     assert not over, f"work (ms) that outlasted the wait, by route and PIN: {work}"
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bangpae.api.apps import FUTURE_S
 from bangpae.domain import coarse, geodesy, track
 from bangpae.domain.model import EventKind, Fix
+from bangpae.domain.retention import MAX_FUTURE_S as FUTURE_S
 from bangpae.services.queries import victim_view
 from tests.unit.test_disclosure_attacks import (
     APP,

@@ -296,11 +296,11 @@ async def set_my_contact(
         # is shown the number he gave (docs/sms.md).
         await asyncio.to_thread(_contact_under_duress, ctx, who, who.person_id, body, rid)
         out = await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
-        await answer_floor(checked)
+        await answer_floor(ctx, checked)
         return out
     await asyncio.to_thread(_store_contact, ctx, who, who.person_id, body, rid)
     out = await asyncio.to_thread(_contact, ctx.store, who.person_id, ctx.clock.now(), True)
-    await answer_floor(checked)
+    await answer_floor(ctx, checked)
     return out
 
 

@@ -24,9 +24,6 @@ from bangpae.services.passwords import PoolBusy
 
 router = APIRouter(prefix="/api/v1")
 DUMMY_PIN = "0000"  # checked and hashed when there is nothing to check or hash
-# An answer after a PIN check comes no sooner than this after it (docs/sos.md): above the
-# tens of milliseconds her duress PIN's silent SOS takes to record.
-ANSWER_FLOOR_S = 0.15
 Victim = Annotated[Principal, Depends(require("victim"))]
 
 
@@ -78,11 +75,11 @@ async def which_pin(ctx: Any, who: Principal, pin: str) -> str:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
 
 
-async def answer_floor(checked: float) -> None:
-    """Wait until ``ANSWER_FLOOR_S`` after a PIN was checked: what follows differs by the
-    PIN (her duress PIN records a silent SOS first), and the time of the answer must not
-    say which (docs/sos.md)."""
-    left = checked + ANSWER_FLOOR_S - time.monotonic()
+async def answer_floor(ctx: Any, checked: float) -> None:
+    """Wait until ``pin_answer_floor_s`` (0.5 s) after a PIN was checked: what follows
+    differs by the PIN (her duress PIN records a silent SOS first), and the time of the
+    answer must not say which (docs/sos.md)."""
+    left = checked + ctx.settings.pin_answer_floor_s - time.monotonic()
     if left > 0:
         await asyncio.sleep(left)
 
@@ -95,7 +92,7 @@ async def her_pin(
     ``none``: she has no app PIN, nothing is asked. ``app``: go ahead. ``duress``: the
     silent SOS is raised here; the route answers as for her app PIN. A missing or wrong
     PIN is refused (403) and counts with the app lock's wrong PINs; past the limit, 429
-    whichever PIN it was. It returns ``ANSWER_FLOOR_S`` after the check whichever PIN it
+    whichever PIN it was. It returns ``pin_answer_floor_s`` after the check whichever PIN it
     was, with the time it returned: the route's own work differs by the PIN too, and it
     answers no sooner than ``answer_floor`` of that time.
     """
@@ -112,7 +109,7 @@ async def her_pin(
             await raise_duress(ctx, who, now, source)
         if blocked:
             wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
-            await answer_floor(checked)
+            await answer_floor(ctx, checked)
             raise HTTPException(
                 429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
             )
@@ -121,7 +118,7 @@ async def her_pin(
             raise HTTPException(
                 403, "your app PIN is needed to change this" if pin is None else "wrong PIN"
             )
-        await answer_floor(checked)  # her duress PIN's SOS is recorded by now, unseen
+        await answer_floor(ctx, checked)  # her duress PIN's SOS is recorded by now, unseen
         return ("duress" if which == "duress" else "app"), time.monotonic()
 
 
@@ -190,7 +187,7 @@ async def set_my_pins(body: PinsUpdate, ctx: Ctx, who: Victim, rid: RequestId) -
         if asked
     ]
     await asyncio.to_thread(audit_admin, ctx, who, "set_pins", f"user:{who.user_id}", fields, rid)
-    await answer_floor(checked)
+    await answer_floor(ctx, checked)
     return Response(status_code=204)
 
 
@@ -216,7 +213,7 @@ async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) 
         if which == "duress":
             await raise_duress(ctx, who, now, "app_lock")
         wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
-        await answer_floor(checked)
+        await answer_floor(ctx, checked)
         raise HTTPException(
             429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
         )
@@ -228,5 +225,5 @@ async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) 
     # the audit says whether the app opened; the duress itself is on the incident
     outcome = [f"ok={str(ok).lower()}"]
     await asyncio.to_thread(audit_admin, ctx, who, "pin_check", f"user:{who.user_id}", outcome, rid)
-    await answer_floor(checked)
+    await answer_floor(ctx, checked)
     return {"ok": ok}
