@@ -309,6 +309,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_cli(store: Any, action: str, subject: str, fields: list[str]) -> None:
+    """The audit record of an administration step taken from the command line."""
+    from bangpae.adapters.clock import SystemClock
+
+    store.audit_append(
+        actor="cli",
+        role="admin",
+        action=action,
+        subject=subject,
+        purpose="administration",
+        fields=fields,
+        at=SystemClock().now(),
+    )
+
+
+def add_login(
+    store: Any, username: str, password_hash: str, role: str, person_id: int | None
+) -> int:
+    """Add a login with its audit record, as ``admin create-user`` does; its id."""
+    uid = int(store.add_user(username, password_hash, role, person_id))
+    _audit_cli(store, "create_user", f"user:{uid}", ["username", "role"])
+    return uid
+
+
 def _create_user(args: argparse.Namespace) -> int:
     from bangpae.adapters.store.errors import Conflict
     from bangpae.services.auth import WeakPassword, new_password_hash
@@ -325,21 +349,10 @@ def _create_user(args: argparse.Namespace) -> int:
         return 2
     store = _open_store(settings, create=True)
     try:
-        uid = store.add_user(args.username, password_hash, args.role, args.person_id)
+        uid = add_login(store, args.username, password_hash, args.role, args.person_id)
     except Conflict:
         print(f"user {args.username!r} exists already", file=sys.stderr)
         return 1
-    from bangpae.adapters.clock import SystemClock
-
-    store.audit_append(
-        actor="cli",
-        role="admin",
-        action="create_user",
-        subject=f"user:{uid}",
-        purpose="administration",
-        fields=["username", "role"],
-        at=SystemClock().now(),
-    )
     print(json.dumps({"id": uid, "username": args.username, "role": args.role}))
     store.close()
     return 0
@@ -348,8 +361,6 @@ def _create_user(args: argparse.Namespace) -> int:
 def _clear_pins(args: argparse.Namespace) -> int:
     """Her PINs cleared by the control centre when she forgot her app PIN (docs/sos.md):
     only from the command line, after the centre has verified it is her."""
-    from bangpae.adapters.clock import SystemClock
-
     settings = _settings(args)
     missing = _no_database(settings)
     if missing is not None:
@@ -365,15 +376,8 @@ def _clear_pins(args: argparse.Namespace) -> int:
             print(f"no protected person's login {args.username!r}", file=sys.stderr)
             return 1
         store.set_pins(user.id, None, None)
-        store.audit_append(
-            actor="cli",
-            role="admin",
-            action="clear_pins",
-            subject=f"user:{user.id}",
-            purpose="administration",
-            fields=["app_pin=cleared", "duress_pin=cleared", f"reason={args.reason[:200]}"],
-            at=SystemClock().now(),
-        )
+        fields = ["app_pin=cleared", "duress_pin=cleared", f"reason={args.reason[:200]}"]
+        _audit_cli(store, "clear_pins", f"user:{user.id}", fields)
     finally:
         store.close()
     print(json.dumps({"username": args.username, "pins": "cleared"}))

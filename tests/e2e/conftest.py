@@ -86,25 +86,16 @@ class Server:
         (the command itself is tested in tests/integration/test_cli_users.py and by the
         servers of test_tcp.py): no interpreter to start, the password hashed once."""
         from bangpae.app import open_store
+        from bangpae.cli import add_login
         from bangpae.config import Settings
 
         settings = Settings(data_dir=self.data_dir)
         first = not (self.data_dir / "bangpae.sqlite").exists()
         store = open_store(settings, create=first)
         try:
-            uid = int(store.add_user(name, _hash_of(password), role, person))
-            store.audit_append(
-                actor="cli",
-                role="admin",
-                action="create_user",
-                subject=f"user:{uid}",
-                purpose="administration",
-                fields=["username", "role"],
-                at=time.time(),
-            )
+            return add_login(store, name, _hash_of(password), role, person)
         finally:
             store.close()
-        return uid
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

@@ -88,9 +88,9 @@ async def test_a_duress_contact_change_keeps_the_texts_she_never_chose_on(env: E
     after = await _texted(env)
     assert after == before, f"her danger texts before {before}, after his duress change {after}"
     # what is kept beside her choices for her phone's screen is never read as a choice
-    env.ctx.store.set_contact_shown(env.vic, {"phone": HIS_NUMBER, "sms": every_tier})
-    prefs = env.ctx.store.contact(env.vic).sms_prefs
-    env.ctx.store.set_contact(env.vic, HER_NUMBER, {"shown": prefs["shown"]})
+    shown = {"phone": HIS_NUMBER, "sms": every_tier}
+    env.ctx.store.set_contact(env.vic, HER_NUMBER, {}, shown)  # her choices: none of her own
+    assert env.ctx.store.contact(env.vic).sms_prefs == {"shown": shown}
     assert await _texted(env) == before
 
 

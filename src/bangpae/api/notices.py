@@ -224,10 +224,17 @@ def _contact(store: Any, person_id: int, now: float, hers: bool = False) -> Cont
     )
 
 
-def _store_contact(ctx: Any, who: Principal, person_id: int, body: ContactIn, rid: str) -> None:
+def _store_contact(
+    ctx: Any,
+    who: Principal,
+    person_id: int,
+    body: ContactIn,
+    rid: str,
+    shown: dict[str, Any] | None = None,
+) -> None:
     prefs = {"enabled": body.sms.enabled, "tiers": sorted(set(body.sms.tiers)), "lang": body.lang}
     try:
-        changed = ctx.store.set_contact(person_id, body.phone, prefs)
+        changed = ctx.store.set_contact(person_id, body.phone, prefs, shown)
     except NotFound:
         raise HTTPException(404, f"person {person_id} not found") from None
     except Invalid as exc:
@@ -239,7 +246,7 @@ def _store_contact(ctx: Any, who: Principal, person_id: int, body: ContactIn, ri
         action="contact.set",
         subject=f"person:{person_id}",
         purpose="victim_safety" if who.role == "victim" else "administration",
-        fields=(["phone"] if changed else []) + ["sms", "lang"],
+        fields=(["phone"] if changed else []) + ["sms", "lang"] + (["shown"] if shown else []),
         at=ctx.clock.now(),
         request_id=rid,
     )
@@ -252,20 +259,10 @@ def _contact_under_duress(
     number he gave kept (sealed) as the one her phone is shown."""
     c = ctx.store.contact(person_id)
     kept = None if c is None else c.phone
-    _store_contact(ctx, who, person_id, body.model_copy(update={"phone": kept}), rid)
     tiers = [t for t in SMS_TIERS if t in body.sms.tiers]  # as a change reads back
     shown = {"phone": body.phone, "sms": {"enabled": body.sms.enabled, "tiers": tiers}}
-    ctx.store.set_contact_shown(person_id, {**shown, "lang": body.lang})
-    ctx.store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action="contact.shown",  # the number her phone shows; the incident says why
-        subject=f"person:{person_id}",
-        purpose="victim_safety",
-        fields=["phone"],
-        at=ctx.clock.now(),
-        request_id=rid,
-    )
+    mine = body.model_copy(update={"phone": kept})
+    _store_contact(ctx, who, person_id, mine, rid, {**shown, "lang": body.lang})
 
 
 @router.get("/victim/contact", response_model=ContactOut)

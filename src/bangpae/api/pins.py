@@ -84,6 +84,32 @@ async def answer_floor(ctx: Any, checked: float) -> None:
         await asyncio.sleep(left)
 
 
+async def _checked_pin(ctx: Any, who: Principal, pin: str | None, source: str) -> tuple[str, float]:
+    """``app``, ``duress`` or ``wrong`` for a PIN she gave, and when it was checked.
+
+    Checked even when locked out: her duress PIN still raises its silent SOS (from
+    ``source``) after someone else's wrong guesses, and past the limit the answer is the
+    same 429 whichever PIN it was. A wrong PIN counts towards the limit (docs/sos.md).
+    Callers hold her ``pin_locks`` entry, so guesses sent at once are counted one by one.
+    """
+    now = ctx.clock.now()
+    key = f"user:{who.user_id}"
+    blocked = ctx.pin_failures.blocked(key, now)
+    which = "wrong" if pin is None else await which_pin(ctx, who, pin)
+    checked = time.monotonic()
+    if which == "duress":
+        await raise_duress(ctx, who, now, source)
+    if blocked:
+        wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
+        await answer_floor(ctx, checked)
+        raise HTTPException(
+            429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
+        )
+    if which == "wrong":
+        ctx.pin_failures.failed(key, now)
+    return which, checked
+
+
 async def her_pin(
     ctx: Any, who: Principal, pin: str | None, source: str
 ) -> tuple[Literal["app", "duress", "none"], float]:
@@ -100,21 +126,8 @@ async def her_pin(
         app_hash, _ = await asyncio.to_thread(ctx.store.pins, who.user_id)
         if app_hash is None:
             return "none", float("-inf")
-        now = ctx.clock.now()
-        key = f"user:{who.user_id}"
-        blocked = ctx.pin_failures.blocked(key, now)
-        which = "wrong" if pin is None else await which_pin(ctx, who, pin)
-        checked = time.monotonic()
-        if which == "duress":
-            await raise_duress(ctx, who, now, source)
-        if blocked:
-            wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
-            await answer_floor(ctx, checked)
-            raise HTTPException(
-                429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
-            )
+        which, checked = await _checked_pin(ctx, who, pin, source)
         if which == "wrong":
-            ctx.pin_failures.failed(key, now)
             raise HTTPException(
                 403, "your app PIN is needed to change this" if pin is None else "wrong PIN"
             )
@@ -202,25 +215,7 @@ async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) ->
 
 
 async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) -> dict[str, bool]:
-    now = ctx.clock.now()
-    key = f"user:{who.user_id}"
-    blocked = ctx.pin_failures.blocked(key, now)
-    # checked even when locked out: her duress PIN still calls for help after someone
-    # else's wrong guesses, and the answer (429) is the same whichever PIN it was
-    which = await which_pin(ctx, who, body.pin)
-    checked = time.monotonic()
-    if blocked:
-        if which == "duress":
-            await raise_duress(ctx, who, now, "app_lock")
-        wait = max(1, int(ctx.pin_failures.retry_after(key, now)) + 1)
-        await answer_floor(ctx, checked)
-        raise HTTPException(
-            429, "too many wrong PINs; try again later", headers={"Retry-After": str(wait)}
-        )
-    if which == "wrong":
-        ctx.pin_failures.failed(key, now)
-    elif which == "duress":
-        await raise_duress(ctx, who, now, "app_lock")
+    which, checked = await _checked_pin(ctx, who, body.pin, "app_lock")
     ok = which != "wrong"
     # the audit says whether the app opened; the duress itself is on the incident
     outcome = [f"ok={str(ok).lower()}"]

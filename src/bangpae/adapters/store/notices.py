@@ -257,11 +257,23 @@ class NoticeStore(StoreBase):
                     out[pid] = Contact(pid, r.kind, phone, self._prefs_opened(r.sms_prefs, pid))
         return out
 
-    def set_contact(self, person_id: int, phone: str | None, sms_prefs: dict[str, Any]) -> bool:
+    def set_contact(
+        self,
+        person_id: int,
+        phone: str | None,
+        sms_prefs: dict[str, Any],
+        shown: dict[str, Any] | None = None,
+    ) -> bool:
         """Keep a protected person's phone number (sealed) and choices of texts; whether the
-        number changed. Only a victim has a contact: the offender is never told anything."""
+        number changed. Only a victim has a contact: the offender is never told anything.
+
+        ``shown``: the contact her phone is shown instead, after a change made with her
+        duress PIN (sealed beside her choices: it holds a number; docs/sms.md). Any other
+        change drops it.
+        """
         if phone is not None and len(phone) > 64:
             raise Invalid("phone is longer than 64 characters")
+        prefs = sms_prefs if shown is None else self._seal_in({**sms_prefs, SHOWN: shown}, SHOWN)
         p = s.people
         with self._write() as c:
             r = c.execute(select(p.c.kind, p.c.phone).where(p.c.id == person_id)).first()
@@ -273,25 +285,9 @@ class NoticeStore(StoreBase):
             c.execute(
                 update(p)
                 .where(p.c.id == person_id)
-                .values(phone=self._seal(p.c.phone, phone), sms_prefs=sms_prefs)
+                .values(phone=self._seal(p.c.phone, phone), sms_prefs=prefs)
             )
             return bool(old != phone)
-
-    def set_contact_shown(self, person_id: int, shown: dict[str, Any]) -> None:
-        """Keep the contact her phone is shown after a change made with her duress PIN
-        (sealed: it holds a number), leaving the number texts go to as it was
-        (docs/sms.md). A change of her contact drops it."""
-        p = s.people
-        with self._write() as c:
-            r = c.execute(select(p.c.kind, p.c.sms_prefs).where(p.c.id == person_id)).first()
-            if r is None:
-                raise NotFound(f"person {person_id} not found")
-            if r.kind != "victim":
-                raise Invalid("only a protected person (victim) has a contact for notices")
-            prefs = {**dict(r.sms_prefs or {}), SHOWN: shown}
-            c.execute(
-                update(p).where(p.c.id == person_id).values(sms_prefs=self._seal_in(prefs, SHOWN))
-            )
 
     # -- texts sent by SMPP ---------------------------------------------------------------
 
