@@ -47,9 +47,11 @@ from bangpae.adapters.sms import SmppGateway, SmsUrlError, parse_sms_url
 from bangpae.adapters.store import AuditKeyMissing, Store
 from bangpae.config import Settings, parse_listen
 from bangpae.domain.access import Policy
+from bangpae.domain.model import EventKind
+from bangpae.domain.notices import NOTICE_KINDS
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
-from bangpae.services.commands import CommandHub, run_pursuit
+from bangpae.services.commands import CommandHub, pursuit
 from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import (
@@ -58,10 +60,11 @@ from bangpae.services.notices import (
     Notifier,
     SmsChannel,
     StreamHub,
-    run_notices,
+    run_service_health,
 )
 from bangpae.services.passwords import PasswordPool
 from bangpae.services.ratelimit import RateLimiter
+from bangpae.services.reactions import Reactions
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
 from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
@@ -154,6 +157,8 @@ class AppContext:
     )
     # one PIN check at a time per user, so guesses sent at once are each counted first
     pin_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    # what is done about stored events, per kind, never dropped (docs/architecture.md)
+    reactions: Reactions = field(init=False)
     escalation: Escalation | None = None
     handoffs: Handoffs | None = None
     notifier: Notifier | None = None
@@ -174,6 +179,8 @@ class AppContext:
             failure_delay=lambda: self.settings.device_failure_delay_s,
         )
         self.device_keys.load()
+        self.reactions = Reactions(self.store, self.bus)
+        self.reactions.on([EventKind.SHOWN_TIER_CHANGED], "pursuit", pursuit(self, self.commands))
 
     @property
     def engine(self) -> Engine:
@@ -184,7 +191,7 @@ class AppContext:
         """Start the ingest worker, timers, housekeeping and pending hand-off deliveries."""
         self.sos.bind(asyncio.get_running_loop())
         await self.ingest.start(tick_s=self.settings.tick_s)
-        self._tasks.append(asyncio.create_task(run_pursuit(self, self.commands)))
+        self._tasks.append(asyncio.create_task(self.reactions.run(), name="reactions"))
         self._tasks.append(
             asyncio.create_task(
                 run_housekeeping(self.store, self.settings, self.clock), name="housekeeping"
@@ -202,8 +209,8 @@ class AppContext:
         if self.notifier is not None:
             self._tasks.append(
                 asyncio.create_task(
-                    run_notices(self.notifier, self.bus, self.ingest, self.settings.tick_s),
-                    name="notices",
+                    run_service_health(self.notifier, self.ingest, self.settings.tick_s),
+                    name="service-health",
                 )
             )
         if self.handoffs is not None:
@@ -261,6 +268,7 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         policy=policy,
     )
     ctx.notifier, ctx.push_key = notifier(settings, store, clock)
+    ctx.reactions.on(NOTICE_KINDS, "notices", ctx.notifier.on_events)
     ctx.sms = next(
         (
             ch.gateway

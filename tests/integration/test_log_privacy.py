@@ -320,8 +320,7 @@ async def test_no_log_line_carries_a_position_a_name_a_phone_number_or_a_token(
                 c.execute("ALTER TABLE fixes_away RENAME TO fixes")
 
             # every notice went out by push and by SMS
-            n = ctx.notifier
-            await until(lambda: n.stats.events >= ctx.ingest.stats.events)
+            await until(lambda: ctx.reactions.caught_up(ctx.ingest.stats.events))
             told = s.notices(audience="victim")
             assert any(x.delivery.get("sms") == "logged" for x in told), told
             assert any(x.delivery.get("push", "").startswith("sent 1") for x in told), told

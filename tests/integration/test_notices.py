@@ -145,10 +145,9 @@ class Env:
         await self.ctx.ingest.submit([fix(self.phone, t, 0), fix(self.ankle, t, d, bearing)])
 
     async def settled(self) -> None:
-        """Wait until the notices task has looked at every stored event."""
-        n = self.ctx.notifier
-        assert n is not None
-        await until(lambda: n.stats.events >= self.ctx.ingest.stats.events)
+        """Wait until every stored event has had its reactions (the notices among them)."""
+        r = self.ctx.reactions
+        await until(lambda: r.caught_up(self.ctx.ingest.stats.events))
 
     def told_victim(self) -> list[tuple[str, float]]:
         return [

@@ -148,3 +148,19 @@ def test_the_offender_is_never_an_audience() -> None:
         for n in victim_notices(e, [ORDER]) + staff_notices(e):
             assert n.person_id != ORDER.offender_id
             assert n.audience in ("victim", "staff")
+
+
+def test_every_kind_anyone_may_be_told_of_is_followed_by_the_notices_reaction() -> None:
+    """The reactions table follows ``NOTICE_KINDS`` only: a kind missing from it would
+    never reach anyone, so every kind and tier step that tells somebody is in it."""
+    order = Order(7, 1, 2)
+    tiers = [None, *Tier]
+    telling = set()
+    for kind in EventKind:
+        for a in tiers:
+            for b in tiers:
+                e = make_event(kind, 100.0, a, b, order_id=7, person_id=1, tier_from=a, tier_to=b)
+                if victim_notices(e, [order]) or staff_notices(e):
+                    telling.add(kind)
+    assert telling <= notices.NOTICE_KINDS
+    assert {EventKind.SHOWN_TIER_CHANGED, EventKind.TIER_CHANGED, EventKind.TAMPER} <= telling

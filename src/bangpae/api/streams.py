@@ -220,7 +220,12 @@ def _public(e: Event) -> dict[str, Any]:
 
 @router.websocket("/ops/stream")
 async def ops_stream(ws: WebSocket) -> None:
-    """Every stored event, as it is decided, for the control centre."""
+    """Every stored event, as it is decided, for the control centre.
+
+    A screen that falls more than the bus's screen queue behind loses the oldest events
+    and is told how many (``{"type": "dropped", "events": n}``) before the next one; the
+    notices and pursuit are reactions and never lose any (docs/architecture.md).
+    """
     who = await _authenticate(ws, STAFF)
     if who is None:
         return
@@ -236,6 +241,7 @@ async def ops_stream(ws: WebSocket) -> None:
     if hub is not None:
         hub.listen_role(who.role, send)
     session = _Session(ctx, who)
+    told_dropped = 0  # the screen's queue is bounded: what it lost is counted, and said
     try:
         await send({"type": "hello", "role": who.role})
         while not await session.ended(ws):
@@ -244,6 +250,9 @@ async def ops_stream(ws: WebSocket) -> None:
             except TimeoutError:
                 await send({"type": "heartbeat"})
                 continue
+            if q.dropped > told_dropped:  # fell behind: say so before going on
+                await send({"type": "dropped", "events": q.dropped - told_dropped})
+                told_dropped = q.dropped
             await send(_public(e))
     except WebSocketDisconnect:
         pass

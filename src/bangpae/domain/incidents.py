@@ -57,6 +57,13 @@ _BY_KIND: dict[EventKind, tuple[str, Priority | None]] = {
 }
 
 
+# the kinds of event that may be critical: a tier change into breach or signal lost, and
+# those critical by kind
+MAY_BE_CRITICAL = frozenset(
+    {EventKind.TIER_CHANGED, *(k for k, (_, p) in _BY_KIND.items() if p == CRITICAL)}
+)
+
+
 def _classify(event: Event) -> tuple[str, Priority | None]:
     if event.kind == EventKind.TIER_CHANGED:
         if event.tier_to == Tier.BREACH:

@@ -139,6 +139,19 @@ def _tier_notice(order: Order, event: Event) -> Notice | None:
     return None
 
 
+# The kinds of event anyone may be told of (``victim_notices``, ``staff_notices``): what
+# she is shown, his device gone quiet, a supervisor's page, and every critical incident.
+NOTICE_KINDS = frozenset(
+    {
+        EventKind.SHOWN_TIER_CHANGED,
+        EventKind.OFFLINE,
+        EventKind.NO_FIX,
+        EventKind.INCIDENT_ESCALATED,
+        *incidents.MAY_BE_CRITICAL,
+    }
+)
+
+
 def victim_notices(event: Event, orders: Iterable[Order]) -> list[Notice]:
     """What the protected people of ``orders`` are told of ``event``.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bangpae.domain.model import Event, EventKind, Tier
@@ -80,8 +80,8 @@ def victim_interval_s(engine: Any, person: int, profile_of: Callable[[int], str]
     return report_interval_s(shown)
 
 
-async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
-    """Follow what victims are shown; set their apps' reporting interval accordingly.
+def pursuit(ctx: Any, hub: CommandHub) -> Callable[[Sequence[Event]], Awaitable[None]]:
+    """The reaction that sets victims' reporting intervals from what they are shown.
 
     Only the protected person of each changed order is considered, and her interval
     comes from the orders that protect her alone (a person protected by one order and
@@ -93,27 +93,23 @@ async def run_pursuit(ctx: Any, hub: CommandHub) -> None:
     parties are and which devices they carry from the engine, not the store: a storm
     of tier changes must cost the process little.
     """
-    q = ctx.bus.subscribe()
-    try:
-        while True:
-            events: list[Event] = [await q.get()]
-            while not q.empty():
-                events.append(q.get_nowait())
-            engine = ctx.engine
-            victims: dict[int, None] = {}  # in order of the events
-            for e in events:
-                # what she is shown, not the exact tier: her app's interval reaches her, and
-                # the exact tier's moments would trace the radii around him (docs/disclosure.md)
-                if e.kind != EventKind.SHOWN_TIER_CHANGED or e.order_id is None or e.late:
-                    continue
-                parties = engine.parties(e.order_id)
-                if parties is not None:
-                    victims[parties[1]] = None
-            for i, person in enumerate(victims):
-                seconds = victim_interval_s(engine, person, ctx.ingest.profile_of)
-                for device_id in engine.devices_of_person(person):
-                    await hub.set_interval(device_id, seconds)
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    await asyncio.sleep(0)  # a storm must not hold the loop: acks wait on it
-    finally:
-        ctx.bus.unsubscribe(q)
+
+    async def react(events: Sequence[Event]) -> None:
+        engine = ctx.engine
+        victims: dict[int, None] = {}  # in order of the events
+        for e in events:
+            # what she is shown, not the exact tier: her app's interval reaches her, and
+            # the exact tier's moments would trace the radii around him (docs/disclosure.md)
+            if e.kind != EventKind.SHOWN_TIER_CHANGED or e.order_id is None or e.late:
+                continue
+            parties = engine.parties(e.order_id)
+            if parties is not None:
+                victims[parties[1]] = None
+        for i, person in enumerate(victims):
+            seconds = victim_interval_s(engine, person, ctx.ingest.profile_of)
+            for device_id in engine.devices_of_person(person):
+                await hub.set_interval(device_id, seconds)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a storm must not hold the loop: acks wait on it
+
+    return react

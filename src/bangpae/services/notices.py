@@ -305,28 +305,15 @@ class Notifier:
         return len(due)
 
 
-async def run_notices(notifier: Notifier, bus: Any, ingest: Any, tick_s: float = 1.0) -> None:
-    """Follow the bus and the service's health until cancelled."""
-    q = bus.subscribe()
+async def run_service_health(notifier: Notifier, ingest: Any, tick_s: float = 1.0) -> None:
+    """Tell the protected people when the service degrades and recovers, until cancelled.
 
-    async def health() -> None:
-        while True:
-            try:
-                await notifier.check_service(ingest)
-            except Exception:
-                log.exception("service health check failed")
-            await asyncio.sleep(tick_s)
-
-    watcher = asyncio.create_task(health(), name="service-health")
-    try:
-        while True:
-            events = [await q.get()]
-            while not q.empty():
-                events.append(q.get_nowait())
-            try:
-                await notifier.on_events(events)
-            except Exception:
-                log.exception("notices for %d events failed", len(events))
-    finally:
-        watcher.cancel()
-        bus.unsubscribe(q)
+    The notices of stored events are a reaction (``services/reactions.py``); this
+    follows the service's own health, which no event carries.
+    """
+    while True:
+        try:
+            await notifier.check_service(ingest)
+        except Exception:
+            log.exception("service health check failed")
+        await asyncio.sleep(tick_s)

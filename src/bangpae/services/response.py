@@ -82,16 +82,16 @@ class Escalation:
                 "page": page,
                 "waited_s": round(now - u.opened_at, 3),
             }
-            if self.store.record_escalation(u.id, page, now, data):
-                event = make_event(
-                    EventKind.INCIDENT_ESCALATED,
-                    now,
-                    u.id,
-                    page,
-                    order_id=u.order_id,
-                    person_id=u.person_id,
-                    data=data,
-                )
+            event = make_event(
+                EventKind.INCIDENT_ESCALATED,
+                now,
+                u.id,
+                page,
+                order_id=u.order_id,
+                person_id=u.person_id,
+                data=data,
+            )
+            if self.store.record_escalation(u.id, page, now, data, event):
                 out.append((u, event))
         return out
 

@@ -16,7 +16,7 @@ from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, insert_action_entry
 from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.adapters.store.sealed import HANDOFF_POSITIONS
-from bangpae.domain.model import Fix, Person, PersonKind
+from bangpae.domain.model import Event, Fix, Person, PersonKind
 
 FINAL = ("resolved", "false_alarm")
 
@@ -118,10 +118,13 @@ class ResponseStore(StoreBase):
         ]
 
     def record_escalation(
-        self, incident_id: int, page: int, at: float, data: dict[str, Any]
+        self, incident_id: int, page: int, at: float, data: dict[str, Any], event: Event
     ) -> bool:
         """Write page number ``page`` to the timeline unless the incident was taken in hand
         or that page was written already (by another worker); return whether it was written.
+
+        The page's ``event`` is stored in the same transaction, with its reactions due:
+        the supervisor's phone is paged even if the process stops right after.
         """
         i, e = s.incidents, s.incident_entries
         with self._write() as c:
@@ -146,6 +149,7 @@ class ResponseStore(StoreBase):
                     data={**data, "page": page},
                 )
             )
+            self._queue_reactions(c, self._insert_events(c, [event]))
             return True
 
     @staticmethod

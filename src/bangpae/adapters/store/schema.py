@@ -134,6 +134,16 @@ events = Table(
     Index("ix_events_order_kind", "order_id", "kind", "at"),
 )
 
+# Committed events whose reactions (notices, pursuit) have not all run yet: written in the
+# transaction that stores the event, deleted once the reactions have run, so a restart
+# resumes them from here (docs/architecture.md, "Reactions").
+reactions_due = Table(
+    "reactions_due",
+    metadata,
+    Column("seq", Id, primary_key=True),
+    Column("event_id", String(32), nullable=False, unique=True),
+)
+
 incidents = Table(
     "incidents",
     metadata,

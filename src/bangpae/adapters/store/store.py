@@ -72,6 +72,7 @@ from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.evidence import EvidenceStore
 from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.positions import packed_positions, take_ids
+from bangpae.adapters.store.reactions import ReactionStore
 from bangpae.adapters.store.refuges import RefugeStore
 from bangpae.adapters.store.response import ResponseStore
 from bangpae.adapters.store.retention import RetentionStore
@@ -453,6 +454,7 @@ def _credential(r: Row[Any]) -> DeviceCredential:
 
 
 class Store(
+    ReactionStore,
     EvidenceStore,
     SealedFields,
     ResponseStore,
@@ -990,7 +992,9 @@ class Store(
         if not events:
             return []
         with self._write() as c:
-            return self._insert_events(c, events)
+            new = self._insert_events(c, events)
+            self._queue_reactions(c, new)
+            return new
 
     def _event_ids_with_entries(self, c: Connection, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids some timeline entry already carries."""
@@ -1143,6 +1147,7 @@ class Store(
         with self._write() as c:
             ids = self._insert_fixes(c, fixes, late)
             new = self._insert_events(c, [e for e, _, _ in plans])
+            self._queue_reactions(c, new)
             fresh = {e.id for e in new}
             grouped: list[tuple[Event, str, str | None]] = []
             for e, kind, priority in plans:

@@ -1,0 +1,72 @@
+"""Store methods for the reactions still due: committed events not yet acted on.
+
+A mixin of :class:`~bangpae.adapters.store.store.Store`. An event that has reactions
+(notices, pursuit) gets a row in ``reactions_due`` in the transaction that stores it;
+the row is deleted once every reaction has run. What a crash interrupts is therefore
+still there at the next start, in the order it was committed
+(docs/architecture.md, "Reactions").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, select
+
+from bangpae.adapters.store import schema as s
+from bangpae.adapters.store.base import StoreBase, bound_list, one_of
+from bangpae.domain.model import Event, EventKind, Tier
+
+_DUE_IN = one_of(s.reactions_due.c.event_id, "ids")
+
+
+class ReactionStore(StoreBase):
+    """The events whose reactions have not all run."""
+
+    # the kinds some reaction follows (set by the composition root); others get no row
+    reacting_kinds: frozenset[EventKind] = frozenset()
+
+    def react_to(self, kinds: Iterable[EventKind]) -> None:
+        """From now on, keep a due row for each new event of these kinds."""
+        self.reacting_kinds = frozenset(kinds)
+
+    def _queue_reactions(self, c: Connection, events: Sequence[Event]) -> None:
+        """Within the transaction storing ``events``: a due row for those with reactions."""
+        rows = [{"event_id": e.id} for e in events if e.kind in self.reacting_kinds]
+        self._insert_rows(c, s.reactions_due, rows, ids=False)
+
+    def _event_of(self, r: Row[Any]) -> Event:
+        return Event(
+            id=r.id,
+            kind=EventKind(r.kind),
+            at=r.at,
+            order_id=r.order_id,
+            person_id=r.person_id,
+            device_id=r.device_id,
+            tier_from=None if r.tier_from is None else Tier(r.tier_from),
+            tier_to=None if r.tier_to is None else Tier(r.tier_to),
+            distance_m=r.distance_m,
+            late=bool(r.late),
+            data=self._open_place(r.data, f"events {r.id}"),
+        )
+
+    def reactions_due(self, limit: int = 10_000) -> list[Event]:
+        """The oldest committed events still waiting for their reactions, in commit order."""
+        d, ev = s.reactions_due, s.events
+        with self._read() as c:
+            rows = c.execute(
+                select(ev).join(d, d.c.event_id == ev.c.id).order_by(d.c.seq).limit(limit)
+            ).all()
+        return [self._event_of(r) for r in rows]
+
+    def reactions_done(self, event_ids: Sequence[str]) -> int:
+        """Forget the due rows of events whose reactions have all run; how many there were."""
+        if not event_ids:
+            return 0
+        with self._write() as c:
+            r = c.execute(
+                delete(s.reactions_due).where(_DUE_IN[self.dialect]),
+                {"ids": bound_list(self.dialect, event_ids)},
+            )
+            return int(r.rowcount)
