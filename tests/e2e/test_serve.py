@@ -1,4 +1,4 @@
-"""The tier rules of DESIGN §2 driven over OsmAnd and read through the victim API."""
+"""The tier rules of docs/tiers.md driven over OsmAnd and read through the victim API."""
 
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ table alone:
 Positions are checked against the disclosure policy itself: any reply carrying a
 position (an object with numeric ``lat`` and ``lon``) must come from a route that
 declares the relation and purpose of that read, the policy must allow it for the
-caller's role, and an audit record of the read must have been written (DESIGN
-§3). So an auditor, clerk, judge or admin never sees a live position, whatever
+caller's role, and an audit record of the read must have been written
+(docs/access-policy.md). So an auditor, clerk, judge or admin never sees a live position, whatever
 route is added later.
 
 Every route of the app must have a row, and every row a route, so the table

@@ -1,4 +1,4 @@
-"""W1's fixes are generated bit for bit as BENCHMARK.md prescribes."""
+"""W1's fixes are generated bit for bit as docs/workloads.md prescribes."""
 
 from __future__ import annotations
 

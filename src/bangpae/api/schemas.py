@@ -95,7 +95,7 @@ class ZoneIn(Strict):
 
 
 class OrderCreate(Strict):
-    """A new protective order (defaults of DESIGN §2)."""
+    """A new protective order (defaults: docs/tiers.md)."""
 
     offender_id: int = Field(gt=0, le=MAX_ID)
     victim_id: int = Field(gt=0, le=MAX_ID)

@@ -1,1 +1,1 @@
-"""Standard workloads of BENCHMARK.md."""
+"""The standard workloads of docs/workloads.md."""

@@ -1,6 +1,6 @@
-"""Workload W1 of BENCHMARK.md: engine decisions per second, checked against brute force.
+"""Workload W1 of docs/workloads.md: engine decisions per second, checked against brute force.
 
-The fixes are generated exactly as BENCHMARK.md prescribes (its SHA-256 check
+The fixes are generated exactly as docs/workloads.md prescribes (its SHA-256 check
 is a unit test). The reference evaluates every fix against the partner's
 latest fix with the full GeographicLib geodesic and the scalar tier rule; the
 engine's tier transitions must equal it, or the run is reported incorrect.
@@ -49,7 +49,7 @@ class W1Fixes:
         return int(self.lat.shape[0])
 
     def sha256(self) -> str:
-        """SHA-256 of the fixes as ``%.6f,%.6f`` lines in feed order (BENCHMARK.md's check)."""
+        """SHA-256 of the fixes as ``%.6f,%.6f`` lines in feed order (the check of docs/workloads.md)."""
         h = hashlib.sha256()
         for t in range(self.ticks):
             h.update(
@@ -62,7 +62,7 @@ class W1Fixes:
 
 
 def generate(pairs: int) -> W1Fixes:
-    """The W1 fixes for ``pairs`` pairs, bit for bit as BENCHMARK.md prescribes."""
+    """The W1 fixes for ``pairs`` pairs, bit for bit as docs/workloads.md prescribes."""
     m = pairs
     ticks = 10 if m >= 100_000 else 60
     rng = np.random.default_rng(42)

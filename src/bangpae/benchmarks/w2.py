@@ -1,4 +1,4 @@
-"""Workload W2 of BENCHMARK.md over OsmAnd HTTP: durable fixes per second, and fix → screen.
+"""Workload W2 of docs/workloads.md over OsmAnd HTTP: durable fixes per second, and fix → screen.
 
 A real ``bangpae serve`` process on the embedded store is fed W1's fixes by a
 separate load process (HTTP keep-alive, many connections). Every 200 is a fix on

@@ -55,7 +55,7 @@ _LEVELS = {"ok": 0, "warning": 1, "critical": 2}
 
 @dataclass(frozen=True, slots=True)
 class HealthThresholds:
-    """The limits health decisions use (defaults of DESIGN §2)."""
+    """The limits health decisions use (defaults: docs/tiers.md)."""
 
     battery_warning_pct: float = BATTERY_WARNING_PCT
     battery_critical_pct: float = BATTERY_CRITICAL_PCT

@@ -164,7 +164,7 @@ class Zone:
 
 @dataclass(frozen=True, slots=True)
 class Order:
-    """A protective order linking one offender to one victim, with the defaults of DESIGN §2."""
+    """A protective order linking one offender to one victim, with the defaults of docs/tiers.md."""
 
     id: int
     offender_id: int

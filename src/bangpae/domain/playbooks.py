@@ -5,7 +5,7 @@ which parties are deliberately told nothing. The operator sees a playbook as a
 checklist; a step is done when the operator marks it, or when the lifecycle
 action it stands for is recorded (dispatching an officer, handing off to police).
 
-Profiles (DESIGN §2 ``profile``):
+Profiles (``profile`` in docs/tiers.md):
 
 - ``kr``: the victim sees him inside the reveal radius and the distance tier inside
   the notify radius; a breach goes to police and a field officer.

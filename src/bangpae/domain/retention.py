@@ -4,7 +4,7 @@ Times are POSIX seconds; callers pass ``now``. The decision is a :class:`Plan`: 
 a default cut-off and, for keys (a person, an order) with protected windows, the exact
 time ranges that may go. The store turns it into parameterised deletes.
 
-Defaults, per class (DESIGN §3):
+Defaults, per class (docs/tiers.md, "Retention"):
 
 - fixes: ``fixes_days`` (90) after the fix time, whether or not the order has ended.
   A fix is the most sensitive record (both parties' movements); an order's end does not

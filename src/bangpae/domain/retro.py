@@ -2,7 +2,7 @@
 
 A late fix (store-and-forward: older than the newest fix already applied for its
 device) is paired with the partner's stored fix nearest before it. The pair is
-judged by the tier rule of DESIGN §2: a breach when ``d - u <= keep_away_m``,
+judged by the tier rule of docs/tiers.md: a breach when ``d - u <= keep_away_m``,
 with ``u`` the two effective accuracies (capped at 100 m, unknown 25 m). The
 pair counts only if the partner's fix was fresh at the late fix's time (within
 the order's ``stale_after_s``) and the order was in force then. Every event

@@ -1,4 +1,4 @@
-"""The tier machine of DESIGN §2: enter on doubt, leave only when confidently out."""
+"""The tier machine of docs/tiers.md: enter on doubt, leave only when confidently out."""
 
 from __future__ import annotations
 

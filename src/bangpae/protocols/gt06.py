@@ -28,7 +28,7 @@ KMH_MPS = 1 / 3.6
 MAX_FRAME = 2048
 GPS_PROTOCOLS = frozenset({0x10, 0x11, 0x12, 0x16, 0x1A, 0x22, 0x26, 0x27, 0x37, 0x2D})
 ALARM_PROTOCOLS = frozenset({0x16, 0x18, 0x19, 0x26, 0x27, 0x37})
-# Alarm byte of the alarm packets -> DESIGN's alarm names.
+# Alarm byte of the alarm packets -> the alarm names of a fix (domain/model.py).
 ALARMS = {
     0x01: "sos",
     0x02: "power_cut",

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bangpae.domain import disclosure
 
-ROLES = frozenset(disclosure.ROLES)  # the roles of DESIGN §1
+ROLES = frozenset(disclosure.ROLES)  # the roles of docs/tiers.md
 STAFF_ROLES = frozenset({"operator", "supervisor"})
 # Roles that must sign in with a TOTP code (when ``require_totp_for_staff`` is on): everyone
 # but the parties to an order and field officers. Victims and offenders have no second-factor
