@@ -49,7 +49,7 @@ class W1Fixes:
         return int(self.lat.shape[0])
 
     def sha256(self) -> str:
-        """SHA-256 of the fixes as ``%.6f,%.6f`` lines in feed order (the check of docs/workloads.md)."""
+        """SHA-256 of the fixes as ``%.6f,%.6f`` lines in feed order (docs/workloads.md)."""
         h = hashlib.sha256()
         for t in range(self.ticks):
             h.update(
