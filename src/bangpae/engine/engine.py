@@ -23,7 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bangpae.domain import coarse, geodesy, tiers, track
+from bangpae.domain.approach import APPROACH_HORIZON_S, APPROACH_REARM_S
 from bangpae.domain.batch import FixBatch
+from bangpae.domain.disclosure import MISUSE_CLOSE_M, MISUSE_STEP_M, MISUSE_STEPS
 from bangpae.domain.health import HealthState, HealthThresholds, step_health
 from bangpae.domain.model import (
     Device,
@@ -45,9 +47,6 @@ JUMP_SPEED_MPS = 250.0 / 3.6
 # Jumps are found on the columns for every fix; the per-device health step only sees
 # messages with alarms or battery, so it must not judge jumps against a stale fix.
 _HEALTH = HealthThresholds(jump_speed_mps=math.inf)
-# A predicted breach sooner than this raises approach_fast; the guard re-arms beyond REARM.
-APPROACH_HORIZON_S = 120.0
-APPROACH_REARM_S = 180.0
 UNCERTAIN = int(Tier.UNCERTAIN)
 REVEAL = int(Tier.REVEAL)
 BREACH = int(Tier.BREACH)
@@ -1528,10 +1527,3 @@ class Engine:
             + sys.getsizeof(self._person_ids)
         )
         return (columns + registry) / n
-
-
-# Misuse guard: her own fixes shrank the distance by more than this, on balance this many
-# times while revealed; or her own movement closed this far on him, net, while near.
-MISUSE_STEP_M = 10.0
-MISUSE_STEPS = 3
-MISUSE_CLOSE_M = 1000.0
