@@ -26,7 +26,7 @@ from bangpae.domain import coarse, geodesy, tiers, track
 from bangpae.domain.approach import APPROACH_HORIZON_S, APPROACH_REARM_S
 from bangpae.domain.batch import FixBatch
 from bangpae.domain.disclosure import MISUSE_CLOSE_M, MISUSE_STEP_M, MISUSE_STEPS
-from bangpae.domain.health import HealthState, HealthThresholds, step_health
+from bangpae.domain.health import JUMP_SPEED_MPS, HealthState, HealthThresholds, step_health
 from bangpae.domain.model import (
     Device,
     Event,
@@ -42,8 +42,6 @@ from bangpae.domain.zones import CompiledZone, ZoneState, compile_zone, step_zon
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-# Implied speed above this between two fixes of one device is a suspected jump (250 km/h).
-JUMP_SPEED_MPS = 250.0 / 3.6
 # Jumps are found on the columns for every fix; the per-device health step only sees
 # messages with alarms or battery, so it must not judge jumps against a stale fix.
 _HEALTH = HealthThresholds(jump_speed_mps=math.inf)
