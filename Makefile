@@ -60,7 +60,7 @@ soak: install
 
 lint: install
 	$(BIN)/ruff check src tests
-	$(BIN)/mypy src/bangpae/domain
+	$(BIN)/mypy src/bangpae/domain src/bangpae/engine
 	$(BIN)/lint-imports
 
 # Decoder fuzzing at depth (every run of `make test` does 5,000 examples per decoder).

@@ -6,6 +6,8 @@
 - :func:`victim_view`: what the protected person sees of one of her orders
   (``GET /api/v1/victim/status``, without ``order_id``): his position only under the
   disclosure rule, otherwise at most what his cell tells (``docs/disclosure.md``).
+- The misuse guard's thresholds (``MISUSE_*``), which the engine applies at every
+  decision.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ def offender_position(fix: Fix, now: float) -> dict[str, Any]:
 
 
 SHOWS_POSITION = frozenset({Tier.REVEAL, Tier.BREACH, Tier.UNCERTAIN})
+
+# Misuse guard: her own fixes shrank the distance by more than this, on balance this many
+# times while revealed; or her own movement closed this far on him, net, while near.
+MISUSE_STEP_M = 10.0
+MISUSE_STEPS = 3
+MISUSE_CLOSE_M = 1000.0
 
 
 def disclosed_distance_m(
