@@ -67,7 +67,7 @@ from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
-    from bangpae.adapters.listeners.workers import WorkerPool
+    from bangpae.adapters.listeners.intake_pool import WorkerPool
 
 log = logging.getLogger("bangpae")
 THREADS = 32  # for blocking store calls from the event loop
@@ -501,7 +501,7 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     tcp: list[asyncio.Server] = []
     pool: WorkerPool | None = None
     if wanted and ctx.settings.tcp_workers > 0:
-        from bangpae.adapters.listeners.workers import WorkerPool
+        from bangpae.adapters.listeners.intake_pool import WorkerPool
 
         pool = WorkerPool(
             ctx,
