@@ -393,7 +393,7 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     """
     from bangpae.adapters.listeners.http_guard import guarded_protocols
     from bangpae.adapters.listeners.osmand_http import create_osmand_app
-    from bangpae.api.app import create_app
+    from bangpae.api.factory import create_app
 
     settings = ctx.settings
     proxies = [str(net) for net in settings.trusted_proxy_networks()]

@@ -11,7 +11,7 @@ from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.listeners.osmand_http import create_osmand_app
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.services.auth import hash_password

@@ -55,7 +55,7 @@ from starlette.routing import Mount, WebSocketRoute
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.policyfile import load_policy
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain import disclosure

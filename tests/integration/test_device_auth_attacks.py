@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.listeners.osmand_http import create_osmand_app
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.domain.model import Order

@@ -135,7 +135,7 @@ def _clear_pins(args: argparse.Namespace) -> int:
 def _set_contact(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
     from bangpae.adapters.store.errors import Invalid, NotFound
-    from bangpae.api.notices import e164
+    from bangpae.api.routes.notices import e164
     from bangpae.domain.notices import sms_prefs
 
     try:
