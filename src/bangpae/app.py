@@ -67,6 +67,8 @@ from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from bangpae.adapters.listeners.intake_pool import WorkerPool
 
 log = logging.getLogger("bangpae")
@@ -384,6 +386,17 @@ class _Server(uvicorn.Server):
         yield
 
 
+def http_app(ctx: AppContext) -> FastAPI:
+    """What the API listener serves: the API and its documents, and the OwnTracks endpoint,
+    a device listener that shares the API's port."""
+    from bangpae.adapters.listeners.owntracks_http import owntracks_router
+    from bangpae.api.factory import create_app
+
+    app = create_app(ctx)
+    app.include_router(owntracks_router(ctx))
+    return app
+
+
 def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     """The listeners these settings enable, as uvicorn servers sharing one loop.
 
@@ -393,7 +406,6 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     """
     from bangpae.adapters.listeners.http_guard import guarded_protocols
     from bangpae.adapters.listeners.osmand_http import create_osmand_app
-    from bangpae.api.factory import create_app
 
     settings = ctx.settings
     proxies = [str(net) for net in settings.trusted_proxy_networks()]
@@ -422,7 +434,7 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     out: list[tuple[str, _Server]] = []
     http = parse_listen(ctx.settings.http, "127.0.0.1")
     if http:
-        out.append((f"http://{http[0]}:{http[1]}", server(create_app(ctx), http, "api", True)))
+        out.append((f"http://{http[0]}:{http[1]}", server(http_app(ctx), http, "api", True)))
     osm = parse_listen(ctx.settings.osmand)
     if osm:
         osmand = server(create_osmand_app(ctx), osm, "osmand", False)

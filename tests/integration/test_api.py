@@ -11,8 +11,7 @@ from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.listeners.osmand_http import create_osmand_app
-from bangpae.api.factory import create_app
-from bangpae.app import build
+from bangpae.app import build, http_app
 from bangpae.config import Settings
 from bangpae.services.auth import hash_password
 
@@ -54,7 +53,7 @@ async def env(tmp_path: Path):
         s.add_user(user, hash_password(PW), role, pid)
     await ctx.start()
     api = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://test"
+        transport=httpx.ASGITransport(app=http_app(ctx)), base_url="http://test"
     )
     osm = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_osmand_app(ctx)), base_url="http://osmand"

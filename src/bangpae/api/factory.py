@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bangpae import __version__
-from bangpae.adapters.listeners.owntracks_http import owntracks_router
 from bangpae.api import problems
 from bangpae.api.routes import (
     access,
@@ -97,5 +96,4 @@ def create_app(ctx: Any) -> FastAPI:
     if ctx.settings.api_docs:
         mount_docs(app)
     mount_web(app, ctx.settings)
-    app.include_router(owntracks_router(ctx))
     return app
