@@ -296,6 +296,29 @@ async def test_staff_create_people_devices_and_orders_and_the_engine_knows_them(
     assert op_try.status_code == 403
 
 
+async def test_an_order_the_domain_refuses_is_answered_422_naming_the_rule(env) -> None:
+    ctx, api, _, token, *_ = env
+    sup = await token("sup")
+    off = ctx.store.add_person("offender", "Q")
+    vic = ctx.store.add_person("victim", "R")
+    for extra, detail in (
+        (
+            {"keep_away_m": 700},
+            "radii must satisfy keep_away_m < reveal_radius_m < notify_radius_m",
+        ),
+        ({"timezone": "Asia"}, "unknown time zone 'Asia'"),
+        (
+            {"valid_until": "2020-01-01T00:00:00"},
+            "times need a zone, e.g. 2026-11-23T09:00:00+09:00",
+        ),
+    ):
+        r = await api.post(
+            "/api/v1/orders", headers=sup, json={"offender_id": off, "victim_id": vic, **extra}
+        )
+        assert (r.status_code, r.json()["detail"]) == (422, detail)
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
 async def test_openapi_and_health_are_served(env) -> None:
     _, api, *_ = env
     spec = (await api.get("/api/v1/openapi.json")).json()
