@@ -70,7 +70,9 @@ from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
 
 if TYPE_CHECKING:
-    from bangpae.adapters.listeners.workers import WorkerPool
+    from fastapi import FastAPI
+
+    from bangpae.adapters.listeners.intake_pool import WorkerPool
 
 log = logging.getLogger("bangpae")
 THREADS = 32  # for blocking store calls from the event loop
@@ -392,6 +394,17 @@ class _Server(uvicorn.Server):
         yield
 
 
+def http_app(ctx: AppContext) -> FastAPI:
+    """What the API listener serves: the API and its documents, and the OwnTracks endpoint,
+    a device listener that shares the API's port."""
+    from bangpae.adapters.listeners.owntracks_http import owntracks_router
+    from bangpae.api.factory import create_app
+
+    app = create_app(ctx)
+    app.include_router(owntracks_router(ctx))
+    return app
+
+
 def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     """The listeners these settings enable, as uvicorn servers sharing one loop.
 
@@ -401,7 +414,6 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     """
     from bangpae.adapters.listeners.http_guard import guarded_protocols
     from bangpae.adapters.listeners.osmand_http import create_osmand_app
-    from bangpae.api.app import create_app
 
     settings = ctx.settings
     proxies = [str(net) for net in settings.trusted_proxy_networks()]
@@ -430,7 +442,7 @@ def servers_for(ctx: AppContext) -> list[tuple[str, _Server]]:
     out: list[tuple[str, _Server]] = []
     http = parse_listen(ctx.settings.http, "127.0.0.1")
     if http:
-        out.append((f"http://{http[0]}:{http[1]}", server(create_app(ctx), http, "api", True)))
+        out.append((f"http://{http[0]}:{http[1]}", server(http_app(ctx), http, "api", True)))
     osm = parse_listen(ctx.settings.osmand)
     if osm:
         osmand = server(create_osmand_app(ctx), osm, "osmand", False)
@@ -509,7 +521,7 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     tcp: list[asyncio.Server] = []
     pool: WorkerPool | None = None
     if wanted and ctx.settings.tcp_workers > 0:
-        from bangpae.adapters.listeners.workers import WorkerPool
+        from bangpae.adapters.listeners.intake_pool import WorkerPool
 
         pool = WorkerPool(
             ctx,

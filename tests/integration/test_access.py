@@ -20,7 +20,7 @@ import pytest
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.policyfile import DEFAULT_POLICY
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.cli import main
 from bangpae.config import Settings

@@ -11,8 +11,7 @@ from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.listeners.osmand_http import create_osmand_app
-from bangpae.api.app import create_app
-from bangpae.app import build
+from bangpae.app import build, http_app
 from bangpae.config import Settings
 from bangpae.services.auth import hash_password
 
@@ -54,7 +53,7 @@ async def env(tmp_path: Path):
         s.add_user(user, hash_password(PW), role, pid)
     await ctx.start()
     api = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://test"
+        transport=httpx.ASGITransport(app=http_app(ctx)), base_url="http://test"
     )
     osm = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_osmand_app(ctx)), base_url="http://osmand"
@@ -295,6 +294,29 @@ async def test_staff_create_people_devices_and_orders_and_the_engine_knows_them(
         "/api/v1/orders", headers=await token("op"), json={"offender_id": off, "victim_id": vic}
     )
     assert op_try.status_code == 403
+
+
+async def test_an_order_the_domain_refuses_is_answered_422_naming_the_rule(env) -> None:
+    ctx, api, _, token, *_ = env
+    sup = await token("sup")
+    off = ctx.store.add_person("offender", "Q")
+    vic = ctx.store.add_person("victim", "R")
+    for extra, detail in (
+        (
+            {"keep_away_m": 700},
+            "radii must satisfy keep_away_m < reveal_radius_m < notify_radius_m",
+        ),
+        ({"timezone": "Asia"}, "unknown time zone 'Asia'"),
+        (
+            {"valid_until": "2020-01-01T00:00:00"},
+            "times need a zone, e.g. 2026-11-23T09:00:00+09:00",
+        ),
+    ):
+        r = await api.post(
+            "/api/v1/orders", headers=sup, json={"offender_id": off, "victim_id": vic, **extra}
+        )
+        assert (r.status_code, r.json()["detail"]) == (422, detail)
+        assert r.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_openapi_and_health_are_served(env) -> None:

@@ -16,7 +16,7 @@ from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.housekeeping import run_purge
 from bangpae.adapters.store import Store
 from bangpae.adapters.store.errors import Conflict, NotFound
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.cli import main as cli_main
 from bangpae.config import Settings

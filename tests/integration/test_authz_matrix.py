@@ -55,8 +55,7 @@ from starlette.routing import Mount, WebSocketRoute
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.policyfile import load_policy
-from bangpae.api.app import create_app
-from bangpae.app import AppContext, build
+from bangpae.app import AppContext, build, http_app
 from bangpae.config import Settings
 from bangpae.domain import disclosure
 from bangpae.domain.access import Basis, Purpose
@@ -200,7 +199,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     order2 = s.add_order(Order(0, off2, vic2, valid_from=1.0))
 
     await ctx.start()
-    app = create_app(ctx)
+    app = http_app(ctx)
     api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     w = World(ctx, app, api)
     w.orders = {"own": order1, "other": order2}

@@ -19,7 +19,7 @@ from pmtiles.reader import MemorySource, Reader
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import write
 
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.web import basemap, streets

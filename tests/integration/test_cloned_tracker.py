@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bangpae.adapters.clock import ManualClock
-from bangpae.adapters.listeners.workers import WorkerPool
+from bangpae.adapters.listeners.intake_pool import WorkerPool
 from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order

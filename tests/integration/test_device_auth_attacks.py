@@ -17,8 +17,7 @@ from argon2 import PasswordHasher
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.listeners.osmand_http import create_osmand_app
-from bangpae.api.app import create_app
-from bangpae.app import build
+from bangpae.app import build, http_app
 from bangpae.config import Settings
 from bangpae.domain.model import Order
 from bangpae.services import auth as auth_module
@@ -69,7 +68,7 @@ async def env(tmp_path: Path):
     clients: list[httpx.AsyncClient] = []
 
     def client(kind: str, source: str) -> httpx.AsyncClient:
-        app = create_osmand_app(ctx) if kind == "osmand" else create_app(ctx)
+        app = create_osmand_app(ctx) if kind == "osmand" else http_app(ctx)
         c = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=(source, 40000)),
             base_url=f"http://{kind}",

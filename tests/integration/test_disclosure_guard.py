@@ -10,7 +10,7 @@ import pytest
 from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import OWN_REPORTS_PER_MINUTE, build
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order

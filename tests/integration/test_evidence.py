@@ -29,8 +29,8 @@ from bangpae.adapters.crypto import DataKeyError, FieldCipher, add_key, new_key,
 from bangpae.adapters.housekeeping import run_purge
 from bangpae.adapters.store import Store
 from bangpae.adapters.store.evidence import EvidenceFull
-from bangpae.api import evidence as api_evidence
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
+from bangpae.api.routes import evidence as api_evidence
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import Event, EventKind, Order, event_id

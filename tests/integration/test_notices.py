@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
@@ -520,7 +520,7 @@ async def test_an_open_stream_ends_soon_after_its_session_is_revoked(
     from starlette.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
 
-    from bangpae.api import streams
+    from bangpae.api.routes import streams
 
     monkeypatch.setattr(streams, "HEARTBEAT_S", 0.05)
     monkeypatch.setattr(streams, "SESSION_CHECK_S", 0.05)

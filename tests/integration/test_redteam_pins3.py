@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bangpae.api import notices as notices_api
-from bangpae.api import pins as pins_api
+from bangpae.api.routes import notices as notices_api
+from bangpae.api.routes import pins as pins_api
 from bangpae.config import Settings
 from bangpae.domain import incidents
 from bangpae.domain.notices import _to_victim
@@ -236,7 +236,7 @@ async def test_a_pin_answer_takes_as_long_whichever_pin_she_gave(
 ) -> None:
     """Her duress PIN records a silent SOS (and on her contact, the number shown) before
     the answer; her app PIN does not. Each answer waits until 500 ms after the PIN was
-    checked (api/pins.py), so that work is hidden as long as it takes less: measured here
+    checked (api/routes/pins.py), so that work is hidden as long as it takes less: measured here
     is how much of the wait each path's own work used, not a wall-clock comparison that
     the machine's load would decide."""
     _fast_argon2(monkeypatch)

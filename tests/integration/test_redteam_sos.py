@@ -22,7 +22,7 @@ async def _pins(env: Env) -> None:
 
 def _her_link(env: Env) -> list[asyncio.Task[list[dict]]]:
     """What her live link reads each time the store says one of her SOS moved (as
-    api/streams.py does: woken on the loop, then read in a thread)."""
+    api/routes/streams.py does: woken on the loop, then read in a thread)."""
     reads: list[asyncio.Task[list[dict]]] = []
     her = Principal(2, "vic", "victim", env.vic)
 

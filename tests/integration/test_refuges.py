@@ -14,7 +14,7 @@ from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.store.refuges import sample_refuges
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import build
 from bangpae.cli import main
 from bangpae.config import Settings

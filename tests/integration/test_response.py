@@ -29,7 +29,7 @@ from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.notify import WebhookChannel
 from bangpae.adapters.store import Store
 from bangpae.adapters.store import store as store_module
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bangpae.adapters.clock import ManualClock
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import Event, EventKind, Fix, Order, event_id

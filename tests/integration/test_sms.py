@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bangpae.adapters.clock import ManualClock
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import build
 from bangpae.config import Settings
 from bangpae.domain.model import Order

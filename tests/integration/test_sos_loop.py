@@ -14,7 +14,7 @@ import pytest
 from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.clock import ManualClock
-from bangpae.api.app import create_app
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from geographiclib.geodesic import Geodesic
 
+from bangpae.adapters.listeners.intake_pool import WorkerPool
 from bangpae.adapters.listeners.tcp import H02, start_tcp
-from bangpae.adapters.listeners.workers import WorkerPool
 from bangpae.protocols.gt06 import crc_itu
 
 HOME = (37.5663, 126.9779)

@@ -99,7 +99,11 @@ def test_explicit_caps_that_cannot_fit_are_an_error() -> None:
 
 
 def test_a_workers_budget_report_is_taken_only_for_its_own_listeners_and_as_counts() -> None:
-    from bangpae.adapters.listeners.intake import ChannelError, budgets_payload, unpack_budgets
+    from bangpae.adapters.listeners.intake_worker import (
+        ChannelError,
+        budgets_payload,
+        unpack_budgets,
+    )
 
     b = ConnectionBudget("gt06", 8, 3)
     b.admit("192.0.2.1", 0.0)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bangpae.adapters.policyfile import DEFAULT_POLICY
-from bangpae.api.evidence import MAX_UPLOAD, body_limit, sniff
+from bangpae.api.routes.evidence import MAX_UPLOAD, body_limit, sniff
 from bangpae.domain.access import PolicyError, parse_policy
 
 WEBM = b"\x1a\x45\xdf\xa3\x87\x42\x82\x84webm" + b"\x00" * 32

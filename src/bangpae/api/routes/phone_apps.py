@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
 from bangpae.api.deps import Ctx, RequestId, require
-from bangpae.api.pins import app_device, raise_duress, which_pin
+from bangpae.api.routes.pins import app_device, raise_duress, which_pin
 from bangpae.api.schemas import (
     FieldOutcome,
     IdPath,
@@ -73,6 +73,14 @@ def _own_fix(body: OwnLocation, device_id: int, now: float, alarms: frozenset[st
         True,
         alarms,
         now,
+    )
+
+
+@router.get("/victim/status", tags=["victim"])
+async def victim_status(ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, Any]:
+    """The protected person's orders: tier, distance, and his position only when allowed."""
+    return await asyncio.to_thread(
+        queries.victim_status, ctx.store, ctx.engine, who, ctx.clock.now(), rid
     )
 
 

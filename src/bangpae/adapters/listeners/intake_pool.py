@@ -27,9 +27,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from bangpae.adapters.listeners import intake
+from bangpae.adapters.listeners import intake_worker
 from bangpae.adapters.listeners.budget import Snapshot, caps
-from bangpae.adapters.listeners.intake import ChannelError, MessageReader, message
+from bangpae.adapters.listeners.intake_worker import ChannelError, MessageReader, message
 from bangpae.adapters.listeners.tcp import BACKLOG
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class _Worker:
         args = [
             sys.executable,
             "-m",
-            "bangpae.adapters.listeners.intake",
+            "bangpae.adapters.listeners.intake_worker",
             "--channel",
             str(theirs.fileno()),
             "--device-networks",
@@ -130,12 +130,12 @@ class _Worker:
     def _handle(self, kind: int, payload: bytes) -> None:
         ctx = self.pool.ctx
         if kind == ord("F"):
-            (req,) = intake.U32.unpack_from(payload)
-            fixes = intake.unpack_fixes(memoryview(payload)[4:], self.devices.__contains__)
+            (req,) = intake_worker.U32.unpack_from(payload)
+            fixes = intake_worker.unpack_fixes(memoryview(payload)[4:], self.devices.__contains__)
             stored = ctx.ingest.enqueue(fixes)
             stored.add_done_callback(lambda f: self._stored(req, f))
         elif kind in (ord("D"), ord("K")):
-            (req,) = intake.U32.unpack_from(payload)
+            (req,) = intake_worker.U32.unpack_from(payload)
             identifier = payload[4:].decode()
             task = asyncio.get_running_loop().create_task(
                 self._lookup(req, identifier, registered_only=kind == ord("K"))
@@ -143,24 +143,24 @@ class _Worker:
             self.pool.tasks.add(task)
             task.add_done_callback(self.pool.tasks.discard)
         elif kind == ord("B"):
-            token, device_id = intake.BOUND.unpack_from(payload)
+            token, device_id = intake_worker.BOUND.unpack_from(payload)
             if device_id not in self.devices:
                 raise ChannelError(f"bound to device {device_id} never confirmed")
             if token in self.proxies:
                 raise ChannelError(f"connection token {token} bound twice")
-            address = payload[intake.BOUND.size :].decode()
+            address = payload[intake_worker.BOUND.size :].decode()
             if len(address) > MAX_ADDRESS:  # evidence in an incident: a peer's address, no more
                 raise ChannelError("a peer address longer than any address")
             link = _RemoteLink(self, token, address)
             self.proxies[token] = (device_id, link)
             ctx.trackers.bind(device_id, link)
         elif kind == ord("U"):
-            (token,) = intake.U32.unpack(payload)
+            (token,) = intake_worker.U32.unpack(payload)
             entry = self.proxies.pop(token, None)
             if entry is not None:
                 ctx.trackers.unbind(*entry)
         elif kind == ord("H"):
-            (token,) = intake.U32.unpack(payload)
+            (token,) = intake_worker.U32.unpack(payload)
             entry = self.proxies.get(token)
             if entry is not None:
                 ctx.trackers.heard(*entry)
@@ -170,14 +170,14 @@ class _Worker:
                 raise ChannelError("metrics are not a list")
             self.counters = counters
         elif kind == ord("N"):
-            self.budgets = intake.unpack_budgets(payload, (name for name, _ in self.sockets))
+            self.budgets = intake_worker.unpack_budgets(payload, (name for name, _ in self.sockets))
         else:
             raise ChannelError(f"unknown message kind {kind}")
 
     def _stored(self, req: int, fut: asyncio.Future[Any]) -> None:
         ok = not fut.cancelled() and fut.exception() is None
         if self.channel is not None:
-            self.channel.send(message(b"A", intake.ACK.pack(req, 1 if ok else 0)))
+            self.channel.send(message(b"A", intake_worker.ACK.pack(req, 1 if ok else 0)))
 
     async def _lookup(self, req: int, identifier: str, registered_only: bool = False) -> None:
         found = None
@@ -191,7 +191,7 @@ class _Worker:
             log.exception("intake worker %d: looking up a device failed", self.index)
         if found is not None:
             self.devices.add(found[0])
-        reply = intake.DEVICE_REPLY.pack(req, *(found or (-1, False, math.nan)))
+        reply = intake_worker.DEVICE_REPLY.pack(req, *(found or (-1, False, math.nan)))
         if self.channel is not None:
             self.channel.send(message(b"R", reply))
 
@@ -227,13 +227,13 @@ class _RemoteLink:
         self.address = address
 
     def command(self, seconds: int) -> None:
-        self.worker.send(message(b"C", intake.COMMAND.pack(self.token, seconds)))
+        self.worker.send(message(b"C", intake_worker.COMMAND.pack(self.token, seconds)))
 
     def watch(self) -> None:
-        self.worker.send(message(b"W", intake.U32.pack(self.token)))
+        self.worker.send(message(b"W", intake_worker.U32.pack(self.token)))
 
     def drop(self) -> None:
-        self.worker.send(message(b"X", intake.U32.pack(self.token)))
+        self.worker.send(message(b"X", intake_worker.U32.pack(self.token)))
 
 
 class _PoolBudget:

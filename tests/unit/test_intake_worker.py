@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bangpae.adapters.listeners.intake import (
+from bangpae.adapters.listeners.intake_worker import (
     FIX_RECORD,
     HEADER,
     ChannelError,

@@ -10,11 +10,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bangpae import __version__
-from bangpae.adapters.listeners.owntracks_http import owntracks_router
-from bangpae.api import access, apps, auth, disclosure, notices, pins, problems, response, streams
-from bangpae.api.evidence import body_limit, evidence_router
-from bangpae.api.refuges import router as refuges_router
-from bangpae.api.routes import api, root
+from bangpae.api import problems
+from bangpae.api.routes import (
+    access,
+    audit,
+    auth,
+    devices,
+    disclosure,
+    evidence,
+    fixes,
+    incident_response,
+    incidents,
+    notices,
+    ops,
+    orders,
+    people,
+    phone_apps,
+    pins,
+    refuges,
+    streams,
+)
+from bangpae.api.routes.evidence import body_limit
 from bangpae.web import content_security_policy, mount_web
 from bangpae.web.docs import mount_docs
 
@@ -57,20 +73,27 @@ def create_app(ctx: Any) -> FastAPI:
     app.state.ctx = ctx
     problems.install(app)
     app.add_middleware(_Hardening, csp=content_security_policy(ctx.settings.tile_origin()))
-    app.include_router(root)
-    app.include_router(auth.router)
-    app.include_router(response.router)  # before api: /incidents/{id}/{action} would catch these
-    app.include_router(api)
-    app.include_router(streams.router)
-    app.include_router(apps.router)
-    app.include_router(pins.router)
-    app.include_router(notices.router)
-    app.include_router(disclosure.router)
-    app.include_router(access.router)
-    app.include_router(refuges_router)
-    app.include_router(evidence_router)
+    for routes in (
+        ops,
+        auth,
+        incident_response,  # before incidents: /incidents/{id}/{action} would catch these
+        people,
+        devices,
+        orders,
+        fixes,
+        incidents,
+        audit,
+        streams,
+        phone_apps,
+        pins,
+        notices,
+        disclosure,
+        access,
+        refuges,
+        evidence,
+    ):
+        app.include_router(routes.router)
     if ctx.settings.api_docs:
         mount_docs(app)
     mount_web(app, ctx.settings)
-    app.include_router(owntracks_router(ctx))
     return app

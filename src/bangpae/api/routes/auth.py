@@ -5,6 +5,7 @@ view of sessions. Thin routes over :mod:`bangpae.services.sessions`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -292,3 +293,15 @@ async def user_action(
         raise HTTPException(404, f"no action {action!r}")
     audit_admin(ctx, who, f"user_{action.replace('-', '_')}", f"user:{user_id}", fields, rid)
     return {"id": user_id, "action": action, "sessions_ended": ended}
+
+
+@router.get("/me", tags=["auth"])
+async def me(who: Caller) -> dict[str, Any]:
+    """Who the token belongs to."""
+    return {
+        "user_id": who.user_id,
+        "username": who.username,
+        "role": who.role,
+        "person_id": who.person_id,
+        "server_time": iso(time.time()),
+    }

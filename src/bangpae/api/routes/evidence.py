@@ -36,7 +36,7 @@ PAST_S = 24 * 3600.0  # ... and at most this long before the SOS was opened
 FINAL = ("resolved", "false_alarm")
 UPLOAD_PATH = re.compile(r"^/api/v1/victim/sos/[0-9]{1,19}/evidence$")
 
-evidence_router = router = APIRouter(prefix="/api/v1", tags=["evidence"])
+router = APIRouter(prefix="/api/v1", tags=["evidence"])
 Victim = Annotated[Principal, Depends(require("victim"))]
 # Who may read, and why, is the access policy's [evidence] table, among these roles.
 Reader = Annotated[Principal, Depends(require(*EVIDENCE_READERS))]
