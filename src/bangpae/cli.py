@@ -334,7 +334,7 @@ def add_login(
 
 
 def _create_user(args: argparse.Namespace) -> int:
-    from bangpae.adapters.store.errors import Conflict
+    from bangpae.domain.errors import Conflict
     from bangpae.services.auth import WeakPassword, new_password_hash
 
     settings = _settings(args)
@@ -633,8 +633,8 @@ def _when(value: str | None) -> float | None:
 
 def _set_contact(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid, NotFound
     from bangpae.api.notices import e164
+    from bangpae.domain.errors import Invalid, NotFound
     from bangpae.domain.notices import sms_prefs
 
     try:
@@ -675,7 +675,7 @@ def _set_contact(args: argparse.Namespace) -> int:
 
 def _hold_add(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid, NotFound
+    from bangpae.domain.errors import Invalid, NotFound
 
     scope, target = next(
         (k, v) for k in ("order", "person", "incident") if (v := getattr(args, k)) is not None
@@ -731,7 +731,7 @@ def _hold_list(args: argparse.Namespace) -> int:
 
 def _hold_release(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid, NotFound
+    from bangpae.domain.errors import Invalid, NotFound
 
     store = _open_store(_settings(args))
     try:
@@ -750,7 +750,7 @@ def _hold_release(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from bangpae.adapters.casefile import CaseFileError, export_case
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import NotFound
+    from bangpae.domain.errors import NotFound
 
     store = _open_store(_settings(args))
     try:
@@ -797,7 +797,7 @@ REFUGE_FILE_MAX = 20_000_000  # bytes: a national list of police boxes and stati
 
 def _import_refuges(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid
+    from bangpae.domain.errors import Invalid
     from bangpae.domain.refuge import RefugeDataError, parse_collection
 
     try:

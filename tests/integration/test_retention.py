@@ -20,9 +20,9 @@ from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.housekeeping import Housekeeping, run_housekeeping, run_purge
 from bangpae.adapters.store import Store
 from bangpae.adapters.store import schema as tables
-from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.cli import main
 from bangpae.config import Settings
+from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.model import EventKind, Fix, Order, Tier, make_event
 from bangpae.domain.retention import DAY_S, Policy
 

@@ -275,7 +275,7 @@ def test_appends_made_together_share_one_commit_and_each_gets_its_own_record(
 
 
 def test_an_audit_record_a_column_cannot_hold_fails_alone(store: Store) -> None:
-    from bangpae.adapters.store.errors import Invalid
+    from bangpae.domain.errors import Invalid
 
     with pytest.raises(Invalid):
         store.audit_append("x" * 10_000, "victim", "read_position", "s", "p", at=1.0)

@@ -45,9 +45,9 @@ from bangpae.adapters.store.case import (
     case_table,
     check_value,
 )
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.evidence import EvidenceRecord
 from bangpae.adapters.store.store import audit_hash
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 FORMAT = "bangpae-case"
 SCHEMA_VERSION = 1

@@ -14,11 +14,11 @@ import phonenumbers
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
-from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.adapters.webpush import endpoint_allowed
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.pins import answer_floor, her_pin
 from bangpae.api.schemas import MAX_ID, Strict
+from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.notices import SHOWN, SMS_TIERS, sms_prefs
 from bangpae.services.auth import Principal
 

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, and_, or_, select
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, audit_row
-from bangpae.adapters.store.errors import Conflict, NotFound
 from bangpae.domain.access import APPROVE, REQUEST, notes
+from bangpae.domain.errors import Conflict, NotFound
 
 
 class AccessStore(StoreBase):

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, and_, delete, false, func, or_, select, 
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 from bangpae.services.auth import locked_until
 
 # PostgreSQL advisory lock: checking the recent failures and recording an attempt is one step.

@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 # Tables of a case, parents first (the order they are imported in).
 CASE_TABLES: tuple[str, ...] = (

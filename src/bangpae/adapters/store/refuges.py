@@ -18,8 +18,8 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Invalid
 from bangpae.domain import geodesy
+from bangpae.domain.errors import Invalid
 from bangpae.domain.refuge import Refuge, parse_collection
 
 MAX_REFUGES = 50_000  # in all: the nearest are found by a bounding box, then exactly

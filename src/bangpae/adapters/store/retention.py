@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Invalid, NotFound
+from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.retention import (
     CLASSES,
     HOLD_SCOPES,

@@ -26,8 +26,8 @@ from sqlalchemy import JSON, Column, Text, bindparam, cast, or_, select
 
 from bangpae.adapters.crypto import PREFIX, DataKeyError, is_sealed
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.errors import Invalid
 from bangpae.adapters.store.positions import SealedPositions
+from bangpae.domain.errors import Invalid
 
 # table -> its sealed columns
 SEALED: Mapping[str, tuple[str, ...]] = {"people": ("phone",), "orders": ("zones", "curfews")}

@@ -68,7 +68,6 @@ from bangpae.adapters.store.base import (
     sqlite_insert,
 )
 from bangpae.adapters.store.case import CaseStore
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.evidence import EvidenceStore
 from bangpae.adapters.store.notices import NoticeStore
 from bangpae.adapters.store.positions import packed_positions, take_ids
@@ -77,6 +76,7 @@ from bangpae.adapters.store.response import ResponseStore
 from bangpae.adapters.store.retention import RetentionStore
 from bangpae.adapters.store.sealed import SealedFields
 from bangpae.domain.batch import ALARM_TEXT, FixBatch
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 from bangpae.domain.model import (
     Device,
     DeviceKind,
