@@ -16,9 +16,8 @@ from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, insert_action_entry
 from bangpae.adapters.store.sealed import HANDOFF_POSITIONS
 from bangpae.domain.errors import Invalid, NotFound
+from bangpae.domain.incidents import FINAL
 from bangpae.domain.model import Fix, Person, PersonKind
-
-FINAL = ("resolved", "false_alarm")
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
 from bangpae.domain.errors import Invalid, NotFound
+from bangpae.domain.incidents import FINAL
 from bangpae.domain.retention import (
     CLASSES,
     HOLD_SCOPES,
@@ -44,7 +45,6 @@ from bangpae.domain.retention import (
     Sweep,
 )
 
-FINAL = ("resolved", "false_alarm")
 HOLD = "legal_hold"
 RELEASE = "legal_hold_release"
 _CHUNK = 500  # ids per IN (...) list

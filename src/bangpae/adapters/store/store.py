@@ -77,6 +77,7 @@ from bangpae.adapters.store.retention import RetentionStore
 from bangpae.adapters.store.sealed import SealedFields
 from bangpae.domain.batch import ALARM_TEXT, FixBatch
 from bangpae.domain.errors import Conflict, Invalid, NotFound
+from bangpae.domain.incidents import FINAL, PRIORITIES, advance, transition
 from bangpae.domain.model import (
     Device,
     DeviceKind,
@@ -91,17 +92,6 @@ from bangpae.domain.model import (
     Zone,
 )
 
-FINAL = ("resolved", "false_alarm")
-PRIORITIES = ("critical", "high", "normal")
-# action -> (statuses it may follow, status it leads to). Forward only: an operator may
-# dispatch without a separate acknowledgement, and close an incident from any open status.
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "acknowledge": (("open",), "acknowledged"),
-    "dispatch": (("open", "acknowledged"), "dispatched"),
-    "on_scene": (("dispatched",), "on_scene"),
-    "resolve": (("open", "acknowledged", "dispatched", "on_scene"), "resolved"),
-    "false_alarm": (("open", "acknowledged", "dispatched", "on_scene"), "false_alarm"),
-}
 GENESIS = "0" * 64
 
 log = logging.getLogger("bangpae.audit")
@@ -1291,17 +1281,14 @@ class Store(
         data: dict[str, Any] | None = None,
     ) -> IncidentRecord:
         """Move an incident along its lifecycle, recording who did it, when and why."""
-        if action not in TRANSITIONS:
-            raise Invalid(f"unknown action {action!r}")
+        transition(action)  # an unknown action is refused before anything is read
         _fits(s.incident_entries.c.actor, actor)
-        allowed, target = TRANSITIONS[action]
         i = s.incidents
         with self._write() as c:
             r = c.execute(select(i).where(i.c.id == incident_id).with_for_update()).first()
             if r is None:
                 raise NotFound(f"incident {incident_id} does not exist")
-            if r.status not in allowed:
-                raise Invalid(f"cannot {action} an incident that is {r.status}")
+            target = advance(r.status, action)
             c.execute(
                 i.update()
                 .where(i.c.id == incident_id)
