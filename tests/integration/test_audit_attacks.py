@@ -33,7 +33,7 @@ from bangpae.adapters.anchors import (
 from bangpae.adapters.auditkey import AuditKeyError, open_audit_key
 from bangpae.adapters.housekeeping import Housekeeping, run_purge
 from bangpae.adapters.store import AuditKeyMissing, AuditReport, Store
-from bangpae.adapters.store.store import GENESIS, audit_hash
+from bangpae.adapters.store.audit import GENESIS, audit_hash
 from bangpae.cli import main
 from bangpae.domain.retention import DAY_S, Policy
 

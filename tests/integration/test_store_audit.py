@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from bangpae.adapters.store import Store
-from bangpae.adapters.store.store import GENESIS, audit_hash
+from bangpae.adapters.store.audit import GENESIS, audit_hash
 
 
 def _append(store: Store, n: int, actor: str = "user:1:op") -> list[int]:

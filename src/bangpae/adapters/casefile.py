@@ -38,6 +38,7 @@ from typing import IO, Any, TextIO
 from sqlalchemy.engine import make_url
 
 from bangpae.adapters.store import Store
+from bangpae.adapters.store.audit import audit_hash
 from bangpae.adapters.store.case import (
     AUDIT_COLUMNS,
     CASE_TABLES,
@@ -46,7 +47,6 @@ from bangpae.adapters.store.case import (
     check_value,
 )
 from bangpae.adapters.store.evidence import EvidenceRecord
-from bangpae.adapters.store.store import audit_hash
 from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 FORMAT = "bangpae-case"

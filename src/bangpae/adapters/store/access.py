@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase, audit_row
+from bangpae.adapters.store.audit import AuditStore, audit_row
 from bangpae.domain.access import APPROVE, REQUEST, notes
 from bangpae.domain.errors import Conflict, NotFound
 
 
-class AccessStore(StoreBase):
+class AccessStore(AuditStore):
     """Requests to read a person's positions, approvals, and audit records by time."""
 
     def request_access(

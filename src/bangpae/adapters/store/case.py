@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
+from bangpae.adapters.store.audit import AuditStore
 from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 # Tables of a case, parents first (the order they are imported in).
@@ -157,7 +157,7 @@ def _refs(subject: str) -> set[str]:
     return set(subject.split("/"))
 
 
-class CaseStore(StoreBase):
+class CaseStore(AuditStore):
     """Read one case as rows per table, and write a case into this database."""
 
     def case_tables(self, order_id: int) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
+from bangpae.adapters.store.audit import AuditStore
 from bangpae.domain import geodesy
 from bangpae.domain.errors import Invalid
 from bangpae.domain.refuge import Refuge, parse_collection
@@ -81,7 +81,7 @@ def bounding_box(lat: float, lon: float, radius_m: float) -> ColumnElement[bool]
     return and_(rows, t.c.lon >= west, t.c.lon <= east)
 
 
-class RefugeStore(StoreBase):
+class RefugeStore(AuditStore):
     """Places of refuge."""
 
     def import_refuges(

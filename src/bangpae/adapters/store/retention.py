@@ -20,7 +20,6 @@ The checkpoint also records the audit retention in force (``days=``), which
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
+from bangpae.adapters.store.audit import GENESIS, AuditStore, audit_notes
 from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.incidents import FINAL
 from bangpae.domain.retention import (
@@ -57,16 +56,6 @@ def _iso(t: float) -> str:
 def _chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
     for k in range(0, len(ids), _CHUNK):
         yield list(ids[k : k + _CHUNK])
-
-
-def _notes(fields: str) -> dict[str, str]:
-    """``key=value`` entries of an audit record's fields, as a dict."""
-    out: dict[str, str] = {}
-    for item in json.loads(fields):
-        key, sep, value = str(item).partition("=")
-        if sep:
-            out[key] = value
-    return out
 
 
 def _bound(value: str) -> float | None:
@@ -99,7 +88,7 @@ class PurgeReport:
         }
 
 
-class RetentionStore(StoreBase):
+class RetentionStore(AuditStore):
     """Legal holds, the purge of data past retention, and the audit chain's checkpoint."""
 
     # -- legal holds -------------------------------------------------------------------
@@ -171,7 +160,7 @@ class RetentionStore(StoreBase):
                 continue
             if not target.isdigit():  # pragma: no cover - only place_hold writes these
                 continue
-            notes = _notes(r.fields)
+            notes = audit_notes(r.fields)
             out.append(
                 Hold(
                     int(r.id),
@@ -316,8 +305,6 @@ class RetentionStore(StoreBase):
         The newest record always stays (the chain continues from it); a real run has
         appended the other classes' records by then, so a dry run counts the head too.
         """
-        from bangpae.adapters.store.store import GENESIS
-
         a = s.audit
         first = c.execute(select(a.c.id, a.c.prev_hash).order_by(a.c.id).limit(1)).first()
         if first is None:
@@ -445,42 +432,3 @@ class RetentionStore(StoreBase):
         c.execute(rt.delete().where(rt.c.session_id.in_(old)))
         n = int(c.execute(ss.delete().where(ended)).rowcount)
         return n + int(c.execute(a.delete().where(a.c.at < before)).rowcount)
-
-    # -- the audit chain's base --------------------------------------------------------
-
-    def _audit_base(self, c: Connection) -> tuple[int, str] | None:
-        """The newest purge checkpoint: (id, hash) of the last record deleted, if any."""
-        a = s.audit
-        r = c.execute(
-            select(a.c.fields)
-            .where(and_(a.c.action == "purge", a.c.subject == "audit"))
-            .order_by(a.c.id.desc())
-            .limit(1)
-        ).first()
-        if r is None:
-            return None
-        notes = _notes(r.fields)
-        through = notes.get("through_id", "")
-        if not through.isdigit() or int(through) == 0:
-            return None
-        return int(through), notes.get("through_hash", "")
-
-    def audit_hash_of(self, record_id: int) -> str | None:
-        """The stored hash of one audit record (None: no such record)."""
-        a = s.audit
-        with self._read() as c:
-            value = c.execute(select(a.c.hash).where(a.c.id == record_id)).scalar()
-        return None if value is None else str(value)
-
-    def audit_link(self, record_id: int) -> tuple[str, bool] | None:
-        """The stored hash of one audit record and whether it carries a MAC (None: no such
-        record)."""
-        a = s.audit
-        with self._read() as c:
-            r = c.execute(select(a.c.hash, a.c.mac).where(a.c.id == record_id)).first()
-        return None if r is None else (str(r.hash), r.mac is not None)
-
-    def audit_base(self) -> tuple[int, str] | None:
-        """Where the chain starts after purges: (id, hash) of the last record purged."""
-        with self._read() as c:
-            return self._audit_base(c)

@@ -107,6 +107,15 @@ class SealedFields(SealedPositions):
             return {**data, "data": self._seal_place(data["data"])}
         return data
 
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent; concurrent runs wait);
+        with a cipher, then seal the plaintext positions left (once the keys are known to
+        open what is sealed already: DataKeyError otherwise, and nothing sealed)."""
+        super().migrate()
+        if self.cipher is not None:
+            self.check_keys()
+            self.seal_positions()
+
     def check_keys(self) -> None:
         """Raise DataKeyError unless the keys open the newest sealed value of each table.
 
