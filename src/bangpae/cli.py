@@ -18,6 +18,7 @@ from typing import Any
 from bangpae.adapters.datadir import make_private_dir, private_umask
 from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.config import Settings
+from bangpae.domain.audit import AuditEntry
 from bangpae.services.auth import ROLES
 
 
@@ -314,13 +315,15 @@ def _audit_cli(store: Any, action: str, subject: str, fields: list[str]) -> None
     from bangpae.adapters.clock import SystemClock
 
     store.audit_append(
-        actor="cli",
-        role="admin",
-        action=action,
-        subject=subject,
-        purpose="administration",
-        fields=fields,
-        at=SystemClock().now(),
+        AuditEntry(
+            actor="cli",
+            role="admin",
+            action=action,
+            subject=subject,
+            purpose="administration",
+            fields=fields,
+            at=SystemClock().now(),
+        )
     )
 
 
@@ -501,13 +504,15 @@ def _audit_review(args: argparse.Namespace) -> int:
     try:
         report = access_review(store, start, end)
         store.audit_append(
-            actor="cli",
-            role="auditor",
-            action="access_review",
-            subject="audit",
-            purpose="audit",
-            fields=[f"since={report['since'] or ''}", f"until={report['until'] or ''}"],
-            at=SystemClock().now(),
+            AuditEntry(
+                actor="cli",
+                role="auditor",
+                action="access_review",
+                subject="audit",
+                purpose="audit",
+                fields=[f"since={report['since'] or ''}", f"until={report['until'] or ''}"],
+                at=SystemClock().now(),
+            )
         )
     finally:
         store.close()
@@ -556,13 +561,15 @@ def _audit_subject_report(args: argparse.Namespace) -> int:
             return 1
         _write_private(args.out, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
         store.audit_append(
-            actor="cli",
-            role="clerk",
-            action="subject_report",
-            subject=f"person:{args.person}",
-            purpose="subject_access",
-            fields=[f"reads={report['total']}"],
-            at=now,
+            AuditEntry(
+                actor="cli",
+                role="clerk",
+                action="subject_report",
+                subject=f"person:{args.person}",
+                purpose="subject_access",
+                fields=[f"reads={report['total']}"],
+                at=now,
+            )
         )
     finally:
         store.close()
@@ -655,14 +662,16 @@ def _set_contact(args: argparse.Namespace) -> int:
         if args.lang is not None:
             prefs["lang"] = args.lang
         changed = store.set_contact(args.person, phone, prefs)
-        store.audit_append(  # who and when; never the number itself
-            actor="cli",
-            role="admin",
-            action="contact.set",
-            subject=f"person:{args.person}",
-            purpose="administration",
-            fields=(["phone"] if changed else []) + ["sms", "lang"],
-            at=now,
+        store.audit_append(
+            AuditEntry(  # who and when; never the number itself
+                actor="cli",
+                role="admin",
+                action="contact.set",
+                subject=f"person:{args.person}",
+                purpose="administration",
+                fields=(["phone"] if changed else []) + ["sms", "lang"],
+                at=now,
+            )
         )
     except (Invalid, NotFound) as exc:
         print(f"set-contact: {exc}", file=sys.stderr)
@@ -850,14 +859,19 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     assert cipher is not None
     newest = fingerprint(cipher.keys[0])
     store.audit_append(
-        actor="cli",
-        role="admin",
-        action="keys_rotate",
-        subject="data-keys",
-        purpose="data key rotation" if new_key else "re-encryption with the newest data key",
-        fields=[f"newest={newest}"]
-        + [f"{name}: resealed={n['resealed']} sealed={n['sealed']}" for name, n in counts.items()],
-        at=SystemClock().now(),
+        AuditEntry(
+            actor="cli",
+            role="admin",
+            action="keys_rotate",
+            subject="data-keys",
+            purpose="data key rotation" if new_key else "re-encryption with the newest data key",
+            fields=[f"newest={newest}"]
+            + [
+                f"{name}: resealed={n['resealed']} sealed={n['sealed']}"
+                for name, n in counts.items()
+            ],
+            at=SystemClock().now(),
+        )
     )
     store.close()
     out = {"new_key": new_key, "newest": newest, "keys": len(cipher.keys), "fields": counts}

@@ -47,6 +47,7 @@ from bangpae.adapters.store.case import (
     check_value,
 )
 from bangpae.adapters.store.evidence import EvidenceRecord
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 FORMAT = "bangpae-case"
@@ -249,14 +250,16 @@ def export_case(
             f.write(f"{sha256_file(out / name)}  {name}\n")
     digest = sha256_file(out / MANIFEST)
     store.audit_append(
-        actor,
-        role,
-        "export",
-        f"order:{order_id}",
-        purpose,
-        [f"out={out.resolve()}", f"manifest_sha256={digest}"]
-        + [f"{k}={v}" for k, v in counts.items()],
-        at=now,
+        AuditEntry(
+            actor,
+            role,
+            "export",
+            f"order:{order_id}",
+            purpose,
+            [f"out={out.resolve()}", f"manifest_sha256={digest}"]
+            + [f"{k}={v}" for k, v in counts.items()],
+            at=now,
+        )
     )
     return manifest
 

@@ -9,10 +9,8 @@ the newest purge checkpoint, which :meth:`AuditStore.audit_verify` checks like a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import threading
@@ -25,6 +23,7 @@ from sqlalchemy import Connection, Row, and_, or_, select
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, fits
+from bangpae.domain.audit import AuditEntry
 
 GENESIS = "0" * 64
 
@@ -101,31 +100,22 @@ def _iso_time(value: str) -> float | None:
 class _AuditAppend:
     """One audit record waiting for the group commit, and how it went."""
 
-    args: tuple[str, str, str, str, str, tuple[str, ...]]
-    at: float
-    request_id: str | None
+    entry: AuditEntry
     done: bool = False
     id: int | None = None
     error: BaseException | None = None
 
 
-@functools.cache
-def _signature(fn: Any) -> inspect.Signature:
-    return inspect.signature(fn)
-
-
-def _audit_fits(
-    actor: str, role: str, action: str, subject: str, purpose: str, request_id: str | None
-) -> None:
+def _audit_fits(entry: AuditEntry) -> None:
     """Refuse an audit record a column cannot hold, before it joins anyone's transaction."""
     a = s.audit
     for column, value in (
-        (a.c.actor, actor),
-        (a.c.role, role),
-        (a.c.action, action),
-        (a.c.subject, subject),
-        (a.c.purpose, purpose),
-        (a.c.request_id, request_id),
+        (a.c.actor, entry.actor),
+        (a.c.role, entry.role),
+        (a.c.action, entry.action),
+        (a.c.subject, entry.subject),
+        (a.c.purpose, entry.purpose),
+        (a.c.request_id, entry.request_id),
     ):
         fits(column, value)
 
@@ -171,18 +161,7 @@ class AuditStore(StoreBase):
         self._audit_written: tuple[int, str] | None = None
         self.audit_tail_losses = 0
 
-    def audit_append(
-        self,
-        actor: str,
-        role: str,
-        action: str,
-        subject: str,
-        purpose: str,
-        fields: Sequence[str] = (),
-        *,
-        at: float,
-        request_id: str | None = None,
-    ) -> int:
+    def audit_append(self, entry: AuditEntry) -> int:
         """Append a hash-chained audit record once it is durably stored; return its id.
 
         Appends are serialised so the chain is linear. Appends made at the same time share
@@ -191,8 +170,8 @@ class AuditStore(StoreBase):
         after one batch of fixes cost one or two commits, not twenty in front of the next
         batch.
         """
-        _audit_fits(actor, role, action, subject, purpose, request_id)
-        mine = _AuditAppend((actor, role, action, subject, purpose, tuple(fields)), at, request_id)
+        self.check_audit(entry)
+        mine = _AuditAppend(entry)
         with self._audit_queue:
             self._audit_pending.append(mine)
         with self._audit_lock:
@@ -203,9 +182,7 @@ class AuditStore(StoreBase):
                     with self._write() as c:
                         c.info.pop(_SEEN, None)
                         for a in batch:
-                            a.id = self._audit_insert(
-                                c, *a.args[:5], a.args[5], at=a.at, request_id=a.request_id
-                            )
+                            a.id = self._audit_insert(c, a.entry)
                         self._check_own_tail(c, c.info.pop(_SEEN))
                         written = c.info.pop(_WRITTEN)
                     self._audit_written = written
@@ -245,32 +222,19 @@ class AuditStore(StoreBase):
             "gone" if stored is None else "changed",
         )
 
-    def check_audit(self, record: dict[str, Any]) -> None:
-        """Invalid (TypeError for a wrong set of keys) unless :meth:`audit_append` would
-        take this record as its keyword arguments."""
-        a = _signature(type(self).audit_append).bind(self, **record).arguments
-        _audit_fits(
-            a["actor"], a["role"], a["action"], a["subject"], a["purpose"], a.get("request_id")
-        )
+    def check_audit(self, entry: AuditEntry) -> None:
+        """Invalid unless :meth:`audit_append` would take this record (a column too short for
+        it); TypeError if it is not an :class:`AuditEntry`."""
+        if not isinstance(entry, AuditEntry):
+            raise TypeError(f"an audit record is an AuditEntry, not a {type(entry).__name__}")
+        _audit_fits(entry)
 
-    def _audit_insert(
-        self,
-        c: Connection,
-        actor: str,
-        role: str,
-        action: str,
-        subject: str,
-        purpose: str,
-        fields: Sequence[str] = (),
-        *,
-        at: float,
-        request_id: str | None = None,
-    ) -> int:
+    def _audit_insert(self, c: Connection, entry: AuditEntry) -> int:
         """Append inside the caller's write transaction (the chain stays linear: SQLite
         has one writer at a time, and on PostgreSQL the audit lock is taken here)."""
         a = s.audit
-        _audit_fits(actor, role, action, subject, purpose, request_id)
-        names = [str(x) for x in fields]
+        _audit_fits(entry)
+        names = list(entry.fields)
         self._pg_lock(c, _LOCK_AUDIT)
         head = c.execute(select(a.c.id, a.c.hash, a.c.mac).order_by(a.c.id.desc()).limit(1)).first()
         if self.audit_key is None and head is not None and head.mac is not None:
@@ -283,14 +247,14 @@ class AuditStore(StoreBase):
         # Hash exactly what the database will give back (a float time, a list of names).
         record = {
             "id": new_id,
-            "at": float(at),
-            "actor": actor,
-            "role": role,
-            "action": action,
-            "subject": subject,
-            "purpose": purpose,
+            "at": float(entry.at),
+            "actor": entry.actor,
+            "role": entry.role,
+            "action": entry.action,
+            "subject": entry.subject,
+            "purpose": entry.purpose,
             "fields": names,
-            "request_id": request_id,
+            "request_id": entry.request_id,
         }
         digest = audit_hash(prev, record)
         # for audit_append's check of its own tail: the head the transaction found first,

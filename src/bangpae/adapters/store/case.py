@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.audit import AuditStore
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 # Tables of a case, parents first (the order they are imported in).
@@ -288,7 +289,9 @@ class CaseStore(AuditStore):
             if self.dialect == "postgresql":
                 self._advance_sequences(c)
             actor, role, subject, purpose, fields, at = audit(counts)
-            self._audit_insert(c, actor, role, "import", subject, purpose, fields, at=at)
+            self._audit_insert(
+                c, AuditEntry(actor, role, "import", subject, purpose, fields, at=at)
+            )
         return counts
 
     def _import_case_extras(

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.audit import AuditStore
 from bangpae.domain import geodesy
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.errors import Invalid
 from bangpae.domain.refuge import Refuge, parse_collection
 
@@ -134,14 +135,16 @@ class RefugeStore(AuditStore):
             fields = [f"mode={mode}", *(f"{k}={v}" for k, v in counts.as_dict().items())]
             self._audit_insert(
                 c,
-                actor,
-                role,
-                "import_refuges",
-                "refuges",
-                "administration",
-                fields,
-                at=at,
-                request_id=request_id,
+                AuditEntry(
+                    actor,
+                    role,
+                    "import_refuges",
+                    "refuges",
+                    "administration",
+                    fields,
+                    at=at,
+                    request_id=request_id,
+                ),
             )
         return counts
 

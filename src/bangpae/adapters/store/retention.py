@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.audit import GENESIS, AuditStore, audit_notes
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.incidents import FINAL
 from bangpae.domain.retention import (
@@ -121,7 +122,7 @@ class RetentionStore(AuditStore):
             if c.execute(select(table.c.id).where(table.c.id == target)).first() is None:
                 raise NotFound(f"{scope} {target} does not exist")
             hid = self._audit_insert(
-                c, actor, role, HOLD, f"{scope}:{target}", reason.strip(), fields, at=at
+                c, AuditEntry(actor, role, HOLD, f"{scope}:{target}", reason.strip(), fields, at=at)
             )
         return Hold(hid, scope, target, start, end, reason.strip(), at)
 
@@ -133,7 +134,7 @@ class RetentionStore(AuditStore):
             if hold_id not in {h.id for h in self._holds(c)}:
                 raise NotFound(f"no hold {hold_id} is in force")
             self._audit_insert(
-                c, actor, role, RELEASE, f"hold:{hold_id}", reason.strip(), [], at=at
+                c, AuditEntry(actor, role, RELEASE, f"hold:{hold_id}", reason.strip(), [], at=at)
             )
 
     def legal_holds(self) -> list[Hold]:
@@ -346,7 +347,9 @@ class RetentionStore(AuditStore):
 
         def record(c: Connection, name: str, deleted: int, extra: Sequence[str] = ()) -> None:
             fields = [f"before={_iso(p.cutoffs[name])}", f"deleted={deleted}", *extra]
-            self._audit_insert(c, actor, role, "purge", name, "retention", fields, at=p.now)
+            self._audit_insert(
+                c, AuditEntry(actor, role, "purge", name, "retention", fields, at=p.now)
+            )
 
         tables = {"fixes": s.fixes, "events": s.events, "notices": s.notices}
         for name in ("fixes", "events"):

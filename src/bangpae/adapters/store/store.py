@@ -10,7 +10,6 @@ events, incidents and audit records, is here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +28,7 @@ from bangpae.adapters.store.registry import RegistryStore
 from bangpae.adapters.store.response import ResponseStore
 from bangpae.adapters.store.retention import RetentionStore
 from bangpae.adapters.store.sealed import SealedFields
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.batch import FixBatch
 from bangpae.domain.model import Event, Fix
 
@@ -68,7 +68,7 @@ class Store(
         fixes: Sequence[Fix] | FixBatch,
         late: Sequence[bool] | npt.NDArray[np.bool_],
         plans: Sequence[tuple[Event, str | None, str | None]],
-        audits: Sequence[dict[str, Any]] = (),
+        audits: Sequence[AuditEntry] = (),
     ) -> tuple[list[int], list[Event]]:
         """One transaction: fixes, new events, the incidents they open or join, and the
         audit records of the reads the batch's news will be shown in (live streams).
@@ -76,8 +76,8 @@ class Store(
         ``plans`` pairs each event with its incident kind and priority. An event with a
         priority opens an incident of its kind or joins the open one; an event without
         (a zone exit, a step out of breach, the signal back) joins the open incident of
-        its kind when there is one, so its timeline shows how it ended. ``audits`` hold
-        the keyword arguments of :meth:`audit_append`, checked with :meth:`check_audit`.
+        its kind when there is one, so its timeline shows how it ended. ``audits`` are
+        appended as :meth:`audit_append` would, each checked with :meth:`check_audit` first.
         Returns the fixes' ids and the events that were new.
         """
         if not len(fixes) and not plans and not audits:
@@ -102,6 +102,6 @@ class Store(
                     if r is not None and kind == "sos"  # her SOS loop (docs/sos.md)
                 ]
             for a in audits:
-                self._audit_insert(c, **a)
+                self._audit_insert(c, a)
         self._incidents_moved(moved)
         return ids, new
