@@ -46,6 +46,9 @@ from bangpae.adapters.datadir import create_private_file, sqlite_file
 from bangpae.adapters.store import schema as s
 from bangpae.domain.errors import Invalid
 
+if TYPE_CHECKING:
+    from bangpae.adapters.crypto import FieldCipher
+
 # PostgreSQL advisory lock key of migrations (transaction-scoped, so a crash never leaves
 # one held; the mixins hold their own keys)
 _LOCK_MIGRATE = 0x62616E6770610001
@@ -273,7 +276,8 @@ class StoreBase:
         params = [tuple(json.dumps(r[k]) if k in json_cols else r[k] for k in names) for r in rows]
         return sqlite_insert(c, table.name, names, params, ids)
 
-    if TYPE_CHECKING:  # provided by other mixins of Store
+    if TYPE_CHECKING:  # set by Store, or provided by other mixins of it
+        cipher: FieldCipher | None
 
         def _incidents_moved(self, incident_ids: Iterable[int]) -> None: ...
         def _seal(self, column: Column[Any], value: Any) -> Any: ...
