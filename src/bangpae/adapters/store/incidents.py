@@ -40,7 +40,7 @@ from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.incidents import FINAL, PRIORITIES, advance, transition
 from bangpae.domain.model import Event, EventKind, Tier
 
-# the logger incident watchers' failures have always been reported on
+# incident watchers' failures are logged beside the audit log's own alarms
 log = logging.getLogger("bangpae.audit")
 
 # PostgreSQL advisory lock key of incident grouping (transaction-scoped: a crash never
