@@ -33,8 +33,9 @@ from bangpae.adapters.anchors import (
 from bangpae.adapters.auditkey import AuditKeyError, open_audit_key
 from bangpae.adapters.housekeeping import Housekeeping, run_purge
 from bangpae.adapters.store import AuditKeyMissing, AuditReport, Store
-from bangpae.adapters.store.store import GENESIS, audit_hash
+from bangpae.adapters.store.audit import GENESIS, audit_hash
 from bangpae.cli import main
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.retention import DAY_S, Policy
 
 NOW = time.time()
@@ -65,13 +66,15 @@ class Instance:
     def append(self, n: int, start: float, step: float = 1.0, actor: str = "user:1:op") -> None:
         for i in range(n):
             self.store.audit_append(
-                actor,
-                "operator",
-                "read_position",
-                f"device:{i}",
-                "operations",
-                ["lat", "lon"],
-                at=start + i * step,
+                AuditEntry(
+                    actor,
+                    "operator",
+                    "read_position",
+                    f"device:{i}",
+                    "operations",
+                    ["lat", "lon"],
+                    at=start + i * step,
+                )
             )
 
     def anchor(self, at: float) -> None:
@@ -396,7 +399,9 @@ def test_a_tail_older_than_the_anchor_interval_is_caught(
     while t < NOW:
         for half in (0.0, 0.5):
             rid = inst.store.audit_append(
-                "user:2:v", "victim", "read_position", "order:1", "victim_safety", at=t + half
+                AuditEntry(
+                    "user:2:v", "victim", "read_position", "order:1", "victim_safety", at=t + half
+                )
             )
             ats[rid] = t + half
         t += tick
@@ -428,7 +433,9 @@ def test_the_writer_logs_at_its_next_append_when_its_unanchored_records_were_cut
     other = Store(inst.url, audit_key=inst.store.audit_key)  # another process writing too
     with caplog.at_level(logging.CRITICAL, logger="bangpae.audit"):
         inst.append(2, NOW - 3)
-        other.audit_append("cli", "admin", "create_user", "user:2", "administration", at=NOW)
+        other.audit_append(
+            AuditEntry("cli", "admin", "create_user", "user:2", "administration", at=NOW)
+        )
         inst.append(1, NOW - 2)  # 24, after the other process's 23: nothing lost
         assert caplog.text == "" and inst.store.audit_tail_losses == 0
         with inst.store.engine.begin() as c:
@@ -457,7 +464,9 @@ def test_the_service_anchors_while_records_are_written_and_the_window_stays_boun
         while not stop.is_set():
             at = time.time()
             written[
-                inst.store.audit_append("user:2:v", "victim", "read", "order:1", "p", at=at)
+                inst.store.audit_append(
+                    AuditEntry("user:2:v", "victim", "read", "order:1", "p", at=at)
+                )
             ] = at
             time.sleep(0.02)
 
@@ -540,7 +549,9 @@ def test_records_from_before_the_key_verify_as_a_legacy_prefix(
 ) -> None:
     before = Store(inst.url)  # an instance from before the audit key
     for i in range(4):
-        before.audit_append("user:1:op", "operator", "read_position", f"d:{i}", "ops", at=NOW - 900)
+        before.audit_append(
+            AuditEntry("user:1:op", "operator", "read_position", f"d:{i}", "ops", at=NOW - 900)
+        )
     before.close()
     anchor_head(Store(inst.url), inst.anchors, NOW - 890)  # an anchor line of that time
     inst.append(3, NOW - 60)
@@ -552,7 +563,7 @@ def test_records_from_before_the_key_verify_as_a_legacy_prefix(
     # a keyless process cannot extend the keyed chain
     keyless = Store(inst.url)
     with pytest.raises(AuditKeyMissing):
-        keyless.audit_append("x", "operator", "read", "s", "p", at=NOW)
+        keyless.audit_append(AuditEntry("x", "operator", "read", "s", "p", at=NOW))
     keyless.close()
     # rewriting a legacy record breaks the link the first keyed record's MAC covers
     with inst.store.engine.begin() as c:

@@ -15,11 +15,11 @@ import pytest
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.housekeeping import run_purge
 from bangpae.adapters.store import Store
-from bangpae.adapters.store.errors import Conflict, NotFound
 from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.cli import main as cli_main
 from bangpae.config import Settings
+from bangpae.domain.errors import Conflict, NotFound
 from bangpae.domain.model import Order
 from bangpae.domain.retention import DAY_S, Policy
 from bangpae.services import sessions

@@ -23,6 +23,7 @@ from bangpae.adapters.casefile import (
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.store import IncidentRecord, Store
 from bangpae.cli import main
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import Fix, Order
 from bangpae.engine.engine import Engine
 from bangpae.services.ingest import Ingest
@@ -102,29 +103,35 @@ async def source(tmp_path: Path) -> AsyncIterator[Source]:
     )
     store.record_handoff_attempt(hid, 1, T0 + 141, "delivered", 200, final_status="delivered")
     store.audit_append(
-        "user:2:operator",
-        "operator",
-        "read_position",
-        f"device:{ankle}",
-        "operations",
-        ["lat"],
-        at=T0 + 150,
+        AuditEntry(
+            "user:2:operator",
+            "operator",
+            "read_position",
+            f"device:{ankle}",
+            "operations",
+            ["lat"],
+            at=T0 + 150,
+        )
     )
     store.audit_append(
-        "user:3:police",
-        "police",
-        "read_position",
-        f"incident:{iid}/person:{off}",
-        "handoff",
-        at=T0 + 160,
+        AuditEntry(
+            "user:3:police",
+            "police",
+            "read_position",
+            f"incident:{iid}/person:{off}",
+            "handoff",
+            at=T0 + 160,
+        )
     )
     store.audit_append(
-        "user:2:operator",
-        "operator",
-        "read_position",
-        f"device:{ankle2}",
-        "operations",
-        at=T0 + 170,
+        AuditEntry(
+            "user:2:operator",
+            "operator",
+            "read_position",
+            f"device:{ankle2}",
+            "operations",
+            at=T0 + 170,
+        )
     )
     yield Source(store, order, other, ankle, phone)
     store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from geographiclib.geodesic import Geodesic
 from bangpae.adapters.bus import InProcessBus
 from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.store import Store
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import EventKind, Fix, Order
 from bangpae.engine.engine import Engine
 from bangpae.services.ingest import Ingest
@@ -131,19 +133,19 @@ async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_a
     store, ingest, _clock, _bus, ankle, phone, order = case
     subject = f"order:{order}/offender"
 
-    def view(now: float) -> tuple[dict, list[dict]]:
+    def view(now: float) -> tuple[dict, list[AuditEntry]]:
         tier = ingest.engine.order_view(order, now).tier.label
         reads = [
-            {
-                "actor": "user:7:victim",
-                "role": "victim",
-                "action": "read_position",
-                "subject": subject,
-                "purpose": "victim_safety",
-                "fields": ["lat", "lon"],
-                "at": now,
-                "request_id": None,
-            }
+            AuditEntry(
+                actor="user:7:victim",
+                role="victim",
+                action="read_position",
+                subject=subject,
+                purpose="victim_safety",
+                fields=["lat", "lon"],
+                at=now,
+                request_id=None,
+            )
         ]
         return {"tier": tier}, reads if tier in ("reveal", "breach") else []
 
@@ -157,9 +159,9 @@ async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_a
     assert record["actor"] == "user:7:victim" and record["fields"] == ["lat", "lon"]
     assert store.audit_verify().ok
 
-    def broken(now: float) -> tuple[dict, list[dict]]:
+    def broken(now: float) -> tuple[dict, list[AuditEntry]]:
         status, reads = view(now)
-        return status, [{**r, "actor": "x" * 10_000} for r in reads]
+        return status, [replace(r, actor="x" * 10_000) for r in reads]
 
     other = ingest.watch([order], broken)  # a record the audit log cannot hold
     await ingest.submit([fix(ankle, 2, 300)])  # the fixes are stored all the same

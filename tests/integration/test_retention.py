@@ -20,9 +20,10 @@ from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.housekeeping import Housekeeping, run_housekeeping, run_purge
 from bangpae.adapters.store import Store
 from bangpae.adapters.store import schema as tables
-from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.cli import main
 from bangpae.config import Settings
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.model import EventKind, Fix, Order, Tier, make_event
 from bangpae.domain.retention import DAY_S, Policy
 
@@ -175,7 +176,9 @@ def test_a_dry_run_counts_what_a_real_run_deletes_and_writes_nothing(store: Stor
     order, ankle, phone, _ = _order(store)
     _daily_fixes(store, [ankle, phone])
     _breach(store, order, T0 + DAY_S)
-    store.audit_append("user:1:op", "operator", "read_position", "device:1", "ops", at=T0)
+    store.audit_append(
+        AuditEntry("user:1:op", "operator", "read_position", "device:1", "ops", at=T0)
+    )
     now = ENDS + 2000 * DAY_S
     dry = run_purge(store, POLICY, now, dry_run=True)
     assert _count(store, "audit") == 1 and _count(store, "fixes") == 20
@@ -207,7 +210,9 @@ def test_every_class_purged_leaves_one_audit_record_with_count_and_cut_off(store
 def _old_audit(store: Store, n: int) -> None:
     for k in range(n):
         store.audit_append(
-            "user:1:op", "operator", "read_position", f"device:{k}", "ops", at=T0 + k * DAY_S
+            AuditEntry(
+                "user:1:op", "operator", "read_position", f"device:{k}", "ops", at=T0 + k * DAY_S
+            )
         )
 
 
@@ -299,7 +304,9 @@ def test_a_tail_rewritten_with_valid_hashes_is_detected(store: Store, tmp_path: 
     with store.engine.begin() as c:
         c.execute(text("DELETE FROM audit WHERE id >= 3"))
     for _ in range(3):
-        store.audit_append("user:9:x", "operator", "read_position", "device:1", "ops", at=T0)
+        store.audit_append(
+            AuditEntry("user:9:x", "operator", "read_position", "device:1", "ops", at=T0)
+        )
     assert store.audit_verify().ok  # a valid chain on its own
     anchor = latest_anchor(path)
     assert anchor is not None
@@ -357,7 +364,9 @@ def test_housekeeping_anchors_at_once_and_purges_one_interval_later(
     clock = ManualClock(T0 + 200 * DAY_S)
     path = tmp_path / "anchors.log"
     keeper = Housekeeping(store, POLICY, path, purge_every_s=DAY_S, anchor_every_s=3600)
-    store.audit_append("user:1:op", "operator", "read_position", "device:1", "ops", at=T0)
+    store.audit_append(
+        AuditEntry("user:1:op", "operator", "read_position", "device:1", "ops", at=T0)
+    )
     keeper.step(clock.now())
     assert len(read_anchors(path)) == 1 and _count(store, "fixes") == 20
     clock.advance(DAY_S - 1)
@@ -462,7 +471,9 @@ async def test_the_service_task_anchors_on_the_app_clock_until_cancelled(tmp_pat
     settings = Settings(data_dir=tmp_path, tick_s=0.01)
     store = Store(settings.resolved_database_url())
     store.migrate()
-    store.audit_append("user:1:op", "operator", "read_position", "device:1", "ops", at=T0)
+    store.audit_append(
+        AuditEntry("user:1:op", "operator", "read_position", "device:1", "ops", at=T0)
+    )
     task = asyncio.create_task(run_housekeeping(store, settings, ManualClock(T0)))
     for _ in range(200):
         await asyncio.sleep(0.01)

@@ -21,10 +21,10 @@ from bangpae.adapters.casefile import data_checksums, export_case, import_case
 from bangpae.adapters.crypto import KEY_FILE, DataKeyError, FieldCipher, new_key
 from bangpae.adapters.store import Store
 from bangpae.adapters.store import schema as tables
-from bangpae.adapters.store.errors import Invalid
 from bangpae.app import open_store
 from bangpae.cli import main
 from bangpae.config import Settings
+from bangpae.domain.errors import Invalid
 from bangpae.domain.model import Order, WeeklyWindow, Zone
 
 PHONE = "+821012345678"

@@ -18,8 +18,8 @@ from sqlalchemy import inspect, select, text
 
 from bangpae.adapters.store import Store
 from bangpae.adapters.store import schema as tables
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.domain.batch import FixBatch
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 from bangpae.domain.model import (
     Device,
     DeviceKind,

@@ -11,20 +11,23 @@ import pytest
 from sqlalchemy import Connection, text
 
 from bangpae.adapters.store import Store
-from bangpae.adapters.store.store import GENESIS, audit_hash
+from bangpae.adapters.store.audit import GENESIS, audit_hash
+from bangpae.domain.audit import AuditEntry
 
 
 def _append(store: Store, n: int, actor: str = "user:1:op") -> list[int]:
     return [
         store.audit_append(
-            actor,
-            "operator",
-            "read_position",
-            f"device:{i}",
-            "operations",
-            ["lat", "lon"],
-            at=100.0 + i,
-            request_id=f"req-{i}",
+            AuditEntry(
+                actor,
+                "operator",
+                "read_position",
+                f"device:{i}",
+                "operations",
+                ["lat", "lon"],
+                at=100.0 + i,
+                request_id=f"req-{i}",
+            )
         )
         for i in range(n)
     ]
@@ -43,7 +46,9 @@ def test_an_intact_chain_verifies_and_reports_its_head(store: Store) -> None:
 
 
 def test_the_first_record_links_to_the_genesis_hash_over_its_canonical_json(store: Store) -> None:
-    store.audit_append("user:7:a", "auditor", "read_audit", "audit", "review", (), at=1.5)
+    store.audit_append(
+        AuditEntry("user:7:a", "auditor", "read_audit", "audit", "review", (), at=1.5)
+    )
     record = {
         "id": 1,
         "at": 1.5,
@@ -59,7 +64,7 @@ def test_the_first_record_links_to_the_genesis_hash_over_its_canonical_json(stor
 
 
 def test_a_whole_number_time_verifies_like_any_other(store: Store) -> None:
-    store.audit_append("cli", "admin", "purge", "fixes", "retention", at=1_700_000_000)
+    store.audit_append(AuditEntry("cli", "admin", "purge", "fixes", "retention", at=1_700_000_000))
     assert store.audit_verify().ok
 
 
@@ -207,7 +212,9 @@ def test_a_rewritten_head_is_caught_against_the_anchor(store: Store) -> None:
     assert head is not None
     with store.engine.begin() as c:
         c.execute(text("DELETE FROM audit WHERE id = 3"))
-    store.audit_append("user:6:x", "operator", "read_position", "device:1", "ops", at=1.0)
+    store.audit_append(
+        AuditEntry("user:6:x", "operator", "read_position", "device:1", "ops", at=1.0)
+    )
     report = store.audit_verify(anchor=head)
     assert not report.ok and report.first_bad_id == 3
 
@@ -225,9 +232,12 @@ def test_concurrent_appends_from_threads_form_one_linear_chain(store: Store) -> 
 APPENDER = r"""
 import sys
 from bangpae.adapters.store import Store
+from bangpae.domain.audit import AuditEntry
 s = Store(sys.argv[1])
 for i in range(60):
-    s.audit_append(sys.argv[2], "operator", "read_position", f"device:{i}", "ops", at=float(i))
+    s.audit_append(
+        AuditEntry(sys.argv[2], "operator", "read_position", f"device:{i}", "ops", at=float(i))
+    )
 s.close()
 """
 
@@ -255,7 +265,9 @@ def test_appends_made_together_share_one_commit_and_each_gets_its_own_record(
 
     def append(i: int) -> None:
         results[i] = store.audit_append(
-            f"user:{i}:v", "victim", "read_position", f"order:{i}", "victim_safety", at=50.0 + i
+            AuditEntry(
+                f"user:{i}:v", "victim", "read_position", f"order:{i}", "victim_safety", at=50.0 + i
+            )
         )
 
     # Hold the lock a committing append takes, so that twenty queue up behind it.
@@ -275,8 +287,8 @@ def test_appends_made_together_share_one_commit_and_each_gets_its_own_record(
 
 
 def test_an_audit_record_a_column_cannot_hold_fails_alone(store: Store) -> None:
-    from bangpae.adapters.store.errors import Invalid
+    from bangpae.domain.errors import Invalid
 
     with pytest.raises(Invalid):
-        store.audit_append("x" * 10_000, "victim", "read_position", "s", "p", at=1.0)
+        store.audit_append(AuditEntry("x" * 10_000, "victim", "read_position", "s", "p", at=1.0))
     assert _append(store, 2) == [1, 2]

@@ -19,6 +19,7 @@ import pytest
 from bangpae.adapters.clock import ManualClock
 from bangpae.app import build
 from bangpae.config import Settings
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import Fix, Order, Tier
 from bangpae.protocols import gt06, h02
 from bangpae.services import queries
@@ -143,7 +144,7 @@ async def test_his_fixes_are_acknowledged_as_fast_whether_she_watches_him_or_not
     who = Principal(1, "v", "victim", vic)
     orders = [s.get_order(oid)]
 
-    def view(at_: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def view(at_: float) -> tuple[dict[str, Any], list[AuditEntry]]:
         status, reads = queries.victim_view(ctx.engine, who, at_, orders)
         return status, queries.victim_reads(who, reads, at_)
 

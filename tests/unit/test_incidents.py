@@ -6,7 +6,16 @@ import itertools
 
 import pytest
 
-from bangpae.domain.incidents import PRIORITIES, incident_kind, opens_incident, priority_of
+from bangpae.domain.errors import Invalid
+from bangpae.domain.incidents import (
+    FINAL,
+    PRIORITIES,
+    TRANSITIONS,
+    advance,
+    incident_kind,
+    opens_incident,
+    priority_of,
+)
 from bangpae.domain.model import Event, EventKind, Tier, make_event
 
 EXPECTED: dict[EventKind, tuple[str, str | None]] = {
@@ -71,3 +80,22 @@ def test_priorities_are_the_three_of_the_contract() -> None:
     assert PRIORITIES == ("critical", "high", "normal")
     seen = {p for _, p in EXPECTED.values()} - {None}
     assert seen == set(PRIORITIES)
+
+
+def test_an_incident_moves_forward_only_and_ends_in_a_final_status() -> None:
+    assert advance("open", "dispatch") == "dispatched"
+    assert advance("dispatched", "on_scene") == "on_scene"
+    for status in ("open", "acknowledged", "dispatched", "on_scene"):
+        assert advance(status, "resolve") in FINAL
+        assert advance(status, "false_alarm") in FINAL
+    for status in FINAL:
+        for action in TRANSITIONS:
+            with pytest.raises(Invalid, match="cannot"):
+                advance(status, action)
+    with pytest.raises(Invalid, match="cannot acknowledge an incident that is dispatched"):
+        advance("dispatched", "acknowledge")
+
+
+def test_an_unknown_action_is_refused_whatever_the_status() -> None:
+    with pytest.raises(Invalid, match="unknown action 'reopen'"):
+        advance("resolved", "reopen")

@@ -38,6 +38,7 @@ from typing import IO, Any, TextIO
 from sqlalchemy.engine import make_url
 
 from bangpae.adapters.store import Store
+from bangpae.adapters.store.audit import audit_hash
 from bangpae.adapters.store.case import (
     AUDIT_COLUMNS,
     CASE_TABLES,
@@ -45,9 +46,9 @@ from bangpae.adapters.store.case import (
     case_table,
     check_value,
 )
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
 from bangpae.adapters.store.evidence import EvidenceRecord
-from bangpae.adapters.store.store import audit_hash
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 FORMAT = "bangpae-case"
 SCHEMA_VERSION = 1
@@ -249,14 +250,16 @@ def export_case(
             f.write(f"{sha256_file(out / name)}  {name}\n")
     digest = sha256_file(out / MANIFEST)
     store.audit_append(
-        actor,
-        role,
-        "export",
-        f"order:{order_id}",
-        purpose,
-        [f"out={out.resolve()}", f"manifest_sha256={digest}"]
-        + [f"{k}={v}" for k, v in counts.items()],
-        at=now,
+        AuditEntry(
+            actor,
+            role,
+            "export",
+            f"order:{order_id}",
+            purpose,
+            [f"out={out.resolve()}", f"manifest_sha256={digest}"]
+            + [f"{k}={v}" for k, v in counts.items()],
+            at=now,
+        )
     )
     return manifest
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bangpae.domain.audit import AuditEntry
 from bangpae.services.auth import SCOPE_FULL, Principal, read_token
 
 _bearer = HTTPBearer(auto_error=False)
@@ -84,12 +85,14 @@ def audit_admin(
 ) -> None:
     """The audit record of an administrative change (or an admin's read of sessions)."""
     ctx.store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action=action,
-        subject=subject,
-        purpose="administration",
-        fields=fields,
-        at=ctx.clock.now(),
-        request_id=rid,
+        AuditEntry(
+            actor=f"user:{who.user_id}:{who.username}",
+            role=who.role,
+            action=action,
+            subject=subject,
+            purpose="administration",
+            fields=fields,
+            at=ctx.clock.now(),
+            request_id=rid,
+        )
     )

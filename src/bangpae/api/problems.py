@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 from bangpae.services.access import AccessDenied
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from bangpae.cli.options import (
     settings_from,
     store_for,
 )
+from bangpae.domain.audit import AuditEntry
 from bangpae.services.auth import ROLES
 
 
@@ -62,13 +63,15 @@ def _audit_cli(store: Any, action: str, subject: str, fields: list[str]) -> None
     from bangpae.adapters.clock import SystemClock
 
     store.audit_append(
-        actor="cli",
-        role="admin",
-        action=action,
-        subject=subject,
-        purpose="administration",
-        fields=fields,
-        at=SystemClock().now(),
+        AuditEntry(
+            actor="cli",
+            role="admin",
+            action=action,
+            subject=subject,
+            purpose="administration",
+            fields=fields,
+            at=SystemClock().now(),
+        )
     )
 
 
@@ -82,7 +85,7 @@ def add_login(
 
 
 def _create_user(args: argparse.Namespace) -> int:
-    from bangpae.adapters.store.errors import Conflict
+    from bangpae.domain.errors import Conflict
     from bangpae.services.auth import WeakPassword, new_password_hash
 
     settings = settings_from(args)
@@ -134,8 +137,8 @@ def _clear_pins(args: argparse.Namespace) -> int:
 
 def _set_contact(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid, NotFound
     from bangpae.api.routes.notices import e164
+    from bangpae.domain.errors import Invalid, NotFound
     from bangpae.domain.notices import sms_prefs
 
     try:
@@ -156,14 +159,16 @@ def _set_contact(args: argparse.Namespace) -> int:
         if args.lang is not None:
             prefs["lang"] = args.lang
         changed = store.set_contact(args.person, phone, prefs)
-        store.audit_append(  # who and when; never the number itself
-            actor="cli",
-            role="admin",
-            action="contact.set",
-            subject=f"person:{args.person}",
-            purpose="administration",
-            fields=(["phone"] if changed else []) + ["sms", "lang"],
-            at=now,
+        store.audit_append(
+            AuditEntry(  # who and when; never the number itself
+                actor="cli",
+                role="admin",
+                action="contact.set",
+                subject=f"person:{args.person}",
+                purpose="administration",
+                fields=(["phone"] if changed else []) + ["sms", "lang"],
+                at=now,
+            )
         )
     except (Invalid, NotFound) as exc:
         print(f"set-contact: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bangpae.cli.options import Subcommands, add_data_options, parse_when, settings_from, store_for
+from bangpae.domain.audit import AuditEntry
 
 
 def add_audit(sub: Subcommands) -> None:
@@ -140,13 +141,15 @@ def _audit_review(args: argparse.Namespace) -> int:
     try:
         report = access_review(store, start, end)
         store.audit_append(
-            actor="cli",
-            role="auditor",
-            action="access_review",
-            subject="audit",
-            purpose="audit",
-            fields=[f"since={report['since'] or ''}", f"until={report['until'] or ''}"],
-            at=SystemClock().now(),
+            AuditEntry(
+                actor="cli",
+                role="auditor",
+                action="access_review",
+                subject="audit",
+                purpose="audit",
+                fields=[f"since={report['since'] or ''}", f"until={report['until'] or ''}"],
+                at=SystemClock().now(),
+            )
         )
     finally:
         store.close()
@@ -195,13 +198,15 @@ def _audit_subject_report(args: argparse.Namespace) -> int:
             return 1
         _write_private(args.out, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
         store.audit_append(
-            actor="cli",
-            role="clerk",
-            action="subject_report",
-            subject=f"person:{args.person}",
-            purpose="subject_access",
-            fields=[f"reads={report['total']}"],
-            at=now,
+            AuditEntry(
+                actor="cli",
+                role="clerk",
+                action="subject_report",
+                subject=f"person:{args.person}",
+                purpose="subject_access",
+                fields=[f"reads={report['total']}"],
+                at=now,
+            )
         )
     finally:
         store.close()

@@ -48,7 +48,7 @@ def add_import_refuges(sub: Subcommands) -> None:
 def _export(args: argparse.Namespace) -> int:
     from bangpae.adapters.casefile import CaseFileError, export_case
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import NotFound
+    from bangpae.domain.errors import NotFound
 
     store = store_for(settings_from(args))
     try:
@@ -95,7 +95,7 @@ REFUGE_FILE_MAX = 20_000_000  # bytes: a national list of police boxes and stati
 
 def _import_refuges(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid
+    from bangpae.domain.errors import Invalid
     from bangpae.domain.refuge import RefugeDataError, parse_collection
 
     try:

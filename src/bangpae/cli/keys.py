@@ -7,6 +7,7 @@ import json
 import sys
 
 from bangpae.cli.options import Subcommands, add_data_options, settings_from, store_for
+from bangpae.domain.audit import AuditEntry
 
 
 def add_keys(sub: Subcommands) -> None:
@@ -54,14 +55,19 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     assert cipher is not None
     newest = fingerprint(cipher.keys[0])
     store.audit_append(
-        actor="cli",
-        role="admin",
-        action="keys_rotate",
-        subject="data-keys",
-        purpose="data key rotation" if new_key else "re-encryption with the newest data key",
-        fields=[f"newest={newest}"]
-        + [f"{name}: resealed={n['resealed']} sealed={n['sealed']}" for name, n in counts.items()],
-        at=SystemClock().now(),
+        AuditEntry(
+            actor="cli",
+            role="admin",
+            action="keys_rotate",
+            subject="data-keys",
+            purpose="data key rotation" if new_key else "re-encryption with the newest data key",
+            fields=[f"newest={newest}"]
+            + [
+                f"{name}: resealed={n['resealed']} sealed={n['sealed']}"
+                for name, n in counts.items()
+            ],
+            at=SystemClock().now(),
+        )
     )
     store.close()
     out = {"new_key": new_key, "newest": newest, "keys": len(cipher.keys), "fields": counts}

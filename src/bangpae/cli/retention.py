@@ -81,7 +81,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _hold_add(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid, NotFound
+    from bangpae.domain.errors import Invalid, NotFound
 
     scope, target = next(
         (k, v) for k in ("order", "person", "incident") if (v := getattr(args, k)) is not None
@@ -137,7 +137,7 @@ def _hold_list(args: argparse.Namespace) -> int:
 
 def _hold_release(args: argparse.Namespace) -> int:
     from bangpae.adapters.clock import SystemClock
-    from bangpae.adapters.store.errors import Invalid, NotFound
+    from bangpae.domain.errors import Invalid, NotFound
 
     store = store_for(settings_from(args))
     try:

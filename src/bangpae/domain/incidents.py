@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from bangpae.domain.errors import Invalid
 from bangpae.domain.model import Event, EventKind, Tier
 
 Priority = Literal["critical", "high", "normal"]
@@ -25,6 +26,17 @@ CRITICAL: Priority = "critical"
 HIGH: Priority = "high"
 NORMAL: Priority = "normal"
 PRIORITIES: tuple[Priority, ...] = (CRITICAL, HIGH, NORMAL)
+# The statuses an incident ends in; it is open in any other.
+FINAL = ("resolved", "false_alarm")
+# action -> (statuses it may follow, status it leads to). Forward only: an operator may
+# dispatch without a separate acknowledgement, and close an incident from any open status.
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "acknowledge": (("open",), "acknowledged"),
+    "dispatch": (("open", "acknowledged"), "dispatched"),
+    "on_scene": (("dispatched",), "on_scene"),
+    "resolve": (("open", "acknowledged", "dispatched", "on_scene"), "resolved"),
+    "false_alarm": (("open", "acknowledged", "dispatched", "on_scene"), "false_alarm"),
+}
 # Incidents about the victim's safety: an officer goes to her, and her position is the
 # one read for them; the rest are about him.
 VICTIM_CENTRED = frozenset(
@@ -91,3 +103,18 @@ def priority_of(event: Event) -> Priority | None:
 def opens_incident(event: Event) -> bool:
     """Whether an event opens an incident of its kind (or joins the one already open)."""
     return priority_of(event) is not None
+
+
+def transition(action: str) -> tuple[tuple[str, ...], str]:
+    """The statuses an action may follow and the status it leads to; Invalid if unknown."""
+    if action not in TRANSITIONS:
+        raise Invalid(f"unknown action {action!r}")
+    return TRANSITIONS[action]
+
+
+def advance(status: str, action: str) -> str:
+    """The status an action moves an incident to from ``status``; Invalid if it cannot."""
+    allowed, target = transition(action)
+    if status not in allowed:
+        raise Invalid(f"cannot {action} an incident that is {status}")
+    return target

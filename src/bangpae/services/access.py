@@ -16,6 +16,7 @@ from typing import Any
 
 from bangpae.domain import access, incidents
 from bangpae.domain.access import BREAK_GLASS, Basis, Policy, Relation
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.disclosure import iso
 from bangpae.domain.notices import STAFF, Notice
 from bangpae.domain.playbooks import Text
@@ -283,18 +284,18 @@ def public_request(req: dict[str, Any]) -> dict[str, Any]:
 
 def break_glass_record(
     who: Principal, subject: str, purpose: str, reason: str, now: float, request_id: str | None
-) -> dict[str, Any]:
+) -> AuditEntry:
     """The audit record of a break-glass read (the read's own record says ``basis=break_glass``)."""
-    return {
-        "actor": actor(who),
-        "role": who.role,
-        "action": access.GLASS,
-        "subject": subject,
-        "purpose": purpose,
-        "fields": [f"reason={reason}"],
-        "at": now,
-        "request_id": request_id,
-    }
+    return AuditEntry(
+        actor(who),
+        who.role,
+        access.GLASS,
+        subject,
+        purpose,
+        [f"reason={reason}"],
+        at=now,
+        request_id=request_id,
+    )
 
 
 def break_glass_notices(
@@ -336,7 +337,7 @@ async def broke_glass(
     Called before the read: the alert does not depend on the read succeeding.
     """
     record = break_glass_record(who, subject, grant.purpose, grant.reason or "", now, request_id)
-    record_id = int(await asyncio.to_thread(lambda: store.audit_append(**record)))
+    record_id = int(await asyncio.to_thread(lambda: store.audit_append(record)))
     if notifier is not None:
         await notifier.send_all(
             break_glass_notices(policy, who, subject, grant.purpose, record_id, now)

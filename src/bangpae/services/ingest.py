@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bangpae.domain import incidents, playbooks, retro
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.batch import FixBatch, PackedFixes
 from bangpae.domain.model import Event, EventKind, Fix, make_event
 from bangpae.engine.engine import Engine
@@ -342,11 +343,11 @@ class Ingest:
 
     def _views(
         self, following: dict[_Watch, set[int]], now: float
-    ) -> tuple[dict[_Watch, dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[dict[_Watch, dict[str, Any]], list[AuditEntry]]:
         """The status of each stream with a view that the batch touched, and the audit
         records of the positions they show."""
         views: dict[_Watch, dict[str, Any]] = {}
-        audits: list[dict[str, Any]] = []
+        audits: list[AuditEntry] = []
         for w in following:
             if w.view is None:
                 continue
@@ -374,7 +375,7 @@ class Ingest:
         late_flags: Any,
         events: list[Event],
         late: list[Fix],
-        audits: list[dict[str, Any]],
+        audits: list[AuditEntry],
     ) -> tuple[list[int], list[Event]]:
         """Runs in a worker thread: retro evaluation of late fixes, then one transaction."""
         events = events + self._retro(late)

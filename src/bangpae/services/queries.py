@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bangpae.domain import disclosure, incidents, notices
+from bangpae.domain.audit import AuditEntry
 from bangpae.services import sos
 from bangpae.services.access import actor
 from bangpae.services.auth import Principal
@@ -22,14 +23,16 @@ def audit_read(
 ) -> None:
     """The audit record of one read that returned a position."""
     store.audit_append(
-        actor=actor,
-        role=role,
-        action="read_position",
-        subject=subject,
-        purpose=purpose,
-        fields=fields,
-        at=now,
-        request_id=request_id,
+        AuditEntry(
+            actor=actor,
+            role=role,
+            action="read_position",
+            subject=subject,
+            purpose=purpose,
+            fields=fields,
+            at=now,
+            request_id=request_id,
+        )
     )
 
 
@@ -65,26 +68,26 @@ def victim_status(
     mine = orders if orders is not None else store.orders_for_person(who.person_id)
     status, reads = victim_view(engine, who, now, mine)
     for record in victim_reads(who, reads, now, request_id):
-        store.audit_append(**record)
+        store.audit_append(record)
     return status
 
 
 def victim_reads(
     who: Principal, subjects: list[str], now: float, request_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The audit records of her reading these subjects' positions: the keyword arguments
-    of the store's ``audit_append`` (a live stream's go in with the batch instead)."""
+) -> list[AuditEntry]:
+    """The audit records of her reading these subjects' positions (a live stream's go in
+    with the batch instead)."""
     return [
-        {
-            "actor": actor(who),
-            "role": who.role,
-            "action": "read_position",
-            "subject": subject,
-            "purpose": "victim_safety",
-            "fields": list(VICTIM_READ_FIELDS),
-            "at": now,
-            "request_id": request_id,
-        }
+        AuditEntry(
+            actor(who),
+            who.role,
+            "read_position",
+            subject,
+            "victim_safety",
+            VICTIM_READ_FIELDS,
+            at=now,
+            request_id=request_id,
+        )
         for subject in subjects
     ]
 

@@ -25,7 +25,7 @@ def disclosed_positions(
     orders = store.orders_for_person(who.person_id)
     status, reads = queries.victim_view(engine, who, now, orders)
     for record in queries.victim_reads(who, reads, now, request_id):
-        store.audit_append(**record)
+        store.audit_append(record)
     return [refuge.Him.shown(o["offender"]) for o in status["orders"] if o["offender"]]
 
 

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bangpae.domain.audit import AuditEntry
 from bangpae.services.auth import (
     SCOPE_ENROL,
     SCOPE_FULL,
@@ -205,13 +206,15 @@ def refresh(store: Any, settings: Any, secret: bytes, now: float, refresh_token:
     if status == "reused":
         log.warning("refresh token of session %s presented twice: session revoked", session.id)
         store.audit_append(
-            actor=f"user:{session.user_id}:{session.username}",
-            role=session.role,
-            action="refresh_token_reused",
-            subject=f"session:{session.id}",
-            purpose="security",
-            fields=["session revoked"],
-            at=now,
+            AuditEntry(
+                actor=f"user:{session.user_id}:{session.username}",
+                role=session.role,
+                action="refresh_token_reused",
+                subject=f"session:{session.id}",
+                purpose="security",
+                fields=["session revoked"],
+                at=now,
+            )
         )
     if status != "rotated":
         raise AuthError(401, "session_ended", "the sign-in has ended: sign in again")

@@ -15,12 +15,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase, audit_row
-from bangpae.adapters.store.errors import Conflict, NotFound
+from bangpae.adapters.store.audit import AuditStore, audit_row
 from bangpae.domain.access import APPROVE, REQUEST, notes
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Conflict, NotFound
 
 
-class AccessStore(StoreBase):
+class AccessStore(AuditStore):
     """Requests to read a person's positions, approvals, and audit records by time."""
 
     def request_access(
@@ -41,14 +42,16 @@ class AccessStore(StoreBase):
                 raise NotFound(f"person {person_id} does not exist")
             return self._audit_insert(
                 c,
-                actor,
-                role,
-                REQUEST,
-                f"person:{int(person_id)}",
-                purpose,
-                [f"reason={reason}"],
-                at=at,
-                request_id=request_id,
+                AuditEntry(
+                    actor,
+                    role,
+                    REQUEST,
+                    f"person:{int(person_id)}",
+                    purpose,
+                    [f"reason={reason}"],
+                    at=at,
+                    request_id=request_id,
+                ),
             )
 
     def approve_access(
@@ -71,14 +74,16 @@ class AccessStore(StoreBase):
                 raise Conflict(f"access request {access_request} is approved already")
             self._audit_insert(
                 c,
-                actor,
-                role,
-                APPROVE,
-                f"access_request:{int(access_request)}",
-                found["purpose"],
-                [f"until={float(until)!r}"],
-                at=at,
-                request_id=request_id,
+                AuditEntry(
+                    actor,
+                    role,
+                    APPROVE,
+                    f"access_request:{int(access_request)}",
+                    found["purpose"],
+                    [f"until={float(until)!r}"],
+                    at=at,
+                    request_id=request_id,
+                ),
             )
             out = self._access_request(c, access_request)
         assert out is not None

@@ -1,7 +1,12 @@
-"""What the store's mixins share: the timeline entry of a person's action, bulk inserts
-that keep SQLAlchemy's per-row work off the single writer, and what they may use of
-:class:`~bangpae.adapters.store.store.Store`, declared once for type checkers (``Store``
-itself provides each of those).
+"""The store's kernel, which every mixin of :class:`~bangpae.adapters.store.store.Store`
+inherits: the engine on SQLite (WAL, synchronous=FULL) or PostgreSQL, its read and write
+transactions, advisory locks, migrations, and bulk inserts that keep SQLAlchemy's
+per-row work off the single writer.
+
+Writers are serialised where the data needs it: on SQLite every write transaction starts
+with ``BEGIN IMMEDIATE`` (one writer at a time, across threads and processes, so
+read-then-write decisions cannot race); on PostgreSQL the mixins take transaction-scoped
+advisory locks (:meth:`StoreBase._pg_lock`) where they decide from what they read.
 """
 
 from __future__ import annotations
@@ -9,8 +14,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -18,20 +24,35 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    CursorResult,
     Engine,
     Row,
     Select,
     Table,
     any_,
     bindparam,
+    create_engine,
+    event,
     func,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
 
+from bangpae.adapters.datadir import create_private_file, sqlite_file
 from bangpae.adapters.store import schema as s
+from bangpae.domain.errors import Invalid
 from bangpae.domain.model import Event
+
+if TYPE_CHECKING:
+    from bangpae.adapters.crypto import FieldCipher
+
+# PostgreSQL advisory lock key of migrations (transaction-scoped, so a crash never leaves
+# one held; the mixins hold their own keys)
+_LOCK_MIGRATE = 0x62616E6770610001
 
 
 def insert_action_entry(
@@ -120,8 +141,119 @@ def sqlite_insert(
     return list(range(last - len(rows) + 1, last + 1))
 
 
+def new_id(result: CursorResult[Any]) -> int:
+    """The primary key a single-row insert generated."""
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - every table has a generated integer key
+        raise RuntimeError("the database returned no generated id")
+    return int(key[0])
+
+
+def fits(column: Column[Any], value: str | None) -> None:
+    """Refuse a string longer than its column, alike on both backends (SQLite would keep it)."""
+    length = getattr(column.type, "length", None)
+    if value is not None and length is not None and len(value) > length:
+        raise Invalid(f"{column.name} is longer than {length} characters")
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the sqlite3 module: _sqlite_begin emits BEGIN.
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged fix survives power loss
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    # Fix batches touch one index page per device: a bigger cache and rarer checkpoints
+    # (the WAL may grow to ~40 MB) roughly double bulk throughput on a large table.
+    cur.execute("PRAGMA cache_size=-16384")
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock up front: no read-then-write race, no lock-upgrade deadlock.
+    immediate = conn.get_execution_options().get("bangpae_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 class StoreBase:
-    """The base of every store mixin."""
+    """The engine behind one database URL and its transactions: the base of every store
+    mixin."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        u = make_url(url)
+        if u.drivername == "postgresql":  # the driver this project ships with
+            u = u.set(drivername="postgresql+psycopg")
+        # A failed statement's exception quotes its values (names, positions, phone
+        # numbers) and is logged: they are left out of it, and out of SQL echo.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
+        memory = False
+        if u.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            memory = u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
+            if memory:  # one shared connection, else every connection sees its own database
+                kwargs["poolclass"] = StaticPool
+            elif (db := sqlite_file(u)) is not None:
+                # Made here 0600 whatever the umask: SQLite gives its -wal and -shm files
+                # the database file's mode (a missing directory is SQLite's to report).
+                with suppress(FileNotFoundError, NotADirectoryError):
+                    create_private_file(db)
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(u, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        # An in-memory database has a single connection: use it one caller at a time.
+        self._serial: threading.RLock | nullcontext[None] = (
+            threading.RLock() if memory else nullcontext()
+        )
+        # SQLite has one writer at a time, and a writer that finds the lock taken polls for
+        # it with sleeps growing to 100 ms, so it may start tens of milliseconds after the
+        # lock is free (the group commit of fixes behind an audit record, or the reverse).
+        # The process's own writers queue here instead: each starts as the previous commits.
+        self._writers: threading.RLock | nullcontext[None] = (
+            threading.RLock() if self.dialect == "sqlite" and not memory else nullcontext()
+        )
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._serial, self.engine.connect() as c:
+            yield c
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._serial, self._writers, self.engine.connect() as c:
+            c.execution_options(bangpae_write=True)
+            with c.begin():
+                yield c
+
+    def _pg_lock(self, c: Connection, key: int) -> None:
+        if self.dialect == "postgresql":
+            c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent; concurrent runs wait)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self._write() as conn:
+            self._pg_lock(conn, _LOCK_MIGRATE)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
 
     def _insert_rows(
         self, c: Connection, table: Table, rows: list[dict[str, Any]], ids: bool = True
@@ -145,21 +277,10 @@ class StoreBase:
         params = [tuple(json.dumps(r[k]) if k in json_cols else r[k] for k in names) for r in rows]
         return sqlite_insert(c, table.name, names, params, ids)
 
-    if TYPE_CHECKING:  # provided by Store
-        _audit_lock: threading.Lock
-        engine: Engine
-        _serial: AbstractContextManager[Any]  # one caller at a time (in-memory SQLite)
-        _writers: AbstractContextManager[Any]  # this process's writers, one at a time
+    if TYPE_CHECKING:  # set by Store, or provided by other mixins of it
+        cipher: FieldCipher | None
 
-        @property
-        def dialect(self) -> str:
-            """``sqlite`` or ``postgresql``."""
-            ...
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
         def _incidents_moved(self, incident_ids: Iterable[int]) -> None: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        def _pg_lock(self, c: Connection, key: int) -> None: ...
         def _seal(self, column: Column[Any], value: Any) -> Any: ...
         def _open(self, column: Column[Any], value: Any, row_id: Any) -> Any: ...
         def _seal_in(self, data: Any, key: str) -> Any: ...
@@ -168,31 +289,3 @@ class StoreBase:
         def _insert_events(self, c: Connection, events: Sequence[Event]) -> list[Event]: ...
         def _queue_reactions(self, c: Connection, events: Sequence[Event]) -> None: ...
         def _stored(self, r: Row[Any]) -> Any: ...
-        def _audit_insert(
-            self,
-            c: Connection,
-            actor: str,
-            role: str,
-            action: str,
-            subject: str,
-            purpose: str,
-            fields: Sequence[str] = (),
-            *,
-            at: float,
-            request_id: str | None = None,
-        ) -> int: ...
-
-
-def audit_row(r: Any) -> dict[str, Any]:
-    """An audit row as the record its hash covers (and as callers read it)."""
-    return {
-        "id": int(r.id),
-        "at": float(r.at),
-        "actor": r.actor,
-        "role": r.role,
-        "action": r.action,
-        "subject": r.subject,
-        "purpose": r.purpose,
-        "fields": json.loads(r.fields),
-        "request_id": r.request_id,
-    }

@@ -37,8 +37,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.adapters.store.audit import AuditStore
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 
 # Tables of a case, parents first (the order they are imported in).
 CASE_TABLES: tuple[str, ...] = (
@@ -157,7 +158,7 @@ def _refs(subject: str) -> set[str]:
     return set(subject.split("/"))
 
 
-class CaseStore(StoreBase):
+class CaseStore(AuditStore):
     """Read one case as rows per table, and write a case into this database."""
 
     def case_tables(self, order_id: int) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
@@ -288,7 +289,9 @@ class CaseStore(StoreBase):
             if self.dialect == "postgresql":
                 self._advance_sequences(c)
             actor, role, subject, purpose, fields, at = audit(counts)
-            self._audit_insert(c, actor, role, "import", subject, purpose, fields, at=at)
+            self._audit_insert(
+                c, AuditEntry(actor, role, "import", subject, purpose, fields, at=at)
+            )
         return counts
 
     def _import_case_extras(

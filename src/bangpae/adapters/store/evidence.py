@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from bangpae.adapters.crypto import DataKeyError
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, insert_action_entry
-from bangpae.adapters.store.errors import Invalid, NotFound
+from bangpae.domain.errors import Invalid, NotFound
 
 if TYPE_CHECKING:
     from bangpae.adapters.crypto import FieldCipher

@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, bound_list, one_of
-from bangpae.adapters.store.errors import Conflict, Invalid, NotFound
+from bangpae.domain.errors import Conflict, Invalid, NotFound
 from bangpae.domain.notices import SHOWN, Notice
 
 # When a notice with each of some dedup keys was last sent (the notifier asks per round).

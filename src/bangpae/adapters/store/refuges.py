@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Invalid
+from bangpae.adapters.store.audit import AuditStore
 from bangpae.domain import geodesy
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Invalid
 from bangpae.domain.refuge import Refuge, parse_collection
 
 MAX_REFUGES = 50_000  # in all: the nearest are found by a bounding box, then exactly
@@ -81,7 +82,7 @@ def bounding_box(lat: float, lon: float, radius_m: float) -> ColumnElement[bool]
     return and_(rows, t.c.lon >= west, t.c.lon <= east)
 
 
-class RefugeStore(StoreBase):
+class RefugeStore(AuditStore):
     """Places of refuge."""
 
     def import_refuges(
@@ -134,14 +135,16 @@ class RefugeStore(StoreBase):
             fields = [f"mode={mode}", *(f"{k}={v}" for k, v in counts.as_dict().items())]
             self._audit_insert(
                 c,
-                actor,
-                role,
-                "import_refuges",
-                "refuges",
-                "administration",
-                fields,
-                at=at,
-                request_id=request_id,
+                AuditEntry(
+                    actor,
+                    role,
+                    "import_refuges",
+                    "refuges",
+                    "administration",
+                    fields,
+                    at=at,
+                    request_id=request_id,
+                ),
             )
         return counts
 

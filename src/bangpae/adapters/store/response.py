@@ -14,11 +14,10 @@ from sqlalchemy import Connection, Row, and_, func, select
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, insert_action_entry
-from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.adapters.store.sealed import HANDOFF_POSITIONS
+from bangpae.domain.errors import Invalid, NotFound
+from bangpae.domain.incidents import FINAL
 from bangpae.domain.model import Event, Fix, Person, PersonKind
-
-FINAL = ("resolved", "false_alarm")
 
 
 @dataclass(frozen=True, slots=True)

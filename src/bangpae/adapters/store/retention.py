@@ -20,7 +20,6 @@ The checkpoint also records the audit retention in force (``days=``), which
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase
-from bangpae.adapters.store.errors import Invalid, NotFound
+from bangpae.adapters.store.audit import GENESIS, AuditStore, audit_notes
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Invalid, NotFound
+from bangpae.domain.incidents import FINAL
 from bangpae.domain.retention import (
     CLASSES,
     HOLD_SCOPES,
@@ -44,7 +45,6 @@ from bangpae.domain.retention import (
     Sweep,
 )
 
-FINAL = ("resolved", "false_alarm")
 HOLD = "legal_hold"
 RELEASE = "legal_hold_release"
 _CHUNK = 500  # ids per IN (...) list
@@ -57,16 +57,6 @@ def _iso(t: float) -> str:
 def _chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
     for k in range(0, len(ids), _CHUNK):
         yield list(ids[k : k + _CHUNK])
-
-
-def _notes(fields: str) -> dict[str, str]:
-    """``key=value`` entries of an audit record's fields, as a dict."""
-    out: dict[str, str] = {}
-    for item in json.loads(fields):
-        key, sep, value = str(item).partition("=")
-        if sep:
-            out[key] = value
-    return out
 
 
 def _bound(value: str) -> float | None:
@@ -99,7 +89,7 @@ class PurgeReport:
         }
 
 
-class RetentionStore(StoreBase):
+class RetentionStore(AuditStore):
     """Legal holds, the purge of data past retention, and the audit chain's checkpoint."""
 
     # -- legal holds -------------------------------------------------------------------
@@ -132,7 +122,7 @@ class RetentionStore(StoreBase):
             if c.execute(select(table.c.id).where(table.c.id == target)).first() is None:
                 raise NotFound(f"{scope} {target} does not exist")
             hid = self._audit_insert(
-                c, actor, role, HOLD, f"{scope}:{target}", reason.strip(), fields, at=at
+                c, AuditEntry(actor, role, HOLD, f"{scope}:{target}", reason.strip(), fields, at=at)
             )
         return Hold(hid, scope, target, start, end, reason.strip(), at)
 
@@ -144,7 +134,7 @@ class RetentionStore(StoreBase):
             if hold_id not in {h.id for h in self._holds(c)}:
                 raise NotFound(f"no hold {hold_id} is in force")
             self._audit_insert(
-                c, actor, role, RELEASE, f"hold:{hold_id}", reason.strip(), [], at=at
+                c, AuditEntry(actor, role, RELEASE, f"hold:{hold_id}", reason.strip(), [], at=at)
             )
 
     def legal_holds(self) -> list[Hold]:
@@ -171,7 +161,7 @@ class RetentionStore(StoreBase):
                 continue
             if not target.isdigit():  # pragma: no cover - only place_hold writes these
                 continue
-            notes = _notes(r.fields)
+            notes = audit_notes(r.fields)
             out.append(
                 Hold(
                     int(r.id),
@@ -316,8 +306,6 @@ class RetentionStore(StoreBase):
         The newest record always stays (the chain continues from it); a real run has
         appended the other classes' records by then, so a dry run counts the head too.
         """
-        from bangpae.adapters.store.store import GENESIS
-
         a = s.audit
         first = c.execute(select(a.c.id, a.c.prev_hash).order_by(a.c.id).limit(1)).first()
         if first is None:
@@ -359,7 +347,9 @@ class RetentionStore(StoreBase):
 
         def record(c: Connection, name: str, deleted: int, extra: Sequence[str] = ()) -> None:
             fields = [f"before={_iso(p.cutoffs[name])}", f"deleted={deleted}", *extra]
-            self._audit_insert(c, actor, role, "purge", name, "retention", fields, at=p.now)
+            self._audit_insert(
+                c, AuditEntry(actor, role, "purge", name, "retention", fields, at=p.now)
+            )
 
         tables = {"fixes": s.fixes, "events": s.events, "notices": s.notices}
         for name in ("fixes", "events"):
@@ -445,42 +435,3 @@ class RetentionStore(StoreBase):
         c.execute(rt.delete().where(rt.c.session_id.in_(old)))
         n = int(c.execute(ss.delete().where(ended)).rowcount)
         return n + int(c.execute(a.delete().where(a.c.at < before)).rowcount)
-
-    # -- the audit chain's base --------------------------------------------------------
-
-    def _audit_base(self, c: Connection) -> tuple[int, str] | None:
-        """The newest purge checkpoint: (id, hash) of the last record deleted, if any."""
-        a = s.audit
-        r = c.execute(
-            select(a.c.fields)
-            .where(and_(a.c.action == "purge", a.c.subject == "audit"))
-            .order_by(a.c.id.desc())
-            .limit(1)
-        ).first()
-        if r is None:
-            return None
-        notes = _notes(r.fields)
-        through = notes.get("through_id", "")
-        if not through.isdigit() or int(through) == 0:
-            return None
-        return int(through), notes.get("through_hash", "")
-
-    def audit_hash_of(self, record_id: int) -> str | None:
-        """The stored hash of one audit record (None: no such record)."""
-        a = s.audit
-        with self._read() as c:
-            value = c.execute(select(a.c.hash).where(a.c.id == record_id)).scalar()
-        return None if value is None else str(value)
-
-    def audit_link(self, record_id: int) -> tuple[str, bool] | None:
-        """The stored hash of one audit record and whether it carries a MAC (None: no such
-        record)."""
-        a = s.audit
-        with self._read() as c:
-            r = c.execute(select(a.c.hash, a.c.mac).where(a.c.id == record_id)).first()
-        return None if r is None else (str(r.hash), r.mac is not None)
-
-    def audit_base(self) -> tuple[int, str] | None:
-        """Where the chain starts after purges: (id, hash) of the last record purged."""
-        with self._read() as c:
-            return self._audit_base(c)

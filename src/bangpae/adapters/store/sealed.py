@@ -26,8 +26,8 @@ from sqlalchemy import JSON, Column, Text, bindparam, cast, or_, select
 
 from bangpae.adapters.crypto import PREFIX, DataKeyError, is_sealed
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.errors import Invalid
 from bangpae.adapters.store.positions import SealedPositions
+from bangpae.domain.errors import Invalid
 
 # table -> its sealed columns
 SEALED: Mapping[str, tuple[str, ...]] = {"people": ("phone",), "orders": ("zones", "curfews")}
@@ -106,6 +106,15 @@ class SealedFields(SealedPositions):
         if isinstance(data, dict) and isinstance(data.get("data"), dict):
             return {**data, "data": self._seal_place(data["data"])}
         return data
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent; concurrent runs wait);
+        with a cipher, then seal the plaintext positions left (once the keys are known to
+        open what is sealed already: DataKeyError otherwise, and nothing sealed)."""
+        super().migrate()
+        if self.cipher is not None:
+            self.check_keys()
+            self.seal_positions()
 
     def check_keys(self) -> None:
         """Raise DataKeyError unless the keys open the newest sealed value of each table.

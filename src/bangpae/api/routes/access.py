@@ -17,6 +17,7 @@ from pydantic import Field
 from bangpae.api.deps import Ctx, RequestId, principal
 from bangpae.api.schemas import MAX_ID, IdPath, Strict
 from bangpae.domain.access import Purpose
+from bangpae.domain.audit import AuditEntry
 from bangpae.services import access
 from bangpae.services.auth import Principal
 
@@ -109,14 +110,16 @@ async def access_review(
     def review() -> dict[str, Any]:
         out = access.access_review(ctx.store, t0, t1)
         ctx.store.audit_append(
-            actor=access.actor(who),
-            role=who.role,
-            action="access_review",
-            subject="audit",
-            purpose="audit",
-            fields=[f"since={out['since'] or ''}", f"until={out['until'] or ''}"],
-            at=ctx.clock.now(),
-            request_id=rid,
+            AuditEntry(
+                actor=access.actor(who),
+                role=who.role,
+                action="access_review",
+                subject="audit",
+                purpose="audit",
+                fields=[f"since={out['since'] or ''}", f"until={out['until'] or ''}"],
+                at=ctx.clock.now(),
+                request_id=rid,
+            )
         )
         return out
 
@@ -142,14 +145,16 @@ async def position_reads(
         out = access.subject_report(ctx.store, person_id, t0, t1, now)
         if out is not None:
             ctx.store.audit_append(
-                actor=access.actor(who),
-                role=who.role,
-                action="subject_report",
-                subject=f"person:{person_id}",
-                purpose="subject_access",
-                fields=[f"reads={out['total']}"],
-                at=now,
-                request_id=rid,
+                AuditEntry(
+                    actor=access.actor(who),
+                    role=who.role,
+                    action="subject_report",
+                    subject=f"person:{person_id}",
+                    purpose="subject_access",
+                    fields=[f"reads={out['total']}"],
+                    at=now,
+                    request_id=rid,
+                )
             )
         return out
 

@@ -22,6 +22,7 @@ from bangpae.adapters.store.evidence import EvidenceFull, EvidenceRecord
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
 from bangpae.domain.access import EVIDENCE_READERS, Purpose
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.disclosure import iso
 from bangpae.services import sos
 from bangpae.services.access import actor
@@ -167,19 +168,21 @@ async def upload_evidence(
         raise HTTPException(413, str(exc)) from None
     await asyncio.to_thread(
         ctx.store.audit_append,
-        actor=actor(who),
-        role=who.role,
-        action="evidence_upload",
-        subject=f"incident:{incident_id}/evidence:{kept.id}",
-        purpose="sos_evidence",
-        fields=[
-            f"sha256={kept.sha256}",
-            f"size={kept.size}",
-            f"content_type={kept.content_type}",
-            f"new={'true' if new else 'false'}",
-        ],
-        at=now,
-        request_id=rid,
+        AuditEntry(
+            actor=actor(who),
+            role=who.role,
+            action="evidence_upload",
+            subject=f"incident:{incident_id}/evidence:{kept.id}",
+            purpose="sos_evidence",
+            fields=[
+                f"sha256={kept.sha256}",
+                f"size={kept.size}",
+                f"content_type={kept.content_type}",
+                f"new={'true' if new else 'false'}",
+            ],
+            at=now,
+            request_id=rid,
+        ),
     )
     body = {
         "id": kept.id,
@@ -205,14 +208,16 @@ def _audit_read(
     rid: str,
 ) -> None:
     ctx.store.audit_append(
-        actor=actor(who),
-        role=who.role,
-        action="read_evidence",
-        subject=subject,
-        purpose=purpose.value,
-        fields=fields,
-        at=now,
-        request_id=rid,
+        AuditEntry(
+            actor=actor(who),
+            role=who.role,
+            action="read_evidence",
+            subject=subject,
+            purpose=purpose.value,
+            fields=fields,
+            at=now,
+            request_id=rid,
+        )
     )
 
 

@@ -14,11 +14,12 @@ import phonenumbers
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
-from bangpae.adapters.store.errors import Invalid, NotFound
 from bangpae.adapters.webpush import endpoint_allowed
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.routes.pins import answer_floor, her_pin
 from bangpae.api.schemas import MAX_ID, Strict
+from bangpae.domain.audit import AuditEntry
+from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.notices import SHOWN, SMS_TIERS, sms_prefs
 from bangpae.services.auth import Principal
 
@@ -241,14 +242,16 @@ def _store_contact(
         raise HTTPException(422, str(exc)) from None
     # who and when, and what changed; never the number itself
     ctx.store.audit_append(
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action="contact.set",
-        subject=f"person:{person_id}",
-        purpose="victim_safety" if who.role == "victim" else "administration",
-        fields=(["phone"] if changed else []) + ["sms", "lang"] + (["shown"] if shown else []),
-        at=ctx.clock.now(),
-        request_id=rid,
+        AuditEntry(
+            actor=f"user:{who.user_id}:{who.username}",
+            role=who.role,
+            action="contact.set",
+            subject=f"person:{person_id}",
+            purpose="victim_safety" if who.role == "victim" else "administration",
+            fields=(["phone"] if changed else []) + ["sms", "lang"] + (["shown"] if shown else []),
+            at=ctx.clock.now(),
+            request_id=rid,
+        )
     )
 
 
@@ -313,14 +316,16 @@ async def person_contact(
     out = await asyncio.to_thread(_contact, ctx.store, person_id, ctx.clock.now())
     await asyncio.to_thread(
         ctx.store.audit_append,
-        actor=f"user:{who.user_id}:{who.username}",
-        role=who.role,
-        action="contact.read",
-        subject=f"person:{person_id}",
-        purpose=purpose,
-        fields=["phone"],
-        at=ctx.clock.now(),
-        request_id=rid,
+        AuditEntry(
+            actor=f"user:{who.user_id}:{who.username}",
+            role=who.role,
+            action="contact.read",
+            subject=f"person:{person_id}",
+            purpose=purpose,
+            fields=["phone"],
+            at=ctx.clock.now(),
+            request_id=rid,
+        ),
     )
     return out
 

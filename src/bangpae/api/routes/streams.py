@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from bangpae.api.deps import authenticate
+from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import Event
 from bangpae.services import queries, sos
 from bangpae.services.auth import SCOPE_FULL, Principal
@@ -109,7 +110,7 @@ async def victim_stream(ws: WebSocket) -> None:
     heartbeat_s = float(ctx.settings.stream_heartbeat_s or HEARTBEAT_S)
     orders = await asyncio.to_thread(_her_orders, ctx, who)
 
-    def view(now: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def view(now: float) -> tuple[dict[str, Any], list[AuditEntry]]:
         status, reads = queries.victim_view(ctx.engine, who, now, orders)
         return status, queries.victim_reads(who, reads, now)
 

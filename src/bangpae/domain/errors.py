@@ -1,4 +1,5 @@
-"""Errors the store raises, for callers to map to their own replies."""
+"""Errors of the rules: what callers map to their own replies (a conflict, a missing
+thing, a request the data contradicts)."""
 
 
 class StoreError(Exception):
