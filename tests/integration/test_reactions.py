@@ -152,6 +152,10 @@ async def test_events_committed_before_a_crash_have_their_reactions_at_the_next_
         victim = told(second, "victim")
         assert victim == Counter({(o, "tier_breach"): 1 for o, _, _ in made})
         assert told(second, "staff") == Counter({(o, "incident"): 1 for o, _, _ in made})
+        # pursuit: her app is asked to report fast from its next connection, as what she
+        # was shown (breach) is restored with the tiers
+        for _, _, phone in made:
+            assert second.commands.desired.get(phone) == 15
         assert second.reactions.stats.resumed == len(events)
     finally:
         await second.stop()
@@ -190,3 +194,25 @@ async def test_a_failing_reaction_leaves_its_events_due_for_the_next_start(
         assert told(ctx, "victim") == Counter({(order, "tier_breach"): 1})
     finally:
         await ctx.stop()
+
+
+async def test_what_she_was_shown_survives_a_restart(tmp_path: Path) -> None:
+    """Before, a restart restored the tier and forgot what she was shown: her screen and
+    her app's interval said "clear" until his next fix while he stood 40 m from her."""
+    clock = ManualClock(T0 + 61)
+    first = build(settings(tmp_path), clock=clock)
+    ((order, ankle, phone),) = parties(first, 1)
+    await first.start()
+    try:
+        await first.ingest.submit([near(phone, T0 + 60, 0), near(ankle, T0 + 60.5, 40)])
+        shown = first.engine.shown_of(order)
+        assert shown in (Tier.REVEAL, Tier.BREACH)
+    finally:
+        await first.stop()
+    second = build(settings(tmp_path), clock=clock)
+    await second.start()
+    try:
+        assert second.engine.tier_of(order) == Tier.BREACH
+        assert second.engine.shown_of(order) == shown
+    finally:
+        await second.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -167,9 +167,14 @@ class Registry:
         return self._csr
 
     def restore(
-        self, latest: dict[int, Fix], tiers_by_order: dict[int, tuple[Tier, Tier, float]]
+        self,
+        latest: dict[int, Fix],
+        tiers_by_order: dict[int, tuple[Tier, Tier, float]],
+        shown_by_order: Mapping[int, Tier] | None = None,
     ) -> None:
-        """Rebuild live state after a restart: latest fixes and each order's last tier."""
+        """Rebuild live state after a restart: latest fixes, each order's last tier and
+        what she was last shown (her pursuit interval and her screen follow it; her view
+        still discloses his position only by its own rule, docs/disclosure.md)."""
         for fix in sorted(latest.values(), key=lambda f: f.fix_time):
             if not self.knows_device(fix.device_id):
                 continue
@@ -187,6 +192,10 @@ class Registry:
             if slot is not None:
                 self.orders.tier[slot], self.orders.base[slot] = int(tier), int(base)
                 self.orders.since[slot] = since
+        for order_id, shown in (shown_by_order or {}).items():
+            slot = self._order_slot.get(order_id)
+            if slot is not None:
+                self.orders.shown[slot] = int(shown)
 
     def _set_person(self, p: int, fix: Fix, vx: float, vy: float) -> None:
         ps = self.persons

@@ -132,7 +132,8 @@ class Ingest:
             if restore:
                 latest = await asyncio.to_thread(self.store.latest_fixes)
                 tiers = await asyncio.to_thread(self.store.latest_tiers)
-                self.engine.restore(latest, tiers)
+                shown = await asyncio.to_thread(self.store.latest_shown)
+                self.engine.restore(latest, tiers, shown)
                 pauses = await asyncio.to_thread(self.store.disclosure_pauses)
                 for order_id, paused in pauses.items():
                     self.engine.set_misuse_pause(order_id, paused)

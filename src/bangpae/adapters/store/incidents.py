@@ -354,6 +354,23 @@ class IncidentStore(StoreBase):
             out[int(r.order_id)] = (tier, base, float(r.at))
         return out
 
+    def latest_shown(self) -> dict[int, Tier]:
+        """What each order's protected person was last shown, from its last live change."""
+        ev = s.events
+        with self._read() as c:
+            rows = c.execute(
+                select(ev.c.order_id, ev.c.tier_to)
+                .where(
+                    and_(
+                        ev.c.kind == EventKind.SHOWN_TIER_CHANGED.value,
+                        ev.c.late.is_(False),
+                        ev.c.order_id.is_not(None),
+                    )
+                )
+                .order_by(ev.c.at, ev.c.id)
+            ).all()
+        return {int(r.order_id): Tier(r.tier_to) for r in rows}
+
     def disclosure_pauses(self) -> dict[int, bool]:
         """Each order's disclosure pause, from its last guard detection or operator decision."""
         ev = s.events
