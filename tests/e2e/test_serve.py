@@ -10,9 +10,10 @@ import time
 import httpx
 from geographiclib.geodesic import Geodesic
 
+from tests.scenario import HOME
+
 from .conftest import Server
 
-HOME = (37.5663, 126.9779)
 PASSWORD = "seoul-shield-e2e-2026"
 
 

@@ -26,8 +26,8 @@ from bangpae.cli import main
 from bangpae.config import Settings
 from bangpae.domain.model import Event, EventKind, Fix, Order, event_id
 from tests.integration.conftest import signed_in
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 N_FIXES = 5
 REASON = "she called 112: he is at her door, ticket 2027-0115-31"
 

@@ -14,10 +14,9 @@ from bangpae.adapters.listeners.osmand_http import create_osmand_app
 from bangpae.app import build, http_app
 from bangpae.config import Settings
 from bangpae.services.auth import hash_password
+from tests.scenario import HOME, T0
 
-T0 = 1_800_000_000.0
 PW = "a-long-enough-password"
-HOME = (37.5663, 126.9779)
 CLI = {"actor": "cli", "role": "admin"}
 
 

@@ -24,8 +24,8 @@ from bangpae.domain.model import Order
 from bangpae.domain.retention import DAY_S, Policy
 from bangpae.services import sessions
 from bangpae.services.auth import hash_password
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0
 PW = "a-long-enough-password"
 LOGIN = "/api/v1/auth/login"
 

@@ -65,14 +65,13 @@ from bangpae.domain.refuge import parse_collection
 from bangpae.services import sessions
 from bangpae.services.auth import SCOPE_ENROL, SCOPE_FULL, Principal, hash_password, issue_token
 from bangpae.services.response import DISPATCH_PURPOSE, HANDOFF_PURPOSE
+from tests.scenario import HOME, T0
 
 in_world_loop = pytest.mark.asyncio(loop_scope="module")  # the world's event loop
 POLICY = load_policy()  # the shipped access policy, which the world's app runs with
 
-T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 PW = "correct-horse-battery-staple-7"
 NEW_PW = "violet-quarry-lantern-93-otter"
-HOME = (37.5663, 126.9779)
 KEY = "device-secret-for-the-matrix"
 
 ANONYMOUS = "anonymous"  # no token at all

@@ -27,9 +27,8 @@ from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import Fix, Order
 from bangpae.engine.engine import Engine
 from bangpae.services.ingest import Ingest
+from tests.scenario import HOME, T0
 
-HOME = (37.5663, 126.9779)
-T0 = 1_800_000_000.0
 EXPORTED_AT = T0 + 7200
 
 

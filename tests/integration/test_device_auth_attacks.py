@@ -24,8 +24,8 @@ from bangpae.services import auth as auth_module
 from bangpae.services.auth import hash_password
 from bangpae.services.devicekeys import KEY_PREFIX, new_key
 from bangpae.services.passwords import PasswordPool
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0
 PW = "a-long-enough-password"
 NAT = "100.64.0.7"  # carrier-grade NAT: the prober and the fleet share it
 HOME = "203.0.113.5"

@@ -15,8 +15,8 @@ from bangpae.app import OWN_REPORTS_PER_MINUTE, build
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order
 from tests.integration.conftest import signed_in
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0
 HIM = (37.5663, 126.9779)
 
 

@@ -37,10 +37,9 @@ from bangpae.domain.model import Event, EventKind, Order, event_id
 from bangpae.domain.retention import Policy as RetentionPolicy
 from bangpae.services import sessions
 from bangpae.services.auth import hash_password
+from tests.scenario import HOME, T0
 
 in_world_loop = pytest.mark.asyncio(loop_scope="module")
-T0 = 1_800_000_000.0
-HOME = (37.5663, 126.9779)
 
 
 def webm(payload: bytes) -> bytes:

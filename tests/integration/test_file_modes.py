@@ -17,8 +17,7 @@ from bangpae.adapters.clock import ManualClock
 from bangpae.adapters.datadir import loose_modes, refusal
 from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order
-
-T0 = 1_800_000_000.0
+from tests.scenario import T0
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ from bangpae.adapters.store import Store
 from bangpae.domain.model import Fix, Order, Zone
 from bangpae.engine.engine import Engine
 from bangpae.services.ingest import Ingest
-
-T0 = 1_800_000_000.0
-HOME = (37.5663, 126.9779)
+from tests.scenario import HOME, T0
 
 
 def at(d: float, bearing: float = 90.0) -> tuple[float, float]:

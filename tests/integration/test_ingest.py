@@ -15,9 +15,7 @@ from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import EventKind, Fix, Order
 from bangpae.engine.engine import Engine
 from bangpae.services.ingest import Ingest
-
-HOME = (37.5663, 126.9779)
-T0 = 1_800_000_000.0
+from tests.scenario import HOME, T0
 
 
 def at(distance_m: float) -> tuple[float, float]:

@@ -39,8 +39,8 @@ from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order
 from bangpae.services.auth import hash_password
 from tests.integration.conftest import signed_in
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0
 HOME = (37.4979, 127.0276)  # hers
 VICTIM = ("Lee Seoyeon", "seoyeon.lee", "+821023456789")
 OFFENDER = ("Kim Minjun", "minjun.kim", "+821098761234")

@@ -37,9 +37,7 @@ from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
 from bangpae.services.auth import read_token
 from tests.integration.conftest import signed_in
-
-T0 = 1_800_000_000.0
-HOME = (37.5663, 126.9779)
+from tests.scenario import HOME, T0
 
 
 def fix(device: int, t: float, d: float, bearing: float = 90.0, acc: float = 5.0) -> Fix:

@@ -21,9 +21,8 @@ from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain import incidents
 from bangpae.domain.model import Event, EventKind, Fix, Order, Tier, make_event
+from tests.scenario import HOME, T0
 
-T0 = 1_800_000_000.0
-HOME = (37.5663, 126.9779)
 BURST = 50_000
 ORDERS = 250
 

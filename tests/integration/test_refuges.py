@@ -21,8 +21,8 @@ from bangpae.config import Settings
 from bangpae.domain.model import Fix, Order
 from bangpae.domain.refuge import Refuge
 from tests.integration.conftest import signed_in
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0
 HER = (37.5663, 126.9779)
 
 

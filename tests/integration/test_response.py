@@ -38,9 +38,8 @@ from bangpae.services.auth import Principal
 from bangpae.services.ingest import Ingest
 from bangpae.services.response import Handoffs
 from tests.integration.conftest import signed_in
+from tests.scenario import HOME, T0
 
-T0 = 1_800_000_000.0
-HOME = (37.5663, 126.9779)
 SECRET = "handoff-secret-for-tests"
 
 

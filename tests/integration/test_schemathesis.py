@@ -43,8 +43,8 @@ from bangpae.config import Settings
 from bangpae.domain.model import Event, EventKind, Fix, Order, event_id
 from bangpae.services import sessions
 from bangpae.services.auth import SCOPE_FULL, hash_password
+from tests.scenario import T0
 
-T0 = 1_800_000_000.0
 KEY = "device-secret-for-fuzzing"
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 EXAMPLES = 10  # per operation and mode: the whole run stays well under a minute

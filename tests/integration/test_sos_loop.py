@@ -21,9 +21,7 @@ from bangpae.domain.model import Fix, Order
 from bangpae.services import sos as sos_service
 from bangpae.services.auth import Principal
 from tests.integration.conftest import signed_in
-
-T0 = 1_800_000_000.0
-HOME = (37.5663, 126.9779)
+from tests.scenario import HOME, T0
 
 
 def at(d: float, bearing: float = 90.0) -> tuple[float, float]:

@@ -12,8 +12,8 @@ from geographiclib.geodesic import Geodesic
 from bangpae.adapters.listeners.intake_pool import WorkerPool
 from bangpae.adapters.listeners.tcp import H02, start_tcp
 from bangpae.protocols.gt06 import crc_itu
+from tests.scenario import HOME
 
-HOME = (37.5663, 126.9779)
 IMEI = {"gt06": "864717003283581", "h02": "4209951296"}
 
 

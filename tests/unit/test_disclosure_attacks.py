@@ -25,9 +25,9 @@ from bangpae.domain.model import Device, DeviceKind, EventKind, Fix, Order, Pers
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import Principal
 from bangpae.services.queries import victim_view
+from tests.scenario import T0
 
 HIM = (37.5663, 126.9779)
-T0 = 1_800_000_000.0
 VICTIM = 1
 TRACKER, APP = 10, 11  # her issued tracker and her phone's app
 HER = Principal(1, "her", "victim", VICTIM)

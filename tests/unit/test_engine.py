@@ -8,9 +8,7 @@ from hypothesis import strategies as st
 
 from bangpae.domain.model import Device, DeviceKind, EventKind, Fix, Order, Person, PersonKind, Tier
 from bangpae.engine.engine import Engine
-
-HOME = (37.5663, 126.9779)
-T0 = 1_800_000_000.0
+from tests.scenario import HOME, T0
 
 
 def at(

@@ -11,9 +11,7 @@ from hypothesis import strategies as st
 from bangpae.domain import geodesy
 from bangpae.domain.model import Device, DeviceKind, Fix, Order, Person, PersonKind, Tier
 from bangpae.engine.engine import Engine
-
-HOME = (37.5663, 126.9779)
-T0 = 1_800_000_000.0
+from tests.scenario import HOME, T0
 
 
 def test_a_person_registered_after_the_index_was_built_reports_without_a_crash() -> None:

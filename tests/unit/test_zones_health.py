@@ -24,8 +24,8 @@ from bangpae.domain.model import (
 )
 from bangpae.domain.zones import ZoneState, compile_zone, in_force, step_zones
 from bangpae.engine.engine import Engine
+from tests.scenario import HOME
 
-HOME = (37.5663, 126.9779)
 KST = ZoneInfo("Asia/Seoul")
 
 
