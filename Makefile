@@ -63,7 +63,7 @@ lint: install
 	$(BIN)/mypy src/bangpae/domain src/bangpae/engine
 	$(BIN)/lint-imports
 
-# Decoder fuzzing at depth (every run of `make test` does 5,000 examples per decoder).
+# Decoder fuzzing at depth (every run of `make test` does 1,000 examples per decoder).
 FUZZ_EXAMPLES ?= 1000000
 fuzz: install
 	BANGPAE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit -k fuzz -p no:cacheprovider
