@@ -535,3 +535,28 @@ async def test_an_open_stream_ends_soon_after_its_session_is_revoked(
                 for _ in range(200):  # heartbeats 50 ms apart: 10 s at most
                     ws.receive_json()
     assert closed.value.code == 4401
+
+
+async def test_the_control_centre_stream_says_when_it_fell_behind(env: Env) -> None:
+    """A screen's queue is bounded (the reactions' are not): past it, the oldest events
+    go, and the operator's stream says how many before the next one."""
+    from starlette.testclient import TestClient
+
+    from bangpae.adapters.bus import SCREEN_QUEUE
+    from bangpae.domain.model import make_event
+
+    burst = [
+        make_event(EventKind.LOW_BATTERY, T0 + k, "burst", k, person_id=env.offender)
+        for k in range(SCREEN_QUEUE + 50)
+    ]
+    with TestClient(create_app(env.ctx)) as client:
+        with client.websocket_connect("/api/v1/ops/stream") as ws:
+            ws.send_text(json.dumps({"token": env.headers["op"]["Authorization"][7:]}))
+            assert ws.receive_json()["type"] == "hello"
+            client.portal.call(env.ctx.bus.publish, burst)  # type: ignore[union-attr]
+            first = ws.receive_json()
+            while first["type"] == "heartbeat":
+                first = ws.receive_json()
+            assert first == {"type": "dropped", "events": 50}
+            nxt = ws.receive_json()
+            assert nxt["type"] == "event" and nxt["id"] == burst[50].id
