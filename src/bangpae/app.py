@@ -53,6 +53,7 @@ from bangpae.engine.engine import Engine
 from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, pursuit
 from bangpae.services.devicekeys import DeviceKeys, pepper_from
+from bangpae.services.devices import DeviceGate
 from bangpae.services.ingest import Clock, Ingest
 from bangpae.services.notices import (
     Gateway,
@@ -152,6 +153,7 @@ class AppContext:
     )
     passwords: PasswordPool = field(default_factory=PasswordPool)  # people's argon2 checks
     device_keys: DeviceKeys = field(init=False)  # every device's credentials, in memory
+    device_gate: DeviceGate = field(init=False)  # who a device is, for every listener
     sos: SosWatch = field(init=False)  # wakes her stream when her SOS moves (docs/sos.md)
     # wrong PINs per person (docs/sos.md): 5 within 5 minutes, then refused for a while
     pin_failures: RateLimiter = field(
@@ -178,9 +180,11 @@ class AppContext:
             pepper_from(self.secret),
             self.passwords.verify_device,
             lambda: self.settings.allow_keyless_devices,
-            failure_delay=lambda: self.settings.device_failure_delay_s,
         )
         self.device_keys.load()
+        self.device_gate = DeviceGate.of(
+            self.device_keys, lambda: self.settings.device_failure_delay_s
+        )
         self.reactions = Reactions(self.store, self.bus)
         self.reactions.on([EventKind.SHOWN_TIER_CHANGED], "pursuit", pursuit(self, self.commands))
 
@@ -499,7 +503,8 @@ def open_budgets(ctx: AppContext, limit: int, tcp: list[str]) -> dict[str, tuple
 
 async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     """Run every enabled listener until SIGINT or SIGTERM."""
-    from bangpae.adapters.listeners.tcp import CODECS, start_tcp
+    from bangpae.adapters.listeners.tcp import start_tcp
+    from bangpae.protocols.registry import TCP_PROTOCOLS
 
     # Every connection holds a descriptor: as many as the hard limit allows, and each
     # listener's budget fitted in them with a reserve (docs/robustness.md).
@@ -512,7 +517,7 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
     )
     wanted = [
         (name, addr)
-        for name in ("gt06", "h02")
+        for name in TCP_PROTOCOLS
         if (addr := parse_listen(getattr(ctx.settings, name))) is not None
     ]
     worker_caps = open_budgets(ctx, limit, [name for name, _ in wanted])
@@ -540,7 +545,7 @@ async def serve(ctx: AppContext, ready: asyncio.Event | None = None) -> None:
             )
     else:
         for name, addr in wanted:
-            tcp.append(await start_tcp(ctx, CODECS[name], addr[0], addr[1]))
+            tcp.append(await start_tcp(ctx, TCP_PROTOCOLS[name], addr[0], addr[1]))
             log.info("listening: %s tcp://%s:%d", name, addr[0], addr[1])
     mqtt: asyncio.Task[None] | None = None
     if ctx.settings.mqtt_url:

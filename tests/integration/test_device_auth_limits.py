@@ -14,8 +14,9 @@ from collections.abc import Callable
 import pytest
 from argon2 import PasswordHasher
 
-from bangpae.adapters.listeners.tcp import GT06, TcpListener
+from bangpae.adapters.listeners.tcp import TcpListener
 from bangpae.domain.model import Fix
+from bangpae.protocols.gt06 import TCP as GT06
 from bangpae.services import auth as auth_module
 from bangpae.services.auth import hash_password
 from bangpae.services.devicekeys import new_key

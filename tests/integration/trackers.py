@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.listeners.intake_pool import WorkerPool
-from bangpae.adapters.listeners.tcp import H02, start_tcp
+from bangpae.adapters.listeners.tcp import start_tcp
 from bangpae.protocols.gt06 import crc_itu
+from bangpae.protocols.h02 import TCP as H02
 from tests.scenario import HOME
 
 IMEI = {"gt06": "864717003283581", "h02": "4209951296"}
@@ -129,7 +130,7 @@ async def serve(
     ctx: object, protocol: str, workers: int
 ) -> tuple[int, WorkerPool | asyncio.Server]:
     """The protocol's listener in this process (workers 0) or in intake worker processes."""
-    from bangpae.adapters.listeners.tcp import GT06
+    from bangpae.protocols.gt06 import TCP as GT06
 
     if workers:
         pool = WorkerPool(ctx, workers, [(protocol, "127.0.0.1", 0)])

@@ -326,20 +326,29 @@ def plan(
 
 CLOCK_SKEW_S = 600.0  # a device's clock may run this far behind the server's
 # A fix may be dated at most this far ahead of the server's clock (docs/robustness.md):
-# every way in refuses one from further ahead, with its own words.
+# every way in refuses one from further ahead (too_far_ahead), in its own words.
 MAX_FUTURE_S = 300.0
+AHEAD = f"more than {MAX_FUTURE_S / 60:g} minutes in the future"  # the words of a refusal
+
+
+def too_far_ahead(fix_time: float, now: float) -> bool:
+    """Whether a fix is dated more than ``MAX_FUTURE_S`` ahead of the server's clock."""
+    return fix_time > now + MAX_FUTURE_S
 
 
 def fix_time_refusal(
     fix_time: float, now: float, registered_at: float | None, fixes_days: int
 ) -> str | None:
-    """Why a fix's time cannot be taken (None: it can).
+    """Why a fix's time cannot be taken (None: it can): the rule of every way in.
 
-    A fix older than the fixes' retention would be purged at the next run, and one from
-    before its device was registered cannot be about the order it now serves: either is a
+    A fix dated too far ahead would be taken as the newest for minutes to come. A fix
+    older than the fixes' retention would be purged at the next run, and one from before
+    its device was registered cannot be about the order it now serves: either is a
     broken clock (year 1, 1970, a GPS week rollover) or a replay, never a late fix that
     could open a retroactive breach (docs/robustness.md).
     """
+    if too_far_ahead(fix_time, now):
+        return f"fix_time is {AHEAD}"
     if fix_time < now - fixes_days * 86400.0:
         return f"fix time is older than the {fixes_days}-day retention window"
     if registered_at is not None and fix_time < registered_at - CLOCK_SKEW_S:

@@ -22,6 +22,9 @@ import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bangpae.domain.model import Fix
+from bangpae.domain.retention import AHEAD, too_far_ahead
+from bangpae.protocols.codec import Decoded
 from bangpae.protocols.errors import FrameError
 
 KMH_MPS = 1 / 3.6
@@ -265,3 +268,54 @@ def interval_command(seconds: int, serial: int = 1) -> bytes:
     content = bytes([4 + len(text)]) + b"\x00\x00\x00\x00" + text
     body = bytes([len(content) + 1 + 2 + 2, 0x80]) + content + serial.to_bytes(2, "big")
     return b"\x78\x78" + body + crc_itu(body).to_bytes(2, "big") + b"\r\n"
+
+
+class Tcp:
+    """GT06 as the TCP listener speaks it (a :class:`~bangpae.protocols.codec.TcpProtocol`)."""
+
+    name = "gt06"
+    split = staticmethod(split_frames)
+
+    def decode(
+        self, frame: bytes, now: float, lenient: bool = False, device_id: int = 0
+    ) -> Decoded:
+        """One frame: the IMEI of a login, the fix of a position or an alarm, the ack."""
+        # CRC errors are refused: firmware known to send them needs a per-device lenient mode.
+        msg = decode(frame, strict_crc=not lenient)
+        fix = None
+        if msg.has_position:
+            if too_far_ahead(msg.fix_time, now):
+                raise FrameError(f"fix time {AHEAD}")
+            fix = Fix(
+                device_id=device_id,
+                fix_time=msg.fix_time,
+                lat=msg.lat,
+                lon=msg.lon,
+                speed_mps=msg.speed_mps,
+                heading_deg=msg.heading_deg,
+                battery_pct=msg.battery_pct,
+                valid=msg.valid,
+                alarms=msg.alarms,
+                received_at=now,
+            )
+        elif msg.alarms:
+            # A status packet reporting an alarm (strap cut, SOS) must not be lost for want
+            # of a position: it goes on as a message without a GPS fix.
+            fix = Fix(
+                device_id=device_id,
+                fix_time=now,
+                lat=0.0,
+                lon=0.0,
+                battery_pct=msg.battery_pct,
+                valid=False,
+                alarms=msg.alarms,
+                received_at=now,
+            )
+        return Decoded(msg.imei, fix, ack(msg))
+
+    def interval(self, identifier: str, seconds: int, now: float) -> bytes:
+        """``TIMER,n#``: the same for every GT06 tracker."""
+        return interval_command(seconds)
+
+
+TCP = Tcp()

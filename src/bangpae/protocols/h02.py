@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bangpae.domain.model import Fix
+from bangpae.domain.retention import AHEAD, too_far_ahead
+from bangpae.protocols.codec import Decoded
 from bangpae.protocols.errors import FrameError
 
 KNOT_MPS = 0.514444
@@ -245,3 +248,41 @@ def interval_command(identifier: str, seconds: int, now: float, maker: str = "HQ
         raise ValueError("interval must be between 5 s and a day")
     stamp = datetime.fromtimestamp(now, UTC).strftime("%H%M%S")
     return f"*{maker},{identifier},S71,{stamp},22,{seconds}#".encode()
+
+
+class Tcp:
+    """H02 as the TCP listener speaks it (a :class:`~bangpae.protocols.codec.TcpProtocol`)."""
+
+    name = "h02"
+    split = staticmethod(split_frames)
+
+    def decode(
+        self, frame: bytes, now: float, lenient: bool = False, device_id: int = 0
+    ) -> Decoded:
+        """One frame: its identifier, the fix it carries (a frame without a time is dated
+        when it arrived) and its reply. H02 has no checksum: ``lenient`` changes nothing."""
+        msg = decode(frame)
+        fix = None
+        if msg.has_position:
+            t = msg.fix_time if msg.fix_time is not None else now
+            if too_far_ahead(t, now):
+                raise FrameError(f"fix time {AHEAD}")
+            fix = Fix(
+                device_id=device_id,
+                fix_time=t,
+                lat=msg.lat,
+                lon=msg.lon,
+                speed_mps=msg.speed_mps,
+                heading_deg=msg.heading_deg,
+                valid=msg.valid,
+                alarms=msg.alarms,
+                received_at=now,
+            )
+        return Decoded(msg.identifier or None, fix, ack(msg, now))
+
+    def interval(self, identifier: str, seconds: int, now: float) -> bytes:
+        """``S71``, with the tracker's identifier and the server's clock."""
+        return interval_command(identifier, seconds, now)
+
+
+TCP = Tcp()

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bangpae.domain.retention import MAX_FUTURE_S
+from bangpae.domain.model import Fix
+from bangpae.domain.retention import AHEAD, too_far_ahead
 from bangpae.protocols.errors import FrameError
 
 KNOT_MPS = 0.514444
-# A device clock may run a little ahead; more than this is refused.
 MAX_SPEED_MPS = 350.0
 MAX_ACCURACY_M = 100_000.0
 ALARMS = {
@@ -50,6 +50,22 @@ class DecodedFix:
     alarms: frozenset[str] = field(default_factory=frozenset)
     key: str | None = None
     mock: bool = False
+
+    def fix(self, device_id: int, received_at: float) -> Fix:
+        """The fix it describes, as the device's."""
+        return Fix(
+            device_id=device_id,
+            fix_time=self.fix_time,
+            lat=self.lat,
+            lon=self.lon,
+            accuracy_m=self.accuracy_m,
+            speed_mps=self.speed_mps,
+            heading_deg=self.heading_deg,
+            battery_pct=self.battery_pct,
+            valid=self.valid,
+            alarms=self.alarms,
+            received_at=received_at,
+        )
 
 
 def _float(value: Any, name: str) -> float:
@@ -97,8 +113,8 @@ def _validate(fix: DecodedFix, received_at: float) -> DecodedFix:
             raise FrameError("lat: out of range")
         if not -180.0 <= fix.lon <= 180.0:
             raise FrameError("lon: out of range")
-    if fix.fix_time > received_at + MAX_FUTURE_S:
-        raise FrameError("timestamp: more than 5 minutes in the future")
+    if too_far_ahead(fix.fix_time, received_at):
+        raise FrameError(f"timestamp: {AHEAD}")
     if fix.fix_time < 946684800.0:
         raise FrameError("timestamp: before the year 2000")
     if fix.speed_mps is not None and not 0 <= fix.speed_mps <= MAX_SPEED_MPS:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bangpae.domain.retention import MAX_FUTURE_S
+from bangpae.domain.retention import AHEAD, too_far_ahead
 from bangpae.protocols.errors import FrameError
 from bangpae.protocols.osmand import DecodedFix
 
@@ -50,8 +50,8 @@ def _location(msg: dict[str, Any], identity: str | None, received_at: float) -> 
         raise FrameError("lat/lon out of range")
     tst = _num(msg, "tst")
     t = received_at if tst is None else tst
-    if t > received_at + MAX_FUTURE_S:
-        raise FrameError("tst: more than 5 minutes in the future")
+    if too_far_ahead(t, received_at):
+        raise FrameError(f"tst: {AHEAD}")
     vel, cog = _num(msg, "vel"), _num(msg, "cog")
     acc, batt = _num(msg, "acc"), _num(msg, "batt")
     if acc is not None and not 0 <= acc <= 100_000:

@@ -133,7 +133,8 @@ class DeviceKeys:
     ``set_device_secret_hash``; ``verify_slow`` runs a legacy password-hash check in the
     bounded password pool (it may raise when that pool is full); ``allow_keyless`` says
     whether a device registered without a key may report (the operator's setting, read
-    at each check).
+    at each check). Listeners do not call it: they ask the device gate
+    (:mod:`bangpae.services.devices`), which reads the registry and checks keys here.
     """
 
     def __init__(
@@ -143,25 +144,15 @@ class DeviceKeys:
         verify_slow: Callable[[str, str], Awaitable[bool]],
         allow_keyless: Callable[[], bool] = lambda: False,
         guard: AuthGuard | None = None,
-        failure_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.store = store
         self.pepper = pepper
         self.verify_slow = verify_slow
         self.allow_keyless = allow_keyless
         self.guard = guard or AuthGuard()
-        self.failure_delay = failure_delay
         self._by_identifier: dict[str, Known] = {}
         self._max_id = 0  # the newest device read from the store
         self._caught_up = float("-inf")  # when (monotonic) devices were last read anew
-
-    async def delay_refusal(self) -> None:
-        """Wait before answering a refusal: a prober that waits for its answers (as an HTTP
-        client on one connection must) gets one guess per delay, and the server's loop
-        spends its time on the devices and people it serves (docs/robustness.md)."""
-        delay = self.failure_delay()
-        if delay > 0:
-            await asyncio.sleep(delay)
 
     def load(self) -> None:
         """Read every device (at start; blocking)."""
@@ -194,25 +185,6 @@ class DeviceKeys:
         """The stored form of a new key."""
         return key_hash(self.pepper, key)
 
-    async def lookup(self, identifier: str, source: str, now: float) -> Known | None | str:
-        """The device, from memory, else from the store when the limits allow (a device
-        registered by another process); a refusal reason when they do not."""
-        hit = self._by_identifier.get(identifier)
-        if hit is not None:
-            return hit
-        if self.guard.blocked(source, now):
-            # a device registered by another process since: caught up at most once a
-            # second, so a blocked prober's unknown identifiers cost no lookup each
-            hit = await self.registered(identifier)
-            if hit is not None:
-                return hit
-            self.guard.refused += 1
-            return LIMITED
-        found = await self.find(identifier)
-        if found is None:
-            self.guard.failed(source, now)
-        return found
-
     async def registered(self, identifier: str) -> Known | None:
         """From memory (caught up at most once a second): no lookup per identifier."""
         hit = self._by_identifier.get(identifier)
@@ -232,18 +204,6 @@ class DeviceKeys:
         found = Known(*row)
         self._by_identifier[identifier] = found
         return found
-
-    async def authenticate(
-        self, identifier: str, key: str | None, source: str, now: float
-    ) -> Known | str:
-        """The device if ``key`` is its key (or it needs none); else why it is refused."""
-        found = await self.lookup(identifier, source, now)
-        if isinstance(found, str):
-            return found
-        if found is None:
-            return UNKNOWN
-        reason = await self.check(found, key, source, now)
-        return found if reason is None else reason
 
     async def check(self, known: Known, key: str | None, source: str, now: float) -> str | None:
         """None when ``key`` opens ``known``; else the refusal reason (failures counted)."""

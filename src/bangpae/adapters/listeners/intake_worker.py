@@ -16,6 +16,7 @@ The channel between them is a socketpair carrying messages of a 5-byte header
 
     worker -> main   F  fixes     u32 request id, then fix records (FIX_RECORD)
                      D  device    u32 request id, identifier (UTF-8)
+                     K  known     as D, answered from the registry in memory only
                      B  bound     u32 connection token, i64 device id, peer address (UTF-8)
                      U  unbound   u32 connection token
                      H  heard     u32 connection token: a frame arrived on a watched one
@@ -53,18 +54,13 @@ from prometheus_client import CollectorRegistry
 
 from bangpae.adapters.clock import SystemClock
 from bangpae.adapters.listeners.budget import REFUSED, TIMED_OUT, ConnectionBudget, Snapshot
-from bangpae.adapters.listeners.tcp import (
-    ACK_DELAY_S,
-    BACKLOG,
-    CODECS,
-    LOGIN_TIMEOUT_S,
-    Found,
-    TcpListener,
-)
+from bangpae.adapters.listeners.tcp import ACK_DELAY_S, BACKLOG, LOGIN_TIMEOUT_S, TcpListener
 from bangpae.adapters.logsafe import install as redact_logs
 from bangpae.adapters.loop import run as run_loop
 from bangpae.domain.batch import ALARM_SETS, RECORD, PackedFixes, alarm_mask
 from bangpae.domain.model import Fix
+from bangpae.protocols.registry import TCP_PROTOCOLS
+from bangpae.services.devicekeys import Known
 from bangpae.services.trackers import Link
 
 log = logging.getLogger(__name__)
@@ -82,6 +78,8 @@ FIX_RECORD = struct.Struct("<qdddddddBHd")
 assert RECORD.itemsize == FIX_RECORD.size  # the records the main process reads as columns
 METRICS_EVERY_S = 0.25
 NAN = math.nan
+# A device as the main process confirms it: its id, CRC leniency, when it was registered.
+Found = tuple[int, bool, float | None]
 
 
 def message(kind: bytes, payload: bytes) -> bytes:
@@ -269,14 +267,24 @@ class WorkerGateway:
         self._tokens: dict[Link, int] = {}
         self._links: dict[int, Link] = {}
 
-    async def device(self, identifier: str, registered_only: bool = False) -> Found | None:
+    async def find(self, identifier: str) -> Known | None:
+        """Asked of the main process (``D``)."""
+        return await self._device(b"D", identifier)
+
+    async def registered(self, identifier: str) -> Known | None:
         """Asked of the main process (``K``: from its registry in memory only)."""
+        return await self._device(b"K", identifier)
+
+    async def _device(self, kind: bytes, identifier: str) -> Known | None:
         req = next(self._ids)
         fut: asyncio.Future[Found | None] = asyncio.get_running_loop().create_future()
         self._devices[req] = fut
-        kind = b"K" if registered_only else b"D"
         self.channel.send(message(kind, U32.pack(req) + identifier.encode()))
-        return await fut
+        found = await fut
+        if found is None:
+            return None
+        device_id, lenient, registered_at = found
+        return Known(device_id, identifier, None, lenient, registered_at)
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
         """Sent with whatever else this round of reads brought."""
@@ -427,7 +435,7 @@ async def run_worker(
         ctx.budgets[name] = ConnectionBudget(name, total, per_address)
     servers = []
     for name, fd in listeners:
-        listener = TcpListener(ctx, CODECS[name], gateway)
+        listener = TcpListener(ctx, TCP_PROTOCOLS[name], gateway)
         sock = socket.socket(fileno=fd)
         servers.append(await loop.create_server(listener.connection, sock=sock, backlog=BACKLOG))
     reporter = asyncio.create_task(_report_metrics(ctx, channel))
@@ -465,14 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     listeners = []
     for item in args.listen:
         name, _, fd = item.partition("=")
-        if name not in CODECS or not fd.isdigit():
-            p.error(f"--listen {item!r}: expected one of {sorted(CODECS)}=FD")
+        if name not in TCP_PROTOCOLS or not fd.isdigit():
+            p.error(f"--listen {item!r}: expected one of {sorted(TCP_PROTOCOLS)}=FD")
         listeners.append((name, int(fd)))
     budgets = {}
     for item in args.budget:
         name, _, value = item.partition("=")
         total, _, per_address = value.partition(",")
-        if name not in CODECS or not total.isdigit() or not per_address.isdigit():
+        if name not in TCP_PROTOCOLS or not total.isdigit() or not per_address.isdigit():
             p.error(f"--budget {item!r}: expected PROTOCOL=TOTAL,PER_ADDRESS")
         budgets[name] = (max(1, int(total)), max(1, int(per_address)))
     run_loop(

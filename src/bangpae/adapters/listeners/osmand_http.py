@@ -11,20 +11,20 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bangpae.adapters.listeners.metrics import counter
-from bangpae.domain.model import Fix
 from bangpae.domain.retention import fix_time_refusal
 from bangpae.protocols import osmand
 from bangpae.protocols.errors import FrameError
-from bangpae.services import devicekeys
+from bangpae.services import devices
 from bangpae.services.ratelimit import source_allowed
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64_000
+# The device gate's refusals as OsmAnd clients are answered: status, metric reason, body.
 REFUSALS = {
-    devicekeys.UNKNOWN: (403, devicekeys.UNKNOWN, "unknown device"),
-    devicekeys.NO_KEY: (403, devicekeys.NO_KEY, "this device has no key: register one"),
-    devicekeys.BAD_KEY: (403, devicekeys.BAD_KEY, "wrong or missing device key"),
-    devicekeys.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
+    devices.UNKNOWN: (403, devices.UNKNOWN, "unknown device"),
+    devices.NO_KEY: (403, devices.NO_KEY, "this device has no key: register one"),
+    devices.BAD_KEY: (403, devices.BAD_KEY, "wrong or missing device key"),
+    devices.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
 }
 
 
@@ -71,33 +71,18 @@ class OsmAndListener:
             return self._refuse(400, "malformed", f"malformed: {exc.reason}")
         # A registered device with its key is answered from memory, whatever its address
         # did; only unknown identifiers and wrong keys count against the source.
-        device = await self.ctx.device_keys.authenticate(
-            decoded.identifier, decoded.key, source, now
-        )
-        if isinstance(device, str):
-            await self.ctx.device_keys.delay_refusal()
-            return self._refuse(*REFUSALS[device])
-        device_id = device.device_id
+        gate = self.ctx.device_gate
+        device = await gate.admit("osmand", decoded.identifier, decoded.key, source, now)
+        if isinstance(device, devices.Refused):
+            await gate.delay_refusal()
+            return self._refuse(*REFUSALS[device.reason])
         late = fix_time_refusal(
             decoded.fix_time, now, device.registered_at, self.ctx.settings.retention_days
         )
         if late is not None:
             return self._refuse(400, "fix_time", late)
-        fix = Fix(
-            device_id,
-            decoded.fix_time,
-            decoded.lat,
-            decoded.lon,
-            decoded.accuracy_m,
-            decoded.speed_mps,
-            decoded.heading_deg,
-            decoded.battery_pct,
-            decoded.valid,
-            decoded.alarms,
-            now,
-        )
         try:
-            await self.ctx.ingest.submit([fix])
+            await self.ctx.ingest.submit([decoded.fix(device.device_id, now)])
         except Exception:  # not stored: the device must retry, so it gets no 200
             log.exception("osmand: storing a fix failed")
             return self._refuse(503, "store_failed", "not stored, retry")

@@ -15,14 +15,15 @@ from bangpae.domain.retention import fix_time_refusal
 from bangpae.protocols import owntracks
 from bangpae.protocols.errors import FrameError
 from bangpae.protocols.osmand import DecodedFix
-from bangpae.services import devicekeys
+from bangpae.services import devices
 
 log = logging.getLogger(__name__)
+# The device gate's refusals as the OwnTracks app is answered: status, metric reason, body.
 REFUSALS = {
-    devicekeys.UNKNOWN: (403, devicekeys.UNKNOWN, "unknown device"),
-    devicekeys.NO_KEY: (401, devicekeys.NO_KEY, "this device has no password: register one"),
-    devicekeys.BAD_KEY: (401, devicekeys.BAD_KEY, "wrong or missing device password"),
-    devicekeys.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
+    devices.UNKNOWN: (403, devices.UNKNOWN, "unknown device"),
+    devices.NO_KEY: (401, devices.NO_KEY, "this device has no password: register one"),
+    devices.BAD_KEY: (401, devices.BAD_KEY, "wrong or missing device password"),
+    devices.LIMITED: (429, "rate_limited", "too many failed identifications, slow down"),
 }
 IDENTIFICATION = frozenset(reason for _, reason, _ in REFUSALS.values())
 
@@ -40,45 +41,28 @@ def _basic(request: Request) -> tuple[str | None, str | None]:
 
 async def resolve(
     ctx: Any,
+    protocol: str,
     decoded: list[DecodedFix],
     password: str | None,
     now: float,
-    check_password: bool = True,
     source: str = "?",
 ) -> tuple[list[Fix], tuple[int, str, str] | None]:
-    """Fixes for known devices whose password (if they have one) matches; else why not.
+    """Fixes for the devices the gate lets in over ``protocol``; else why not.
 
-    The password is checked from memory with the keyed hash (docs/robustness.md); only
-    unknown identifiers and wrong passwords count against the source. Without
-    ``check_password`` (MQTT: the broker authenticated the client) the device need only
-    be registered.
+    ``owntracks`` (HTTP) checks the password from memory with the keyed hash
+    (docs/robustness.md); ``owntracks_mqtt`` needs the device registered only (the
+    broker authenticated the client). Only unknown identifiers and wrong passwords count
+    against the source.
     """
     fixes = []
     for d in decoded:
-        if check_password:
-            device = await ctx.device_keys.authenticate(d.identifier, password, source, now)
-        else:
-            device = await ctx.device_keys.lookup(d.identifier, source, now) or devicekeys.UNKNOWN
-        if isinstance(device, str):
-            return [], REFUSALS[device]
+        device = await ctx.device_gate.admit(protocol, d.identifier, password, source, now)
+        if isinstance(device, devices.Refused):
+            return [], REFUSALS[device.reason]
         late = fix_time_refusal(d.fix_time, now, device.registered_at, ctx.settings.retention_days)
         if late is not None:
             return [], (400, "fix_time", late)
-        fixes.append(
-            Fix(
-                device.device_id,
-                d.fix_time,
-                d.lat,
-                d.lon,
-                d.accuracy_m,
-                d.speed_mps,
-                d.heading_deg,
-                d.battery_pct,
-                True,
-                frozenset(),
-                now,
-            )
-        )
+        fixes.append(d.fix(device.device_id, now))
     return fixes, None
 
 
@@ -109,11 +93,11 @@ def owntracks_router(ctx: Any) -> APIRouter:
         if decoded.ignored:
             log.info("owntracks: ignored message types %s (no position)", decoded.ignored)
         source = request.client.host if request.client else "?"
-        fixes, refusal = await resolve(ctx, decoded.fixes, password, now, source=source)
+        fixes, refusal = await resolve(ctx, "owntracks", decoded.fixes, password, now, source)
         if refusal is not None:
             status, reason, detail = refusal
             if reason in IDENTIFICATION:
-                await ctx.device_keys.delay_refusal()
+                await ctx.device_gate.delay_refusal()
             return refuse(status, reason, detail)
         if fixes:
             await ctx.ingest.submit(fixes)

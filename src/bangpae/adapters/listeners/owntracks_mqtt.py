@@ -32,9 +32,7 @@ async def _handle(ctx: Any, topic: str, payload: bytes, rejected: Any) -> None:
         log.info("owntracks mqtt %s: malformed: %s", topic, exc.reason)
         return
     # MQTT identity is the topic, already checked by the broker's own authentication.
-    fixes, refusal = await resolve(
-        ctx, decoded.fixes, None, now, check_password=False, source="mqtt"
-    )
+    fixes, refusal = await resolve(ctx, "owntracks_mqtt", decoded.fixes, None, now, "mqtt")
     if refusal is not None:
         rejected.labels(refusal[1]).inc()
         log.info("owntracks mqtt %s: refused: %s", topic, refusal[2])

@@ -9,6 +9,11 @@ A tracker connection is sent the acknowledgements of its own frames and, once
 logged in, the one fixed reporting-interval command the tracker sessions
 (:mod:`bangpae.services.trackers`) decide on: nothing that depends on anyone else
 (docs/devices-and-commands.md).
+
+What is particular to a protocol (framing, decoding, replies, its command) is its
+:class:`~bangpae.protocols.codec.TcpProtocol`, named in
+:data:`bangpae.protocols.registry.TCP_PROTOCOLS`; who a tracker is, the device gate
+(:mod:`bangpae.services.devices`) says.
 """
 
 from __future__ import annotations
@@ -17,17 +22,17 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from bangpae.adapters.listeners.budget import IdleWatch, budget_for
 from bangpae.adapters.listeners.metrics import counter
 from bangpae.domain.model import Fix
 from bangpae.domain.retention import fix_time_refusal
-from bangpae.protocols import gt06, h02
+from bangpae.protocols.codec import Decoded, TcpProtocol
 from bangpae.protocols.errors import FrameError
-from bangpae.services.devicekeys import AuthGuard
+from bangpae.services.devicekeys import AuthGuard, Known
+from bangpae.services.devices import LIMITED, DeviceGate, Refused
 from bangpae.services.ratelimit import source_allowed
 from bangpae.services.trackers import Link
 
@@ -44,14 +49,6 @@ BACKLOG = 4096  # connections waiting to be accepted: a fleet reconnects at once
 ACK_DELAY_S = 0.1
 
 
-class Decoded(NamedTuple):
-    """What a listener needs from one frame, whatever the protocol (a tuple: made per fix)."""
-
-    identifier: str | None
-    fix: Fix | None  # of the device the caller named (0 before the connection is bound)
-    reply: bytes | None
-
-
 @dataclass(frozen=True, slots=True)
 class Bound:
     """The device a connection speaks for, from its first frame on."""
@@ -62,94 +59,19 @@ class Bound:
     registered_at: float | None = None  # its fixes from before then are dropped
 
 
-@dataclass(frozen=True)
-class Codec:
-    """A protocol's pure parts: framing and decoding."""
-
-    name: str
-    split: Callable[[bytes], tuple[list[bytes], bytes]]
-    decode: Callable[[bytes, float, bool, int], Decoded]  # (frame, now, lenient CRC, device)
-    # The command setting the reporting interval: (identifier, seconds, now) -> bytes.
-    interval: Callable[[str, int, float], bytes] | None = None
-
-
-def _h02_decode(frame: bytes, now: float, lenient: bool = False, device_id: int = 0) -> Decoded:
-    msg = h02.decode(frame)
-    fix = None
-    if msg.has_position:
-        t = msg.fix_time if msg.fix_time is not None else now
-        if t > now + 300:
-            raise FrameError("fix time more than 5 minutes in the future")
-        fix = Fix(
-            device_id,
-            t,
-            msg.lat,
-            msg.lon,
-            None,
-            msg.speed_mps,
-            msg.heading_deg,
-            None,
-            msg.valid,
-            msg.alarms,
-            now,
-        )
-    return Decoded(msg.identifier or None, fix, h02.ack(msg, now))
-
-
-H02 = Codec("h02", h02.split_frames, _h02_decode, h02.interval_command)
-
-
-def _gt06_decode(frame: bytes, now: float, lenient: bool = False, device_id: int = 0) -> Decoded:
-    # CRC errors are refused: firmware known to send them needs a per-device lenient mode.
-    msg = gt06.decode(frame, strict_crc=not lenient)
-    fix = None
-    if msg.has_position:
-        if msg.fix_time > now + 300:
-            raise FrameError("fix time more than 5 minutes in the future")
-        fix = Fix(
-            device_id,
-            msg.fix_time,
-            msg.lat,
-            msg.lon,
-            None,
-            msg.speed_mps,
-            msg.heading_deg,
-            msg.battery_pct,
-            msg.valid,
-            msg.alarms,
-            now,
-        )
-    elif msg.alarms:
-        # A status packet reporting an alarm (strap cut, SOS) must not be lost for want of a
-        # position: it goes on as a message without a GPS fix.
-        fix = Fix(
-            device_id, now, 0.0, 0.0, None, None, None, msg.battery_pct, False, msg.alarms, now
-        )
-    return Decoded(msg.imei, fix, gt06.ack(msg))
-
-
-GT06 = Codec(
-    "gt06",
-    gt06.split_frames,
-    _gt06_decode,
-    lambda _ident, seconds, _now: gt06.interval_command(seconds),
-)
-CODECS: dict[str, Codec] = {"h02": H02, "gt06": GT06}
-
-
-# A registered tracker: its id, whether its CRC errors are tolerated, when it was registered.
-Found = tuple[int, bool, float | None]
-
-
 class Gateway(Protocol):
-    """What a listener needs of the rest of bangpae: here, or in another process."""
+    """What a listener needs of the rest of bangpae: here, or in another process.
 
-    async def device(self, identifier: str, registered_only: bool = False) -> Found | None:
-        """The registered device's id, whether its CRC errors are tolerated and when it was
-        registered (None: unknown).
+    Its ``find`` and ``registered`` are the device gate's directory.
+    """
 
-        ``registered_only``: answered from the registry in memory, never by a lookup of
-        this identifier (the source is being refused for failures)."""
+    async def find(self, identifier: str) -> Known | None:
+        """The registered device (None: unknown), from memory or by a lookup."""
+        ...
+
+    async def registered(self, identifier: str) -> Known | None:
+        """The registered device from the registry in memory, never by a lookup of this
+        identifier (the source is being refused for failures)."""
         ...
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
@@ -175,13 +97,13 @@ class LocalGateway:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 
-    async def device(self, identifier: str, registered_only: bool = False) -> Found | None:
+    async def find(self, identifier: str) -> Known | None:
         """From the registry in memory (the store only for a device registered elsewhere)."""
-        keys = self.ctx.device_keys
-        found = await (keys.registered if registered_only else keys.find)(identifier)
-        if found is None:
-            return None
-        return found.device_id, found.lenient_crc, found.registered_at
+        return await self.ctx.device_keys.find(identifier)  # type: ignore[no-any-return]
+
+    async def registered(self, identifier: str) -> Known | None:
+        """From the registry in memory alone."""
+        return await self.ctx.device_keys.registered(identifier)  # type: ignore[no-any-return]
 
     def enqueue(self, fixes: list[Fix]) -> asyncio.Future[Any]:
         """Into the one writer's queue."""
@@ -207,10 +129,13 @@ class TcpListener:
     store, ingest and commands (by default those of ``ctx``, in this process).
     """
 
-    def __init__(self, ctx: Any, codec: Codec, gateway: Gateway | None = None) -> None:
+    def __init__(self, ctx: Any, codec: TcpProtocol, gateway: Gateway | None = None) -> None:
         self.ctx = ctx
         self.codec = codec
         self.gateway: Gateway = gateway if gateway is not None else LocalGateway(ctx)
+        # who a tracker is; failed identifications counted per listener, per source and
+        # in all (docs/robustness.md)
+        self.gate = DeviceGate(self.gateway, AuthGuard())
         self.rejected = counter(
             ctx, "bangpae_tcp_rejected", "TCP frames or connections refused", ["protocol", "reason"]
         )
@@ -222,7 +147,6 @@ class TcpListener:
         # fixes older than the retention window or than the tracker are refused
         # (docs/robustness.md)
         self.retention_days = int(ctx.settings.retention_days)
-        self.limiter = AuthGuard()  # failed identifications, per source and in all
         self.networks = ctx.settings.allowed_networks()
         self.ack_delay_s = float(getattr(ctx.settings, "tracker_ack_delay_s", ACK_DELAY_S))
         self.budget = budget_for(ctx, codec.name)  # connections held, in all and per address
@@ -254,22 +178,23 @@ class TcpListener:
             if bad_crc is not None:
                 raise bad_crc
             self.rejected.labels(self.codec.name, "no_identity").inc()
+            self.gate.failed(source, now)
             return None
-        # From a source that failed too often, only registered devices are looked for (in
-        # the registry in memory, no database lookup per identifier): devices behind the
-        # same address (carrier-grade NAT) keep reporting (docs/robustness.md).
-        blocked = self.limiter.blocked(source, now)
-        found = await self.gateway.device(d.identifier, registered_only=blocked)
-        if found is None and blocked:
-            self.rejected.labels(self.codec.name, "rate_limited").inc()
+        # From a source that failed too often, only registered devices are found (in the
+        # registry in memory, no database lookup per identifier): devices behind the same
+        # address (carrier-grade NAT) keep reporting (docs/robustness.md).
+        found = await self.gate.admit(self.codec.name, d.identifier, None, source, now)
+        if isinstance(found, Refused) and found.reason == LIMITED:
+            self.rejected.labels(self.codec.name, LIMITED).inc()
+            self.gate.failed(source, now)  # its attempts keep it refused while it goes on
             return None
-        if bad_crc is not None and (found is None or not found[1]):
+        if bad_crc is not None and (isinstance(found, Refused) or not found.lenient_crc):
             raise bad_crc
-        if found is None:
-            self.rejected.labels(self.codec.name, "unknown_device").inc()
+        if isinstance(found, Refused):
+            self.rejected.labels(self.codec.name, found.reason).inc()
             log.info("%s: unknown device %r refused", self.codec.name, d.identifier)
             return None
-        bound = Bound(d.identifier, found[0], found[1], found[2])
+        bound = Bound(d.identifier, found.device_id, found.lenient_crc, found.registered_at)
         self._collect(d, bound, fixes, replies)
         return bound
 
@@ -408,12 +333,10 @@ class _Connection(asyncio.Protocol):
 
     def command(self, seconds: int) -> None:
         """Write the protocol's reporting-interval command."""
-        interval = self.listener.codec.interval
-        if interval is not None and self.bound is not None and self._open():
+        if self.bound is not None and self._open():
             assert self.transport is not None
-            self.transport.write(
-                interval(self.bound.identifier, seconds, self.listener.ctx.clock.now())
-            )
+            now = self.listener.ctx.clock.now()
+            self.transport.write(self.listener.codec.interval(self.bound.identifier, seconds, now))
 
     def watch(self) -> None:
         """Report the next frame that arrives."""
@@ -450,7 +373,7 @@ class _Connection(asyncio.Protocol):
         log.info("%s %s: malformed frame, closing: %s", lst.codec.name, self.peer, exc.reason)
 
     def _refused(self) -> None:
-        self.listener.limiter.failed(self.source, self.listener.ctx.clock.now())
+        self.listener.gate.failed(self.source, self.listener.ctx.clock.now())
 
     def _handle(self) -> None:
         """Handle every whole frame in the buffer; a bound connection needs no task."""
@@ -564,8 +487,7 @@ class _Connection(asyncio.Protocol):
             self._malformed(exc)
             end = True
         else:
-            if self.bound is None:
-                self._refused()
+            if self.bound is None:  # refused, and counted, by _bind
                 end = True
             else:
                 end = self._bound_frames(frames[1:], self.bound, fixes, replies)
@@ -581,7 +503,7 @@ class _Connection(asyncio.Protocol):
             lst.gateway.register(self.bound.device_id, self)
 
 
-async def start_tcp(ctx: Any, codec: Codec, host: str, port: int) -> asyncio.Server:
+async def start_tcp(ctx: Any, codec: TcpProtocol, host: str, port: int) -> asyncio.Server:
     """Start serving a protocol; the caller owns the returned server."""
     listener = TcpListener(ctx, codec)
     return await asyncio.get_running_loop().create_server(

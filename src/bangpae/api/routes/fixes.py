@@ -11,8 +11,8 @@ from fastapi import APIRouter, HTTPException, Request
 from bangpae.api.deps import Ctx
 from bangpae.api.schemas import FixBatch
 from bangpae.domain.model import Fix
-from bangpae.domain.retention import MAX_FUTURE_S, fix_time_refusal
-from bangpae.services import devicekeys
+from bangpae.domain.retention import fix_time_refusal
+from bangpae.services import devices
 
 router = APIRouter(prefix="/api/v1")
 
@@ -35,12 +35,10 @@ async def _device_auth(ctx: Any, request: Request) -> Any:
         raise HTTPException(401, "malformed Basic credentials") from None
     source = request.client.host if request.client else "?"
     now = ctx.clock.now()
-    found = await ctx.device_keys.authenticate(ident, key, source, now)
-    if not isinstance(found, str) and found.secret is None:  # API devices always need a key
-        found = ctx.device_keys.refuse(source, now, devicekeys.NO_KEY)
-    if isinstance(found, str):
-        await ctx.device_keys.delay_refusal()
-        if found == devicekeys.LIMITED:
+    found = await ctx.device_gate.admit("api", ident, key, source, now)
+    if isinstance(found, devices.Refused):
+        await ctx.device_gate.delay_refusal()
+        if found.reason == devices.LIMITED:
             raise HTTPException(429, "too many failed identifications, slow down")
         raise HTTPException(401, "unknown device or wrong key")
     return found
@@ -57,24 +55,22 @@ async def post_fixes(body: FixBatch, request: Request, ctx: Ctx) -> dict[str, An
             raise HTTPException(403, "a device may only send its own fixes")
         t = _epoch(f.fix_time)
         assert t is not None
-        if t > now + MAX_FUTURE_S:
-            raise HTTPException(422, "fix_time is more than 5 minutes in the future")
         late = fix_time_refusal(t, now, device.registered_at, ctx.settings.retention_days)
         if late is not None:
             raise HTTPException(422, late)
         fixes.append(
             Fix(
-                device.device_id,
-                t,
-                f.lat,
-                f.lon,
-                f.accuracy_m,
-                f.speed_mps,
-                f.heading_deg,
-                f.battery_pct,
-                f.valid,
-                frozenset(f.alarms),
-                now,
+                device_id=device.device_id,
+                fix_time=t,
+                lat=f.lat,
+                lon=f.lon,
+                accuracy_m=f.accuracy_m,
+                speed_mps=f.speed_mps,
+                heading_deg=f.heading_deg,
+                battery_pct=f.battery_pct,
+                valid=f.valid,
+                alarms=frozenset(f.alarms),
+                received_at=now,
             )
         )
     ids = await ctx.ingest.submit(fixes)

@@ -31,7 +31,7 @@ from bangpae.domain import disclosure
 from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
-from bangpae.domain.retention import MAX_FUTURE_S
+from bangpae.domain.retention import AHEAD, too_far_ahead
 from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
 
@@ -59,20 +59,20 @@ def _own_fix(body: OwnLocation, device_id: int, now: float, alarms: frozenset[st
     if body.fix_time is not None and body.fix_time.tzinfo is None:
         raise HTTPException(422, "fix_time needs a zone, e.g. 2026-11-23T09:00:00+09:00")
     t = body.fix_time.timestamp() if body.fix_time is not None else now
-    if t > now + MAX_FUTURE_S:
-        raise HTTPException(422, "fix_time is more than 5 minutes in the future")
+    if too_far_ahead(t, now):
+        raise HTTPException(422, f"fix_time is {AHEAD}")
     return Fix(
-        device_id,
-        t,
-        body.lat,
-        body.lon,
-        body.accuracy_m,
-        body.speed_mps,
-        body.heading_deg,
-        body.battery_pct,
-        True,
-        alarms,
-        now,
+        device_id=device_id,
+        fix_time=t,
+        lat=body.lat,
+        lon=body.lon,
+        accuracy_m=body.accuracy_m,
+        speed_mps=body.speed_mps,
+        heading_deg=body.heading_deg,
+        battery_pct=body.battery_pct,
+        valid=True,
+        alarms=alarms,
+        received_at=now,
     )
 
 
@@ -112,17 +112,14 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
 
     def fix_of(did: int) -> Fix:
         return Fix(
-            did,
-            now,
-            body.lat if has_position else 0.0,  # type: ignore[arg-type]
-            body.lon if has_position else 0.0,  # type: ignore[arg-type]
-            body.accuracy_m,
-            None,
-            None,
-            None,
-            has_position,
-            frozenset({alarm}),
-            now,
+            device_id=did,
+            fix_time=now,
+            lat=body.lat if has_position else 0.0,  # type: ignore[arg-type]
+            lon=body.lon if has_position else 0.0,  # type: ignore[arg-type]
+            accuracy_m=body.accuracy_m,
+            valid=has_position,
+            alarms=frozenset({alarm}),
+            received_at=now,
         )
 
     await _submit_own(ctx, who, fix_of, DeviceKind.PHONE.value)
