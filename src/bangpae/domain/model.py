@@ -237,3 +237,12 @@ def make_event(kind: EventKind, at: float, *cause: object, **fields: Any) -> Eve
     return Event(
         id=event_id(kind.value, at, *cause), kind=kind, at=at, data=_frozen(data), **fields
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFix:
+    """A fix as stored, with its row id and whether it arrived late."""
+
+    id: int
+    fix: Fix
+    late: bool

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,17 +22,7 @@ from bangpae.adapters.store.base import StoreBase, sqlite_insert
 from bangpae.adapters.store.positions import packed_positions, take_ids
 from bangpae.domain.batch import ALARM_TEXT, FixBatch
 from bangpae.domain.errors import Invalid, NotFound
-from bangpae.domain.model import Fix
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFix:
-    """A fix as stored, with its row id and whether it arrived late."""
-
-    id: int
-    fix: Fix
-    late: bool
-
+from bangpae.domain.model import Fix, StoredFix
 
 # a fix row's columns, in the order of _SQLITE_FIX_INSERT's parameters
 _FIX_ROW = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -37,7 +36,7 @@ from bangpae.adapters.store.base import (
     one_of,
 )
 from bangpae.domain.errors import Invalid, NotFound
-from bangpae.domain.incidents import FINAL, PRIORITIES, advance, transition
+from bangpae.domain.incidents import FINAL, PRIORITIES, IncidentRecord, advance, transition
 from bangpae.domain.model import Event, EventKind, Tier
 
 # incident watchers' failures are logged beside the audit log's own alarms
@@ -123,23 +122,6 @@ _TOUCH_INCIDENT = (
     .where(s.incidents.c.id == bindparam("incident_id"))
     .values(updated_at=bindparam("new_updated_at"))
 )
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentRecord:
-    """An incident as the control centre sees it."""
-
-    id: int
-    kind: str
-    priority: str
-    status: str
-    order_id: int | None
-    person_id: int | None
-    opened_at: float
-    timeline: tuple[dict[str, Any], ...] = ()
-    late: bool = False
-    updated_at: float | None = None
-    duress: bool = False  # she gave her duress PIN about it (docs/sos.md)
 
 
 class IncidentStore(StoreBase):
