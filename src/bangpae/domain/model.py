@@ -135,6 +135,11 @@ class Device:
     person_id: int
 
 
+# A device's credential as the store keeps it: id, identifier, secret hash (None: keyless),
+# lenient CRC, registered at.
+DeviceCredential = tuple[int, str, str | None, bool, float]
+
+
 @dataclass(frozen=True, slots=True)
 class WeeklyWindow:
     """A recurring window: ``day`` 0 = Monday; minutes from local midnight, end exclusive.
