@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from bangpae import __version__
 from bangpae.api import problems
+from bangpae.api.context import RouteContext
 from bangpae.api.routes import (
     access,
     audit,
@@ -58,7 +59,7 @@ class _Hardening(BaseHTTPMiddleware):
         return response
 
 
-def create_app(ctx: Any) -> FastAPI:
+def create_app(ctx: RouteContext) -> FastAPI:
     """The API and its documents, bound to an application context."""
     app = FastAPI(
         title="bangpae",

@@ -26,6 +26,8 @@ class Clock(Protocol):
 class Subscription(Protocol):
     """A subscriber's queue of published events."""
 
+    dropped: int  # events a bounded queue lost for being full (its oldest)
+
     async def get(self) -> Event:
         """The next event, waiting for one."""
         ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -83,6 +83,20 @@ def _fix_rows(
 
 class FixStore(StoreBase):
     """The fix log."""
+
+    if TYPE_CHECKING:  # sealing, from ``positions`` on the concrete store
+
+        def _position_records(
+            self,
+            ids: Sequence[int],
+            devices: Sequence[int],
+            times: Sequence[float],
+            plain: list[bytes],
+        ) -> list[bytes]: ...
+
+        def _opened_position(
+            self, row_id: int, device_id: int, fix_time: float, record: bytes
+        ) -> tuple[float, float, float | None, float | None]: ...
 
     def _insert_fixes(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BindParameter,
@@ -126,6 +126,12 @@ _TOUCH_INCIDENT = (
 
 class IncidentStore(StoreBase):
     """Events, incidents and their timelines."""
+
+    if TYPE_CHECKING:  # sealing, from ``sealed`` on the concrete store
+
+        def _seal_place(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+        def _opened_entry(self, data: Any, entry_id: Any) -> Any: ...
 
     def _init_incidents(self) -> None:
         # told the ids of incidents that moved, once committed (docs/sos.md): any thread

@@ -62,7 +62,7 @@ _CREDENTIAL = (
 )
 
 
-def _credential(r: Row[Any]) -> DeviceCredential:
+def _credential(r: Row[Any, Any, Any, Any, Any]) -> DeviceCredential:  # _CREDENTIAL's columns
     return (int(r[0]), str(r[1]), r[2], bool(r[3]), float(r[4] or 0.0))
 
 

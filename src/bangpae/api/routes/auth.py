@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from bangpae.api import problems
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import (
     Ctx,
     RequestId,
@@ -78,7 +79,7 @@ def _refusal(e: AuthError) -> JSONResponse:
     return response
 
 
-async def _in_password_pool(ctx: Any, fn: Callable[..., T], *args: Any) -> T:
+async def _in_password_pool(ctx: RouteContext, fn: Callable[..., T], *args: Any) -> T:
     """Work that checks or hashes a password, in the password pool (docs/robustness.md):
     when it is full the caller is told to retry, and nothing else waits."""
     try:

@@ -103,7 +103,8 @@ async def act_on_incident(
     data: dict[str, Any] | None = None
     if body.officer_id is not None:
         data = {"officer_id": body.officer_id}
-    if step == "dispatch" and data is not None:  # her SOS loop says when help comes (docs/sos.md)
+    # her SOS loop says when help comes (docs/sos.md)
+    if step == "dispatch" and data is not None and body.officer_id is not None:
         data["eta_s"] = await asyncio.to_thread(
             response.dispatch_eta_s,
             ctx.store,

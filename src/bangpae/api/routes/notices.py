@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from bangpae.adapters.webpush import endpoint_allowed
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.routes.pins import answer_floor, her_pin
 from bangpae.api.schemas import MAX_ID, Strict
@@ -226,7 +227,7 @@ def _contact(store: Any, person_id: int, now: float, hers: bool = False) -> Cont
 
 
 def _store_contact(
-    ctx: Any,
+    ctx: RouteContext,
     who: Principal,
     person_id: int,
     body: ContactIn,
@@ -256,7 +257,7 @@ def _store_contact(
 
 
 def _contact_under_duress(
-    ctx: Any, who: Principal, person_id: int, body: ContactIn, rid: str
+    ctx: RouteContext, who: Principal, person_id: int, body: ContactIn, rid: str
 ) -> None:
     """A change made with her duress PIN: her choices as asked, her number kept, and the
     number he gave kept (sealed) as the one her phone is shown."""
