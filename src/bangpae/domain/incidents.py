@@ -127,7 +127,7 @@ class IncidentRecord:
 
     id: int
     kind: str
-    priority: str
+    priority: Priority
     status: str
     order_id: int | None
     person_id: int | None

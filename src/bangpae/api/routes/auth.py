@@ -25,6 +25,7 @@ from bangpae.api.deps import (
     require,
 )
 from bangpae.api.schemas import IdPath, LoginRequest, Strict, TokenPublic
+from bangpae.domain.accounts import SessionRecord
 from bangpae.domain.disclosure import iso
 from bangpae.services import sessions
 from bangpae.services.auth import Principal, read_token
@@ -228,7 +229,7 @@ async def change_password(body: PasswordChange, ctx: Ctx, who: Caller, rid: Requ
 # -- the admin's view -------------------------------------------------------------------
 
 
-def _session_public(r: Any, current: int | None) -> dict[str, Any]:
+def _session_public(r: SessionRecord, current: int | None) -> dict[str, Any]:
     d = r.as_dict()
     for key in ("created_at", "last_used_at", "expires_at"):
         d[key] = iso(d[key])

@@ -12,6 +12,7 @@ policy and audited with the purpose ``dispatch``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -31,7 +32,8 @@ from bangpae.api.schemas import (
 from bangpae.domain import disclosure
 from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
-from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
+from bangpae.domain.incidents import IncidentRecord
+from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, Order, make_event
 from bangpae.domain.retention import MAX_FUTURE_S
 from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
@@ -46,7 +48,9 @@ TARGET_WINDOW_S = 3600.0  # the newest position shown for a dispatch is at most 
 _TO_VICTIM = frozenset({"breach", "sos", "approach_fast", "signal_lost", "retro_breach"})
 
 
-async def _submit_own(ctx: RouteContext, who: Principal, fix_of: Any, kind: str) -> int:
+async def _submit_own(
+    ctx: RouteContext, who: Principal, fix_of: Callable[[int], Fix], kind: str
+) -> int:
     if who.person_id is None:
         raise HTTPException(403, "this account is not bound to a person")
     did = await asyncio.to_thread(app_device, ctx, who.person_id, kind)
@@ -192,7 +196,7 @@ async def cancel_sos(
 # -- field officers -----------------------------------------------------------------------
 
 
-def _dispatched_to(record: Any, person_id: int | None) -> bool:
+def _dispatched_to(record: IncidentRecord, person_id: int | None) -> bool:
     """Whether the incident's current dispatch names this officer."""
     if person_id is None or record.status not in ("dispatched", "on_scene"):
         return False
@@ -200,7 +204,7 @@ def _dispatched_to(record: Any, person_id: int | None) -> bool:
     return bool(dispatches) and dispatches[-1]["data"].get("officer_id") == person_id
 
 
-def _my_dispatches(ctx: RouteContext, who: Principal) -> list[Any]:
+def _my_dispatches(ctx: RouteContext, who: Principal) -> list[IncidentRecord]:
     out = []
     for status in ("dispatched", "on_scene"):
         for row in ctx.store.incidents(status, 1000):
@@ -211,8 +215,8 @@ def _my_dispatches(ctx: RouteContext, who: Principal) -> list[Any]:
 
 
 def _read_for_dispatch(
-    ctx: RouteContext, who: Principal, record: Any, person: int, now: float, rid: str
-) -> Any:
+    ctx: RouteContext, who: Principal, record: IncidentRecord, person: int, now: float, rid: str
+) -> Fix | None:
     """A person's newest position for an officer's dispatch (None: none recent), audited."""
     devices = ctx.store.device_ids_of_person(person)
     fix = ctx.store.fix_at_or_before(devices, now, TARGET_WINDOW_S)
@@ -231,7 +235,7 @@ def _read_for_dispatch(
     return fix
 
 
-def _whom(ctx: RouteContext, record: Any, order: Any) -> tuple[str, int | None]:
+def _whom(ctx: RouteContext, record: IncidentRecord, order: Order | None) -> tuple[str, int | None]:
     """Whom the officer is sent to, and that person: ``requester`` for her own SOS (she
     asked for help), ``victim`` when she is in danger, ``offender`` when his device is
     the concern (docs/disclosure.md, "Field officers")."""
@@ -248,7 +252,7 @@ def _whom(ctx: RouteContext, record: Any, order: Any) -> tuple[str, int | None]:
 
 
 def _target(
-    ctx: RouteContext, who: Principal, record: Any, now: float, rid: str
+    ctx: RouteContext, who: Principal, record: IncidentRecord, now: float, rid: str
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Where the officer should go, and where the offender is when the policy lets the
     officer know (he is a party of the incident's order); read through the policy and
@@ -274,7 +278,7 @@ def _target(
 
 
 def _dispatch_public(
-    ctx: RouteContext, who: Principal, r: Any, now: float, rid: str
+    ctx: RouteContext, who: Principal, r: IncidentRecord, now: float, rid: str
 ) -> dict[str, Any]:
     target, offender = _target(ctx, who, r, now, rid)
     dispatches = [e for e in r.timeline if e["action"] == "dispatch"]
@@ -309,7 +313,7 @@ async def field_dispatches(ctx: Ctx, who: Officer, rid: RequestId) -> dict[str, 
     return {"dispatches": await asyncio.to_thread(read), "at": iso(now)}
 
 
-async def _own_dispatch(ctx: RouteContext, who: Principal, incident_id: int) -> Any:
+async def _own_dispatch(ctx: RouteContext, who: Principal, incident_id: int) -> IncidentRecord:
     record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
     if record is None or not _dispatched_to(record, who.person_id):
         # whether it exists is not the officer's business unless it is theirs

@@ -146,8 +146,8 @@ async def victim_stream(ws: WebSocket) -> None:
     if who.person_id is not None:
         ctx.sos.listen(who.person_id, sos_changed)
     session = _Session(ctx, who)
-    last: Any = None
-    last_sos: Any = None
+    last: list[dict[str, Any]] | None = None
+    last_sos: list[dict[str, Any]] | None = None
 
     async def send_status(status: dict[str, Any] | None) -> None:
         nonlocal last
