@@ -60,7 +60,7 @@ soak: install
 
 lint: install
 	$(BIN)/ruff check src tests
-	$(BIN)/mypy src/bangpae/domain src/bangpae/engine
+	$(BIN)/mypy src/bangpae/domain src/bangpae/engine src/bangpae/services src/bangpae/api
 	$(BIN)/lint-imports
 
 # Decoder fuzzing at depth (every run of `make test` does 1,000 examples per decoder).

@@ -54,7 +54,7 @@ from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, pursuit
 from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.devices import DeviceGate
-from bangpae.services.ingest import Clock, Ingest
+from bangpae.services.ingest import Ingest
 from bangpae.services.notices import (
     Gateway,
     NoticeChannel,
@@ -64,6 +64,7 @@ from bangpae.services.notices import (
     run_service_health,
 )
 from bangpae.services.passwords import PasswordPool
+from bangpae.services.ports import Clock
 from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.reactions import Reactions
 from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation

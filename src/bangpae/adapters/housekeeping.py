@@ -17,7 +17,7 @@ from bangpae.adapters.store import Store
 from bangpae.adapters.store.retention import PurgeReport
 from bangpae.config import Settings
 from bangpae.domain import retention
-from bangpae.services.ingest import Clock
+from bangpae.services.ports import Clock
 
 log = logging.getLogger("bangpae.housekeeping")
 

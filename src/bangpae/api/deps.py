@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bangpae.api.context import RouteContext
 from bangpae.domain.audit import AuditEntry
 from bangpae.services.auth import SCOPE_FULL, Principal, read_token
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_ctx(request: Request) -> Any:
+def get_ctx(request: Request) -> RouteContext:
     """The application context built by the composition root."""
-    return request.app.state.ctx
+    ctx: RouteContext = request.app.state.ctx
+    return ctx
 
 
-Ctx = Annotated[Any, Depends(get_ctx)]
+Ctx = Annotated[RouteContext, Depends(get_ctx)]
 
 
 def request_id(request: Request) -> str:
@@ -32,7 +34,7 @@ def request_id(request: Request) -> str:
 RequestId = Annotated[str, Depends(request_id)]
 
 
-def authenticate(ctx: Any, token: str) -> Principal | None:
+def authenticate(ctx: RouteContext, token: str) -> Principal | None:
     """The principal of a valid token whose session is open and whose user is enabled.
 
     A signed, unexpired token is not enough: its session may have been revoked (logout,
@@ -81,7 +83,7 @@ def require(*roles: str) -> Callable[..., Principal]:
 
 
 def audit_admin(
-    ctx: Any, who: Principal, action: str, subject: str, fields: list[str], rid: str
+    ctx: RouteContext, who: Principal, action: str, subject: str, fields: list[str], rid: str
 ) -> None:
     """The audit record of an administrative change (or an admin's read of sessions)."""
     ctx.store.audit_append(

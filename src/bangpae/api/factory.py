@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from bangpae import __version__
 from bangpae.api import problems
+from bangpae.api.context import RouteContext
 from bangpae.api.routes import (
     access,
     audit,
@@ -38,7 +38,7 @@ MAX_BODY = 1_000_000
 
 
 class _Hardening(BaseHTTPMiddleware):
-    def __init__(self, app: Any, csp: str) -> None:
+    def __init__(self, app: ASGIApp, csp: str) -> None:
         super().__init__(app)
         self.csp = csp
 
@@ -58,7 +58,7 @@ class _Hardening(BaseHTTPMiddleware):
         return response
 
 
-def create_app(ctx: Any) -> FastAPI:
+def create_app(ctx: RouteContext) -> FastAPI:
     """The API and its documents, bound to an application context."""
     app = FastAPI(
         title="bangpae",

@@ -47,7 +47,8 @@ class Created(BaseModel):
 
     id: int
     key: str | None = Field(
-        None, description="A new device's key, made by the server: shown in this reply only."
+        default=None,
+        description="A new device's key, made by the server: shown in this reply only.",
     )
 
 

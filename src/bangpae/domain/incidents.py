@@ -16,7 +16,8 @@ incident its ``zone_enter`` opened, a tier change out of breach joins the
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from bangpae.domain.errors import Invalid
 from bangpae.domain.model import Event, EventKind, Tier
@@ -118,3 +119,20 @@ def advance(status: str, action: str) -> str:
     if status not in allowed:
         raise Invalid(f"cannot {action} an incident that is {status}")
     return target
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """An incident as the control centre sees it."""
+
+    id: int
+    kind: str
+    priority: Priority
+    status: str
+    order_id: int | None
+    person_id: int | None
+    opened_at: float
+    timeline: tuple[dict[str, Any], ...] = ()
+    late: bool = False
+    updated_at: float | None = None
+    duress: bool = False  # she gave her duress PIN about it (docs/sos.md)

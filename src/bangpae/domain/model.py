@@ -135,6 +135,11 @@ class Device:
     person_id: int
 
 
+# A device's credential as the store keeps it: id, identifier, secret hash (None: keyless),
+# lenient CRC, registered at.
+DeviceCredential = tuple[int, str, str | None, bool, float]
+
+
 @dataclass(frozen=True, slots=True)
 class WeeklyWindow:
     """A recurring window: ``day`` 0 = Monday; minutes from local midnight, end exclusive.
@@ -237,3 +242,12 @@ def make_event(kind: EventKind, at: float, *cause: object, **fields: Any) -> Eve
     return Event(
         id=event_id(kind.value, at, *cause), kind=kind, at=at, data=_frozen(data), **fields
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFix:
+    """A fix as stored, with its row id and whether it arrived late."""
+
+    id: int
+    fix: Fix
+    late: bool

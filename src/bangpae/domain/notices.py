@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bangpae.domain import incidents
 from bangpae.domain.model import Event, EventKind, Order, Tier
@@ -323,3 +323,13 @@ def sms_capped(notice: Notice, last_same_kind_at: float | None, sent_last_hour: 
 def sms_text(notice: Notice, lang: str) -> str:
     """The words of the text: the notice's discreet sentence in her language."""
     return notice.text.en if lang == "en" else notice.text.ko
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Her phone number (opened) and her stored choices of texts (None: the defaults)."""
+
+    person_id: int
+    kind: str
+    phone: str | None
+    sms_prefs: dict[str, Any] | None

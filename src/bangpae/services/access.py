@@ -11,18 +11,77 @@ and not expired). ``docs/access-policy.md`` sets out the rules.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bangpae.domain import access, incidents
 from bangpae.domain.access import BREAK_GLASS, Basis, Policy, Relation
 from bangpae.domain.audit import AuditEntry
 from bangpae.domain.disclosure import iso
+from bangpae.domain.incidents import IncidentRecord
 from bangpae.domain.notices import STAFF, Notice
 from bangpae.domain.playbooks import Text
+from bangpae.domain.retention import Hold
 from bangpae.services.auth import Principal
+from bangpae.services.notices import Notifier
+from bangpae.services.ports import AuditLog, IncidentLookup, Registry
 
 FINAL = ("resolved", "false_alarm")
+
+
+class AccessRecords(AuditLog, Registry, IncidentLookup, Protocol):
+    """What purpose-bound reads check and record in the store (``adapters.store.access``)."""
+
+    def access_request(self, access_request: int) -> dict[str, Any] | None:
+        """A request with its approval, if any (``approved_by``, ``approved_at``, ``until``)."""
+        ...
+
+    def request_access(
+        self,
+        actor: str,
+        role: str,
+        person_id: int,
+        purpose: str,
+        reason: str,
+        *,
+        at: float,
+        request_id: str | None = None,
+    ) -> int:
+        """Record a request to read ``person_id``'s positions for ``purpose``; its id."""
+        ...
+
+    def approve_access(
+        self,
+        access_request: int,
+        actor: str,
+        role: str,
+        until: float,
+        *,
+        at: float,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record an approval of a pending request, good until ``until``; the request as
+        it now stands. NotFound for no such request, Conflict for one already approved."""
+        ...
+
+    def audit_between(
+        self, since: float | None, until: float | None, actions: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Audit records of these actions with ``since <= at < until``, in chain order."""
+        ...
+
+    def incident_ids_about(self, person_id: int) -> list[int]:
+        """The incidents concerning a person: theirs, and those of the orders they are party to."""
+        ...
+
+    def actors_of_person(self, person_id: int) -> list[str]:
+        """How the users bound to a person are named in the audit log."""
+        ...
+
+    def legal_holds(self) -> list[Hold]:
+        """The legal holds in force, oldest first."""
+        ...
 
 
 class AccessDenied(Exception):
@@ -84,14 +143,14 @@ def relation_to(who: Principal, person_id: int) -> Relation:
     return Relation.SELF if who.person_id == person_id else Relation.NONE
 
 
-def _concerns(store: Any, incident: Any, person_id: int) -> bool:
+def _concerns(store: Registry, incident: IncidentRecord, person_id: int) -> bool:
     if incident.person_id == person_id:
         return True
     order = store.get_order(incident.order_id) if incident.order_id is not None else None
     return order is not None and person_id in (order.offender_id, order.victim_id)
 
 
-def _covers(store: Any, hold: Any, person_id: int) -> bool:
+def _covers(store: AccessRecords, hold: Hold, person_id: int) -> bool:
     if hold.scope == "person":
         return bool(hold.target == person_id)
     if hold.scope == "order":
@@ -102,7 +161,7 @@ def _covers(store: Any, hold: Any, person_id: int) -> bool:
 
 
 def authorize(
-    store: Any,
+    store: AccessRecords,
     policy: Policy,
     who: Principal,
     person_id: int,
@@ -173,7 +232,7 @@ def authorize(
 
 
 def incident_basis(
-    store: Any, policy: Policy, who: Principal, purpose: str, incident_id: int
+    store: AccessRecords, policy: Policy, who: Principal, purpose: str, incident_id: int
 ) -> Grant | None:
     """A staff read of an incident's parties' positions (dispatch suggestions): the
     incident in the path is the basis, so it must be open; None for no such incident."""
@@ -191,7 +250,7 @@ def incident_basis(
 
 
 def _approved(
-    store: Any, who: Principal, person_id: int, purpose: str, request_id: int, now: float
+    store: AccessRecords, who: Principal, person_id: int, purpose: str, request_id: int, now: float
 ) -> int:
     req = store.access_request(request_id)
     if req is None or user_id_of(req["actor"]) != who.user_id:
@@ -216,7 +275,7 @@ def _approved(
 
 
 def request_access(
-    store: Any,
+    store: AccessRecords,
     policy: Policy,
     who: Principal,
     person_id: int,
@@ -235,11 +294,13 @@ def request_access(
     rid = store.request_access(
         actor(who), who.role, person_id, purpose, reason, at=now, request_id=request_id
     )
-    return public_request(store.access_request(rid))
+    req = store.access_request(rid)
+    assert req is not None  # written just now, in its own committed transaction
+    return public_request(req)
 
 
 def approve_access(
-    store: Any,
+    store: AccessRecords,
     policy: Policy,
     who: Principal,
     access_request: int,
@@ -323,8 +384,8 @@ def break_glass_notices(
 
 
 async def broke_glass(
-    store: Any,
-    notifier: Any,
+    store: AuditLog,
+    notifier: Notifier | None,
     policy: Policy,
     who: Principal,
     subject: str,
@@ -365,7 +426,7 @@ def _iso_times(x: Any) -> Any:
     return x
 
 
-def access_review(store: Any, since: float | None, until: float | None) -> dict[str, Any]:
+def access_review(store: AccessRecords, since: float | None, until: float | None) -> dict[str, Any]:
     """Who read whose positions in ``[since, until)``: the auditor's report."""
     records = store.audit_between(since, until, access.REVIEWED_ACTIONS)
     subjects = {r["subject"] for r in records if r["action"] == access.READ}
@@ -377,7 +438,7 @@ def access_review(store: Any, since: float | None, until: float | None) -> dict[
     }
 
 
-def people_of(store: Any, subject: str) -> list[str]:
+def people_of(store: AccessRecords, subject: str) -> list[str]:
     """The people whose positions a read of ``subject`` showed (``person:<id>`` each)."""
     head, _, tail = subject.partition("/")
     kind, _, ref = head.partition(":")
@@ -401,7 +462,7 @@ def people_of(store: Any, subject: str) -> list[str]:
     return [subject]
 
 
-def subjects_of(store: Any, person_id: int) -> list[str]:
+def subjects_of(store: AccessRecords, person_id: int) -> list[str]:
     """The audit subjects a read of this person's positions is recorded under, or under
     which with ``/<party>:<id>`` (see :func:`_about`)."""
     subjects = [f"device:{d}" for d in store.device_ids_of_person(person_id)]
@@ -421,7 +482,7 @@ def _about(subject: str, subjects: set[str], person_id: int) -> bool:
 
 
 def subject_report(
-    store: Any, person_id: int, since: float | None, until: float | None, now: float
+    store: AccessRecords, person_id: int, since: float | None, until: float | None, now: float
 ) -> dict[str, Any] | None:
     """The reads of a person's positions, by role and purpose, never by reader; None for no
     such person."""

@@ -16,11 +16,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Protocol
 
 from bangpae.domain.model import Event, EventKind, Tier
 from bangpae.domain.notices import victim_tier
 from bangpae.domain.pursuit import NORMAL_INTERVAL_S, report_interval_s
+from bangpae.engine.engine import Engine
+from bangpae.services.ingest import Ingest
 
 log = logging.getLogger(__name__)
 Sender = Callable[[int], Awaitable[None]]
@@ -64,7 +66,7 @@ class CommandHub:
             log.info("command to device %d failed: %s", device_id, exc)
 
 
-def victim_interval_s(engine: Any, person: int, profile_of: Callable[[int], str]) -> int:
+def victim_interval_s(engine: Engine, person: int, profile_of: Callable[[int], str]) -> int:
     """Her app's reporting interval, from what she is shown of the orders protecting her.
 
     Her profile's withheld tiers count as she is shown them (``fr``: clear), so that the
@@ -80,7 +82,21 @@ def victim_interval_s(engine: Any, person: int, profile_of: Callable[[int], str]
     return report_interval_s(shown)
 
 
-def pursuit(ctx: Any, hub: CommandHub) -> Callable[[Sequence[Event]], Awaitable[None]]:
+class PursuitContext(Protocol):
+    """What pursuit mode reads of the application: the live engine and the writer."""
+
+    @property
+    def engine(self) -> Engine:
+        """The live engine (the writer may rebuild it)."""
+        ...
+
+    @property
+    def ingest(self) -> Ingest:
+        """The single writer, with each order's profile."""
+        ...
+
+
+def pursuit(ctx: PursuitContext, hub: CommandHub) -> Callable[[Sequence[Event]], Awaitable[None]]:
     """The reaction that sets victims' reporting intervals from what they are shown.
 
     Only the protected person of each changed order is considered, and her interval

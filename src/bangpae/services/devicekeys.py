@@ -23,8 +23,9 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Protocol
 
+from bangpae.domain.model import DeviceCredential
 from bangpae.services.passwords import PoolBusy
 from bangpae.services.ratelimit import FailureLimiter, source_key
 
@@ -36,6 +37,23 @@ KEY_BYTES = 24  # a server-made key: 192 bits, 32 URL-safe characters
 MIN_KEY_CHARS = 22  # a supplied key: at least 22 characters (128 bits as URL-safe base64)
 MAX_KEY_CHARS = 128
 CATCH_UP_S = 1.0  # how often a miss may read devices registered by another process
+
+
+class DeviceCredentials(Protocol):
+    """What the device keys read and upgrade in the store (``adapters.store.registry``)."""
+
+    def device_credentials(self, after_id: int = 0) -> list[DeviceCredential]:
+        """Every device's id, identifier, key hash, CRC leniency and registration time
+        (the listeners' registry); ``after_id``: only devices registered after that one."""
+        ...
+
+    def device_credential(self, identifier: str) -> DeviceCredential | None:
+        """One device's credentials by its exact identifier."""
+        ...
+
+    def set_device_secret_hash(self, device_id: int, secret_hash: str) -> None:
+        """Replace a device's stored key hash (a legacy hash upgraded after a good check)."""
+        ...
 
 
 class WeakKey(ValueError):
@@ -139,7 +157,7 @@ class DeviceKeys:
 
     def __init__(
         self,
-        store: Any,
+        store: DeviceCredentials,
         pepper: bytes,
         verify_slow: Callable[[str, str], Awaitable[bool]],
         allow_keyless: Callable[[], bool] = lambda: False,
@@ -168,7 +186,7 @@ class DeviceKeys:
         rows = await asyncio.to_thread(self.store.device_credentials, self._max_id)
         self._add(rows)
 
-    def _add(self, rows: list[Any]) -> None:
+    def _add(self, rows: list[DeviceCredential]) -> None:
         for r in rows:
             self._by_identifier[r[1]] = Known(*r)
             self._max_id = max(self._max_id, r[0])
@@ -234,9 +252,10 @@ class DeviceKeys:
                 return LIMITED
             if ok:
                 prefix = KEY_PREFIX if is_strong(key) else WEAK_PREFIX
-                upgraded = replace(known, secret=key_hash(self.pepper, key, prefix))
+                upgraded_hash = key_hash(self.pepper, key, prefix)
+                upgraded = replace(known, secret=upgraded_hash)
                 await asyncio.to_thread(
-                    self.store.set_device_secret_hash, known.device_id, upgraded.secret
+                    self.store.set_device_secret_hash, known.device_id, upgraded_hash
                 )
                 self._by_identifier[known.identifier] = upgraded
                 return None

@@ -15,14 +15,17 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from bangpae.domain import incidents, playbooks, retro
 from bangpae.domain.audit import AuditEntry
 from bangpae.domain.batch import FixBatch, PackedFixes
-from bangpae.domain.model import Event, EventKind, Fix, make_event
+from bangpae.domain.model import Device, Event, EventKind, Fix, Order, Person, Tier, make_event
 from bangpae.engine.engine import Engine
-from bangpae.services.ports import Bus, Clock
+from bangpae.services.ports import Bus, Clock, Registry
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,52 @@ REGISTRY_CHANGED = "registry"
 Update = dict[str, Any] | set[int] | str
 # A stream's view of the engine: its status now and the audit records of the positions it
 # shows, written in the transaction of the batch that changed it.
-View = Callable[[float], tuple[dict[str, Any], list[dict[str, Any]]]]
+View = Callable[[float], tuple[dict[str, Any], list[AuditEntry]]]
+
+
+class FixLog(Registry, Protocol):
+    """What the single writer reads and writes of the store: fixes with the events,
+    incidents and audit records they cause, in one transaction."""
+
+    def load_all(self) -> tuple[list[Person], list[Device], list[Order]]:
+        """Everyone, every device and every order: what the engine needs to start."""
+        ...
+
+    def latest_fixes(self) -> dict[int, Fix]:
+        """The newest live (not late) fix of every device, for rebuilding the engine."""
+        ...
+
+    def latest_tiers(self) -> dict[int, tuple[Tier, Tier, float]]:
+        """Each order's live tier from its last live tier change: (tier, base tier, since)."""
+        ...
+
+    def latest_shown(self) -> dict[int, Tier]:
+        """What each order's protected person was last shown, from its last live change."""
+        ...
+
+    def disclosure_pauses(self) -> dict[int, bool]:
+        """Each order's disclosure pause, from its last guard detection or operator decision."""
+        ...
+
+    def fix_at_or_before(self, device_ids: Sequence[int], t: float, window_s: float) -> Fix | None:
+        """The newest valid fix of these devices at or before ``t``, no older than the window."""
+        ...
+
+    def check_audit(self, entry: AuditEntry) -> None:
+        """Invalid unless :meth:`audit_append` would take this record (a column too short
+        for it); TypeError if it is not an :class:`AuditEntry`."""
+        ...
+
+    def record_batch(
+        self,
+        fixes: Sequence[Fix] | FixBatch,
+        late: Sequence[bool] | npt.NDArray[np.bool_],
+        plans: Sequence[tuple[Event, str | None, str | None]],
+        audits: Sequence[AuditEntry] = (),
+    ) -> tuple[list[int], list[Event]]:
+        """One transaction: fixes, new events, the incidents they open or join, and the
+        audit records of the reads the batch's news will be shown in (live streams)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -69,7 +117,7 @@ class Ingest:
     """The single writer: group commit of fixes with the events they cause."""
 
     def __init__(
-        self, store: Any, engine: Engine, clock: Clock, bus: Bus, max_batch: int = 5000
+        self, store: FixLog, engine: Engine, clock: Clock, bus: Bus, max_batch: int = 5000
     ) -> None:
         self.store = store
         self.engine = engine
@@ -248,7 +296,7 @@ class Ingest:
             self._failed(batch, bad[-1][1] if bad else RuntimeError("ingest failed"))
             return
         now = self.clock.now()
-        for p, exc in bad:  # the incident is kept before the sender hears of the refusal
+        for p, error in bad:  # the incident is kept before the sender hears of the refusal
             self.stats.refused += len(p.fixes)
             fixes = p.fixes if isinstance(p.fixes, FixBatch) else FixBatch.concat([p.fixes])
             refused = [
@@ -256,10 +304,10 @@ class Ingest:
                     EventKind.FIX_REFUSED,
                     now,
                     device,
-                    type(exc).__name__,
+                    type(error).__name__,
                     device_id=device,
                     person_id=self.engine.person_of_device(device),
-                    data={"error": type(exc).__name__, "fixes": len(p.fixes)},
+                    data={"error": type(error).__name__, "fixes": len(p.fixes)},
                 )
                 for device in sorted(set(fixes.device.tolist()))
             ]
@@ -267,7 +315,7 @@ class Ingest:
                 await self.record(*refused)
             except Exception:  # the writer goes on; the refusal is logged all the same
                 log.exception("recording a refused submission failed")
-            p.future.set_exception(exc)
+            p.future.set_exception(error)
 
     async def _process(self, batch: list[_Pending]) -> None:
         fixes = FixBatch.concat([p.fixes for p in batch])
@@ -373,14 +421,14 @@ class Ingest:
     def _commit(
         self,
         fixes: FixBatch,
-        late_flags: Any,
+        late_flags: npt.NDArray[np.bool_],
         events: list[Event],
         late: list[Fix],
         audits: list[AuditEntry],
     ) -> tuple[list[int], list[Event]]:
         """Runs in a worker thread: retro evaluation of late fixes, then one transaction."""
         events = events + self._retro(late)
-        return self.store.record_batch(fixes, late_flags, self._plans(events), audits)  # type: ignore[no-any-return]
+        return self.store.record_batch(fixes, late_flags, self._plans(events), audits)
 
     def _plans(self, events: list[Event]) -> list[tuple[Event, str, incidents.Priority | None]]:
         """Each event with the incident kind it opens or joins, and at which priority."""
@@ -410,7 +458,7 @@ class Ingest:
                 )
         return out
 
-    def _orders_with_partner_devices(self, device_id: int) -> list[tuple[Any, list[int]]]:
+    def _orders_with_partner_devices(self, device_id: int) -> list[tuple[Order, list[int]]]:
         device = self.store.get_device(device_id)
         if device is None:
             return []
@@ -420,7 +468,7 @@ class Ingest:
             result.append((order, self.store.device_ids_of_person(other)))
         return result
 
-    def _offender_devices(self, order: Any) -> set[int]:
+    def _offender_devices(self, order: Order) -> set[int]:
         return set(self.store.device_ids_of_person(order.offender_id))
 
     async def record(self, *events: Event) -> list[Event]:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bangpae.domain import notices
-from bangpae.domain.model import Event, EventKind
-from bangpae.domain.notices import Notice
+from bangpae.domain.model import Device, Event, EventKind, Order, Person
+from bangpae.domain.notices import Contact, Notice
+from bangpae.services.ingest import Ingest
 from bangpae.services.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,49 @@ log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
 _SILENT = (EventKind.OFFLINE, EventKind.NO_FIX)
 KEEP_PER_COMMIT = 200  # his device went quiet: she is told
+
+
+class NoticeLog(Protocol):
+    """What the notifier reads and records of the store (``adapters.store.notices``)."""
+
+    def get_orders(self, order_ids: Iterable[int]) -> dict[int, Order]:
+        """Orders by id, in one query (an id not found is left out)."""
+        ...
+
+    def orders_for_person(self, person_id: int) -> list[Order]:
+        """Orders in which a person is the offender or the victim."""
+        ...
+
+    def load_all(self) -> tuple[list[Person], list[Device], list[Order]]:
+        """Everyone, every device and every order: what the engine needs to start."""
+        ...
+
+    def last_notices_at(self, dedup_keys: Iterable[str]) -> dict[str, float | None]:
+        """When a notice with each key was last sent (None: never)."""
+        ...
+
+    def add_notices(self, sent: Sequence[tuple[Notice, dict[str, str]]]) -> list[int]:
+        """Keep sent notices with the outcome of each channel, in one transaction; their ids."""
+        ...
+
+
+class TextRecords(Protocol):
+    """What texting her reads of the store for a round: contacts, orders, recent texts."""
+
+    def contacts(self, person_ids: Iterable[int]) -> dict[int, Contact]:
+        """The contacts of many people at once (for the texts of a round of notices)."""
+        ...
+
+    def get_orders(self, order_ids: Iterable[int]) -> dict[int, Order]:
+        """Orders by id, in one query (an id not found is left out)."""
+        ...
+
+    def sms_recent(
+        self, person_ids: Iterable[int], since: float
+    ) -> tuple[dict[tuple[int, str], float], dict[int, int]]:
+        """Texts for notices of these people since ``since`` (notice time): when the last
+        of each (person, kind) was, and how many each person had (for the cap)."""
+        ...
 
 
 class NoticeChannel(Protocol):
@@ -117,14 +161,14 @@ class SmsChannel:
     text to the gateway (SMPP, or the log sink when none is configured).
     """
 
-    def __init__(self, store: Any, gateway: Gateway) -> None:
+    def __init__(self, store: TextRecords, gateway: Gateway) -> None:
         self.store = store
         self.gateway = gateway
         self.name = gateway.kind
 
     def _round(
         self, people: list[int], order_ids: list[int], now: float
-    ) -> tuple[dict[int, Any], dict[int, Any], dict[tuple[int, str], float], dict[int, int]]:
+    ) -> tuple[dict[int, Contact], dict[int, Order], dict[tuple[int, str], float], dict[int, int]]:
         contacts = self.store.contacts(people)
         orders = self.store.get_orders(order_ids)
         last, count = self.store.sms_recent(people, now - 3600.0)
@@ -187,7 +231,7 @@ class Notifier:
 
     def __init__(
         self,
-        store: Any,
+        store: NoticeLog,
         clock: Clock,
         hub: StreamHub,
         channels: Sequence[NoticeChannel] = (),
@@ -203,14 +247,14 @@ class Notifier:
 
     # -- deciding -----------------------------------------------------------------------
 
-    def _orders_of(self, events: Sequence[Event]) -> list[list[Any]]:
+    def _orders_of(self, events: Sequence[Event]) -> list[list[Order]]:
         """The orders each event concerns (one visit to the store for a whole round)."""
         tier_orders = self.store.get_orders(
             e.order_id
             for e in events
             if e.kind == EventKind.SHOWN_TIER_CHANGED and e.order_id is not None
         )
-        out: list[list[Any]] = []
+        out: list[list[Order]] = []
         for event in events:
             if event.kind == EventKind.SHOWN_TIER_CHANGED and event.order_id is not None:
                 order = tier_orders.get(event.order_id)
@@ -244,7 +288,7 @@ class Notifier:
         self.stats.events += len(events)  # looked at, and what they caused was sent and kept
         return sent
 
-    async def check_service(self, ingest: Any) -> int:
+    async def check_service(self, ingest: Ingest) -> int:
         """Tell victims when bangpae becomes degraded, and when it is back."""
         now = self.clock.now()
         reason = ingest.degraded(now)
@@ -305,7 +349,7 @@ class Notifier:
         return len(due)
 
 
-async def run_service_health(notifier: Notifier, ingest: Any, tick_s: float = 1.0) -> None:
+async def run_service_health(notifier: Notifier, ingest: Ingest, tick_s: float = 1.0) -> None:
     """Tell the protected people when the service degrades and recovers, until cancelled.
 
     The notices of stored events are a reaction (``services/reactions.py``); this

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from bangpae.domain import disclosure, incidents, notices
 from bangpae.domain.audit import AuditEntry
+from bangpae.domain.model import Device, Order, StoredFix
+from bangpae.engine.engine import Engine
 from bangpae.services import sos
 from bangpae.services.access import actor
 from bangpae.services.auth import Principal
+from bangpae.services.ports import AuditLog, IncidentLookup, Registry
+
+
+class ConsoleReads(AuditLog, Registry, IncidentLookup, Protocol):
+    """What the consoles' audited reads read and record in the store."""
+
+    def fixes_for_device(
+        self,
+        device_id: int,
+        limit: int = 100,
+        before_id: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[StoredFix]:
+        """A device's fixes, newest first; ``before_id`` (the last id seen) continues a
+        page; ``since`` / ``until`` bound the fix times (both included)."""
+        ...
+
+    def incident_ids_of_orders(self, order_ids: Sequence[int], kinds: Iterable[str]) -> list[int]:
+        """The ids of the incidents of these orders and kinds, whatever their status."""
+        ...
+
+    def audit_about(
+        self,
+        subjects: Sequence[str],
+        person_id: int | None = None,
+        exclude_actor: str | None = None,
+        action: str | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """Audit records whose subject is one of ``subjects`` (exactly, or as its first
+        part before a ``/``), or names ``person:<person_id>`` last; newest first."""
+        ...
 
 
 def audit_read(
-    store: Any,
+    store: AuditLog,
     actor: str,
     role: str,
     subject: str,
@@ -37,7 +73,7 @@ def audit_read(
 
 
 def _audit(
-    store: Any,
+    store: AuditLog,
     who: Principal,
     subject: str,
     purpose: str,
@@ -52,12 +88,12 @@ VICTIM_READ_FIELDS = ("lat", "lon", "accuracy_m", "heading_deg", "speed_mps")
 
 
 def victim_status(
-    store: Any,
-    engine: Any,
+    store: ConsoleReads,
+    engine: Engine,
     who: Principal,
     now: float,
     request_id: str | None = None,
-    orders: list[Any] | None = None,
+    orders: list[Order] | None = None,
 ) -> dict[str, Any]:
     """The protected person's own orders, shaped by the disclosure policy, audited.
 
@@ -93,7 +129,7 @@ def victim_reads(
 
 
 def victim_view(
-    engine: Any, who: Principal, now: float, orders: list[Any]
+    engine: Engine, who: Principal, now: float, orders: list[Order]
 ) -> tuple[dict[str, Any], list[str]]:
     """Her status from her orders and the engine's live state, and the subjects whose
     position it shows (each such read must be audited before she gets it)."""
@@ -135,9 +171,9 @@ def victim_view(
 
 
 def device_fixes(
-    store: Any,
+    store: ConsoleReads,
     who: Principal,
-    device: Any,
+    device: Device,
     limit: int,
     before_id: int | None,
     purpose: str,
@@ -209,7 +245,7 @@ def _incident_of(subject: str, fields: list[str]) -> int | None:
     return None
 
 
-def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[str, Any]]:
+def victim_accesses(store: ConsoleReads, who: Principal, limit: int = 100) -> list[dict[str, Any]]:
     """Who read the protected person's position, when, and for what purpose.
 
     Reads of her own devices' fixes, of her position for an incident about her safety
@@ -252,8 +288,10 @@ def victim_accesses(store: Any, who: Principal, limit: int = 100) -> list[dict[s
             # it), nor from before her own press on it (docs/sos.md)
             if iid not in shown_since:
                 record = store.get_incident(iid)
-                ordinary = record is None or record.kind != "sos"
-                shown_since[iid] = 0.0 if ordinary else sos.shown_since(record)
+                if record is not None and record.kind == "sos":
+                    shown_since[iid] = sos.shown_since(record)
+                else:
+                    shown_since[iid] = 0.0
             since = shown_since[iid]
             if since is None or r["at"] < since:
                 continue

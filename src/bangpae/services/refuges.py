@@ -8,15 +8,28 @@ function of her position and the places alone.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from bangpae.domain import refuge
+from bangpae.domain.refuge import Refuge
+from bangpae.engine.engine import Engine
 from bangpae.services import queries
 from bangpae.services.auth import Principal
+from bangpae.services.ports import AuditLog, Registry
+
+
+class RefugeReads(AuditLog, Registry, Protocol):
+    """What her refuge advice reads and records in the store (``adapters.store.refuges``)."""
+
+    def refuges_near(self, lat: float, lon: float, radius_m: float) -> list[Refuge]:
+        """The refuges in a box around (lat, lon) holding every point within ``radius_m``,
+        at most :data:`CANDIDATES`, nearest first by a flat estimate (the caller measures
+        each exactly)."""
+        ...
 
 
 def disclosed_positions(
-    store: Any, engine: Any, who: Principal, now: float, request_id: str | None
+    store: RefugeReads, engine: Engine, who: Principal, now: float, request_id: str | None
 ) -> list[refuge.Him]:
     """His positions her status shows her now (one per order of hers that shows one),
     each read audited as her status's are; none while the policy withholds them."""
@@ -30,8 +43,8 @@ def disclosed_positions(
 
 
 def victim_refuges(
-    store: Any,
-    engine: Any,
+    store: RefugeReads,
+    engine: Engine,
     who: Principal,
     lat: float,
     lon: float,

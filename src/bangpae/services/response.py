@@ -26,16 +26,19 @@ from typing import Any, Literal, Protocol
 from bangpae.domain import disclosure, incidents, playbooks
 from bangpae.domain.access import Policy, Purpose, Relation
 from bangpae.domain.geodesy import geodesic_distance_m
-from bangpae.domain.model import Event, EventKind, Fix, make_event
+from bangpae.domain.incidents import IncidentRecord
+from bangpae.domain.model import Event, EventKind, Fix, Person, make_event
 from bangpae.domain.response import (
     ESCALATE_AFTER_S,
     PAGE_EVERY_S,
+    HandoffRecord,
+    Unacknowledged,
     next_page_at,
     response_times,
 )
 from bangpae.services.access import actor
 from bangpae.services.auth import Principal
-from bangpae.services.ports import Bus, Clock
+from bangpae.services.ports import AuditLog, Bus, Clock, IncidentLookup, Registry
 from bangpae.services.queries import audit_read
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,90 @@ log = logging.getLogger(__name__)
 HANDOFF_PURPOSE = Purpose.POLICE_HANDOFF.value
 DISPATCH_PURPOSE = Purpose.DISPATCH.value
 VICTIM_CENTRED = incidents.VICTIM_CENTRED
+
+
+class Escalations(Protocol):
+    """What paging the supervisor reads and records in the store."""
+
+    def unacknowledged_incidents(
+        self, priority: str = "critical", opened_by: float | None = None
+    ) -> list[Unacknowledged]:
+        """Incidents still ``open`` (nobody acknowledged them) at this priority, oldest first."""
+        ...
+
+    def record_escalation(
+        self, incident_id: int, page: int, at: float, data: dict[str, Any], event: Event
+    ) -> bool:
+        """Write page number ``page`` to the timeline unless the incident was taken in
+        hand or that page was written already (by another worker); return whether it was
+        written."""
+        ...
+
+
+class ResponseRecords(AuditLog, Registry, IncidentLookup, Protocol):
+    """What the control centre's response reads and records (``adapters.store.response``)."""
+
+    def add_incident_entry(
+        self,
+        incident_id: int,
+        action: str,
+        actor: str,
+        at: float,
+        note: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Add an entry (a checklist step, a call) to the timeline of an incident not closed."""
+        ...
+
+    def latest_fix_of_person(self, person_id: int) -> Fix | None:
+        """The newest live, valid fix of any of a person's devices."""
+        ...
+
+    def officer_positions(self) -> list[tuple[Person, Fix]]:
+        """Every field officer with a device that reported a valid position: the newest one."""
+        ...
+
+    def create_handoff(
+        self,
+        incident_id: int,
+        channel: str,
+        note: str,
+        summary: dict[str, Any],
+        token_hash: str,
+        at: float,
+        actor: str,
+    ) -> int:
+        """Record a hand-off (pending delivery) and note it on the incident's timeline."""
+        ...
+
+    def get_handoff(self, handoff_id: int) -> HandoffRecord | None:
+        """A hand-off with its attempts."""
+        ...
+
+    def open_handoff_by_token(self, token_hash: str) -> HandoffRecord | None:
+        """The open hand-off a live-position token belongs to (None once closed)."""
+        ...
+
+    def pending_handoffs(self) -> list[int]:
+        """Ids of open hand-offs whose delivery has not finished (to resume after a restart)."""
+        ...
+
+    def record_handoff_attempt(
+        self,
+        handoff_id: int,
+        attempt: int,
+        at: float,
+        status: str,
+        http_status: int | None = None,
+        error: str = "",
+        final_status: str | None = None,
+    ) -> None:
+        """Store one delivery attempt; a ``final_status`` (delivered, failed, logged) ends it."""
+        ...
+
+    def close_handoff(self, handoff_id: int, at: float, actor: str, note: str = "") -> None:
+        """End a hand-off: its live-position link stops working at once."""
+        ...
 
 
 # -- escalation ------------------------------------------------------------------------------
@@ -57,7 +144,7 @@ class Escalation:
 
     def __init__(
         self,
-        store: Any,
+        store: Escalations,
         bus: Bus,
         after_s: float = ESCALATE_AFTER_S,
         every_s: float = PAGE_EVERY_S,
@@ -67,7 +154,7 @@ class Escalation:
         self.after_s = after_s
         self.every_s = every_s
 
-    def _due(self, now: float) -> list[tuple[Any, Event]]:
+    def _due(self, now: float) -> list[tuple[Unacknowledged, Event]]:
         out = []
         # none opened later than after_s ago can be due: their first page comes after_s on
         for u in self.store.unacknowledged_incidents("critical", opened_by=now - self.after_s):
@@ -125,7 +212,7 @@ async def run_escalation(escalation: Escalation, clock: Clock, tick_s: float = 1
 # -- checklists and response times -----------------------------------------------------------
 
 
-def profile_of(store: Any, incident: Any) -> str:
+def profile_of(store: Registry, incident: IncidentRecord) -> str:
     """The playbook profile of an incident: its order's, else its person's first order's."""
     if incident.order_id is not None:
         order = store.get_order(incident.order_id)
@@ -138,7 +225,7 @@ def profile_of(store: Any, incident: Any) -> str:
     return "kr"
 
 
-def incident_response(store: Any, incident_id: int) -> dict[str, Any] | None:
+def incident_response(store: ResponseRecords, incident_id: int) -> dict[str, Any] | None:
     """An incident's checklist, response times and pages so far (None: no such incident)."""
     incident = store.get_incident(incident_id)
     if incident is None:
@@ -164,7 +251,12 @@ class UnknownStep(ValueError):
 
 
 def mark_step(
-    store: Any, incident_id: int, step_id: str, who: Principal, now: float, note: str = ""
+    store: ResponseRecords,
+    incident_id: int,
+    step_id: str,
+    who: Principal,
+    now: float,
+    note: str = "",
 ) -> dict[str, Any] | None:
     """Tick a checklist step off (a timeline ``step`` entry); return the response view."""
     incident = store.get_incident(incident_id)
@@ -195,7 +287,9 @@ def _position(party: str, person_id: int, fix: Fix, now: float) -> dict[str, Any
     }
 
 
-def parties_positions(store: Any, incident: Any, now: float) -> dict[str, dict[str, Any] | None]:
+def parties_positions(
+    store: ResponseRecords, incident: IncidentRecord, now: float
+) -> dict[str, dict[str, Any] | None]:
     """The last known positions of the people an incident is about."""
     out: dict[str, dict[str, Any] | None] = {}
     order = store.get_order(incident.order_id) if incident.order_id is not None else None
@@ -211,7 +305,9 @@ def parties_positions(store: Any, incident: Any, now: float) -> dict[str, dict[s
     return out
 
 
-def _target_of(incident: Any, positions: dict[str, dict[str, Any] | None]) -> Any:
+def _target_of(
+    incident: IncidentRecord, positions: dict[str, dict[str, Any] | None]
+) -> dict[str, Any] | None:
     """Where an officer goes for an incident: her for one about her safety, else him."""
     prefer = ("victim", "offender") if incident.kind in VICTIM_CENTRED else ("offender", "victim")
     order = [p for p in prefer if p in positions] + [p for p in positions if p not in prefer]
@@ -219,7 +315,7 @@ def _target_of(incident: Any, positions: dict[str, dict[str, Any] | None]) -> An
 
 
 def dispatch_eta_s(
-    store: Any, incident_id: int, officer_id: int, speed_kmh: float, now: float
+    store: ResponseRecords, incident_id: int, officer_id: int, speed_kmh: float, now: float
 ) -> float | None:
     """The officer's travel time to the incident when dispatched, as the suggestions
     reckon it (None: a position is unknown). Kept with the dispatch, so that she can be
@@ -236,7 +332,7 @@ def dispatch_eta_s(
 
 
 def suggest_officers(
-    store: Any,
+    store: ResponseRecords,
     incident_id: int,
     speed_kmh: float,
     who: Principal,
@@ -326,7 +422,7 @@ class Handoffs:
 
     def __init__(
         self,
-        store: Any,
+        store: ResponseRecords,
         clock: Clock,
         channels: Mapping[str, Channel],
         base_url: str,
@@ -428,6 +524,7 @@ class Handoffs:
             return None
         self.start(hid)
         record = await asyncio.to_thread(self.store.get_handoff, hid)
+        assert record is not None  # created just now, in its own committed transaction
         return {**handoff_public(record), "live_url": self.live_url(token)}
 
     def start(self, handoff_id: int) -> None:
@@ -553,7 +650,7 @@ class Handoffs:
         }
 
 
-def store_order(store: Any, incident: Any) -> dict[str, Any] | None:
+def store_order(store: Registry, incident: IncidentRecord) -> dict[str, Any] | None:
     """The order an incident concerns, as the police need it (None for a person's device)."""
     if incident.order_id is None:
         return None
@@ -572,7 +669,7 @@ def store_order(store: Any, incident: Any) -> dict[str, Any] | None:
     }
 
 
-def handoff_public(record: Any) -> dict[str, Any]:
+def handoff_public(record: HandoffRecord) -> dict[str, Any]:
     """A hand-off as staff see it (the live link's token is never shown again)."""
     return {
         "id": record.id,

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
+from bangpae.domain.accounts import RefreshStatus, SessionRecord, TotpRecord, UserRecord
 from bangpae.domain.audit import AuditEntry
 from bangpae.services.auth import (
     SCOPE_ENROL,
@@ -39,10 +40,103 @@ from bangpae.services.auth import (
     totp_uri,
     verify_password,
 )
+from bangpae.services.ports import AuditLog
 from bangpae.services.ratelimit import source_key
 
 log = logging.getLogger(__name__)
 REFUSED = "unknown user or wrong password"
+
+
+class SessionSettings(Protocol):
+    """The settings of signing in (``BANGPAE_*``, see ``config``)."""
+
+    token_ttl_s: int
+    session_ttl_staff_s: int
+    session_ttl_s: int
+    require_totp_for_staff: bool
+    login_max_failures: int
+    login_ip_max_failures: int
+    login_window_s: float
+    login_lockout_s: float
+
+
+class Accounts(AuditLog, Protocol):
+    """What signing in reads and writes of the store (``adapters.store.auth``, ``sessions``)."""
+
+    def begin_login_attempt(
+        self,
+        username: str,
+        ip: str,
+        at: float,
+        *,
+        max_failures: int,
+        ip_max_failures: int,
+        window_s: float,
+        lockout_s: float,
+    ) -> tuple[int, float | None]:
+        """Record a sign-in attempt, or refuse it while the name or the address is locked."""
+        ...
+
+    def finish_login_attempt(self, attempt_id: int, outcome: str) -> None:
+        """Set how an admitted attempt ended: ``ok``, ``failed`` or ``totp_required``."""
+        ...
+
+    def get_user(self, user_id: int) -> UserRecord | None:
+        """A login by id."""
+        ...
+
+    def get_user_by_name(self, username: str) -> UserRecord | None:
+        """A login by username."""
+        ...
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        """Replace a user's password hash."""
+        ...
+
+    def totp(self, user_id: int) -> TotpRecord | None:
+        """A user's TOTP factor, confirmed or pending; None if never enrolled."""
+        ...
+
+    def save_totp_secret(self, user_id: int, sealed_secret: str, at: float) -> None:
+        """Keep a new, unconfirmed TOTP secret (replacing a pending one, never a confirmed one)."""
+        ...
+
+    def use_totp_step(self, user_id: int, step: int, at: float, enable: bool = False) -> bool:
+        """Accept a code's time step once: False if that step or a later one was used before."""
+        ...
+
+    def open_session(
+        self,
+        user_id: int,
+        scope: str,
+        token_hash: str,
+        at: float,
+        expires_at: float,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> int:
+        """Start a session whose refresh token has this hash; returns its id."""
+        ...
+
+    def rotate_refresh_token(
+        self, old_hash: str, new_hash: str, at: float
+    ) -> tuple[RefreshStatus, SessionRecord | None]:
+        """Exchange a refresh token for a new one, once."""
+        ...
+
+    def revoke_session(self, session_id: int, at: float, reason: str) -> bool:
+        """Revoke one session; False if it was revoked already (NotFound if it never was)."""
+        ...
+
+    def revoke_session_by_token(self, token_hash: str, at: float, reason: str) -> int | None:
+        """Revoke the session a refresh token (current or retired) belongs to; its id."""
+        ...
+
+    def revoke_user_sessions(
+        self, user_id: int, at: float, reason: str, keep: int | None = None
+    ) -> int:
+        """Revoke every open session of a user (but ``keep``); how many were open."""
+        ...
 
 
 class AuthError(Exception):
@@ -69,7 +163,7 @@ class Issued:
     session_id: int
 
 
-def session_ttl_s(settings: Any, role: str) -> int:
+def session_ttl_s(settings: SessionSettings, role: str) -> int:
     """How long a sign-in of this role lasts: one shift for staff, weeks on a phone."""
     return int(
         settings.session_ttl_staff_s if role in SHORT_SESSION_ROLES else settings.session_ttl_s
@@ -77,7 +171,7 @@ def session_ttl_s(settings: Any, role: str) -> int:
 
 
 def _issue(
-    settings: Any,
+    settings: SessionSettings,
     secret: bytes,
     who: Principal,
     refresh_token: str,
@@ -98,10 +192,10 @@ def _issue(
 
 
 def open_session(
-    store: Any,
-    settings: Any,
+    store: Accounts,
+    settings: SessionSettings,
     secret: bytes,
-    user: Any,
+    user: UserRecord,
     scope: str,
     now: float,
     ip: str | None = None,
@@ -127,8 +221,8 @@ def _throttled(until: float, now: float) -> AuthError:
 
 
 def login(
-    store: Any,
-    settings: Any,
+    store: Accounts,
+    settings: SessionSettings,
     secret: bytes,
     now: float,
     username: str,
@@ -144,7 +238,9 @@ def login(
     )
 
 
-def begin_login(store: Any, settings: Any, now: float, username: str, ip: str) -> int:
+def begin_login(
+    store: Accounts, settings: SessionSettings, now: float, username: str, ip: str
+) -> int:
     """Record a sign-in attempt, or refuse it while a lock holds (no password work: a
     refused attempt must not take a place in the password pool)."""
     attempt, until = store.begin_login_attempt(
@@ -162,8 +258,8 @@ def begin_login(store: Any, settings: Any, now: float, username: str, ip: str) -
 
 
 def finish_login(
-    store: Any,
-    settings: Any,
+    store: Accounts,
+    settings: SessionSettings,
     secret: bytes,
     now: float,
     attempt: int,
@@ -199,11 +295,13 @@ def finish_login(
     return open_session(store, settings, secret, user, scope, now, ip, user_agent)
 
 
-def refresh(store: Any, settings: Any, secret: bytes, now: float, refresh_token: str) -> Issued:
+def refresh(
+    store: Accounts, settings: SessionSettings, secret: bytes, now: float, refresh_token: str
+) -> Issued:
     """Exchange a refresh token for a new access token and refresh token, once."""
     new = new_refresh_token()
     status, session = store.rotate_refresh_token(token_hash(refresh_token), token_hash(new), now)
-    if status == "reused":
+    if status == "reused" and session is not None:
         log.warning("refresh token of session %s presented twice: session revoked", session.id)
         store.audit_append(
             AuditEntry(
@@ -216,7 +314,7 @@ def refresh(store: Any, settings: Any, secret: bytes, now: float, refresh_token:
                 at=now,
             )
         )
-    if status != "rotated":
+    if status != "rotated" or session is None:
         raise AuthError(401, "session_ended", "the sign-in has ended: sign in again")
     who = Principal(
         session.user_id,
@@ -229,7 +327,7 @@ def refresh(store: Any, settings: Any, secret: bytes, now: float, refresh_token:
     return _issue(settings, secret, who, new, session.expires_at, now)
 
 
-def logout(store: Any, now: float, sid: int | None, refresh_token: str | None) -> None:
+def logout(store: Accounts, now: float, sid: int | None, refresh_token: str | None) -> None:
     """End the session of an access token or of a refresh token (either will do)."""
     if sid is not None:
         store.revoke_session(sid, now, "logout")
@@ -237,7 +335,7 @@ def logout(store: Any, now: float, sid: int | None, refresh_token: str | None) -
         store.revoke_session_by_token(token_hash(refresh_token), now, "logout")
 
 
-def enrol_totp(store: Any, secret: bytes, who: Principal, now: float) -> tuple[str, str]:
+def enrol_totp(store: Accounts, secret: bytes, who: Principal, now: float) -> tuple[str, str]:
     """Make a new TOTP secret for the caller: (secret, otpauth:// URI), shown this once."""
     if who.role not in TOTP_ROLES:
         raise AuthError(403, "totp_not_for_role", f"role {who.role!r} does not use TOTP")
@@ -246,7 +344,7 @@ def enrol_totp(store: Any, secret: bytes, who: Principal, now: float) -> tuple[s
     return plain, totp_uri(plain, who.username)
 
 
-def confirm_totp(store: Any, secret: bytes, who: Principal, code: str, now: float) -> int:
+def confirm_totp(store: Accounts, secret: bytes, who: Principal, code: str, now: float) -> int:
     """Turn the pending TOTP factor on with a code from it; every session of the user ends.
 
     Returns how many sessions were ended (the caller signs in again, with a code).
@@ -261,7 +359,7 @@ def confirm_totp(store: Any, secret: bytes, who: Principal, code: str, now: floa
     return int(store.revoke_user_sessions(who.user_id, now, "second_factor_enrolled"))
 
 
-def change_password(store: Any, who: Principal, current: str, new: str, now: float) -> int:
+def change_password(store: Accounts, who: Principal, current: str, new: str, now: float) -> int:
     """Replace the caller's password (checking the current one and the policy).
 
     Every other session of the user ends; returns how many.

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from bangpae.domain.disclosure import iso
+from bangpae.domain.incidents import IncidentRecord
 from bangpae.services.access import actor
 from bangpae.services.auth import Principal, hash_password, verify_password
+from bangpae.services.ports import IncidentLookup
 
 LOOP_WINDOW_S = 24 * 3600.0  # a closed SOS stays in her list this long
 # Timeline actions -> the state she is shown; the first entry of each state counts.
@@ -36,7 +38,40 @@ PIN_FAILURES = 5  # wrong PINs per person within PIN_WINDOW_S before refusing (4
 PIN_WINDOW_S = 300.0
 
 
-def _silent(entries: list[dict[str, Any]]) -> bool:
+class SosRecords(IncidentLookup, Protocol):
+    """What her SOS loop reads and records in the store (``adapters.store.incidents``)."""
+
+    def sos_incidents(self, person_id: int, closed_since: float) -> list[IncidentRecord]:
+        """A person's SOS incidents still open or closed since then, newest first, with
+        their timelines (her SOS loop, docs/sos.md)."""
+        ...
+
+    def incident_duress(
+        self, incident_id: int, actor: str, at: float, note: str, data: dict[str, Any]
+    ) -> None:
+        """Mark an open incident as under duress (docs/sos.md): critical, shown as such,
+        and a ``duress`` entry on its timeline."""
+        ...
+
+    def add_incident_entry(
+        self,
+        incident_id: int,
+        action: str,
+        actor: str,
+        at: float,
+        note: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Add an entry (a checklist step, a call) to the timeline of an incident not closed."""
+        ...
+
+    def watch_incidents(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(incident_id)`` after every commit that moved an incident: an
+        operator's action, a timeline entry, a hand-off, or an SOS opened or joined."""
+        ...
+
+
+def _silent(entries: Sequence[dict[str, Any]]) -> bool:
     """Whether the SOS was sent silent (her choice when she sent it, nothing later)."""
     for e in entries:
         if e["action"] == "event" and isinstance(e["data"], dict):
@@ -55,7 +90,7 @@ def _eta_min(dispatch: dict[str, Any], now: float) -> int | None:
     return max(1, math.ceil(left / 60.0))  # not there yet until the officer says so
 
 
-def _raised_by_duress(record: Any) -> bool:
+def _raised_by_duress(record: IncidentRecord) -> bool:
     """Whether the event that opened the incident was her duress PIN's silent SOS.
 
     Known from the opening event itself, so the SOS is hidden from the moment it is
@@ -76,7 +111,7 @@ def _by_duress(e: dict[str, Any]) -> bool:
     return (e["data"].get("data") or {}).get("source") in DURESS_SOURCES
 
 
-def _start(record: Any) -> int | None:
+def _start(record: IncidentRecord) -> int | None:
     """Where her phone's view of this SOS starts in its timeline (None: not shown).
 
     An SOS her duress PIN raised is never shown, until she presses SOS herself while it
@@ -95,7 +130,7 @@ def _start(record: Any) -> int | None:
     return None
 
 
-def shown_since(record: Any) -> float | None:
+def shown_since(record: IncidentRecord) -> float | None:
     """Since when her phone may know of this SOS and what was done for it (None: not at
     all): from its opening, or for one her duress PIN raised, from her own press on it."""
     start = _start(record)
@@ -104,14 +139,14 @@ def shown_since(record: Any) -> float | None:
     return float(record.opened_at if start == 0 else record.timeline[start]["at"])
 
 
-def hidden(record: Any) -> bool:
+def hidden(record: IncidentRecord) -> bool:
     """Whether her phone must not know of this SOS: her duress PIN raised it and she has
     not pressed SOS on it since. Her routes then answer for it as for an SOS that is not
     hers (404), so that trying ids cannot find it (docs/sos.md)."""
     return _start(record) is None
 
 
-def sos_view(record: Any, now: float) -> dict[str, Any] | None:
+def sos_view(record: IncidentRecord, now: float) -> dict[str, Any] | None:
     """One SOS incident as she is shown it (None: not shown to her).
 
     An SOS her duress PIN raised is not shown on her phone (whoever made her give it is
@@ -180,7 +215,7 @@ def sos_view(record: Any, now: float) -> dict[str, Any] | None:
     }
 
 
-def victim_sos(store: Any, who: Principal, now: float) -> list[dict[str, Any]]:
+def victim_sos(store: SosRecords, who: Principal, now: float) -> list[dict[str, Any]]:
     """Her SOS incidents still open or closed within the last 24 h, newest first.
 
     Her own data, read by her: not audited (no one else's position is in it).
@@ -195,7 +230,7 @@ def victim_sos(store: Any, who: Principal, now: float) -> list[dict[str, Any]]:
     return out
 
 
-def latest_sos(store: Any, person_id: int, since: float) -> Any:
+def latest_sos(store: SosRecords, person_id: int, since: float) -> IncidentRecord | None:
     """Her open SOS incident that an SOS sent at ``since`` opened or joined (None: none)."""
     for record in store.sos_incidents(person_id, since):
         if record.status not in ("resolved", "false_alarm"):
@@ -203,12 +238,14 @@ def latest_sos(store: Any, person_id: int, since: float) -> Any:
     return None
 
 
-def raised_at(record: Any, at: float) -> bool:
+def raised_at(record: IncidentRecord, at: float) -> bool:
     """Whether an SOS event joined this incident at ``at`` or later (a press was heard)."""
     return any(e["action"] == "event" and e["at"] >= at for e in record.timeline)
 
 
-def cancel(store: Any, who: Principal, record: Any, duress: bool, now: float) -> None:
+def cancel(
+    store: SosRecords, who: Principal, record: IncidentRecord, duress: bool, now: float
+) -> None:
     """She says she is safe; with her duress PIN, the operators learn the opposite.
 
     Either way the incident stays open for an operator to verify; what she is answered
@@ -257,7 +294,7 @@ class SosWatch:
     whose SOS that is (once per incident) and calls her streams on the event loop.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: SosRecords) -> None:
         self.store = store
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: dict[int, set[Callable[[], None]]] = {}

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 from bangpae.domain.model import EventKind, make_event
 from bangpae.domain.pursuit import TRACKER_INTERVAL_S
+from bangpae.services.ingest import Ingest
+from bangpae.services.ports import Clock, Registry
 
 log = logging.getLogger(__name__)
 # In-flight data: frames a device wrote on its old connection before it opened a new
@@ -39,6 +41,25 @@ GRACE_S = 10.0
 # reconnection. Longer than the heartbeat interval of common firmware (3 to 5 minutes),
 # shorter than the listeners' idle timeout (10 minutes).
 SUPERSEDE_S = 300.0
+
+
+class TrackerContext(Protocol):
+    """What tracker sessions use of the application: its clock, the store and the writer."""
+
+    @property
+    def clock(self) -> Clock:
+        """Where time comes from."""
+        ...
+
+    @property
+    def store(self) -> Registry:
+        """Where a device's person is read (``get_device``)."""
+        ...
+
+    @property
+    def ingest(self) -> Ingest:
+        """The single writer a clone's event is recorded by."""
+        ...
 
 
 class Link(Protocol):
@@ -80,7 +101,7 @@ class _Episode:
 class TrackerSessions:
     """The tracker connections of every listener, by device (main process only)."""
 
-    ctx: Any  # clock, store, ingest
+    ctx: TrackerContext
     grace_s: float = GRACE_S
     supersede_s: float = SUPERSEDE_S
     _sessions: dict[int, list[_Session]] = field(default_factory=dict)

@@ -1,10 +1,10 @@
 """The durable store: SQLAlchemy 2 on SQLite (WAL) or PostgreSQL, Alembic migrations."""
 
 from bangpae.adapters.store.audit import AnchorMark, AuditKeyMissing, AuditReport
-from bangpae.adapters.store.auth import UserRecord
-from bangpae.adapters.store.fixes import StoredFix
-from bangpae.adapters.store.incidents import IncidentRecord
 from bangpae.adapters.store.store import Store
+from bangpae.domain.accounts import UserRecord
+from bangpae.domain.incidents import IncidentRecord
+from bangpae.domain.model import StoredFix
 
 __all__ = [
     "AnchorMark",

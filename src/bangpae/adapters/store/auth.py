@@ -8,7 +8,6 @@ it returns. TOTP secrets are kept only sealed; sessions are in ``sessions``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, or_, select, true, update
@@ -17,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import fits, new_id
 from bangpae.adapters.store.sessions import SessionStore
+from bangpae.domain.accounts import TotpRecord, UserRecord
 from bangpae.domain.errors import Conflict, Invalid, NotFound
 from bangpae.services.auth import locked_until
 
@@ -24,33 +24,6 @@ from bangpae.services.auth import locked_until
 _LOCK_LOGIN = 0x62616E6770610010
 KNOWN_SOURCE_S = 30 * 86400.0  # a name that signed in from an address within this is known there
 UNLOCKED_S = 86400.0  # a name the control centre unlocked passes address locks this long
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A login account."""
-
-    id: int
-    username: str
-    password_hash: str
-    role: str
-    person_id: int | None
-    disabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TotpRecord:
-    """A user's TOTP second factor: the sealed secret, and whether it is confirmed."""
-
-    user_id: int
-    sealed_secret: str
-    enabled_at: float | None
-    last_step: int | None
-
-    @property
-    def enabled(self) -> bool:
-        """Whether sign-in asks for a code."""
-        return self.enabled_at is not None
 
 
 class AuthStore(SessionStore):

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bangpae.adapters.crypto import DataKeyError
 from bangpae.adapters.store import schema as s
-from bangpae.adapters.store.base import StoreBase, insert_action_entry
+from bangpae.adapters.store.base import StoreBase, insert_action_entry, new_id
 from bangpae.domain.errors import Invalid, NotFound
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class EvidenceStore(StoreBase):
                         "blob": blob,
                         "uploaded_by": uploaded_by,
                     }
-                    new_id = int(c.execute(ev.insert().values(**row)).inserted_primary_key[0])
+                    evidence_id = new_id(c.execute(ev.insert().values(**row)))
                     insert_action_entry(
                         c,
                         incident_id,
@@ -180,13 +180,13 @@ class EvidenceStore(StoreBase):
                         at,
                         "",
                         {
-                            "evidence_id": new_id,
+                            "evidence_id": evidence_id,
                             "content_type": content_type,
                             "size": len(data),
                             "sha256": sha256,
                         },
                     )
-                    r = c.execute(select(*_META).where(ev.c.id == new_id)).one()
+                    r = c.execute(select(*_META).where(ev.c.id == evidence_id)).one()
                     return _record(r), True
             except IntegrityError:  # the same bytes, uploaded at the same moment (PostgreSQL)
                 if attempt == 2:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,17 +22,7 @@ from bangpae.adapters.store.base import StoreBase, sqlite_insert
 from bangpae.adapters.store.positions import packed_positions, take_ids
 from bangpae.domain.batch import ALARM_TEXT, FixBatch
 from bangpae.domain.errors import Invalid, NotFound
-from bangpae.domain.model import Fix
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFix:
-    """A fix as stored, with its row id and whether it arrived late."""
-
-    id: int
-    fix: Fix
-    late: bool
-
+from bangpae.domain.model import Fix, StoredFix
 
 # a fix row's columns, in the order of _SQLITE_FIX_INSERT's parameters
 _FIX_ROW = (
@@ -94,6 +83,20 @@ def _fix_rows(
 
 class FixStore(StoreBase):
     """The fix log."""
+
+    if TYPE_CHECKING:  # sealing, from ``positions`` on the concrete store
+
+        def _position_records(
+            self,
+            ids: Sequence[int],
+            devices: Sequence[int],
+            times: Sequence[float],
+            plain: list[bytes],
+        ) -> list[bytes]: ...
+
+        def _opened_position(
+            self, row_id: int, device_id: int, fix_time: float, record: bytes
+        ) -> tuple[float, float, float | None, float | None]: ...
 
     def _insert_fixes(
         self,

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BindParameter,
@@ -37,7 +36,7 @@ from bangpae.adapters.store.base import (
     one_of,
 )
 from bangpae.domain.errors import Invalid, NotFound
-from bangpae.domain.incidents import FINAL, PRIORITIES, advance, transition
+from bangpae.domain.incidents import FINAL, PRIORITIES, IncidentRecord, advance, transition
 from bangpae.domain.model import Event, EventKind, Tier
 
 # incident watchers' failures are logged beside the audit log's own alarms
@@ -125,25 +124,14 @@ _TOUCH_INCIDENT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentRecord:
-    """An incident as the control centre sees it."""
-
-    id: int
-    kind: str
-    priority: str
-    status: str
-    order_id: int | None
-    person_id: int | None
-    opened_at: float
-    timeline: tuple[dict[str, Any], ...] = ()
-    late: bool = False
-    updated_at: float | None = None
-    duress: bool = False  # she gave her duress PIN about it (docs/sos.md)
-
-
 class IncidentStore(StoreBase):
     """Events, incidents and their timelines."""
+
+    if TYPE_CHECKING:  # sealing, from ``sealed`` on the concrete store
+
+        def _seal_place(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+        def _opened_entry(self, data: Any, entry_id: Any) -> Any: ...
 
     def _init_incidents(self) -> None:
         # told the ids of incidents that moved, once committed (docs/sos.md): any thread

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, bound_list, one_of
 from bangpae.domain.errors import Conflict, Invalid, NotFound
-from bangpae.domain.notices import SHOWN, Notice
+from bangpae.domain.notices import SHOWN, Contact, Notice
 
 # When a notice with each of some dedup keys was last sent (the notifier asks per round).
 _LAST_NOTICE_AT = {
@@ -59,16 +59,6 @@ class NoticeRecord:
             "text": self.text,
             "delivery": self.delivery,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """Her phone number (opened) and her stored choices of texts (None: the defaults)."""
-
-    person_id: int
-    kind: str
-    phone: str | None
-    sms_prefs: dict[str, Any] | None
 
 
 # What the API shows of a text: never the number, never the words.

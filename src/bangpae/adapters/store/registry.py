@@ -17,7 +17,16 @@ from sqlalchemy.exc import IntegrityError
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, bound_list, fits, new_id, one_of
 from bangpae.domain.errors import Conflict, Invalid, NotFound
-from bangpae.domain.model import Device, DeviceKind, Order, Person, PersonKind, WeeklyWindow, Zone
+from bangpae.domain.model import (
+    Device,
+    DeviceCredential,
+    DeviceKind,
+    Order,
+    Person,
+    PersonKind,
+    WeeklyWindow,
+    Zone,
+)
 
 _ORDERS_BY_ID = {
     name: select(s.orders).where(clause) for name, clause in one_of(s.orders.c.id, "ids").items()
@@ -44,7 +53,6 @@ def _zone_from_json(d: dict[str, Any]) -> Zone:
     )
 
 
-DeviceCredential = tuple[int, str, str | None, bool, float]
 _CREDENTIAL = (
     s.devices.c.id,
     s.devices.c.identifier,
@@ -54,7 +62,7 @@ _CREDENTIAL = (
 )
 
 
-def _credential(r: Row[Any]) -> DeviceCredential:
+def _credential(r: Row[Any, Any, Any, Any, Any]) -> DeviceCredential:  # _CREDENTIAL's columns
     return (int(r[0]), str(r[1]), r[2], bool(r[3]), float(r[4] or 0.0))
 
 

@@ -7,7 +7,6 @@ it returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, func, select
@@ -18,53 +17,7 @@ from bangpae.adapters.store.sealed import HANDOFF_POSITIONS
 from bangpae.domain.errors import Invalid, NotFound
 from bangpae.domain.incidents import FINAL
 from bangpae.domain.model import Event, Fix, Person, PersonKind
-
-
-@dataclass(frozen=True, slots=True)
-class Unacknowledged:
-    """An open incident nobody has taken in hand, and how often the supervisor was paged."""
-
-    id: int
-    kind: str
-    priority: str
-    order_id: int | None
-    person_id: int | None
-    opened_at: float
-    pages: int
-    last_page_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffAttempt:
-    """One delivery attempt of a hand-off."""
-
-    attempt: int
-    at: float
-    status: str
-    http_status: int | None
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffRecord:
-    """A case handed to the police, with its delivery attempts (oldest first)."""
-
-    id: int
-    incident_id: int
-    channel: str
-    status: str
-    note: str
-    summary: dict[str, Any]
-    created_at: float
-    created_by: str
-    closed_at: float | None
-    closed_by: str | None
-    attempts: tuple[HandoffAttempt, ...] = ()
-
-    @property
-    def open(self) -> bool:
-        """Whether the hand-off (and so its live-position link) is still open."""
-        return self.closed_at is None
+from bangpae.domain.response import HandoffAttempt, HandoffRecord, Unacknowledged
 
 
 def _fits(column: Any, value: str | None) -> None:

@@ -8,52 +8,14 @@ hashes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, false, or_, select, update
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase
+from bangpae.domain.accounts import RefreshStatus, SessionRecord
 from bangpae.domain.errors import NotFound
-
-RefreshStatus = Literal["rotated", "reused", "inactive", "unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """A signed-in session, as the admin view shows it."""
-
-    id: int
-    user_id: int
-    username: str
-    role: str
-    person_id: int | None
-    scope: str
-    created_at: float
-    last_used_at: float
-    expires_at: float
-    revoked_at: float | None
-    revoked_reason: str | None
-    ip: str | None
-    user_agent: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON for the admin view (no token material: there is none to give)."""
-        return {
-            "id": self.id,
-            "user_id": self.user_id,
-            "username": self.username,
-            "role": self.role,
-            "scope": self.scope,
-            "created_at": self.created_at,
-            "last_used_at": self.last_used_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "revoked_reason": self.revoked_reason,
-            "ip": self.ip,
-            "user_agent": self.user_agent,
-        }
 
 
 def _clip(value: str | None, n: int) -> str | None:

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from bangpae.api import problems
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import (
     Ctx,
     RequestId,
@@ -24,6 +25,7 @@ from bangpae.api.deps import (
     require,
 )
 from bangpae.api.schemas import IdPath, LoginRequest, Strict, TokenPublic
+from bangpae.domain.accounts import SessionRecord
 from bangpae.domain.disclosure import iso
 from bangpae.services import sessions
 from bangpae.services.auth import Principal, read_token
@@ -78,7 +80,7 @@ def _refusal(e: AuthError) -> JSONResponse:
     return response
 
 
-async def _in_password_pool(ctx: Any, fn: Callable[..., T], *args: Any) -> T:
+async def _in_password_pool(ctx: RouteContext, fn: Callable[..., T], *args: Any) -> T:
     """Work that checks or hashes a password, in the password pool (docs/robustness.md):
     when it is full the caller is told to retry, and nothing else waits."""
     try:
@@ -227,7 +229,7 @@ async def change_password(body: PasswordChange, ctx: Ctx, who: Caller, rid: Requ
 # -- the admin's view -------------------------------------------------------------------
 
 
-def _session_public(r: Any, current: int | None) -> dict[str, Any]:
+def _session_public(r: SessionRecord, current: int | None) -> dict[str, Any]:
     d = r.as_dict()
     for key in ("created_at", "last_used_at", "expires_at"):
         d[key] = iso(d[key])

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, audit_admin, require
 from bangpae.api.schemas import MAX_ID, Strict
 from bangpae.domain.disclosure import iso
@@ -41,7 +42,7 @@ class DisclosureState(BaseModel):
     history: list[dict[str, Any]]
 
 
-def _history(ctx: Any, order_id: int) -> list[dict[str, Any]]:
+def _history(ctx: RouteContext, order_id: int) -> list[dict[str, Any]]:
     return [
         {
             "kind": e.kind.value,
@@ -52,7 +53,7 @@ def _history(ctx: Any, order_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def _state(ctx: Any, order_id: int) -> DisclosureState:
+def _state(ctx: RouteContext, order_id: int) -> DisclosureState:
     view = ctx.engine.order_view(order_id)
     if view is None:
         raise HTTPException(404, f"order {order_id} does not exist")

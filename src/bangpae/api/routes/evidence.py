@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from bangpae.adapters.store.evidence import EvidenceFull, EvidenceRecord
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
 from bangpae.domain.access import EVIDENCE_READERS, Purpose
@@ -96,7 +97,7 @@ def _recorded_at(value: str | None, opened_at: float, now: float) -> float | Non
     return at
 
 
-def _her_sos(ctx: Any, who: Principal, incident_id: int, now: float) -> Any:
+def _her_sos(ctx: RouteContext, who: Principal, incident_id: int, now: float) -> Any:
     """Her own SOS incident, open or closed within a day; 404 for anything else."""
     record = ctx.store.get_incident(incident_id)
     mine = False
@@ -193,13 +194,13 @@ async def upload_evidence(
     return JSONResponse(body, status_code=201 if new else 200)
 
 
-def _may_read(ctx: Any, who: Principal, purpose: Purpose) -> None:
+def _may_read(ctx: RouteContext, who: Principal, purpose: Purpose) -> None:
     if not ctx.access_policy.may_read_evidence(who.role, purpose.value):
         raise HTTPException(403, f"role {who.role!r} may not hear recordings for {purpose.value!r}")
 
 
 def _audit_read(
-    ctx: Any,
+    ctx: RouteContext,
     who: Principal,
     subject: str,
     purpose: Purpose,

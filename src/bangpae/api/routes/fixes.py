@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx
 from bangpae.api.schemas import FixBatch
 from bangpae.domain.model import Fix
@@ -25,7 +26,7 @@ def _epoch(dt: datetime | None) -> float | None:
     return dt.timestamp()
 
 
-async def _device_auth(ctx: Any, request: Request) -> Any:
+async def _device_auth(ctx: RouteContext, request: Request) -> Any:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("basic "):
         raise HTTPException(401, "device credentials (HTTP Basic identifier:key) are required")

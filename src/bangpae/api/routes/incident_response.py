@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
 from bangpae.domain.access import Basis, Relation
@@ -42,6 +43,12 @@ class HandoffClose(BaseModel):
 
 def _missing(incident_id: int) -> HTTPException:
     return HTTPException(404, f"incident {incident_id} does not exist")
+
+
+def _handoffs(ctx: RouteContext) -> response.Handoffs:
+    """The hand-off service (the composition root builds one with the context)."""
+    assert ctx.handoffs is not None
+    return ctx.handoffs
 
 
 @router.get("/incidents/{incident_id}/response", tags=["response"])
@@ -109,7 +116,7 @@ async def create_handoff(
     ):
         raise HTTPException(403, f"role {who.role!r} may not hand positions to the police")
     try:
-        out = await ctx.handoffs.create(incident_id, body.channel, body.note, who, rid)
+        out = await _handoffs(ctx).create(incident_id, body.channel, body.note, who, rid)
     except response.HandoffError as exc:
         raise HTTPException(422, str(exc)) from exc
     if out is None:
@@ -131,17 +138,18 @@ async def close_handoff(
     incident_id: IdPath, handoff_id: IdPath, body: HandoffClose, ctx: Ctx, who: Staff
 ) -> dict[str, Any]:
     """End a hand-off: its live-position link stops working."""
-    ok = await asyncio.to_thread(ctx.handoffs.close, incident_id, handoff_id, who, body.note)
+    ok = await asyncio.to_thread(_handoffs(ctx).close, incident_id, handoff_id, who, body.note)
     if not ok:
         raise HTTPException(404, f"incident {incident_id} has no hand-off {handoff_id}")
     record = await asyncio.to_thread(ctx.store.get_handoff, handoff_id)
+    assert record is not None  # it was closed just now: it exists
     return response.handoff_public(record)
 
 
 @router.get("/police/live/{token}", tags=["response"])
 async def police_live(token: str, ctx: Ctx, rid: RequestId) -> dict[str, Any]:
     """The live positions of a handed-off case, while the hand-off is open; audited."""
-    out: dict[str, Any] | None = await asyncio.to_thread(ctx.handoffs.live, token, rid)
+    out: dict[str, Any] | None = await asyncio.to_thread(_handoffs(ctx).live, token, rid)
     if out is None:
         raise HTTPException(404, "no open hand-off has this link")
     return out

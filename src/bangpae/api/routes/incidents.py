@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from bangpae.api.deps import Ctx, require
 from bangpae.api.schemas import IdPath, IncidentAction, IncidentPublic
 from bangpae.domain.disclosure import iso
+from bangpae.domain.incidents import IncidentRecord
 from bangpae.domain.response import response_times
 from bangpae.services import response
 from bangpae.services.auth import Principal
@@ -21,7 +22,7 @@ Staff = Annotated[Principal, Depends(require("operator", "supervisor"))]
 STATUS_PATTERN = "^(open|acknowledged|dispatched|on_scene|resolved|false_alarm)$"
 
 
-def _incident_public(i: Any) -> dict[str, Any]:
+def _incident_public(i: IncidentRecord) -> dict[str, Any]:
     return IncidentPublic(
         id=i.id,
         kind=i.kind,
@@ -65,7 +66,7 @@ def _unplaced(x: Any) -> Any:
     return x
 
 
-def _incident_full(i: Any) -> dict[str, Any]:
+def _incident_full(i: IncidentRecord) -> dict[str, Any]:
     """An incident with its timeline and its times to acknowledge, dispatch and on-scene.
 
     Positions stay behind the audited routes (fixes, suggestions, hand-offs): an
@@ -103,7 +104,8 @@ async def act_on_incident(
     data: dict[str, Any] | None = None
     if body.officer_id is not None:
         data = {"officer_id": body.officer_id}
-    if step == "dispatch" and data is not None:  # her SOS loop says when help comes (docs/sos.md)
+    # her SOS loop says when help comes (docs/sos.md)
+    if step == "dispatch" and data is not None and body.officer_id is not None:
         data["eta_s"] = await asyncio.to_thread(
             response.dispatch_eta_s,
             ctx.store,

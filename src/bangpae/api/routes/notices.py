@@ -14,7 +14,9 @@ import phonenumbers
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
+from bangpae.adapters.store import Store
 from bangpae.adapters.webpush import endpoint_allowed
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.routes.pins import answer_floor, her_pin
 from bangpae.api.schemas import MAX_ID, Strict
@@ -198,14 +200,14 @@ class ContactOut(BaseModel):
     lang: Literal["ko", "en"]
 
 
-def _profile(store: Any, person_id: int, now: float) -> str:
+def _profile(store: Store, person_id: int, now: float) -> str:
     """The profile of her active order (her texts' defaults follow it); kr without one."""
     mine = [o for o in store.orders_for_person(person_id) if o.victim_id == person_id]
     active = [o for o in mine if o.active(now)] or mine
     return active[0].profile if active else "kr"
 
 
-def _contact(store: Any, person_id: int, now: float, hers: bool = False) -> ContactOut:
+def _contact(store: Store, person_id: int, now: float, hers: bool = False) -> ContactOut:
     """Her contact as kept; ``hers``: as her own phone is shown it (after a change made
     with her duress PIN, the change she seemed to make; docs/sms.md)."""
     c = store.contact(person_id)
@@ -226,7 +228,7 @@ def _contact(store: Any, person_id: int, now: float, hers: bool = False) -> Cont
 
 
 def _store_contact(
-    ctx: Any,
+    ctx: RouteContext,
     who: Principal,
     person_id: int,
     body: ContactIn,
@@ -256,7 +258,7 @@ def _store_contact(
 
 
 def _contact_under_duress(
-    ctx: Any, who: Principal, person_id: int, body: ContactIn, rid: str
+    ctx: RouteContext, who: Principal, person_id: int, body: ContactIn, rid: str
 ) -> None:
     """A change made with her duress PIN: her choices as asked, her number kept, and the
     number he gave kept (sealed) as the one her phone is shown."""

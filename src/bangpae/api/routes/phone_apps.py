@@ -12,11 +12,13 @@ policy and audited with the purpose ``dispatch``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.routes.pins import app_device, raise_duress, which_pin
 from bangpae.api.schemas import (
@@ -30,7 +32,8 @@ from bangpae.api.schemas import (
 from bangpae.domain import disclosure
 from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
-from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, make_event
+from bangpae.domain.incidents import IncidentRecord
+from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, Order, make_event
 from bangpae.domain.retention import AHEAD, too_far_ahead
 from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
@@ -45,7 +48,9 @@ TARGET_WINDOW_S = 3600.0  # the newest position shown for a dispatch is at most 
 _TO_VICTIM = frozenset({"breach", "sos", "approach_fast", "signal_lost", "retro_breach"})
 
 
-async def _submit_own(ctx: Any, who: Principal, fix_of: Any, kind: str) -> int:
+async def _submit_own(
+    ctx: RouteContext, who: Principal, fix_of: Callable[[int], Fix], kind: str
+) -> int:
     if who.person_id is None:
         raise HTTPException(403, "this account is not bound to a person")
     did = await asyncio.to_thread(app_device, ctx, who.person_id, kind)
@@ -124,13 +129,13 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
 
     await _submit_own(ctx, who, fix_of, DeviceKind.PHONE.value)
     # the incident it opened (or joined, if one of hers is open): her loop follows it
-    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+    record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)  # type: ignore[arg-type]  # a victim's token names her
     if record is None or not sos.raised_at(record, now):
         # A device's alarm is raised on its rising edge; her app's stays up until the app
         # next reports without it, which it may never do (no location sharing). Each press
         # is a new call for help: raised here, with the position the press carried (an
         # SOS of hers still open, one she said "I am safe" on included, is joined).
-        did = await asyncio.to_thread(app_device, ctx, who.person_id, DeviceKind.PHONE.value)
+        did = await asyncio.to_thread(app_device, ctx, who.person_id, DeviceKind.PHONE.value)  # type: ignore[arg-type]  # a victim's token names her
         where = {"lat": body.lat, "lon": body.lon} if has_position else {}
         await ctx.ingest.record(
             make_event(
@@ -143,7 +148,7 @@ async def victim_sos(body: SosRequest, ctx: Ctx, who: Victim) -> dict[str, Any]:
                 data={"alarm": alarm, **where},
             )
         )
-        record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)
+        record = await asyncio.to_thread(sos.latest_sos, ctx.store, who.person_id, now)  # type: ignore[arg-type]  # a victim's token names her
     return {
         "sent": True,
         "silent": body.silent,
@@ -188,7 +193,7 @@ async def cancel_sos(
 # -- field officers -----------------------------------------------------------------------
 
 
-def _dispatched_to(record: Any, person_id: int | None) -> bool:
+def _dispatched_to(record: IncidentRecord, person_id: int | None) -> bool:
     """Whether the incident's current dispatch names this officer."""
     if person_id is None or record.status not in ("dispatched", "on_scene"):
         return False
@@ -196,7 +201,7 @@ def _dispatched_to(record: Any, person_id: int | None) -> bool:
     return bool(dispatches) and dispatches[-1]["data"].get("officer_id") == person_id
 
 
-def _my_dispatches(ctx: Any, who: Principal) -> list[Any]:
+def _my_dispatches(ctx: RouteContext, who: Principal) -> list[IncidentRecord]:
     out = []
     for status in ("dispatched", "on_scene"):
         for row in ctx.store.incidents(status, 1000):
@@ -207,8 +212,8 @@ def _my_dispatches(ctx: Any, who: Principal) -> list[Any]:
 
 
 def _read_for_dispatch(
-    ctx: Any, who: Principal, record: Any, person: int, now: float, rid: str
-) -> Any:
+    ctx: RouteContext, who: Principal, record: IncidentRecord, person: int, now: float, rid: str
+) -> Fix | None:
     """A person's newest position for an officer's dispatch (None: none recent), audited."""
     devices = ctx.store.device_ids_of_person(person)
     fix = ctx.store.fix_at_or_before(devices, now, TARGET_WINDOW_S)
@@ -227,7 +232,7 @@ def _read_for_dispatch(
     return fix
 
 
-def _whom(ctx: Any, record: Any, order: Any) -> tuple[str, int | None]:
+def _whom(ctx: RouteContext, record: IncidentRecord, order: Order | None) -> tuple[str, int | None]:
     """Whom the officer is sent to, and that person: ``requester`` for her own SOS (she
     asked for help), ``victim`` when she is in danger, ``offender`` when his device is
     the concern (docs/disclosure.md, "Field officers")."""
@@ -244,7 +249,7 @@ def _whom(ctx: Any, record: Any, order: Any) -> tuple[str, int | None]:
 
 
 def _target(
-    ctx: Any, who: Principal, record: Any, now: float, rid: str
+    ctx: RouteContext, who: Principal, record: IncidentRecord, now: float, rid: str
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Where the officer should go, and where the offender is when the policy lets the
     officer know (he is a party of the incident's order); read through the policy and
@@ -269,7 +274,9 @@ def _target(
     return target, offender
 
 
-def _dispatch_public(ctx: Any, who: Principal, r: Any, now: float, rid: str) -> dict[str, Any]:
+def _dispatch_public(
+    ctx: RouteContext, who: Principal, r: IncidentRecord, now: float, rid: str
+) -> dict[str, Any]:
     target, offender = _target(ctx, who, r, now, rid)
     dispatches = [e for e in r.timeline if e["action"] == "dispatch"]
     return {
@@ -303,7 +310,7 @@ async def field_dispatches(ctx: Ctx, who: Officer, rid: RequestId) -> dict[str, 
     return {"dispatches": await asyncio.to_thread(read), "at": iso(now)}
 
 
-async def _own_dispatch(ctx: Any, who: Principal, incident_id: int) -> Any:
+async def _own_dispatch(ctx: RouteContext, who: Principal, incident_id: int) -> IncidentRecord:
     record = await asyncio.to_thread(ctx.store.get_incident, incident_id)
     if record is None or not _dispatched_to(record, who.person_id):
         # whether it exists is not the officer's business unless it is theirs

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, audit_admin, require
 from bangpae.api.schemas import PinCheck, PinsUpdate
 from bangpae.domain.model import Alarm, DeviceKind, EventKind, make_event
@@ -27,7 +28,7 @@ DUMMY_PIN = "0000"  # checked and hashed when there is nothing to check or hash
 Victim = Annotated[Principal, Depends(require("victim"))]
 
 
-def app_device(ctx: Any, person_id: int, kind: str) -> int:
+def app_device(ctx: RouteContext, person_id: int, kind: str) -> int:
     """The person's app device, registered on first use."""
     for did in ctx.store.device_ids_of_person(person_id):
         device = ctx.store.get_device(did)
@@ -37,7 +38,7 @@ def app_device(ctx: Any, person_id: int, kind: str) -> int:
     return int(did)
 
 
-async def raise_duress(ctx: Any, who: Principal, now: float, source: str) -> None:
+async def raise_duress(ctx: RouteContext, who: Principal, now: float, source: str) -> None:
     """A silent SOS for her under duress, kept from her phone's screens (docs/sos.md)."""
     assert who.person_id is not None
     did = await asyncio.to_thread(app_device, ctx, who.person_id, DeviceKind.PHONE.value)
@@ -66,7 +67,7 @@ async def raise_duress(ctx: Any, who: Principal, now: float, source: str) -> Non
         )
 
 
-async def which_pin(ctx: Any, who: Principal, pin: str) -> str:
+async def which_pin(ctx: RouteContext, who: Principal, pin: str) -> str:
     """``app``, ``duress`` or ``wrong``, checked in the password pool."""
     app_hash, duress_hash = await asyncio.to_thread(ctx.store.pins, who.user_id)
     try:
@@ -75,7 +76,7 @@ async def which_pin(ctx: Any, who: Principal, pin: str) -> str:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
 
 
-async def answer_floor(ctx: Any, checked: float) -> None:
+async def answer_floor(ctx: RouteContext, checked: float) -> None:
     """Wait until ``pin_answer_floor_s`` (0.5 s) after a PIN was checked: what follows
     differs by the PIN (her duress PIN records a silent SOS first), and the time of the
     answer must not say which (docs/sos.md)."""
@@ -84,7 +85,9 @@ async def answer_floor(ctx: Any, checked: float) -> None:
         await asyncio.sleep(left)
 
 
-async def _checked_pin(ctx: Any, who: Principal, pin: str | None, source: str) -> tuple[str, float]:
+async def _checked_pin(
+    ctx: RouteContext, who: Principal, pin: str | None, source: str
+) -> tuple[str, float]:
     """``app``, ``duress`` or ``wrong`` for a PIN she gave, and when it was checked.
 
     Checked even when locked out: her duress PIN still raises its silent SOS (from
@@ -111,7 +114,7 @@ async def _checked_pin(ctx: Any, who: Principal, pin: str | None, source: str) -
 
 
 async def her_pin(
-    ctx: Any, who: Principal, pin: str | None, source: str
+    ctx: RouteContext, who: Principal, pin: str | None, source: str
 ) -> tuple[Literal["app", "duress", "none"], float]:
     """Check the PIN she gave for a change of her settings (docs/sos.md, "PINs").
 
@@ -214,7 +217,9 @@ async def check_my_pin(body: PinCheck, ctx: Ctx, who: Victim, rid: RequestId) ->
         return await _check_pin_locked(body, ctx, who, rid)
 
 
-async def _check_pin_locked(body: PinCheck, ctx: Any, who: Principal, rid: str) -> dict[str, bool]:
+async def _check_pin_locked(
+    body: PinCheck, ctx: RouteContext, who: Principal, rid: str
+) -> dict[str, bool]:
     which, checked = await _checked_pin(ctx, who, body.pin, "app_lock")
     ok = which != "wrong"
     # the audit says whether the app opened; the duress itself is on the incident

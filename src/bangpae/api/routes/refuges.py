@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from bangpae.api import problems
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import MAX_ID
 from bangpae.domain import refuge
@@ -104,7 +105,7 @@ class VictimRefuges(BaseModel):
 
 
 def _import(
-    ctx: Any, who: Principal, data: Any, mode: str, rid: str
+    ctx: RouteContext, who: Principal, data: Any, mode: str, rid: str
 ) -> ImportCounts | JSONResponse:
     try:
         places = refuge.parse_collection(data)

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from bangpae.api.context import RouteContext
 from bangpae.api.deps import authenticate
 from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import Event
@@ -31,7 +32,7 @@ STAFF = ("operator", "supervisor")
 
 
 async def _authenticate(ws: WebSocket, roles: tuple[str, ...]) -> Principal | None:
-    ctx = ws.app.state.ctx
+    ctx: RouteContext = ws.app.state.ctx
     await ws.accept()
     header = ws.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else None
@@ -54,7 +55,7 @@ async def _authenticate(ws: WebSocket, roles: tuple[str, ...]) -> Principal | No
 class _Session:
     """Re-checks an open stream's session now and then: a revoked one ends the stream."""
 
-    def __init__(self, ctx: Any, who: Principal) -> None:
+    def __init__(self, ctx: RouteContext, who: Principal) -> None:
         self.ctx, self.who = ctx, who
         self.checked = time.monotonic()
 
@@ -72,7 +73,7 @@ class _Session:
         return True
 
 
-def _her_orders(ctx: Any, who: Principal) -> list[Any]:
+def _her_orders(ctx: RouteContext, who: Principal) -> list[Any]:
     """The orders protecting her (not those she is the other party of)."""
     if who.person_id is None:
         return []
@@ -106,7 +107,7 @@ async def victim_stream(ws: WebSocket) -> None:
     who = await _authenticate(ws, ("victim",))
     if who is None:
         return
-    ctx = ws.app.state.ctx
+    ctx: RouteContext = ws.app.state.ctx
     heartbeat_s = float(ctx.settings.stream_heartbeat_s or HEARTBEAT_S)
     orders = await asyncio.to_thread(_her_orders, ctx, who)
 
@@ -132,7 +133,11 @@ async def victim_stream(ws: WebSocket) -> None:
             q.get_nowait()
         q.put_nowait(SOS_CHANGED)
 
-    devices = await asyncio.to_thread(ctx.store.device_ids_of_person, who.person_id)
+    devices = (
+        await asyncio.to_thread(ctx.store.device_ids_of_person, who.person_id)
+        if who.person_id is not None
+        else []
+    )
     for d in devices:
         await ctx.commands.register(d, pursuit)
     hub = ctx.notifier.hub if ctx.notifier is not None else None
@@ -141,8 +146,8 @@ async def victim_stream(ws: WebSocket) -> None:
     if who.person_id is not None:
         ctx.sos.listen(who.person_id, sos_changed)
     session = _Session(ctx, who)
-    last: Any = None
-    last_sos: Any = None
+    last: list[dict[str, Any]] | None = None
+    last_sos: list[dict[str, Any]] | None = None
 
     async def send_status(status: dict[str, Any] | None) -> None:
         nonlocal last
@@ -230,7 +235,7 @@ async def ops_stream(ws: WebSocket) -> None:
     who = await _authenticate(ws, STAFF)
     if who is None:
         return
-    ctx = ws.app.state.ctx
+    ctx: RouteContext = ws.app.state.ctx
     q = ctx.bus.subscribe()
     lock = asyncio.Lock()  # the stream loop and the notices task both send
 
