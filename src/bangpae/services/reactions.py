@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Event]], Awaitable[object]]
 RESUME_PAGE = 10_000  # due events read back at a time at start
+FLUSH_EVERY_S = 1.0  # done rows wait at most this long for the writer's next batch
 
 
 class DueReactions(Protocol):
@@ -38,8 +39,12 @@ class DueReactions(Protocol):
         """The oldest events still waiting for their reactions."""
         ...
 
-    def reactions_done(self, event_ids: Sequence[str]) -> int:
-        """Forget the due rows of these events."""
+    def reactions_done(self, event_ids: Sequence[str]) -> None:
+        """These events' reactions have run: forget their due rows with the next write."""
+        ...
+
+    def flush_reactions_done(self) -> int:
+        """Forget the due rows of events whose reactions have run, now."""
         ...
 
 
@@ -95,6 +100,7 @@ class Reactions:
             asyncio.create_task(self._run_lane(lane), name=f"reactions-{lane.name}")
             for lane in self._lanes.values()
         ]
+        lanes.append(asyncio.create_task(self._flush_done(), name="reactions-done"))
         try:
             resumed = await self._resume()
             while True:
@@ -110,6 +116,15 @@ class Reactions:
                 task.cancel()
             self.bus.unsubscribe(q)
 
+    async def _flush_done(self) -> None:
+        """When no batch has carried them for a while, delete the done rows on their own."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            try:
+                await asyncio.to_thread(self.store.flush_reactions_done)
+            except Exception:  # they ran; at worst a restart runs them again
+                log.exception("the done reactions could not be forgotten")
+
     async def _resume(self) -> set[str]:
         ids: set[str] = set()
         while True:
@@ -121,7 +136,8 @@ class Reactions:
             ids.update(e.id for e in due)
             self.stats.resumed += len(due)
             self._fan_out(due)
-            await self._settle()  # their rows are gone before the next page is read
+            await self._settle()
+            await asyncio.to_thread(self.store.flush_reactions_done)  # before the next page
         return ids
 
     async def _settle(self) -> None:
@@ -162,9 +178,6 @@ class Reactions:
                         if e.id not in self._failed:
                             done.append(e.id)
                 if done:
-                    try:
-                        await asyncio.to_thread(self.store.reactions_done, done)
-                    except Exception:  # they ran; at worst a restart runs them again
-                        log.exception("%d reactions could not be marked done", len(done))
+                    self.store.reactions_done(done)  # deleted with the writer's next batch
             finally:
                 lane.busy = False
