@@ -54,6 +54,7 @@ from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, pursuit
 from bangpae.services.devicekeys import DeviceKeys, pepper_from
 from bangpae.services.devices import DeviceGate
+from bangpae.services.handoffs import Channel, Handoffs
 from bangpae.services.ingest import Ingest
 from bangpae.services.notices import (
     Gateway,
@@ -67,7 +68,7 @@ from bangpae.services.passwords import PasswordPool
 from bangpae.services.ports import Clock
 from bangpae.services.ratelimit import RateLimiter
 from bangpae.services.reactions import Reactions
-from bangpae.services.response import Channel, Escalation, Handoffs, run_escalation
+from bangpae.services.response import Escalation, run_escalation
 from bangpae.services.sos import PIN_FAILURES, PIN_WINDOW_S, SosWatch
 from bangpae.services.trackers import TrackerSessions
 

@@ -35,8 +35,8 @@ from bangpae.config import Settings
 from bangpae.domain.model import EventKind, Fix, Order
 from bangpae.engine.engine import Engine
 from bangpae.services.auth import Principal
+from bangpae.services.handoffs import Handoffs
 from bangpae.services.ingest import Ingest
-from bangpae.services.response import Handoffs
 from tests.integration.conftest import signed_in
 from tests.scenario import HOME, T0
 

@@ -17,7 +17,7 @@ import logging
 import httpx
 
 from bangpae.domain.notices import Notice
-from bangpae.services.response import Delivery
+from bangpae.services.handoffs import Delivery
 
 log = logging.getLogger("bangpae.handoff")
 SIGNATURE_HEADER = "X-Bangpae-Signature"

@@ -21,12 +21,12 @@ from bangpae.engine.engine import Engine
 from bangpae.services.commands import CommandHub
 from bangpae.services.devicekeys import DeviceKeys
 from bangpae.services.devices import DeviceGate
+from bangpae.services.handoffs import Handoffs
 from bangpae.services.ingest import Ingest
 from bangpae.services.notices import Notifier
 from bangpae.services.passwords import PasswordPool
 from bangpae.services.ports import Bus, Clock
 from bangpae.services.ratelimit import RateLimiter
-from bangpae.services.response import Handoffs
 from bangpae.services.sos import SosWatch
 
 

@@ -12,7 +12,7 @@ from bangpae.api.context import RouteContext
 from bangpae.api.deps import Ctx, RequestId, require
 from bangpae.api.schemas import IdPath
 from bangpae.domain.access import Basis, Relation
-from bangpae.services import access, response
+from bangpae.services import access, handoffs, response
 from bangpae.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1")
@@ -45,7 +45,7 @@ def _missing(incident_id: int) -> HTTPException:
     return HTTPException(404, f"incident {incident_id} does not exist")
 
 
-def _handoffs(ctx: RouteContext) -> response.Handoffs:
+def _handoffs(ctx: RouteContext) -> handoffs.Handoffs:
     """The hand-off service (the composition root builds one with the context)."""
     assert ctx.handoffs is not None
     return ctx.handoffs
@@ -117,7 +117,7 @@ async def create_handoff(
         raise HTTPException(403, f"role {who.role!r} may not hand positions to the police")
     try:
         out = await _handoffs(ctx).create(incident_id, body.channel, body.note, who, rid)
-    except response.HandoffError as exc:
+    except handoffs.HandoffError as exc:
         raise HTTPException(422, str(exc)) from exc
     if out is None:
         raise _missing(incident_id)
@@ -130,7 +130,7 @@ async def list_handoffs(incident_id: IdPath, ctx: Ctx, who: Staff) -> list[dict[
     if await asyncio.to_thread(ctx.store.get_incident, incident_id) is None:
         raise _missing(incident_id)
     rows = await asyncio.to_thread(ctx.store.handoffs_for_incident, incident_id)
-    return [response.handoff_public(r) for r in rows]
+    return [handoffs.handoff_public(r) for r in rows]
 
 
 @router.post("/incidents/{incident_id}/handoffs/{handoff_id}/close", tags=["response"])
@@ -143,7 +143,7 @@ async def close_handoff(
         raise HTTPException(404, f"incident {incident_id} has no hand-off {handoff_id}")
     record = await asyncio.to_thread(ctx.store.get_handoff, handoff_id)
     assert record is not None  # it was closed just now: it exists
-    return response.handoff_public(record)
+    return handoffs.handoff_public(record)
 
 
 @router.get("/police/live/{token}", tags=["response"])
