@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from bangpae.adapters.auditkey import AuditKeyError, open_audit_key
 from bangpae.adapters.bus import InProcessBus
@@ -50,6 +48,7 @@ from bangpae.domain.access import Policy
 from bangpae.domain.model import EventKind
 from bangpae.domain.notices import NOTICE_KINDS
 from bangpae.engine.engine import Engine
+from bangpae.metrics import ServiceCollector
 from bangpae.services.auth import load_or_create_secret
 from bangpae.services.commands import CommandHub, pursuit
 from bangpae.services.devicekeys import DeviceKeys, pepper_from
@@ -80,54 +79,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bangpae")
 THREADS = 32  # for blocking store calls from the event loop
 SWITCH_INTERVAL_S = 0.001  # how long a thread may hold the interpreter while another waits
-
-
-class _IngestCollector(Collector):
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
-
-    def collect(self) -> Iterator[Any]:
-        s = self.ctx.ingest.stats
-        yield CounterMetricFamily("bangpae_fixes_stored", "Fixes durably stored", value=s.fixes)
-        yield CounterMetricFamily("bangpae_late_fixes", "Fixes applied as late data", value=s.late)
-        yield CounterMetricFamily("bangpae_events", "Events decided and stored", value=s.events)
-        yield CounterMetricFamily("bangpae_ingest_batches", "Group commits", value=s.batches)
-        yield CounterMetricFamily(
-            "bangpae_ingest_failures", "Batches whose transaction failed", value=s.failures
-        )
-        yield CounterMetricFamily(
-            "bangpae_device_auth_limited",
-            "Device identifications refused by a failure limit (docs/robustness.md)",
-            value=self.ctx.device_keys.guard.refused,
-        )
-        yield CounterMetricFamily(
-            "bangpae_password_pool_busy",
-            "Sign-ins and password changes refused because the password pool was full",
-            value=self.ctx.passwords.refused,
-        )
-        e = self.ctx.engine
-        yield GaugeMetricFamily("bangpae_orders", "Orders known to the engine", value=e.orders.n)
-        yield GaugeMetricFamily("bangpae_devices", "Devices known to the engine", value=e.devices.n)
-        if self.ctx.notifier is not None:
-            n = self.ctx.notifier.stats
-            yield CounterMetricFamily("bangpae_notices_sent", "Notices sent", value=n.sent)
-            yield CounterMetricFamily(
-                "bangpae_notices_suppressed", "Notices suppressed as duplicates", value=n.suppressed
-            )
-        if self.ctx.sms is not None:  # texts over SMPP (docs/sms.md)
-            m = self.ctx.sms.stats
-            for name, value, what in (
-                ("queued", m.queued, "Texts handed to the SMPP session"),
-                ("submitted", m.submitted, "Texts the SMSC accepted"),
-                ("retried", m.retried, "Text attempts tried again"),
-                ("failed", m.failed, "Texts given up after their attempts"),
-                ("receipts", m.receipts, "Final delivery receipts received"),
-                ("binds", m.binds, "Successful binds to the SMSC"),
-            ):
-                yield CounterMetricFamily(f"bangpae_sms_{name}", what, value=value)
-            yield GaugeMetricFamily(
-                "bangpae_sms_bound", "Whether the SMPP bind is up", value=int(self.ctx.sms.bound)
-            )
 
 
 # Her app reports every 15 s while he is near, every 60 s otherwise; this leaves room
@@ -285,7 +236,7 @@ def build(settings: Settings, clock: Clock | None = None) -> AppContext:
         ),
         None,
     )
-    ctx.metrics.register(_IngestCollector(ctx))
+    ctx.metrics.register(ServiceCollector(ctx))
     ctx.metrics.register(BudgetCollector(ctx.budgets))
     return ctx
 
