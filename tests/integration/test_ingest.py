@@ -112,17 +112,21 @@ async def test_a_batch_wakes_only_the_streams_that_follow_an_order_it_touched(ca
     ankle2 = store.add_device("ANKLE2", "ankle_monitor", "osmand", off2)
     other = store.add_order(Order(id=0, offender_id=off2, victim_id=vic2))
     await ingest.reload_registry()
-    mine, theirs, both = ingest.watch([order]), ingest.watch([other]), ingest.watch([order, other])
+    mine, theirs, both = (
+        ingest.live.watch([order]),
+        ingest.live.watch([other]),
+        ingest.live.watch([order, other]),
+    )
     await ingest.submit([fix(ankle, 0, 3000)])
     assert mine.get_nowait() == {order} and both.get_nowait() == {order}
     assert theirs.empty()
-    ingest.unwatch(mine)
+    ingest.live.unwatch(mine)
     await ingest.submit([fix(ankle2, 1, 3000), fix(phone, 1, 0)])
     assert mine.empty() and theirs.get_nowait() == {other}
     assert both.get_nowait() == {order, other}
-    ingest.unwatch(theirs)
-    ingest.unwatch(both)
-    assert not ingest._watchers
+    ingest.live.unwatch(theirs)
+    ingest.live.unwatch(both)
+    assert not ingest.live  # no stream follows any order any more
 
 
 async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_audited(
@@ -147,7 +151,7 @@ async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_a
         ]
         return {"tier": tier}, reads if tier in ("reveal", "breach") else []
 
-    q = ingest.watch([order], view)
+    q = ingest.live.watch([order], view)
     await ingest.submit([fix(phone, 0, 0), fix(ankle, 0, 1500)])
     assert q.get_nowait() == {"tier": "notify"}
     assert store.audit_records(subject=subject) == []
@@ -161,7 +165,7 @@ async def test_a_live_view_gets_the_status_a_batch_made_with_its_reads_already_a
         status, reads = view(now)
         return status, [replace(r, actor="x" * 10_000) for r in reads]
 
-    other = ingest.watch([order], broken)  # a record the audit log cannot hold
+    other = ingest.live.watch([order], broken)  # a record the audit log cannot hold
     await ingest.submit([fix(ankle, 2, 300)])  # the fixes are stored all the same
     assert other.get_nowait() == {order}  # that stream reads and audits its status itself
     assert q.get_nowait() == {"tier": "reveal"} and store.count_fixes() == 4

@@ -148,7 +148,7 @@ async def test_his_fixes_are_acknowledged_as_fast_whether_she_watches_him_or_not
         status, reads = queries.victim_view(ctx.engine, who, at_, orders)
         return status, queries.victim_reads(who, reads, at_)
 
-    stream = ctx.ingest.watch({oid}, view)
+    stream = ctx.ingest.live.watch({oid}, view)
     port, server = await serve(ctx, "gt06", workers)
     n = 40
     t0 = now - n - 10
@@ -189,6 +189,6 @@ async def test_his_fixes_are_acknowledged_as_fast_whether_she_watches_him_or_not
         for c in clients:
             await c.close()
     finally:
-        ctx.ingest.unwatch(stream)
+        ctx.ingest.live.unwatch(stream)
         await stop(server)
         await ctx.stop()

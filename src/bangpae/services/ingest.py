@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ from bangpae.domain.audit import AuditEntry
 from bangpae.domain.batch import FixBatch, PackedFixes
 from bangpae.domain.model import Device, Event, EventKind, Fix, Order, Person, Tier, make_event
 from bangpae.engine.engine import Engine
+from bangpae.services.live import LiveViews
 from bangpae.services.ports import Bus, Clock, Registry
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,6 @@ class IngestStats:
 class _Pending:
     fixes: FixBatch | PackedFixes
     future: asyncio.Future[list[int]]
-
-
-# What a live stream gets: the status a batch showed it (already audited), the orders
-# a batch or a timer touched (it reads its status itself), or REGISTRY_CHANGED (people,
-# devices or orders changed: it reads which orders it follows again).
-REGISTRY_CHANGED = "registry"
-Update = dict[str, Any] | set[int] | str
-# A stream's view of the engine: its status now and the audit records of the positions it
-# shows, written in the transaction of the batch that changed it.
-View = Callable[[float], tuple[dict[str, Any], list[AuditEntry]]]
 
 
 class FixLog(Registry, Protocol):
@@ -107,12 +98,6 @@ class FixLog(Registry, Protocol):
         ...
 
 
-@dataclass(eq=False)
-class _Watch:
-    queue: asyncio.Queue[Update]
-    view: View | None
-
-
 class Ingest:
     """The single writer: group commit of fixes with the events they cause."""
 
@@ -130,8 +115,8 @@ class Ingest:
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # live streams, by the orders each follows: a batch wakes only those it touched
-        self._watchers: dict[int, set[_Watch]] = {}
-        self._streams: set[_Watch] = set()  # every live stream, whatever it follows
+        # the open live streams and what each follows (docs/architecture.md)
+        self.live = LiveViews(self.store.check_audit)
         self._stale_engine = False
         # orders whose profile changes which incidents events open (kr, the default, does not)
         self._profiles: dict[int, str] = {}
@@ -187,8 +172,7 @@ class Ingest:
                     self.engine.set_misuse_pause(order_id, paused)
         if events:
             await self.record(*events)
-        for w in self._streams:
-            self._put(w.queue, REGISTRY_CHANGED)
+        self.live.registry_changed()
 
     def profile_of(self, order_id: int) -> str:
         """An order's response profile (``kr`` unless the registry says otherwise)."""
@@ -323,9 +307,9 @@ class Ingest:
         async with self._lock:
             events, late_flags = self.engine.ingest_batch(fixes, now)
             late = self.engine.drain_late()
-            touched = self.engine.orders_touched(fixes.device) if self._watchers else set()
-            following = self._following(touched)
-            views, audits = self._views(following, now)
+            touched = self.engine.orders_touched(fixes.device) if self.live else set()
+            following = self.live.following(touched)
+            views, audits = self.live.views(following, now)
         ids, new_events = await asyncio.get_running_loop().run_in_executor(
             self._writer, self._commit, fixes, late_flags, events, late, audits
         )
@@ -341,82 +325,7 @@ class Ingest:
         self.stats.events += len(new_events)
         if new_events:
             await self.bus.publish(new_events)
-        self._announce(following, views)
-
-    def watch(self, order_ids: Iterable[int], view: View | None = None) -> asyncio.Queue[Update]:
-        """A queue for a live stream following these orders: after each committed batch
-        that touched some of them, the status ``view`` gives (its audit records were
-        committed with the batch), or without a view the orders touched.
-
-        A view runs on the event loop right after the engine took the batch, so the
-        status is the one the batch made and its reads are audited before it is sent.
-        """
-        w = _Watch(asyncio.Queue(1000), view)
-        self._streams.add(w)
-        for oid in set(order_ids):
-            self._watchers.setdefault(oid, set()).add(w)
-        return w.queue
-
-    def rewatch(self, q: asyncio.Queue[Update], order_ids: Iterable[int]) -> None:
-        """Follow these orders with a queue from now on (its orders changed)."""
-        w = next((w for w in self._streams if w.queue is q), None)
-        if w is None:
-            return
-        self._drop(q)
-        for oid in set(order_ids):
-            self._watchers.setdefault(oid, set()).add(w)
-
-    def unwatch(self, q: asyncio.Queue[Update]) -> None:
-        """Stop announcing to a queue."""
-        self._drop(q)
-        self._streams = {w for w in self._streams if w.queue is not q}
-
-    def _drop(self, q: asyncio.Queue[Update]) -> None:
-        for oid in list(self._watchers):
-            self._watchers[oid] = {w for w in self._watchers[oid] if w.queue is not q}
-            if not self._watchers[oid]:
-                del self._watchers[oid]
-
-    @staticmethod
-    def _put(q: asyncio.Queue[Update], update: Update) -> None:
-        if q.full():  # a slow reader loses detail, never the fact that something changed
-            q.get_nowait()
-        q.put_nowait(update)
-
-    def _following(self, touched: set[int]) -> dict[_Watch, set[int]]:
-        found: dict[_Watch, set[int]] = {}
-        for oid in touched & self._watchers.keys():
-            for w in self._watchers[oid]:
-                found.setdefault(w, set()).add(oid)
-        return found
-
-    def _views(
-        self, following: dict[_Watch, set[int]], now: float
-    ) -> tuple[dict[_Watch, dict[str, Any]], list[AuditEntry]]:
-        """The status of each stream with a view that the batch touched, and the audit
-        records of the positions they show."""
-        views: dict[_Watch, dict[str, Any]] = {}
-        audits: list[AuditEntry] = []
-        for w in following:
-            if w.view is None:
-                continue
-            try:
-                status, reads = w.view(now)
-                for r in reads:
-                    self.store.check_audit(r)
-            except Exception:  # that stream reads (and audits) its status itself
-                log.exception("a live view failed")
-                continue
-            views[w] = status
-            audits.extend(reads)
-        return views, audits
-
-    def _announce(
-        self, following: dict[_Watch, set[int]], views: dict[_Watch, dict[str, Any]] | None = None
-    ) -> None:
-        """Hand each stream its view, or the orders of its that were touched."""
-        for w, mine in following.items():
-            self._put(w.queue, views[w] if views and w in views else mine)
+        self.live.announce(following, views)
 
     def _commit(
         self,
@@ -495,7 +404,9 @@ class Ingest:
         )
         if new_events:
             await self.bus.publish(new_events)
-        self._announce(self._following({e.order_id for e in events if e.order_id is not None}))
+        self.live.announce(
+            self.live.following({e.order_id for e in events if e.order_id is not None})
+        )
         return list(new_events)
 
     async def _tick_loop(self, tick_s: float) -> None:

@@ -21,7 +21,7 @@ from bangpae.domain.audit import AuditEntry
 from bangpae.domain.model import Event
 from bangpae.services import queries, sos
 from bangpae.services.auth import SCOPE_FULL, Principal
-from bangpae.services.ingest import REGISTRY_CHANGED
+from bangpae.services.live import REGISTRY_CHANGED
 
 router = APIRouter(prefix="/api/v1")
 AUTH_TIMEOUT_S = 10.0
@@ -115,7 +115,7 @@ async def victim_stream(ws: WebSocket) -> None:
         status, reads = queries.victim_view(ctx.engine, who, now, orders)
         return status, queries.victim_reads(who, reads, now)
 
-    q = ctx.ingest.watch({o.id for o in orders}, view)
+    q = ctx.ingest.live.watch({o.id for o in orders}, view)
     lock = asyncio.Lock()  # the stream loop and the notices task both send
     sent_at = time.monotonic()
 
@@ -190,14 +190,14 @@ async def victim_stream(ws: WebSocket) -> None:
                 fresh = await asyncio.to_thread(_her_orders, ctx, who)
                 if fresh != orders:
                     orders[:] = fresh
-                    ctx.ingest.rewatch(q, {o.id for o in orders})
+                    ctx.ingest.live.rewatch(q, {o.id for o in orders})
                     await send_status(None)
             elif isinstance(update, set) and update & {o.id for o in orders}:
                 await send_status(None)
     except WebSocketDisconnect:
         pass
     finally:
-        ctx.ingest.unwatch(q)
+        ctx.ingest.live.unwatch(q)
         ctx.sos.forget(sos_changed)
         if hub is not None:
             hub.forget(send)
