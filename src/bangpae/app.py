@@ -138,7 +138,7 @@ class AppContext:
         self.device_gate = DeviceGate.of(
             self.device_keys, lambda: self.settings.device_failure_delay_s
         )
-        self.reactions = Reactions(self.store, self.bus)
+        self.reactions = Reactions(self.store, self.bus, self.clock)
         self.reactions.on([EventKind.SHOWN_TIER_CHANGED], "pursuit", pursuit(self, self.commands))
 
     @property

@@ -21,6 +21,7 @@ from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain import incidents
 from bangpae.domain.model import Event, EventKind, Fix, Order, Tier, make_event
+from bangpae.services.reactions import RESUME_FRESH_S
 from tests.scenario import HOME, T0
 
 BURST = 50_000
@@ -214,5 +215,33 @@ async def test_what_she_was_shown_survives_a_restart(tmp_path: Path) -> None:
     try:
         assert second.engine.tier_of(order) == Tier.BREACH
         assert second.engine.shown_of(order) == shown
+    finally:
+        await second.stop()
+
+
+async def test_after_a_long_stop_old_breaches_are_not_news_on_her_lock_screen(
+    tmp_path: Path,
+) -> None:
+    """Resumed events older than RESUME_FRESH_S run as late data: after a long outage
+    she is not pushed "he is 40 m from you" about a moment long gone; the console keeps
+    its incidents, and the restored state speaks for now."""
+    clock = ManualClock(T0 + 100)
+    first = build(settings(tmp_path), clock=clock)
+    ((order, ankle, phone),) = parties(first, 1)
+    fixes = [near(phone, T0 + 60, 0), near(ankle, T0 + 60, 40)]
+    events = breach(order, T0 + 60)
+    plans = [(e, incidents.incident_kind(e), incidents.priority_of(e)) for e in events]
+    first.store.record_batch(fixes, [False, False], plans)
+    first.store.close()
+
+    clock.set(T0 + 60 + RESUME_FRESH_S + 3600)  # back an hour after the limit
+    second = build(settings(tmp_path), clock=clock)
+    await second.start()
+    try:
+        await until(lambda: second.store.reactions_due() == [])
+        assert second.reactions.stats.resumed == len(events)
+        assert told(second, "victim") == Counter()
+        assert told(second, "staff") == Counter()
+        assert [i.kind for i in second.store.incidents()] == ["breach"]  # the console has it
     finally:
         await second.stop()

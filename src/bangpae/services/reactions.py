@@ -5,7 +5,8 @@ the event is committed and is never dropped: it follows the bus without a bound,
 its own lane so that a slow one (a push service, an SMS gateway) never holds up
 another, and an event's due row in the store (``reactions_due``) is deleted only
 when every reaction of its kind has run. At start, what a crash interrupted is read
-back from those rows and run first. Screens are not reactions: they keep bounded
+back from those rows and run first (those older than ``RESUME_FRESH_S`` as late data,
+which tells her nothing on her lock screen). Screens are not reactions: they keep bounded
 queues and say when they drop (``adapters/bus.py``). See docs/architecture.md,
 "Reactions".
 """
@@ -15,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bangpae.domain.model import Event, EventKind
-from bangpae.services.ports import Bus
+from bangpae.services.ports import Bus, Clock
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Event]], Awaitable[object]]
 RESUME_PAGE = 10_000  # due events read back at a time at start
+# A resumed event older than this is run as late data, like a store-and-forward upload:
+# after a long stop, "he is 40 m from you" would be news of a moment long gone (the
+# restored state and the next fixes say what is true now; the console has the rest).
+RESUME_FRESH_S = 300.0
 FLUSH_EVERY_S = 1.0  # done rows wait at most this long for the writer's next batch
 
 
@@ -68,9 +73,10 @@ class _Lane:
 class Reactions:
     """The handler table; ``run()`` follows the bus until cancelled."""
 
-    def __init__(self, store: DueReactions, bus: Bus) -> None:
+    def __init__(self, store: DueReactions, bus: Bus, clock: Clock) -> None:
         self.store = store
         self.bus = bus
+        self.clock = clock
         self.stats = ReactionStats()
         self._lanes: dict[str, _Lane] = {}
         self._table: dict[EventKind, list[_Lane]] = {}
@@ -134,6 +140,8 @@ class Reactions:
                 break
             log.warning("resuming the reactions of %d stored events", len(due))
             ids.update(e.id for e in due)
+            now = self.clock.now()
+            due = [e if now - e.at <= RESUME_FRESH_S else replace(e, late=True) for e in due]
             self.stats.resumed += len(due)
             self._fan_out(due)
             await self._settle()
