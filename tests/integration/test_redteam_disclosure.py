@@ -36,3 +36,23 @@ async def test_one_future_dated_app_report_does_not_show_his_live_position(env) 
         f"shown, error {err:.1f} m, distance_m={entry['distance_m']}, tier={entry['tier']}; "
         f"order paused={r.json()['paused']}"
     )
+
+
+async def test_her_app_cannot_store_a_report_dated_1970_or_past_retention(env) -> None:  # noqa: F811
+    """Once stored: her app's reports checked only the future limit, so a report dated
+    1970 (a broken clock, or whoever holds her phone) was kept as evidence, to be purged
+    at the next run. Every way in now applies the same fix-time rule."""
+    ctx, api, users, _order, _devices, clock, _ = env
+    lat, lon = at(3000.0)
+    before = ctx.store.count_fixes()
+    for when in (0.0, clock.now() - (ctx.settings.retention_days + 1) * 86400.0):
+        stamp = datetime.fromtimestamp(when, UTC).isoformat()
+        body = {"lat": lat, "lon": lon, "accuracy_m": 5.0, "fix_time": stamp}
+        r = await api.post("/api/v1/victim/location", json=body, headers=users["her"])
+        assert r.status_code == 422, (stamp, r.text)
+        assert "retention" in r.json()["detail"]
+    assert ctx.store.count_fixes() == before
+    ok = {"lat": lat, "lon": lon, "accuracy_m": 5.0}  # a report of now is still taken
+    assert (
+        await api.post("/api/v1/victim/location", json=ok, headers=users["her"])
+    ).status_code == 202

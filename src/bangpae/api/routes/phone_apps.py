@@ -34,7 +34,7 @@ from bangpae.domain.access import Purpose, Relation
 from bangpae.domain.disclosure import iso
 from bangpae.domain.incidents import IncidentRecord
 from bangpae.domain.model import Alarm, DeviceKind, EventKind, Fix, Order, make_event
-from bangpae.domain.retention import AHEAD, too_far_ahead
+from bangpae.domain.retention import fix_time_refusal
 from bangpae.services import queries, sos
 from bangpae.services.auth import Principal
 
@@ -60,12 +60,17 @@ async def _submit_own(
     return len(ids)
 
 
-def _own_fix(body: OwnLocation, device_id: int, now: float, alarms: frozenset[str]) -> Fix:
+def _own_fix(
+    body: OwnLocation, device_id: int, now: float, alarms: frozenset[str], fixes_days: int
+) -> Fix:
     if body.fix_time is not None and body.fix_time.tzinfo is None:
         raise HTTPException(422, "fix_time needs a zone, e.g. 2026-11-23T09:00:00+09:00")
     t = body.fix_time.timestamp() if body.fix_time is not None else now
-    if too_far_ahead(t, now):
-        raise HTTPException(422, f"fix_time is {AHEAD}")
+    # the rule of every way in (docs/robustness.md, "Fix times"); her app's device is made
+    # at her first report, so a report she queued offline before it is still hers
+    refusal = fix_time_refusal(t, now, None, fixes_days)
+    if refusal is not None:
+        raise HTTPException(422, refusal)
     return Fix(
         device_id=device_id,
         fix_time=t,
@@ -100,7 +105,10 @@ async def victim_location(body: OwnLocation, ctx: Ctx, who: Victim) -> dict[str,
             429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
         )
     n = await _submit_own(
-        ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
+        ctx,
+        who,
+        lambda d: _own_fix(body, d, now, frozenset(), ctx.settings.retention_days),
+        DeviceKind.PHONE.value,
     )
     return {"accepted": n}
 
@@ -364,7 +372,10 @@ async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str,
             429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
         )
     n = await _submit_own(
-        ctx, who, lambda d: _own_fix(body, d, now, frozenset()), DeviceKind.PHONE.value
+        ctx,
+        who,
+        lambda d: _own_fix(body, d, now, frozenset(), ctx.settings.retention_days),
+        DeviceKind.PHONE.value,
     )
     return {"accepted": n}
 
