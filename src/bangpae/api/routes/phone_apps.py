@@ -60,9 +60,25 @@ async def _submit_own(
     return len(ids)
 
 
-def _own_fix(
-    body: OwnLocation, device_id: int, now: float, alarms: frozenset[str], fixes_days: int
-) -> Fix:
+async def _report_own(body: OwnLocation, ctx: RouteContext, who: Principal) -> int:
+    """A person's own position from their app: rate-limited per person (whatever device
+    or session), held to the fix-time rule, stored and evaluated; how many were taken."""
+    now = ctx.clock.now()
+    key = f"person:{who.person_id}"
+    if not ctx.own_reports.allow(key, now):
+        wait = max(1, int(ctx.own_reports.retry_after(key, now)) + 1)
+        raise HTTPException(
+            429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
+        )
+    return await _submit_own(
+        ctx,
+        who,
+        lambda d: _own_fix(body, d, now, ctx.settings.retention_days),
+        DeviceKind.PHONE.value,
+    )
+
+
+def _own_fix(body: OwnLocation, device_id: int, now: float, fixes_days: int) -> Fix:
     if body.fix_time is not None and body.fix_time.tzinfo is None:
         raise HTTPException(422, "fix_time needs a zone, e.g. 2026-11-23T09:00:00+09:00")
     t = body.fix_time.timestamp() if body.fix_time is not None else now
@@ -81,7 +97,6 @@ def _own_fix(
         heading_deg=body.heading_deg,
         battery_pct=body.battery_pct,
         valid=True,
-        alarms=alarms,
         received_at=now,
     )
 
@@ -97,20 +112,7 @@ async def victim_status(ctx: Ctx, who: Victim, rid: RequestId) -> dict[str, Any]
 @router.post("/victim/location", status_code=202, tags=["victim"])
 async def victim_location(body: OwnLocation, ctx: Ctx, who: Victim) -> dict[str, Any]:
     """Her own position from the app; stored and evaluated before the reply."""
-    now = ctx.clock.now()
-    key = f"person:{who.person_id}"
-    if not ctx.own_reports.allow(key, now):  # per person, whatever device or session
-        wait = max(1, int(ctx.own_reports.retry_after(key, now)) + 1)
-        raise HTTPException(
-            429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
-        )
-    n = await _submit_own(
-        ctx,
-        who,
-        lambda d: _own_fix(body, d, now, frozenset(), ctx.settings.retention_days),
-        DeviceKind.PHONE.value,
-    )
-    return {"accepted": n}
+    return {"accepted": await _report_own(body, ctx, who)}
 
 
 @router.post("/victim/sos", status_code=201, tags=["victim"])
@@ -364,20 +366,7 @@ async def field_outcome(
 @router.post("/field/location", status_code=202, tags=["field"])
 async def field_location(body: OwnLocation, ctx: Ctx, who: Officer) -> dict[str, Any]:
     """The officer's own position while on duty (for dispatch suggestions)."""
-    now = ctx.clock.now()
-    key = f"person:{who.person_id}"
-    if not ctx.own_reports.allow(key, now):  # per person, whatever device or session
-        wait = max(1, int(ctx.own_reports.retry_after(key, now)) + 1)
-        raise HTTPException(
-            429, "too many location reports; try again shortly", headers={"Retry-After": str(wait)}
-        )
-    n = await _submit_own(
-        ctx,
-        who,
-        lambda d: _own_fix(body, d, now, frozenset(), ctx.settings.retention_days),
-        DeviceKind.PHONE.value,
-    )
-    return {"accepted": n}
+    return {"accepted": await _report_own(body, ctx, who)}
 
 
 class Access(BaseModel):
