@@ -8,7 +8,7 @@ read. Ports used by one service alone are declared beside it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from bangpae.domain.audit import AuditEntry
 from bangpae.domain.incidents import IncidentRecord
@@ -100,4 +100,20 @@ class IncidentLookup(Protocol):
 
     def get_incident(self, incident_id: int) -> IncidentRecord | None:
         """An incident with its timeline, or None."""
+        ...
+
+
+class IncidentTimeline(IncidentLookup, Protocol):
+    """Incidents by id, and entries written to their timelines."""
+
+    def add_incident_entry(
+        self,
+        incident_id: int,
+        action: str,
+        actor: str,
+        at: float,
+        note: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Add an entry (a checklist step, a call) to the timeline of an incident not closed."""
         ...

@@ -31,7 +31,7 @@ from bangpae.domain.response import (
 )
 from bangpae.services.access import actor
 from bangpae.services.auth import Principal
-from bangpae.services.ports import AuditLog, Bus, Clock, IncidentLookup, Registry
+from bangpae.services.ports import AuditLog, Bus, Clock, IncidentTimeline, Registry
 from bangpae.services.queries import audit_read
 
 log = logging.getLogger(__name__)
@@ -59,20 +59,8 @@ class Escalations(Protocol):
         ...
 
 
-class ResponseRecords(AuditLog, Registry, IncidentLookup, Protocol):
+class ResponseRecords(AuditLog, Registry, IncidentTimeline, Protocol):
     """What the control centre's response reads and records (``adapters.store.response``)."""
-
-    def add_incident_entry(
-        self,
-        incident_id: int,
-        action: str,
-        actor: str,
-        at: float,
-        note: str = "",
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        """Add an entry (a checklist step, a call) to the timeline of an incident not closed."""
-        ...
 
     def latest_fix_of_person(self, person_id: int) -> Fix | None:
         """The newest live, valid fix of any of a person's devices."""

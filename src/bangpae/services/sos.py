@@ -17,7 +17,7 @@ from bangpae.domain.disclosure import iso
 from bangpae.domain.incidents import IncidentRecord
 from bangpae.services.access import actor
 from bangpae.services.auth import Principal, hash_password, verify_password
-from bangpae.services.ports import IncidentLookup
+from bangpae.services.ports import IncidentTimeline
 
 LOOP_WINDOW_S = 24 * 3600.0  # a closed SOS stays in her list this long
 # Timeline actions -> the state she is shown; the first entry of each state counts.
@@ -38,7 +38,7 @@ PIN_FAILURES = 5  # wrong PINs per person within PIN_WINDOW_S before refusing (4
 PIN_WINDOW_S = 300.0
 
 
-class SosRecords(IncidentLookup, Protocol):
+class SosRecords(IncidentTimeline, Protocol):
     """What her SOS loop reads and records in the store (``adapters.store.incidents``)."""
 
     def sos_incidents(self, person_id: int, closed_since: float) -> list[IncidentRecord]:
@@ -51,18 +51,6 @@ class SosRecords(IncidentLookup, Protocol):
     ) -> None:
         """Mark an open incident as under duress (docs/sos.md): critical, shown as such,
         and a ``duress`` entry on its timeline."""
-        ...
-
-    def add_incident_entry(
-        self,
-        incident_id: int,
-        action: str,
-        actor: str,
-        at: float,
-        note: str = "",
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        """Add an entry (a checklist step, a call) to the timeline of an incident not closed."""
         ...
 
     def watch_incidents(self, callback: Callable[[int], None]) -> None:
