@@ -113,9 +113,10 @@ class Reactions:
                 events = [await q.get()]
                 while not q.empty():
                     events.append(q.get_nowait())
-                if resumed:  # read back and published too: run once
-                    events = [e for e in events if e.id not in resumed]
-                    resumed.difference_update(e.id for e in events)
+                if resumed:  # read back at start and published too: run once
+                    again = resumed.intersection(e.id for e in events)
+                    resumed -= again
+                    events = [e for e in events if e.id not in again]
                 self._fan_out(events)
         finally:
             for task in lanes:
