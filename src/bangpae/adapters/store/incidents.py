@@ -168,6 +168,22 @@ class IncidentStore(StoreBase):
             "data": self._seal_place(dict(e.data)),
         }
 
+    def _event_of(self, r: Row[Any]) -> Event:
+        """A stored event as decided: the inverse of :meth:`_event_row`."""
+        return Event(
+            id=r.id,
+            kind=EventKind(r.kind),
+            at=r.at,
+            order_id=r.order_id,
+            person_id=r.person_id,
+            device_id=r.device_id,
+            tier_from=None if r.tier_from is None else Tier(r.tier_from),
+            tier_to=None if r.tier_to is None else Tier(r.tier_to),
+            distance_m=r.distance_m,
+            late=bool(r.late),
+            data=self._open_place(r.data, f"events {r.id}"),
+        )
+
     def _insert_events(self, c: Connection, events: Sequence[Event]) -> list[Event]:
         if not events:
             return []
@@ -318,23 +334,28 @@ class IncidentStore(StoreBase):
         assert result is not None  # with a priority, an incident is always opened or joined
         return result
 
-    def latest_tiers(self) -> dict[int, tuple[Tier, Tier, float]]:
-        """Each order's live tier from its last live tier change: (tier, base tier, since)."""
+    def _live_changes(self, kind: EventKind) -> list[Row[Any]]:
+        """Every live (not late) change of ``kind`` with an order, oldest first."""
         ev = s.events
         with self._read() as c:
-            rows = c.execute(
-                select(ev.c.order_id, ev.c.tier_from, ev.c.tier_to, ev.c.at)
-                .where(
-                    and_(
-                        ev.c.kind == EventKind.TIER_CHANGED.value,
-                        ev.c.late.is_(False),
-                        ev.c.order_id.is_not(None),
+            return list(
+                c.execute(
+                    select(ev.c.order_id, ev.c.tier_from, ev.c.tier_to, ev.c.at)
+                    .where(
+                        and_(
+                            ev.c.kind == kind.value,
+                            ev.c.late.is_(False),
+                            ev.c.order_id.is_not(None),
+                        )
                     )
-                )
-                .order_by(ev.c.at, ev.c.id)
-            ).all()
+                    .order_by(ev.c.at, ev.c.id)
+                ).all()
+            )
+
+    def latest_tiers(self) -> dict[int, tuple[Tier, Tier, float]]:
+        """Each order's live tier from its last live tier change: (tier, base tier, since)."""
         out: dict[int, tuple[Tier, Tier, float]] = {}
-        for r in rows:
+        for r in self._live_changes(EventKind.TIER_CHANGED):
             tier = Tier(r.tier_to)
             base = Tier(r.tier_from) if tier == Tier.UNCERTAIN else tier
             if tier == Tier.UNCERTAIN and r.tier_from == Tier.UNCERTAIN and r.order_id in out:
@@ -344,20 +365,10 @@ class IncidentStore(StoreBase):
 
     def latest_shown(self) -> dict[int, Tier]:
         """What each order's protected person was last shown, from its last live change."""
-        ev = s.events
-        with self._read() as c:
-            rows = c.execute(
-                select(ev.c.order_id, ev.c.tier_to)
-                .where(
-                    and_(
-                        ev.c.kind == EventKind.SHOWN_TIER_CHANGED.value,
-                        ev.c.late.is_(False),
-                        ev.c.order_id.is_not(None),
-                    )
-                )
-                .order_by(ev.c.at, ev.c.id)
-            ).all()
-        return {int(r.order_id): Tier(r.tier_to) for r in rows}
+        return {
+            int(r.order_id): Tier(r.tier_to)
+            for r in self._live_changes(EventKind.SHOWN_TIER_CHANGED)
+        }
 
     def disclosure_pauses(self) -> dict[int, bool]:
         """Each order's disclosure pause, from its last guard detection or operator decision."""
@@ -384,19 +395,7 @@ class IncidentStore(StoreBase):
                 .order_by(ev.c.at.desc(), ev.c.id.desc())
                 .limit(limit)
             ).all()
-        return [
-            Event(
-                id=r.id,
-                kind=EventKind(r.kind),
-                at=r.at,
-                order_id=r.order_id,
-                person_id=r.person_id,
-                device_id=r.device_id,
-                distance_m=r.distance_m,
-                data=self._open_place(r.data, f"events {r.id}"),
-            )
-            for r in rows
-        ]
+        return [self._event_of(r) for r in rows]
 
     def _incident(self, c: Connection, r: Row[Any], timeline: bool) -> IncidentRecord:
         entries: tuple[dict[str, Any], ...] = ()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from sqlalchemy import Connection, Row, delete, select
+from sqlalchemy import Connection, delete, select
 
 from bangpae.adapters.store import schema as s
 from bangpae.adapters.store.base import StoreBase, bound_list, one_of
-from bangpae.domain.model import Event, EventKind, Tier
+from bangpae.domain.model import Event, EventKind
 
 _DUE_IN = one_of(s.reactions_due.c.event_id, "ids")
 _DONE_LOCK = threading.Lock()
@@ -52,21 +51,6 @@ class ReactionStore(StoreBase):
             {"ids": bound_list(self.dialect, done)},
         )
         return int(r.rowcount)
-
-    def _event_of(self, r: Row[Any]) -> Event:
-        return Event(
-            id=r.id,
-            kind=EventKind(r.kind),
-            at=r.at,
-            order_id=r.order_id,
-            person_id=r.person_id,
-            device_id=r.device_id,
-            tier_from=None if r.tier_from is None else Tier(r.tier_from),
-            tier_to=None if r.tier_to is None else Tier(r.tier_to),
-            distance_m=r.distance_m,
-            late=bool(r.late),
-            data=self._open_place(r.data, f"events {r.id}"),
-        )
 
     def reactions_due(self, limit: int = 10_000) -> list[Event]:
         """The oldest committed events still waiting for their reactions, in commit order."""
