@@ -12,16 +12,20 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 from geographiclib.geodesic import Geodesic
 
 from bangpae.adapters.bus import SCREEN_QUEUE
 from bangpae.adapters.clock import ManualClock
+from bangpae.api.factory import create_app
 from bangpae.app import AppContext, build
 from bangpae.config import Settings
 from bangpae.domain import incidents
 from bangpae.domain.model import Event, EventKind, Fix, Order, Tier, make_event
 from bangpae.services.reactions import RESUME_FRESH_S
+from tests.integration.conftest import signed_in
 from tests.scenario import HOME, T0
 
 BURST = 50_000
@@ -199,15 +203,20 @@ async def test_a_failing_reaction_leaves_its_events_due_for_the_next_start(
 
 async def test_what_she_was_shown_survives_a_restart(tmp_path: Path) -> None:
     """Before, a restart restored the tier and forgot what she was shown: her screen and
-    her app's interval said "clear" until his next fix while he stood 40 m from her."""
+    her app's interval said "clear" until his next fix while he stood 40 m from her.
+    Restoring it must not widen what she sees: her status after the restart shows no
+    more of him than it did before."""
     clock = ManualClock(T0 + 61)
     first = build(settings(tmp_path), clock=clock)
     ((order, ankle, phone),) = parties(first, 1)
+    victim = first.store.get_order(order).victim_id  # type: ignore[union-attr]
+    her = signed_in(first.store, first.secret, [("her", "victim", victim)], T0)["her"]
     await first.start()
     try:
         await first.ingest.submit([near(phone, T0 + 60, 0), near(ankle, T0 + 60.5, 40)])
         shown = first.engine.shown_of(order)
         assert shown in (Tier.REVEAL, Tier.BREACH)
+        before = await status(first, her)
     finally:
         await first.stop()
     second = build(settings(tmp_path), clock=clock)
@@ -215,8 +224,25 @@ async def test_what_she_was_shown_survives_a_restart(tmp_path: Path) -> None:
     try:
         assert second.engine.tier_of(order) == Tier.BREACH
         assert second.engine.shown_of(order) == shown
+        after = await status(second, her)
+        assert after["tier"] == before["tier"] == shown.label
+        assert after["distance_m"] in (None, before["distance_m"])  # never a finer one
+        if before["offender"] is None:
+            assert after["offender"] is None
+        else:
+            assert after["offender"] in (None, before["offender"])
     finally:
         await second.stop()
+
+
+async def status(ctx: AppContext, headers: dict[str, str]) -> dict[str, Any]:
+    """Her one order as her app reads it."""
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+        r = await api.get("/api/v1/victim/status", headers=headers)
+    assert r.status_code == 200, r.text
+    [entry] = r.json()["orders"]
+    return dict(entry)
 
 
 async def test_after_a_long_stop_old_breaches_are_not_news_on_her_lock_screen(
